@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs every build, test and demo dependency of mycel from Debian packages.
+# Idempotent: when everything is present it only runs dpkg-query and exits.
+# Nothing is downloaded from anywhere but the distribution's package archive.
+set -euo pipefail
+
+PACKAGES=(
+  cmake g++ make ccache pkg-config
+  libtorch-dev
+  libopenblas0-openmp     # libtorch otherwise falls back to reference BLAS: ~16x slower matmul
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libsodium-dev libspdlog-dev libsqlite3-dev libtomlplusplus-dev libcli11-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  dataset-fashion-mnist
+  python3-torch           # optional consumer: benchmarks compare to PyTorch, tests load exports
+  sqlite3
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# Make sure the OpenMP OpenBLAS is the one libblas.so.3 / liblapack.so.3 resolve to.
+for alt in libblas.so.3 liblapack.so.3; do
+  arch_alt="${alt}-$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)"
+  cand=$(update-alternatives --list "$arch_alt" 2>/dev/null | grep openblas-openmp | head -n1 || true)
+  if [ -n "$cand" ]; then $SUDO update-alternatives --set "$arch_alt" "$cand" >/dev/null; fi
+done

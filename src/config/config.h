@@ -1,0 +1,86 @@
+// Typed configuration, parsed from TOML (toml++ stays inside config.cc).
+//
+// One Options struct per section, with in-class defaults and one comment per
+// field. LoadConfig() rejects an unknown key, a wrong type or a bad value with
+// an InvalidArgument status whose message names the file, the line and the key:
+//   "/etc/mycel.toml:12: [training] lr: must be > 0 (got -1)"
+// Plain structs: copyable, thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace mycel::config {
+
+struct NodeOptions {
+  std::string name = "mycel";          // shown to peers and in logs
+  std::string state_dir;               // default: $XDG_STATE_HOME/mycel (~/.local/state/mycel)
+  std::string listen;                  // peer address "host:port"; empty: no peer server
+  std::string log_level = "info";      // trace, debug, info, warn, error, off
+};
+
+struct ModelOptions {
+  std::string kind = "mlp";                    // mlp | cnn | char_lm | torchscript
+  std::vector<int64_t> input_shape = {1, 28, 28};  // per-example shape (mlp, cnn, torchscript)
+  int64_t classes = 10;                        // output classes (mlp, cnn, torchscript)
+  std::vector<int64_t> hidden = {128};         // hidden widths: mlp layers, cnn fc, char_lm GRU size (first)
+  uint64_t seed = 1;                           // initial-weights seed; one federation shares it
+  std::string path;                            // torchscript: the scripted module file
+  std::vector<std::string> local_layers;       // parameter-name prefixes that never leave the device
+  int64_t context = 64;                        // char_lm: characters of context per example
+  int64_t embedding = 32;                      // char_lm: byte embedding width
+};
+
+struct TrainingOptions {
+  std::string optimizer = "sgd";       // sgd | adam
+  double lr = 0.05;                    // learning rate
+  double momentum = 0.0;               // sgd momentum
+  int64_t batch_size = 64;             // examples per step
+  double validation_fraction = 0.1;    // share of examples held out, chosen by content hash
+  double replay_fraction = 0.5;        // share of each batch replayed from older examples
+  int64_t max_examples = 200000;       // store bound; reservoir eviction beyond it
+  double checkpoint_interval_s = 60;   // seconds between periodic checkpoints
+  double eval_interval_s = 5;          // seconds between validation passes
+  int64_t max_eval_examples = 10000;   // validation examples used per pass
+  int threads = 1;                     // intra-op threads for libtorch
+};
+
+struct PeerOptions {
+  std::string name;                    // label used in logs and `mycel peers`
+  std::string address;                 // "host:port"
+  std::string public_key;              // raw 32-byte Ed25519 public key (decoded from base64)
+  std::string public_key_b64;          // as written in the config
+};
+
+struct Config {
+  std::string path;                    // file it was read from ("" for defaults)
+  NodeOptions node;
+  ModelOptions model;
+  TrainingOptions training;
+  std::vector<PeerOptions> peers;
+
+  // Derived paths inside state_dir.
+  std::string SocketPath() const;      // <state_dir>/control.sock
+  std::string StorePath() const;       // <state_dir>/examples.db
+  std::string CheckpointDir() const;   // <state_dir>/checkpoints
+  std::string IdentityPath() const;    // <state_dir>/identity.key
+};
+
+// $XDG_CONFIG_HOME/mycel/mycel.toml (or ~/.config/mycel/mycel.toml).
+std::string DefaultConfigPath();
+// $XDG_STATE_HOME/mycel (or ~/.local/state/mycel).
+std::string DefaultStateDir();
+
+// Parses TOML text; `source` names it in errors (usually the file path).
+// Relative state_dir and model.path are resolved against the file's directory.
+absl::StatusOr<Config> ParseConfig(std::string_view toml, const std::string& source);
+// Reads and parses a file. NotFound if it does not exist.
+absl::StatusOr<Config> LoadConfig(const std::string& path);
+// Defaults with no file at all (state_dir = DefaultStateDir()).
+Config DefaultConfig();
+
+}  // namespace mycel::config

@@ -1,0 +1,50 @@
+// Node identity: one long-term Ed25519 key pair per node (libsodium).
+//
+// The secret key lives in sodium_malloc'ed memory, wiped and freed with the
+// Identity. On disk: <state_dir>/identity.key, mode 0600, holding a versioned
+// header and the 64-byte libsodium secret key (which embeds the public key).
+// Thread-safe after construction (immutable).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace mycel::crypto {
+
+class Identity {
+ public:
+  ~Identity();
+  Identity(const Identity&) = delete;
+  Identity& operator=(const Identity&) = delete;
+
+  // Loads the key at `path`, or creates a new one (and its directory) if the
+  // file does not exist. A file of the wrong size or mode is an error naming it.
+  static absl::StatusOr<std::unique_ptr<Identity>> LoadOrCreate(const std::string& path);
+  // A fresh in-memory identity (tests, intruders in tests).
+  static absl::StatusOr<std::unique_ptr<Identity>> Generate();
+
+  const std::string& public_key() const { return public_key_; }  // 32 raw bytes
+  std::string PublicKeyBase64() const;
+  // Short printable fingerprint of the public key ("ab12:cd34:..."), for logs and `mycel peers`.
+  std::string Fingerprint() const;
+  // Detached Ed25519 signature (64 bytes) over `message`.
+  std::string Sign(std::string_view message) const;
+
+ private:
+  Identity();
+  unsigned char* secret_key_ = nullptr;  // sodium_malloc'ed, crypto_sign_SECRETKEYBYTES
+  std::string public_key_;
+};
+
+// Verifies a detached signature made by Identity::Sign.
+bool VerifySignature(std::string_view public_key, std::string_view message, std::string_view sig);
+// Standard base64 (with padding) encode/decode; decode fails on anything malformed.
+std::string Base64Encode(std::string_view raw);
+absl::StatusOr<std::string> Base64Decode(std::string_view b64);
+// Fingerprint of any 32-byte public key, same format as Identity::Fingerprint.
+std::string KeyFingerprint(std::string_view public_key);
+
+}  // namespace mycel::crypto

@@ -1,0 +1,80 @@
+// ExampleStore: the on-device example store, one SQLite file in WAL mode.
+//
+// An Add() is one transaction committed with synchronous=FULL: when it
+// returns OK the examples survive a crash or power loss. Each example's split
+// (train or validation) is a pure function of its content (a hash of label and
+// bytes against validation_fraction), so the held-out set is deterministic and
+// never trained on. max_examples bounds each split's share with reservoir
+// sampling (Vitter's algorithm R over everything ever offered), so an endless
+// stream neither fills the disk nor biases the store towards old data.
+//
+// Thread-safe: every method takes an internal mutex (one sqlite3 connection).
+// A small key/value meta table holds daemon state such as the pause flag.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "data/example.h"
+
+struct sqlite3;
+
+namespace mycel::data {
+
+struct ExampleStoreOptions {
+  std::string path;                   // SQLite file; created if missing
+  int64_t max_examples = 200000;      // bound on stored examples (train + validation)
+  double validation_fraction = 0.1;   // in [0, 0.9]
+  uint64_t seed = 1;                  // reservoir RNG seed
+};
+
+struct AddResult {
+  int64_t offered = 0;     // examples passed to Add
+  int64_t stored = 0;      // rows inserted (offered minus those the reservoir skipped)
+  int64_t evicted = 0;     // older rows removed to make room
+  int64_t train = 0;       // of the stored, how many went to the train split
+  int64_t validation = 0;  // ... and to the validation split
+};
+
+class ExampleStore {
+ public:
+  ~ExampleStore();
+  ExampleStore(const ExampleStore&) = delete;
+  ExampleStore& operator=(const ExampleStore&) = delete;
+
+  // Opens or creates the store; a file that is not a mycel store (or is
+  // corrupt) is an error naming the path, and the file is left as it was.
+  static absl::StatusOr<std::unique_ptr<ExampleStore>> Open(const ExampleStoreOptions& options);
+
+  // Stores `examples` atomically (all or none).
+  absl::StatusOr<AddResult> Add(const std::vector<Example>& examples);
+
+  int64_t Count(Split split);
+  // Rows of `split` with id > after_id, in id order, at most `limit`.
+  absl::StatusOr<std::vector<StoredExample>> ReadSince(Split split, int64_t after_id, int64_t limit);
+  // Ids of rows removed by reservoir eviction are not reported; readers that
+  // cache rows bound their caches themselves (see Sampler).
+
+  // Durable small key/value state.
+  absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key);
+  absl::Status SetMeta(const std::string& key, const std::string& value);
+
+  // Which split an example belongs to (pure function of its content).
+  static Split SplitOf(const Example& example, double validation_fraction);
+
+ private:
+  explicit ExampleStore(const ExampleStoreOptions& options);
+  ExampleStoreOptions options_;
+  std::mutex mu_;
+  sqlite3* db_ = nullptr;          // guarded by mu_
+  int64_t seen_ = 0;               // examples ever offered (persisted in meta), guarded by mu_
+  std::mt19937_64 rng_;            // guarded by mu_
+};
+
+}  // namespace mycel::data

@@ -1,0 +1,100 @@
+// Model: the trainable network behind one of the built-in kinds or a user's
+// TorchScript module, with the shared/local split of its parameters.
+//
+// Kinds (config [model] kind):
+//   mlp         — flatten → Linear+ReLU per `hidden` width → Linear(classes)
+//   cnn         — 2×(Conv3x3+ReLU+MaxPool2) (32, 64 channels) → Linear(hidden[0])+ReLU → Linear(classes);
+//                 input_shape = {C, H, W}
+//   char_lm     — byte Embedding(256, embedding) → GRU(hidden[0]) → Linear(256);
+//                 predicts the next byte at every position
+//   torchscript — a module scripted in PyTorch (`path`), forward(x: [B, *input_shape]) → logits [B, classes]
+// Built-in kinds are native torch::nn modules (fastest to train: see the
+// trainer benchmark); Export() writes every kind as TorchScript, so Python's
+// torch.jit.load opens what the daemon trained.
+//
+// Parameters have stable dotted names ("fc0.weight"). Those starting with one
+// of `local_layers` are local: they never leave the device. Fingerprint()
+// hashes names, shapes and dtypes of the shared ones, so only models of the
+// same architecture merge.
+//
+// libtorch exceptions stop here: every fallible call returns a Status.
+// Not thread-safe: one owner (the trainer thread) uses a Model at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "config/config.h"
+#include "data/example.h"
+
+namespace mycel::model {
+
+enum class Task { kClassify, kNextByte };
+
+struct NamedTensor {
+  std::string name;
+  torch::Tensor tensor;  // aliases the live parameter (no copy)
+  bool shared = true;    // false: matched a local_layers prefix
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  // Builds the model from config; weights are initialised from options.seed
+  // (identical on every node with the same config). torchscript loads `path`.
+  static absl::StatusOr<std::unique_ptr<Model>> Create(const config::ModelOptions& options);
+
+  const config::ModelOptions& options() const { return options_; }
+  Task task() const { return task_; }
+  const std::string& kind() const { return options_.kind; }
+  // What an example must look like for this model (width = prod(input_shape), or context+1).
+  data::ExampleShape example_shape() const;
+
+  // Forward pass. Classify: x float [B, width] (flattened; reshaped inside) →
+  // logits [B, classes]. NextByte: x int64 [B, T] → logits [B, T, 256].
+  virtual torch::Tensor Forward(const torch::Tensor& x) = 0;
+  // Cross-entropy loss of a batch. Classify: x [B, width], y int64 [B].
+  // NextByte: tokens int64 [B, T+1] (y ignored; targets are tokens shifted by one).
+  torch::Tensor Loss(const torch::Tensor& x, const torch::Tensor& y);
+  // Mean loss, correct predictions and count over a labelled set, without
+  // gradients, in chunks of `chunk` rows. NextByte counts next-byte accuracy.
+  struct EvalResult { double loss = 0; int64_t correct = 0; int64_t count = 0; };
+  EvalResult Evaluate(const torch::Tensor& x, const torch::Tensor& y, int64_t chunk = 1024);
+
+  virtual void SetTraining(bool training) = 0;
+
+  // All parameters in a stable order, aliasing the live tensors.
+  const std::vector<NamedTensor>& parameters() const { return params_; }
+  int64_t parameter_count() const;
+  int64_t shared_parameter_count() const;
+  std::string Fingerprint() const;
+
+  // Writes the current weights as a TorchScript module to `path`.
+  virtual absl::Status Export(const std::string& path) = 0;
+
+ protected:
+  Model(const config::ModelOptions& options, Task task) : options_(options), task_(task) {}
+  // Subclasses call this once their parameters exist.
+  void SetParameters(std::vector<std::pair<std::string, torch::Tensor>> named);
+
+ private:
+  config::ModelOptions options_;
+  Task task_;
+  std::vector<NamedTensor> params_;
+};
+
+// Serialises named tensors (any subset of the model's state) to bytes and
+// back, in libtorch's archive format. Load checks names and shapes against
+// `into` and copies values in place; a mismatch is an error naming the tensor.
+absl::StatusOr<std::string> SaveTensors(const std::vector<NamedTensor>& tensors);
+absl::Status LoadTensors(const std::string& bytes, const std::vector<NamedTensor>& into);
+
+}  // namespace mycel::model

@@ -1,0 +1,59 @@
+#include "common/file_util.h"
+
+#include <cstdlib>
+#include <string>
+
+#include <gtest/gtest.h>
+
+namespace mycel {
+namespace {
+
+std::string TempDir() {
+  char tmpl[] = "/tmp/mycel-common-XXXXXX";
+  return ::mkdtemp(tmpl);
+}
+
+TEST(FileUtil, AtomicWriteReplacesAndLeavesNoTemp) {
+  std::string dir = TempDir();
+  std::string path = dir + "/f";
+  ASSERT_TRUE(Env::Default()->WriteFileAtomically(path, "one").ok());
+  ASSERT_TRUE(Env::Default()->WriteFileAtomically(path, "two").ok());
+  EXPECT_EQ(*Env::Default()->ReadFile(path), "two");
+  auto names = Env::Default()->ListDir(dir);
+  ASSERT_TRUE(names.ok());
+  EXPECT_EQ(names->size(), 1u);
+}
+
+TEST(FileUtil, ChecksumDetectsEveryFlippedByteAndTruncation) {
+  std::string framed = FrameChecksummed("MYCELTST", "payload bytes");
+  auto ok = UnframeChecksummed("MYCELTST", framed, "t");
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(*ok, "payload bytes");
+  for (size_t i = 0; i < framed.size(); ++i) {
+    std::string bad = framed;
+    bad[i] ^= 0x01;
+    EXPECT_FALSE(UnframeChecksummed("MYCELTST", bad, "t").ok()) << "byte " << i;
+  }
+  auto trunc = UnframeChecksummed("MYCELTST", framed.substr(0, framed.size() - 1), "ckpt-7");
+  ASSERT_FALSE(trunc.ok());
+  EXPECT_EQ(trunc.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(trunc.status().message().find("ckpt-7"), std::string::npos);
+}
+
+TEST(FileUtil, MissingFileIsNotFoundNamingPath) {
+  auto r = Env::Default()->ReadFile("/nonexistent/mycel/x");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(r.status().message().find("/nonexistent/mycel/x"), std::string::npos);
+}
+
+TEST(FileUtil, ExpandPathExpandsVariablesAndHome) {
+  ::setenv("MYCEL_TEST_VAR", "/abc", 1);
+  ::setenv("HOME", "/home/u", 1);
+  EXPECT_EQ(ExpandPath("$MYCEL_TEST_VAR/x"), "/abc/x");
+  EXPECT_EQ(ExpandPath("${MYCEL_TEST_VAR}y"), "/abcy");
+  EXPECT_EQ(ExpandPath("~/s"), "/home/u/s");
+}
+
+}  // namespace
+}  // namespace mycel
