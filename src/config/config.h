@@ -19,7 +19,7 @@ namespace mycel::config {
 struct NodeOptions {
   std::string name = "mycel";          // shown to peers and in logs
   std::string state_dir;               // default: $XDG_STATE_HOME/mycel (~/.local/state/mycel)
-  std::string listen;                  // peer address "host:port"; empty: no peer server
+  std::string listen;                  // peer address "host:port" (port 0: any free port); empty: no peer server
   std::string log_level = "info";      // trace, debug, info, warn, error, off
 };
 

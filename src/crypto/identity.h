@@ -1,8 +1,12 @@
 // Node identity: one long-term Ed25519 key pair per node (libsodium).
 //
 // The secret key lives in sodium_malloc'ed memory, wiped and freed with the
-// Identity. On disk: <state_dir>/identity.key, mode 0600, holding a versioned
-// header and the 64-byte libsodium secret key (which embeds the public key).
+// Identity. On disk: <state_dir>/identity.key, mode 0600, holding the 8-byte
+// header "MYCELID1" (the last character is the format version) and the 64-byte
+// libsodium secret key (seed || public key). A new key is published with
+// link(), so a key that exists is never overwritten, even by a racing process.
+// Loading refuses (never repairs) a file that group/others can access, that
+// another user owns, or whose size, header or key pair is inconsistent.
 // Thread-safe after construction (immutable).
 #pragma once
 
