@@ -4,9 +4,10 @@
 // returns OK the examples survive a crash or power loss. Each example's split
 // (train or validation) is a pure function of its content (a hash of label and
 // bytes against validation_fraction), so the held-out set is deterministic and
-// never trained on. max_examples bounds each split's share with reservoir
-// sampling (Vitter's algorithm R over everything ever offered), so an endless
-// stream neither fills the disk nor biases the store towards old data.
+// never trained on. max_examples bounds the whole store with reservoir
+// sampling (Vitter's algorithm R over everything ever offered; a newcomer
+// replaces a uniformly random row of its own split), so an endless stream
+// neither fills the disk nor biases the store towards old data.
 //
 // Thread-safe: every method takes an internal mutex (one sqlite3 connection).
 // A small key/value meta table holds daemon state such as the pause flag.
@@ -56,12 +57,13 @@ class ExampleStore {
   absl::StatusOr<AddResult> Add(const std::vector<Example>& examples);
 
   int64_t Count(Split split);
-  // Rows of `split` with id > after_id, in id order, at most `limit`.
+  // Rows of `split` with id > after_id, in id order, at most `limit` (>= 0).
   absl::StatusOr<std::vector<StoredExample>> ReadSince(Split split, int64_t after_id, int64_t limit);
   // Ids of rows removed by reservoir eviction are not reported; readers that
   // cache rows bound their caches themselves (see Sampler).
 
-  // Durable small key/value state.
+  // Durable small key/value state. Keys starting with "_store." are the
+  // store's own; SetMeta refuses them.
   absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key);
   absl::Status SetMeta(const std::string& key, const std::string& value);
 
@@ -69,11 +71,21 @@ class ExampleStore {
   static Split SplitOf(const Example& example, double validation_fraction);
 
  private:
+  struct Statements;  // prepared statements, reused across calls (defined in the .cc)
+
   explicit ExampleStore(const ExampleStoreOptions& options);
+  absl::Status Init();                                  // opens, checks or creates the schema
+  absl::Status Evict(int split);                        // removes a uniformly random row of `split`
+  absl::Status InsertRow(const Example& example, int split);
+  absl::Status Exec(const char* sql);                   // one-shot statement without results
+  absl::Status SqlError(int rc, const std::string& what) const;  // names the path and sqlite's message
+
   ExampleStoreOptions options_;
   std::mutex mu_;
-  sqlite3* db_ = nullptr;          // guarded by mu_
+  sqlite3* db_ = nullptr;          // owned; closed by the destructor; guarded by mu_
+  std::unique_ptr<Statements> stmts_;  // finalized before db_ is closed; guarded by mu_
   int64_t seen_ = 0;               // examples ever offered (persisted in meta), guarded by mu_
+  int64_t count_[2] = {0, 0};      // rows per split (index = Split), guarded by mu_
   std::mt19937_64 rng_;            // guarded by mu_
 };
 

@@ -14,6 +14,7 @@
 // labels.gz: 59999 labels").
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,13 @@ absl::StatusOr<std::vector<Example>> ImportFiles(const std::vector<NamedBlob>& f
                                                  const ExampleShape& shape);
 
 // Decompresses gzip data if it starts with the gzip magic, else returns it as is.
+// Errors name the file; output is capped at 4 GiB (a zip bomb is refused).
 absl::StatusOr<std::string> MaybeGunzip(const std::string& bytes, const std::string& name);
+
+namespace internal {
+// MaybeGunzip with a caller-chosen output cap (tests use a small one).
+absl::StatusOr<std::string> GunzipLimited(const std::string& bytes, const std::string& name,
+                                          uint64_t max_bytes);
+}  // namespace internal
 
 }  // namespace mycel::data

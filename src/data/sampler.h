@@ -7,6 +7,9 @@
 // already trained on, so the model keeps learning new data without forgetting
 // old. Trained fresh rows join the replay pool; when it is full they replace a
 // random row (reservoir sampling), so the pool stays an unbiased sample.
+// When the store holds more than `capacity` rows, Refresh loads only what fits
+// (the rest is loaded by later calls, so every row is still trained once as
+// fresh) and the pool keeps about half of the capacity.
 //
 // Not thread-safe: owned and used by the trainer thread only. Refresh() reads
 // the store (which is itself thread-safe).
@@ -14,6 +17,7 @@
 
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -48,10 +52,17 @@ class Sampler {
   bool NextTokenBatch(int64_t batch, int64_t* tokens);
 
  private:
-  // Picks the row sources of one batch into picks_ (fresh rows first).
+  // Picks the row sources of one batch into picks_ (fresh rows first) and
+  // sets picked_fresh_.
   bool Pick(int64_t batch);
   void Retire(int64_t fresh_count);  // moves consumed fresh rows to the replay pool
   const uint8_t* RowPtr(bool fresh, int64_t row) const;
+  bool Fits(const Example& e) const;  // width, dtype and label suit options_.shape
+  void Append(const Example& e);      // to the fresh queue, in the current row format
+  void PromoteToF32();                // converts every held row to float32, once
+  void CompactFresh();                // drops the consumed prefix of the fresh queue
+  void EvictPoolRow();                // removes a uniformly random replay row
+  int64_t pool_size() const { return static_cast<int64_t>(pool_labels_.size()); }
 
   SamplerOptions options_;
   int64_t row_bytes_ = 0;       // bytes per row (width, or 4*width for f32)
@@ -64,6 +75,8 @@ class Sampler {
   std::vector<int64_t> pool_labels_;
   int64_t pool_seen_ = 0;       // rows ever offered to the pool (reservoir count)
   std::vector<std::pair<bool, int64_t>> picks_;  // (fresh?, row) for the current batch
+  int64_t picked_fresh_ = 0;    // fresh rows consumed by the current batch
+  bool pressure_ = false;       // the last Refresh found more rows than fit in capacity
   std::mt19937_64 rng_;
 };
 

@@ -1,0 +1,513 @@
+#include "data/example_store.h"
+
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status.h"
+
+namespace mycel::data {
+namespace {
+
+// PRAGMA application_id marks a SQLite file as a mycel store ("MYCL" in ASCII),
+// so a foreign database is never mistaken for one (sqlite.org/fileformat.html,
+// header offset 68). PRAGMA user_version holds the schema version.
+constexpr int32_t kApplicationId = 0x4D59434C;
+constexpr int kSchemaVersion = 1;
+// How long a write waits for another connection's lock before failing.
+constexpr int kBusyTimeoutMs = 5000;
+// Internal meta keys live under this prefix; SetMeta refuses it.
+constexpr char kInternalPrefix[] = "_store.";
+constexpr char kSeenKey[] = "_store.seen";
+
+// `slot` numbers each split's rows densely 0..count-1 so that a uniformly
+// random row is one index lookup away: eviction deletes a random slot and
+// moves the last slot into the hole. Ids stay monotonic (AUTOINCREMENT).
+constexpr char kSchema[] = R"sql(
+CREATE TABLE examples(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  split INTEGER NOT NULL,
+  slot INTEGER NOT NULL,
+  label INTEGER NOT NULL,
+  dtype INTEGER NOT NULL,
+  data BLOB NOT NULL);
+CREATE INDEX examples_split_id ON examples(split, id);
+CREATE UNIQUE INDEX examples_split_slot ON examples(split, slot);
+CREATE TABLE meta(key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+)sql";
+
+struct StmtDeleter {
+  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+};
+using Stmt = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
+
+// Resets a statement on scope exit so it never holds a read snapshot or lock.
+class ResetOnExit {
+ public:
+  explicit ResetOnExit(sqlite3_stmt* s) : s_(s) {}
+  ~ResetOnExit() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  ResetOnExit(const ResetOnExit&) = delete;
+  ResetOnExit& operator=(const ResetOnExit&) = delete;
+
+ private:
+  sqlite3_stmt* s_;
+};
+
+absl::StatusCode CodeFor(int rc) {
+  switch (rc & 0xff) {
+    case SQLITE_FULL: return absl::StatusCode::kResourceExhausted;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return absl::StatusCode::kUnavailable;
+    case SQLITE_CORRUPT: return absl::StatusCode::kDataLoss;
+    case SQLITE_NOTADB: return absl::StatusCode::kFailedPrecondition;
+    case SQLITE_PERM:
+    case SQLITE_READONLY:
+    case SQLITE_AUTH: return absl::StatusCode::kPermissionDenied;
+    case SQLITE_CANTOPEN: return absl::StatusCode::kNotFound;
+    default: return absl::StatusCode::kInternal;
+  }
+}
+
+// 64-bit FNV-1a (Fowler/Noll/Vo), then MurmurHash3's fmix64 finalizer so the
+// high bits used below are well mixed. Persisted implicitly (a row's split
+// never changes), so this function must never change.
+uint64_t ContentHash(const Example& e) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  auto mix = [&h](uint8_t b) {
+    h ^= b;
+    h *= 0x100000001b3ull;
+  };
+  uint64_t label = static_cast<uint64_t>(e.label);
+  for (int i = 0; i < 8; ++i) mix(static_cast<uint8_t>(label >> (8 * i)));
+  mix(static_cast<uint8_t>(e.dtype));
+  for (char c : e.data) mix(static_cast<uint8_t>(c));
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  h ^= h >> 33;
+  return h;
+}
+
+}  // namespace
+
+struct ExampleStore::Statements {
+  Stmt insert;       // (split, slot, label, dtype, data)
+  Stmt delete_slot;  // (split, slot)
+  Stmt move_slot;    // (split, from_slot, to_slot)
+  Stmt read_since;   // (split, after_id, limit)
+  Stmt get_meta;     // (key)
+  Stmt set_meta;     // (key, value)
+};
+
+ExampleStore::ExampleStore(const ExampleStoreOptions& options)
+    : options_(options), rng_(options.seed) {}
+
+ExampleStore::~ExampleStore() {
+  stmts_.reset();
+  if (db_ != nullptr) sqlite3_close_v2(db_);
+}
+
+absl::Status ExampleStore::SqlError(int rc, const std::string& what) const {
+  const char* msg = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+  return absl::Status(CodeFor(rc),
+                      absl::StrCat(options_.path, ": ", what, ": ", msg, " (sqlite code ", rc, ")"));
+}
+
+absl::Status ExampleStore::Exec(const char* sql) {
+  char* err = nullptr;
+  int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err);
+  if (rc == SQLITE_OK) return absl::OkStatus();
+  std::string msg = err != nullptr ? err : sqlite3_errstr(rc);
+  sqlite3_free(err);
+  return absl::Status(CodeFor(rc), absl::StrCat(options_.path, ": ", sql, ": ", msg,
+                                                " (sqlite code ", rc, ")"));
+}
+
+absl::StatusOr<std::unique_ptr<ExampleStore>> ExampleStore::Open(const ExampleStoreOptions& options) {
+  if (options.path.empty()) return absl::InvalidArgumentError("example store: path is empty");
+  if (options.max_examples < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("example store: max_examples must be >= 1, got ", options.max_examples));
+  }
+  if (!(options.validation_fraction >= 0.0 && options.validation_fraction <= 0.9)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "example store: validation_fraction must be in [0, 0.9], got ", options.validation_fraction));
+  }
+  std::unique_ptr<ExampleStore> store(new ExampleStore(options));
+  std::lock_guard<std::mutex> lock(store->mu_);
+  MYCEL_RETURN_IF_ERROR(store->Init());
+  return store;
+}
+
+absl::Status ExampleStore::Init() {
+  const std::string& path = options_.path;
+  // A non-empty file must carry the SQLite header before SQLite touches it,
+  // so garbage is rejected without any chance of being "repaired".
+  struct stat st;
+  bool exists = ::stat(path.c_str(), &st) == 0;
+  if (!exists && errno != ENOENT) return ErrnoStatus(errno, "stat", path);
+  if (exists && st.st_size > 0) {
+    char header[16] = {};
+    FILE* f = std::fopen(path.c_str(), "rb");
+    if (f == nullptr) return ErrnoStatus(errno, "open", path);
+    size_t n = std::fread(header, 1, sizeof header, f);
+    std::fclose(f);
+    if (n != sizeof header || std::memcmp(header, "SQLite format 3", 16) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, ": not a mycel example store (not a SQLite database)"));
+    }
+  }
+
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (exists ? 0 : SQLITE_OPEN_CREATE);
+  int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+  if (rc != SQLITE_OK) return SqlError(rc, "cannot open example store");
+  sqlite3_extended_result_codes(db_, 1);
+  sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+
+  // Identify the file before changing anything in it.
+  auto pragma_int = [this](const char* sql, int64_t* out) -> absl::Status {
+    sqlite3_stmt* raw = nullptr;
+    int rc = sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr);
+    Stmt s(raw);
+    if (rc != SQLITE_OK) return SqlError(rc, sql);
+    rc = sqlite3_step(s.get());
+    if (rc != SQLITE_ROW) return SqlError(rc, sql);
+    *out = sqlite3_column_int64(s.get(), 0);
+    return absl::OkStatus();
+  };
+  int64_t app_id = 0, user_version = 0, objects = 0;
+  auto annotate_foreign = [&](absl::Status s) {
+    if (s.code() != absl::StatusCode::kFailedPrecondition && s.code() != absl::StatusCode::kDataLoss) {
+      return s;
+    }
+    std::string detail(s.message());
+    if (detail.rfind(path + ": ", 0) == 0) detail.erase(0, path.size() + 2);
+    return absl::Status(s.code(), absl::StrCat(path, ": not a mycel example store or corrupt (", detail, ")"));
+  };
+  if (auto s = pragma_int("PRAGMA application_id", &app_id); !s.ok()) return annotate_foreign(s);
+  if (auto s = pragma_int("PRAGMA user_version", &user_version); !s.ok()) return annotate_foreign(s);
+  if (auto s = pragma_int("SELECT count(*) FROM sqlite_master", &objects); !s.ok()) {
+    return annotate_foreign(s);
+  }
+
+  bool fresh = objects == 0 && app_id == 0 && user_version == 0;
+  if (!fresh) {
+    if (app_id != kApplicationId) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, ": not a mycel example store (a SQLite database with ", objects,
+          " schema objects and application_id ", app_id, "); refusing to modify it"));
+    }
+    if (user_version > kSchemaVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, ": example store has schema version ", user_version,
+                       " but this mycel reads version ", kSchemaVersion, " (written by a newer mycel?)"));
+    }
+    if (user_version != kSchemaVersion) {
+      return absl::DataLossError(
+          absl::StrCat(path, ": example store has no valid schema version (", user_version, ")"));
+    }
+  }
+
+  // journal_mode=WAL is persistent in the file; synchronous is per connection.
+  // WAL + FULL: a commit returns only after the WAL is fsynced (sqlite.org/wal.html).
+  {
+    sqlite3_stmt* raw = nullptr;
+    rc = sqlite3_prepare_v2(db_, "PRAGMA journal_mode=WAL", -1, &raw, nullptr);
+    Stmt s(raw);
+    if (rc != SQLITE_OK) return SqlError(rc, "PRAGMA journal_mode=WAL");
+    rc = sqlite3_step(s.get());
+    if (rc != SQLITE_ROW) return SqlError(rc, "PRAGMA journal_mode=WAL");
+    std::string mode = reinterpret_cast<const char*>(sqlite3_column_text(s.get(), 0));
+    if (mode != "wal") {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, ": cannot switch the example store to WAL mode (got '", mode, "')"));
+    }
+  }
+  MYCEL_RETURN_IF_ERROR(Exec("PRAGMA synchronous=FULL"));
+
+  if (fresh) {
+    MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    absl::Status s = Exec(kSchema);
+    if (s.ok()) s = Exec(absl::StrCat("PRAGMA application_id=", kApplicationId).c_str());
+    if (s.ok()) s = Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
+    if (s.ok()) s = Exec("COMMIT");
+    if (!s.ok()) {
+      if (!sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
+      return Annotate(s, "creating the example store schema");
+    }
+  }
+
+  auto prepare = [this](const char* sql, Stmt* out) -> absl::Status {
+    sqlite3_stmt* raw = nullptr;
+    int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
+    out->reset(raw);
+    if (rc != SQLITE_OK) return SqlError(rc, absl::StrCat("preparing '", sql, "'"));
+    return absl::OkStatus();
+  };
+  stmts_ = std::make_unique<Statements>();
+  MYCEL_RETURN_IF_ERROR(prepare(
+      "INSERT INTO examples(split, slot, label, dtype, data) VALUES(?1, ?2, ?3, ?4, ?5)", &stmts_->insert));
+  MYCEL_RETURN_IF_ERROR(
+      prepare("DELETE FROM examples WHERE split = ?1 AND slot = ?2", &stmts_->delete_slot));
+  MYCEL_RETURN_IF_ERROR(prepare("UPDATE examples SET slot = ?3 WHERE split = ?1 AND slot = ?2",
+                                &stmts_->move_slot));
+  MYCEL_RETURN_IF_ERROR(prepare(
+      "SELECT id, label, dtype, data FROM examples WHERE split = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+      &stmts_->read_since));
+  MYCEL_RETURN_IF_ERROR(prepare("SELECT value FROM meta WHERE key = ?1", &stmts_->get_meta));
+  MYCEL_RETURN_IF_ERROR(
+      prepare("INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", &stmts_->set_meta));
+
+  // Row counts per split; dense slots make max(slot) + 1 the count, and a
+  // mismatch means the file was edited behind our back.
+  for (int split = 0; split < 2; ++split) {
+    int64_t n = 0, max_slot = 0;
+    std::string q = absl::StrCat("SELECT count(*), coalesce(max(slot), -1) FROM examples WHERE split = ",
+                                 split);
+    sqlite3_stmt* raw = nullptr;
+    rc = sqlite3_prepare_v2(db_, q.c_str(), -1, &raw, nullptr);
+    Stmt s(raw);
+    if (rc != SQLITE_OK) return SqlError(rc, "counting examples");
+    rc = sqlite3_step(s.get());
+    if (rc != SQLITE_ROW) return SqlError(rc, "counting examples");
+    n = sqlite3_column_int64(s.get(), 0);
+    max_slot = sqlite3_column_int64(s.get(), 1);
+    if (max_slot + 1 != n) {
+      return absl::DataLossError(absl::StrCat(path, ": example store is inconsistent: split ", split,
+                                              " has ", n, " rows but slots up to ", max_slot));
+    }
+    count_[split] = n;
+  }
+
+  {
+    sqlite3_stmt* s = stmts_->get_meta.get();
+    ResetOnExit reset(s);
+    sqlite3_bind_text(s, 1, kSeenKey, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+      std::string v(reinterpret_cast<const char*>(sqlite3_column_blob(s, 0)),
+                    static_cast<size_t>(sqlite3_column_bytes(s, 0)));
+      seen_ = std::strtoll(v.c_str(), nullptr, 10);
+    } else if (rc != SQLITE_DONE) {
+      return SqlError(rc, "reading the reservoir count");
+    }
+  }
+  seen_ = std::max(seen_, count_[0] + count_[1]);
+  // Do not replay the same random stream after every restart.
+  rng_.seed(options_.seed ^ (static_cast<uint64_t>(seen_) * 0x9e3779b97f4a7c15ull));
+
+  // A smaller max_examples than last time: trim uniformly, once.
+  int64_t excess = count_[0] + count_[1] - options_.max_examples;
+  if (excess > 0) {
+    int64_t saved[2] = {count_[0], count_[1]};
+    MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    absl::Status s;
+    for (int64_t i = 0; i < excess && s.ok(); ++i) {
+      // Evict from splits in proportion to their size, as uniform eviction would.
+      int64_t total = count_[0] + count_[1];
+      int split = std::uniform_int_distribution<int64_t>(0, total - 1)(rng_) < count_[0] ? 0 : 1;
+      s = Evict(split);
+    }
+    if (s.ok()) s = Exec("COMMIT");
+    if (!s.ok()) {
+      if (!sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
+      count_[0] = saved[0];
+      count_[1] = saved[1];
+      return Annotate(s, "trimming the example store to max_examples");
+    }
+    Logger("data")->info("example store {}: trimmed {} examples to honour max_examples={}", path,
+                         excess, options_.max_examples);
+  }
+  return absl::OkStatus();
+}
+
+Split ExampleStore::SplitOf(const Example& example, double validation_fraction) {
+  // Top 53 bits → a double uniform in [0, 1).
+  double u = static_cast<double>(ContentHash(example) >> 11) * 0x1.0p-53;
+  return u < validation_fraction ? Split::kValidation : Split::kTrain;
+}
+
+absl::Status ExampleStore::Evict(int split) {
+  int64_t n = count_[split];
+  if (n <= 0) return absl::InternalError("example store: evicting from an empty split");
+  int64_t victim = std::uniform_int_distribution<int64_t>(0, n - 1)(rng_);
+  {
+    sqlite3_stmt* s = stmts_->delete_slot.get();
+    ResetOnExit reset(s);
+    sqlite3_bind_int(s, 1, split);
+    sqlite3_bind_int64(s, 2, victim);
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE) return SqlError(rc, "evicting an example");
+    if (sqlite3_changes(db_) != 1) {
+      return absl::DataLossError(absl::StrCat(options_.path, ": example store is inconsistent: no row in slot ",
+                                              victim, " of split ", split));
+    }
+  }
+  if (victim != n - 1) {
+    sqlite3_stmt* s = stmts_->move_slot.get();
+    ResetOnExit reset(s);
+    sqlite3_bind_int(s, 1, split);
+    sqlite3_bind_int64(s, 2, n - 1);
+    sqlite3_bind_int64(s, 3, victim);
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE) return SqlError(rc, "evicting an example");
+    if (sqlite3_changes(db_) != 1) {
+      return absl::DataLossError(absl::StrCat(options_.path, ": example store is inconsistent: no row in slot ",
+                                              n - 1, " of split ", split));
+    }
+  }
+  count_[split] = n - 1;
+  return absl::OkStatus();
+}
+
+absl::Status ExampleStore::InsertRow(const Example& example, int split) {
+  sqlite3_stmt* s = stmts_->insert.get();
+  ResetOnExit reset(s);
+  sqlite3_bind_int(s, 1, split);
+  sqlite3_bind_int64(s, 2, count_[split]);
+  sqlite3_bind_int64(s, 3, example.label);
+  sqlite3_bind_int(s, 4, static_cast<int>(example.dtype));
+  sqlite3_bind_blob64(s, 5, example.data.data(), example.data.size(), SQLITE_STATIC);
+  int rc = sqlite3_step(s);
+  if (rc != SQLITE_DONE) return SqlError(rc, "storing an example");
+  ++count_[split];
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples) {
+  AddResult result;
+  result.offered = static_cast<int64_t>(examples.size());
+  if (examples.empty()) return result;
+  for (size_t i = 0; i < examples.size(); ++i) {
+    const Example& e = examples[i];
+    if (e.dtype != DType::kU8 && e.dtype != DType::kF32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("example ", i, ": unknown dtype ", static_cast<int>(e.dtype)));
+    }
+    if (e.dtype == DType::kF32 && e.data.size() % 4 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("example ", i, ": float32 data of ", e.data.size(),
+                                                     " bytes is not a multiple of 4"));
+    }
+  }
+
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t saved_seen = seen_;
+  const int64_t saved_count[2] = {count_[0], count_[1]};
+  auto body = [&]() -> absl::Status {
+    MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    for (const Example& e : examples) {
+      ++seen_;
+      int split = static_cast<int>(SplitOf(e, options_.validation_fraction));
+      if (count_[0] + count_[1] >= options_.max_examples) {
+        // Algorithm R (Vitter 1985): the seen_-th item enters with probability max/seen_.
+        int64_t j = std::uniform_int_distribution<int64_t>(0, seen_ - 1)(rng_);
+        if (j >= options_.max_examples) continue;
+        // Replace within the incoming split so the train/validation balance stays as hashed.
+        MYCEL_RETURN_IF_ERROR(Evict(count_[split] > 0 ? split : 1 - split));
+        ++result.evicted;
+      }
+      MYCEL_RETURN_IF_ERROR(InsertRow(e, split));
+      ++result.stored;
+      ++(split == 0 ? result.train : result.validation);
+    }
+    {
+      std::string v = std::to_string(seen_);
+      sqlite3_stmt* s = stmts_->set_meta.get();
+      ResetOnExit reset(s);
+      sqlite3_bind_text(s, 1, kSeenKey, -1, SQLITE_STATIC);
+      sqlite3_bind_blob(s, 2, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+      int rc = sqlite3_step(s);
+      if (rc != SQLITE_DONE) return SqlError(rc, "recording the reservoir count");
+    }
+    return Exec("COMMIT");
+  };
+  absl::Status s = body();
+  if (!s.ok()) {
+    // SQLite may already have rolled back on its own (e.g. after SQLITE_FULL).
+    if (!sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
+    seen_ = saved_seen;
+    count_[0] = saved_count[0];
+    count_[1] = saved_count[1];
+    return Annotate(s, absl::StrCat("adding ", examples.size(), " examples"));
+  }
+  return result;
+}
+
+int64_t ExampleStore::Count(Split split) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return count_[static_cast<int>(split)];
+}
+
+absl::StatusOr<std::vector<StoredExample>> ExampleStore::ReadSince(Split split, int64_t after_id,
+                                                                    int64_t limit) {
+  if (limit < 0) return absl::InvalidArgumentError(absl::StrCat("ReadSince: negative limit ", limit));
+  std::vector<StoredExample> out;
+  if (limit == 0) return out;
+  std::lock_guard<std::mutex> lock(mu_);
+  sqlite3_stmt* s = stmts_->read_since.get();
+  ResetOnExit reset(s);
+  sqlite3_bind_int(s, 1, static_cast<int>(split));
+  sqlite3_bind_int64(s, 2, after_id);
+  sqlite3_bind_int64(s, 3, limit);
+  out.reserve(static_cast<size_t>(std::min<int64_t>(limit, 4096)));
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    StoredExample row;
+    row.id = sqlite3_column_int64(s, 0);
+    row.example.label = sqlite3_column_int64(s, 1);
+    int dtype = sqlite3_column_int(s, 2);
+    if (dtype != static_cast<int>(DType::kU8) && dtype != static_cast<int>(DType::kF32)) {
+      return absl::DataLossError(
+          absl::StrCat(options_.path, ": example ", row.id, " has unknown dtype ", dtype));
+    }
+    row.example.dtype = static_cast<DType>(dtype);
+    const void* blob = sqlite3_column_blob(s, 3);
+    int bytes = sqlite3_column_bytes(s, 3);
+    if (bytes > 0) row.example.data.assign(static_cast<const char*>(blob), static_cast<size_t>(bytes));
+    out.push_back(std::move(row));
+  }
+  if (rc != SQLITE_DONE) return SqlError(rc, "reading examples");
+  return out;
+}
+
+absl::StatusOr<std::optional<std::string>> ExampleStore::GetMeta(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  sqlite3_stmt* s = stmts_->get_meta.get();
+  ResetOnExit reset(s);
+  sqlite3_bind_text(s, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+  int rc = sqlite3_step(s);
+  if (rc == SQLITE_DONE) return std::optional<std::string>();
+  if (rc != SQLITE_ROW) return SqlError(rc, absl::StrCat("reading meta '", key, "'"));
+  const void* blob = sqlite3_column_blob(s, 0);
+  int bytes = sqlite3_column_bytes(s, 0);
+  std::string v;
+  if (bytes > 0) v.assign(static_cast<const char*>(blob), static_cast<size_t>(bytes));
+  return std::optional<std::string>(std::move(v));
+}
+
+absl::Status ExampleStore::SetMeta(const std::string& key, const std::string& value) {
+  if (key.rfind(kInternalPrefix, 0) == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("meta key '", key, "' uses the reserved prefix '", kInternalPrefix, "'"));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  sqlite3_stmt* s = stmts_->set_meta.get();
+  ResetOnExit reset(s);
+  sqlite3_bind_text(s, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+  sqlite3_bind_blob(s, 2, value.data(), static_cast<int>(value.size()), SQLITE_STATIC);
+  int rc = sqlite3_step(s);
+  if (rc != SQLITE_DONE) return SqlError(rc, absl::StrCat("writing meta '", key, "'"));
+  return absl::OkStatus();
+}
+
+}  // namespace mycel::data

@@ -1,0 +1,426 @@
+#include "data/example_store.h"
+
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <dirent.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "temp_dir.h"
+
+#include "data/importers.h"
+
+namespace mycel::data {
+namespace {
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void WriteAll(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<std::string> ListDir(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = ::opendir(dir.c_str());
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
+  }
+  ::closedir(d);
+  return names;
+}
+
+// A 784-byte example whose first three bytes encode `i`, so every i is distinct
+// content and can be recovered from the stored bytes.
+Example MakeExample(int64_t i, int64_t width = 784) {
+  Example e;
+  e.label = i % 10;
+  e.dtype = DType::kU8;
+  e.data.assign(static_cast<size_t>(width), static_cast<char>(i * 7));
+  e.data[0] = static_cast<char>(i & 0xff);
+  e.data[1] = static_cast<char>((i >> 8) & 0xff);
+  e.data[2] = static_cast<char>((i >> 16) & 0xff);
+  return e;
+}
+
+int64_t IndexOf(const Example& e) {
+  auto b = [&](int k) { return static_cast<int64_t>(static_cast<uint8_t>(e.data[k])); };
+  return b(0) | b(1) << 8 | b(2) << 16;
+}
+
+std::vector<Example> MakeRange(int64_t from, int64_t to, int64_t width = 784) {
+  std::vector<Example> v;
+  for (int64_t i = from; i < to; ++i) v.push_back(MakeExample(i, width));
+  return v;
+}
+
+std::vector<StoredExample> ReadAllRows(ExampleStore& store, Split split) {
+  auto rows = store.ReadSince(split, 0, 1 << 30);
+  EXPECT_TRUE(rows.ok()) << rows.status();
+  return rows.ok() ? *rows : std::vector<StoredExample>{};
+}
+
+std::unique_ptr<ExampleStore> OpenOrDie(const ExampleStoreOptions& o) {
+  auto s = ExampleStore::Open(o);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? std::move(s).value() : nullptr;
+}
+
+TEST(ExampleStore, PersistsAcrossReopenWithMonotonicIds) {
+  ExampleStoreOptions o;
+  o.path = TempDir() + "/examples.db";
+  o.validation_fraction = 0.2;
+  int64_t last_id = 0;
+  {
+    auto store = OpenOrDie(o);
+    ASSERT_TRUE(store);
+    auto r = store->Add(MakeRange(0, 300));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->offered, 300);
+    EXPECT_EQ(r->stored, 300);
+    EXPECT_EQ(r->evicted, 0);
+    EXPECT_EQ(r->train + r->validation, 300);
+    EXPECT_EQ(store->Count(Split::kTrain), r->train);
+    EXPECT_EQ(store->Count(Split::kValidation), r->validation);
+    EXPECT_GT(r->validation, 0);
+    for (const auto& row : ReadAllRows(*store, Split::kTrain)) last_id = std::max(last_id, row.id);
+    for (const auto& row : ReadAllRows(*store, Split::kValidation)) last_id = std::max(last_id, row.id);
+  }
+  auto store = OpenOrDie(o);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->Count(Split::kTrain) + store->Count(Split::kValidation), 300);
+  std::set<int64_t> seen;
+  for (Split split : {Split::kTrain, Split::kValidation}) {
+    int64_t prev = 0;
+    for (const auto& row : ReadAllRows(*store, split)) {
+      EXPECT_GT(row.id, prev);
+      prev = row.id;
+      int64_t i = IndexOf(row.example);
+      EXPECT_EQ(row.example.data, MakeExample(i).data);
+      EXPECT_EQ(row.example.label, i % 10);
+      EXPECT_EQ(ExampleStore::SplitOf(row.example, 0.2), split);
+      seen.insert(i);
+    }
+  }
+  EXPECT_EQ(seen.size(), 300u);
+  // New rows after reopen get larger ids than anything stored before.
+  ASSERT_TRUE(store->Add(MakeRange(300, 310)).ok());
+  auto newer = store->ReadSince(Split::kTrain, last_id, 100);
+  ASSERT_TRUE(newer.ok());
+  auto newer_v = store->ReadSince(Split::kValidation, last_id, 100);
+  ASSERT_TRUE(newer_v.ok());
+  EXPECT_EQ(newer->size() + newer_v->size(), 10u);
+  for (const auto& row : *newer) EXPECT_GE(IndexOf(row.example), 300);
+}
+
+TEST(ExampleStore, ReadSincePagesInIdOrder) {
+  ExampleStoreOptions o;
+  o.path = TempDir() + "/examples.db";
+  o.validation_fraction = 0;
+  auto store = OpenOrDie(o);
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(store->Add(MakeRange(0, 250)).ok());
+  EXPECT_EQ(store->Count(Split::kValidation), 0);
+  std::vector<int64_t> order;
+  int64_t after = 0;
+  while (true) {
+    auto page = store->ReadSince(Split::kTrain, after, 64);
+    ASSERT_TRUE(page.ok());
+    if (page->empty()) break;
+    EXPECT_LE(page->size(), 64u);
+    for (const auto& row : *page) order.push_back(IndexOf(row.example));
+    after = page->back().id;
+  }
+  ASSERT_EQ(order.size(), 250u);
+  for (int64_t i = 0; i < 250; ++i) EXPECT_EQ(order[i], i);
+  EXPECT_FALSE(store->ReadSince(Split::kTrain, 0, -1).ok());
+}
+
+TEST(ExampleStore, SplitIsAPureFunctionOfContentWithTheRightFraction) {
+  std::string dir = TempDir();
+  std::vector<Example> examples = MakeRange(0, 10000, 16);
+  std::set<int64_t> validation[2];
+  for (int k = 0; k < 2; ++k) {
+    ExampleStoreOptions o;
+    o.path = dir + "/s" + std::to_string(k) + ".db";
+    o.seed = 100 + k;  // the RNG seed must not matter
+    o.validation_fraction = 0.1;
+    auto store = OpenOrDie(o);
+    ASSERT_TRUE(store);
+    // Different insertion orders, too.
+    std::vector<Example> v = examples;
+    if (k == 1) std::reverse(v.begin(), v.end());
+    auto r = store->Add(v);
+    ASSERT_TRUE(r.ok());
+    for (const auto& row : ReadAllRows(*store, Split::kValidation)) validation[k].insert(IndexOf(row.example));
+    EXPECT_EQ(static_cast<int64_t>(validation[k].size()), r->validation);
+  }
+  EXPECT_EQ(validation[0], validation[1]);
+  double fraction = validation[0].size() / 10000.0;
+  EXPECT_NEAR(fraction, 0.1, 0.02);
+  // A label change alone moves some examples: the label is part of the hash.
+  int moved = 0;
+  for (const auto& e : examples) {
+    Example relabeled = e;
+    relabeled.label = (e.label + 1) % 10;
+    moved += ExampleStore::SplitOf(e, 0.5) != ExampleStore::SplitOf(relabeled, 0.5);
+  }
+  EXPECT_GT(moved, 3000);
+  // Fractions at the ends.
+  for (const auto& e : examples) {
+    ASSERT_EQ(ExampleStore::SplitOf(e, 0.0), Split::kTrain);
+  }
+  int at_half = 0;
+  for (const auto& e : examples) at_half += ExampleStore::SplitOf(e, 0.5) == Split::kValidation;
+  EXPECT_NEAR(at_half / 10000.0, 0.5, 0.02);
+}
+
+TEST(ExampleStore, ReservoirBoundsTheStoreAndKeepsAUniformSample) {
+  ExampleStoreOptions o;
+  o.path = TempDir() + "/r.db";
+  o.max_examples = 1000;
+  o.validation_fraction = 0.1;
+  o.seed = 7;
+  auto store = OpenOrDie(o);
+  ASSERT_TRUE(store);
+  int64_t stored = 0, evicted = 0;
+  for (int64_t from = 0; from < 5000; from += 500) {
+    auto r = store->Add(MakeRange(from, from + 500, 32));
+    ASSERT_TRUE(r.ok()) << r.status();
+    stored += r->stored;
+    evicted += r->evicted;
+    EXPECT_LE(store->Count(Split::kTrain) + store->Count(Split::kValidation), 1000);
+  }
+  EXPECT_EQ(store->Count(Split::kTrain) + store->Count(Split::kValidation), 1000);
+  EXPECT_EQ(stored - evicted, 1000);
+  // Algorithm R keeps every offered example with probability 1000/5000; the
+  // kept set splits evenly over the five fifths of the stream (sd ~ 13).
+  int fifths[5] = {};
+  std::set<int64_t> kept;
+  for (Split split : {Split::kTrain, Split::kValidation}) {
+    for (const auto& row : ReadAllRows(*store, split)) {
+      int64_t i = IndexOf(row.example);
+      EXPECT_TRUE(kept.insert(i).second) << "duplicate " << i;
+      fifths[i / 1000]++;
+      // Eviction keeps splits as hashed.
+      EXPECT_EQ(ExampleStore::SplitOf(row.example, 0.1), split);
+    }
+  }
+  for (int f = 0; f < 5; ++f) {
+    EXPECT_GT(fifths[f], 140) << "fifth " << f;
+    EXPECT_LT(fifths[f], 260) << "fifth " << f;
+  }
+  EXPECT_NEAR(store->Count(Split::kValidation) / 1000.0, 0.1, 0.04);
+
+  // The count of offered examples survives a restart: the next 5000 enter with
+  // probability 1000/n for n = 5001..10000, about 1000 ln 2 = 693 of them
+  // (a store that forgot would take about 1000 ln 6 = 1792).
+  store.reset();
+  store = OpenOrDie(o);
+  ASSERT_TRUE(store);
+  auto r = store->Add(MakeRange(5000, 10000, 32));
+  ASSERT_TRUE(r.ok());
+  EXPECT_GT(r->stored, 560);
+  EXPECT_LT(r->stored, 830);
+  EXPECT_EQ(r->stored, r->evicted);
+  EXPECT_EQ(store->Count(Split::kTrain) + store->Count(Split::kValidation), 1000);
+}
+
+TEST(ExampleStore, SmallerMaxOnReopenTrims) {
+  ExampleStoreOptions o;
+  o.path = TempDir() + "/t.db";
+  {
+    auto store = OpenOrDie(o);
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(store->Add(MakeRange(0, 500, 8)).ok());
+  }
+  o.max_examples = 200;
+  auto store = OpenOrDie(o);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->Count(Split::kTrain) + store->Count(Split::kValidation), 200);
+  EXPECT_EQ(ReadAllRows(*store, Split::kTrain).size() + ReadAllRows(*store, Split::kValidation).size(), 200u);
+}
+
+TEST(ExampleStore, AddsSixtyThousandFashionMnistExamplesQuickly) {
+  std::string dir = "/usr/share/datasets/fashion-mnist/";
+  std::vector<NamedBlob> files = {{"train-images-idx3-ubyte.gz", ReadAll(dir + "train-images-idx3-ubyte.gz")},
+                                  {"train-labels-idx1-ubyte.gz", ReadAll(dir + "train-labels-idx1-ubyte.gz")}};
+  if (files[0].bytes.empty()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  auto examples = ImportFiles(files, Format::kAuto, ExampleShape{});
+  ASSERT_TRUE(examples.ok()) << examples.status();
+  ASSERT_EQ(examples->size(), 60000u);
+  ExampleStoreOptions o;
+  o.path = TempDir() + "/f.db";
+  auto store = OpenOrDie(o);
+  ASSERT_TRUE(store);
+  auto start = std::chrono::steady_clock::now();
+  auto r = store->Add(*examples);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(r.ok()) << r.status();
+  // Fashion-MNIST has a few exact duplicate images; they still count as rows.
+  EXPECT_EQ(r->stored, 60000);
+  EXPECT_LT(seconds, 3.0);
+  std::printf("Add(60000 Fashion-MNIST examples): %.3f s\n", seconds);
+}
+
+// A real failure half-way through a transaction: RLIMIT_FSIZE makes the WAL
+// write fail (EFBIG) like a full disk would.
+TEST(ExampleStore, FailedAddLeavesNothingBehind) {
+  ExampleStoreOptions o;
+  o.path = TempDir() + "/a.db";
+  auto store = OpenOrDie(o);
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(store->Add(MakeRange(0, 100)).ok());
+  const int64_t train = store->Count(Split::kTrain), validation = store->Count(Split::kValidation);
+
+  struct rlimit old_limit;
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old_limit;
+  small.rlim_cur = 1 << 20;  // the next Add needs ~4 MB of WAL
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  auto r = store->Add(MakeRange(100, 5100));
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  ::signal(SIGXFSZ, old_handler);
+
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find(o.path), std::string::npos) << r.status();
+  EXPECT_EQ(store->Count(Split::kTrain), train);
+  EXPECT_EQ(store->Count(Split::kValidation), validation);
+  EXPECT_EQ(ReadAllRows(*store, Split::kTrain).size(), static_cast<size_t>(train));
+
+  // The store still works, and what is on disk agrees.
+  auto again = store->Add(MakeRange(100, 200));
+  ASSERT_TRUE(again.ok()) << again.status();
+  store.reset();
+  store = OpenOrDie(o);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->Count(Split::kTrain) + store->Count(Split::kValidation), 200);
+  std::set<int64_t> ids;
+  for (Split s : {Split::kTrain, Split::kValidation}) {
+    for (const auto& row : ReadAllRows(*store, s)) ids.insert(IndexOf(row.example));
+  }
+  EXPECT_EQ(ids.size(), 200u);
+  EXPECT_EQ(*ids.rbegin(), 199);
+}
+
+TEST(ExampleStore, RejectsInvalidExamplesWithoutStoringAny) {
+  ExampleStoreOptions o;
+  o.path = TempDir() + "/v.db";
+  auto store = OpenOrDie(o);
+  ASSERT_TRUE(store);
+  std::vector<Example> v = MakeRange(0, 10);
+  Example bad;
+  bad.dtype = DType::kF32;
+  bad.data = "abcde";  // not a whole number of floats
+  v.push_back(bad);
+  auto r = store->Add(v);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->Count(Split::kTrain) + store->Count(Split::kValidation), 0);
+}
+
+TEST(ExampleStore, GarbageFileIsRejectedAndLeftUntouched) {
+  std::string dir = TempDir();
+  std::string path = dir + "/garbage.db";
+  std::string bytes;
+  std::mt19937 rng(3);
+  for (int i = 0; i < 8192; ++i) bytes.push_back(static_cast<char>(rng()));
+  WriteAll(path, bytes);
+  ExampleStoreOptions o;
+  o.path = path;
+  auto store = ExampleStore::Open(o);
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find(path), std::string::npos) << store.status();
+  EXPECT_EQ(ReadAll(path), bytes);
+  EXPECT_EQ(ListDir(dir).size(), 1u);
+
+  // A file with the SQLite header but garbage after it.
+  std::string fake = std::string("SQLite format 3\0", 16) + bytes;
+  WriteAll(path, fake);
+  store = ExampleStore::Open(o);
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find(path), std::string::npos) << store.status();
+  EXPECT_EQ(ReadAll(path), fake);
+}
+
+TEST(ExampleStore, ForeignSqliteDatabaseIsRejectedAndLeftUntouched) {
+  std::string path = TempDir() + "/foreign.db";
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE notes(x TEXT); INSERT INTO notes VALUES('mine');", nullptr,
+                           nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  std::string before = ReadAll(path);
+  ExampleStoreOptions o;
+  o.path = path;
+  auto store = ExampleStore::Open(o);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(store.status().message().find(path), std::string::npos) << store.status();
+  EXPECT_NE(store.status().message().find("not a mycel example store"), std::string::npos);
+  EXPECT_EQ(ReadAll(path), before);  // still rollback-journal mode, no tables added
+}
+
+TEST(ExampleStore, MissingDirectoryIsAnErrorNamingThePath) {
+  ExampleStoreOptions o;
+  o.path = TempDir() + "/no/such/dir/x.db";
+  auto store = ExampleStore::Open(o);
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find(o.path), std::string::npos) << store.status();
+}
+
+TEST(ExampleStore, OptionsAreValidated) {
+  ExampleStoreOptions o;
+  o.path = TempDir() + "/o.db";
+  o.validation_fraction = 0.95;
+  EXPECT_FALSE(ExampleStore::Open(o).ok());
+  o.validation_fraction = 0.1;
+  o.max_examples = 0;
+  EXPECT_FALSE(ExampleStore::Open(o).ok());
+}
+
+TEST(ExampleStore, MetaRoundTripsAndPersists) {
+  ExampleStoreOptions o;
+  o.path = TempDir() + "/m.db";
+  std::string binary("a\0b\xff", 4);
+  {
+    auto store = OpenOrDie(o);
+    ASSERT_TRUE(store);
+    auto missing = store->GetMeta("paused");
+    ASSERT_TRUE(missing.ok());
+    EXPECT_FALSE(missing->has_value());
+    ASSERT_TRUE(store->SetMeta("paused", "1").ok());
+    ASSERT_TRUE(store->SetMeta("paused", "0").ok());
+    ASSERT_TRUE(store->SetMeta("blob", binary).ok());
+    ASSERT_TRUE(store->SetMeta("empty", "").ok());
+    EXPECT_FALSE(store->SetMeta("_store.seen", "0").ok());  // reserved for the store itself
+  }
+  auto store = OpenOrDie(o);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->GetMeta("paused")->value(), "0");
+  EXPECT_EQ(store->GetMeta("blob")->value(), binary);
+  ASSERT_TRUE(store->GetMeta("empty")->has_value());
+  EXPECT_EQ(store->GetMeta("empty")->value(), "");
+}
+
+}  // namespace
+}  // namespace mycel::data
