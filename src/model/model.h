@@ -13,11 +13,17 @@
 // torch.jit.load opens what the daemon trained.
 //
 // Parameters have stable dotted names ("fc0.weight"). Those starting with one
-// of `local_layers` are local: they never leave the device. Fingerprint()
+// of `local_layers` are local: they never leave the device. A prefix matches
+// whole dotted components ("out" matches "out.weight", not "outer.bias"); one
+// that matches no parameter is a Create() error. Fingerprint()
 // hashes names, shapes and dtypes of the shared ones, so only models of the
 // same architecture merge.
 //
-// libtorch exceptions stop here: every fallible call returns a Status.
+// libtorch exceptions stop here: every fallible call returns a Status. The
+// hot-path tensor calls (Forward, Loss, Evaluate) return tensors instead: their
+// inputs must match example_shape() (the data module guarantees it), and a
+// mismatched one throws (c10::Error; std::runtime_error from the TorchScript
+// interpreter), which the trainer treats as a bug.
 // Not thread-safe: one owner (the trainer thread) uses a Model at a time.
 #pragma once
 
@@ -70,6 +76,7 @@ class Model {
   EvalResult Evaluate(const torch::Tensor& x, const torch::Tensor& y, int64_t chunk = 1024);
 
   virtual void SetTraining(bool training) = 0;
+  virtual bool IsTraining() const = 0;  // a new Model is in training mode
 
   // All parameters in a stable order, aliasing the live tensors.
   const std::vector<NamedTensor>& parameters() const { return params_; }
@@ -77,7 +84,11 @@ class Model {
   int64_t shared_parameter_count() const;
   std::string Fingerprint() const;
 
-  // Writes the current weights as a TorchScript module to `path`.
+  // Writes the current weights as a TorchScript module to `path` (through a
+  // temporary file and a rename). Built-in kinds export copies of the weights
+  // under the same dotted names, a forward computing the same function (mlp and
+  // cnn accept [B, *input_shape] or [B, width]), and the attributes
+  // `mycel_kind` (str), `classes` (int) and `input_shape` (List[int]).
   virtual absl::Status Export(const std::string& path) = 0;
 
  protected:
@@ -92,7 +103,8 @@ class Model {
 };
 
 // Serialises named tensors (any subset of the model's state) to bytes and
-// back, in libtorch's archive format. Load checks names and shapes against
+// back, in libtorch's archive format (dotted names as nested archives, the
+// layout torch::save gives an nn::Module). Load checks names and shapes against
 // `into` and copies values in place; a mismatch is an error naming the tensor.
 absl::StatusOr<std::string> SaveTensors(const std::vector<NamedTensor>& tensors);
 absl::Status LoadTensors(const std::string& bytes, const std::vector<NamedTensor>& into);

@@ -1,0 +1,361 @@
+// Model base: option validation, the factory, the shared/local split, loss and
+// evaluation, fingerprint, and tensor (de)serialisation. The networks
+// themselves live in networks.cc.
+#include "model/model.h"
+
+#include <sodium.h>
+
+#include <algorithm>
+#include <map>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/status.h"
+#include "model/builtin_models.h"
+
+namespace mycel::model {
+namespace {
+
+namespace F = torch::nn::functional;
+
+constexpr int64_t kByteVocab = 256;
+
+std::string ShapeString(c10::IntArrayRef shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return ShapeString(c10::IntArrayRef(shape));
+}
+
+// `prefix` matches whole dotted components of `name`.
+bool MatchesLayer(const std::string& name, const std::string& prefix) {
+  if (prefix.empty() || name.compare(0, prefix.size(), prefix) != 0) return false;
+  return name.size() == prefix.size() || prefix.back() == '.' || name[prefix.size()] == '.';
+}
+
+absl::Status CheckPositive(const std::vector<int64_t>& values, const char* key) {
+  for (int64_t v : values) {
+    if (v <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(key, " must hold positive values, got ", ShapeString(values)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckOneHidden(const config::ModelOptions& o, const char* what) {
+  if (o.hidden.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("model.hidden: ", o.kind, " takes exactly one width (",
+                                                   what, "), got ", ShapeString(o.hidden)));
+  }
+  return CheckPositive(o.hidden, "model.hidden");
+}
+
+absl::Status ValidateOptions(const config::ModelOptions& o) {
+  const bool classifier = o.kind == "mlp" || o.kind == "cnn" || o.kind == "torchscript";
+  if (!classifier && o.kind != "char_lm") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.kind: unknown kind '", o.kind, "' (expected mlp, cnn, char_lm or torchscript)"));
+  }
+  if (classifier) {
+    if (o.input_shape.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("model.input_shape is empty; ", o.kind,
+                                                     " needs the per-example shape"));
+    }
+    MYCEL_RETURN_IF_ERROR(CheckPositive(o.input_shape, "model.input_shape"));
+    if (o.classes < 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model.classes must be at least 2, got ", o.classes));
+    }
+  }
+  if (o.kind == "mlp") {
+    MYCEL_RETURN_IF_ERROR(CheckPositive(o.hidden, "model.hidden"));
+  } else if (o.kind == "cnn") {
+    if (o.input_shape.size() != 3) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model.input_shape: cnn needs {channels, height, width}, got ", ShapeString(o.input_shape)));
+    }
+    if (o.input_shape[1] % 4 != 0 || o.input_shape[2] % 4 != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model.input_shape: cnn needs height and width divisible by 4 (two 2x2 "
+                       "max-pools), got ",
+                       ShapeString(o.input_shape)));
+    }
+    MYCEL_RETURN_IF_ERROR(CheckOneHidden(o, "its fully connected layer"));
+  } else if (o.kind == "char_lm") {
+    MYCEL_RETURN_IF_ERROR(CheckOneHidden(o, "the GRU size"));
+    if (o.embedding <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model.embedding must be positive, got ", o.embedding));
+    }
+    if (o.context <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("model.context must be positive, got ", o.context));
+    }
+  } else if (o.kind == "torchscript" && o.path.empty()) {
+    return absl::InvalidArgumentError("model.path: kind torchscript needs the scripted module's file");
+  }
+  for (const std::string& prefix : o.local_layers) {
+    if (prefix.empty()) return absl::InvalidArgumentError("model.local_layers holds an empty name");
+  }
+  return absl::OkStatus();
+}
+
+// Puts a Model in eval mode for a scope and restores its previous mode.
+class EvalModeScope {
+ public:
+  explicit EvalModeScope(Model& model) : model_(model), was_training_(model.IsTraining()) {
+    model_.SetTraining(false);
+  }
+  ~EvalModeScope() { model_.SetTraining(was_training_); }
+  EvalModeScope(const EvalModeScope&) = delete;
+  EvalModeScope& operator=(const EvalModeScope&) = delete;
+
+ private:
+  Model& model_;
+  bool was_training_;
+};
+
+std::string ErrorText(const c10::Error& e) { return e.what_without_backtrace(); }
+
+// Splits "a.b.c" into components; empty components are an error.
+absl::StatusOr<std::vector<std::string>> NameComponents(const std::string& name) {
+  std::vector<std::string> parts = absl::StrSplit(name, '.');
+  for (const std::string& p : parts) {
+    if (p.empty()) return absl::InvalidArgumentError(absl::StrCat("bad tensor name '", name, "'"));
+  }
+  return parts;
+}
+
+// The dotted names as a tree, written as nested archives: the layout
+// torch::save uses for an nn::Module, so Python's torch.jit.load of the
+// bytes shows the same dotted names.
+struct ArchiveNode {
+  std::map<std::string, torch::Tensor> tensors;
+  std::map<std::string, ArchiveNode> children;
+
+  void WriteTo(torch::serialize::OutputArchive& archive) const {
+    for (const auto& [key, tensor] : tensors) archive.write(key, tensor.detach());
+    for (const auto& [key, child] : children) {
+      torch::serialize::OutputArchive nested;
+      child.WriteTo(nested);
+      archive.write(key, nested);
+    }
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Create(const config::ModelOptions& options) {
+  MYCEL_RETURN_IF_ERROR(ValidateOptions(options));
+  std::unique_ptr<Model> model;
+  try {
+    if (options.kind == "mlp") {
+      model = internal::CreateMlp(options);
+    } else if (options.kind == "cnn") {
+      model = internal::CreateCnn(options);
+    } else if (options.kind == "char_lm") {
+      model = internal::CreateCharLm(options);
+    } else {
+      MYCEL_ASSIGN_OR_RETURN(model, internal::CreateTorchScript(options));
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("building ", options.kind, " model: ", ErrorText(e)));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("building ", options.kind, " model: ", e.what()));
+  }
+  for (const std::string& prefix : options.local_layers) {
+    const auto& params = model->parameters();
+    if (std::none_of(params.begin(), params.end(),
+                     [&](const NamedTensor& p) { return MatchesLayer(p.name, prefix); })) {
+      std::vector<std::string> names;
+      for (const NamedTensor& p : params) names.push_back(p.name);
+      return absl::InvalidArgumentError(absl::StrCat("model.local_layers: '", prefix,
+                                                     "' matches no parameter of this ", options.kind,
+                                                     " model (parameters: ", absl::StrJoin(names, ", "), ")"));
+    }
+  }
+  return model;
+}
+
+data::ExampleShape Model::example_shape() const {
+  data::ExampleShape shape;
+  if (task_ == Task::kNextByte) {
+    shape.text = true;
+    shape.width = options_.context + 1;
+    shape.classes = kByteVocab;
+  } else {
+    shape.text = false;
+    shape.width = 1;
+    for (int64_t d : options_.input_shape) shape.width *= d;
+    shape.classes = options_.classes;
+  }
+  return shape;
+}
+
+torch::Tensor Model::Loss(const torch::Tensor& x, const torch::Tensor& y) {
+  if (task_ == Task::kClassify) {
+    return F::cross_entropy(Forward(x), y.to(torch::kLong));
+  }
+  const torch::Tensor tokens = x.to(torch::kLong);
+  const int64_t steps = tokens.size(1) - 1;
+  const torch::Tensor logits = Forward(tokens.narrow(1, 0, steps));
+  return F::cross_entropy(logits.reshape({-1, kByteVocab}), tokens.narrow(1, 1, steps).reshape({-1}));
+}
+
+Model::EvalResult Model::Evaluate(const torch::Tensor& x, const torch::Tensor& y, int64_t chunk) {
+  EvalResult result;
+  if (!x.defined() || x.size(0) == 0) return result;
+  chunk = std::max<int64_t>(chunk, 1);
+  torch::NoGradGuard no_grad;
+  EvalModeScope eval_mode(*this);
+  double loss_sum = 0;
+  const auto sum = F::CrossEntropyFuncOptions().reduction(torch::kSum);
+  for (int64_t start = 0; start < x.size(0); start += chunk) {
+    const int64_t rows = std::min(chunk, x.size(0) - start);
+    torch::Tensor logits, targets;
+    if (task_ == Task::kClassify) {
+      logits = Forward(x.narrow(0, start, rows));
+      targets = y.narrow(0, start, rows).to(torch::kLong);
+    } else {
+      const torch::Tensor tokens = x.narrow(0, start, rows).to(torch::kLong);
+      const int64_t steps = tokens.size(1) - 1;
+      logits = Forward(tokens.narrow(1, 0, steps)).reshape({-1, kByteVocab});
+      targets = tokens.narrow(1, 1, steps).reshape({-1});
+    }
+    loss_sum += F::cross_entropy(logits, targets, sum).item<double>();
+    result.correct += logits.argmax(1).eq(targets).sum().item<int64_t>();
+    result.count += targets.size(0);
+  }
+  result.loss = result.count > 0 ? loss_sum / static_cast<double>(result.count) : 0.0;
+  return result;
+}
+
+int64_t Model::parameter_count() const {
+  int64_t n = 0;
+  for (const NamedTensor& p : params_) n += p.tensor.numel();
+  return n;
+}
+
+int64_t Model::shared_parameter_count() const {
+  int64_t n = 0;
+  for (const NamedTensor& p : params_) {
+    if (p.shared) n += p.tensor.numel();
+  }
+  return n;
+}
+
+std::string Model::Fingerprint() const {
+  // Everything that decides whether two models' shared weights line up, and
+  // nothing about their values.
+  std::ostringstream text;
+  text << "mycel-model-v1\nkind " << options_.kind << "\n";
+  for (const NamedTensor& p : params_) {
+    if (!p.shared) continue;
+    text << p.name << " " << c10::toString(p.tensor.scalar_type()) << " "
+         << ShapeString(p.tensor.sizes()) << "\n";
+  }
+  const std::string s = text.str();
+  [[maybe_unused]] const int sodium_ready = sodium_init();  // idempotent; hashing cannot fail
+  unsigned char hash[16];
+  crypto_generichash(hash, sizeof(hash), reinterpret_cast<const unsigned char*>(s.data()), s.size(),
+                     nullptr, 0);
+  char hex[sizeof(hash) * 2 + 1];
+  sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
+  return std::string(hex);
+}
+
+void Model::SetParameters(std::vector<std::pair<std::string, torch::Tensor>> named) {
+  params_.clear();
+  params_.reserve(named.size());
+  for (auto& [name, tensor] : named) {
+    const bool local = std::any_of(options_.local_layers.begin(), options_.local_layers.end(),
+                                   [&](const std::string& prefix) { return MatchesLayer(name, prefix); });
+    params_.push_back(NamedTensor{std::move(name), std::move(tensor), !local});
+  }
+}
+
+absl::StatusOr<std::string> SaveTensors(const std::vector<NamedTensor>& tensors) {
+  ArchiveNode root;
+  for (const NamedTensor& t : tensors) {
+    MYCEL_ASSIGN_OR_RETURN(std::vector<std::string> parts, NameComponents(t.name));
+    if (!t.tensor.defined()) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", t.name, "' is undefined"));
+    }
+    ArchiveNode* node = &root;
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
+      if (node->tensors.count(parts[i])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor name '", t.name, "' nests under another tensor's name"));
+      }
+      node = &node->children[parts[i]];
+    }
+    if (node->children.count(parts.back()) || !node->tensors.emplace(parts.back(), t.tensor).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor name '", t.name, "' is repeated or nests another tensor's name"));
+    }
+  }
+  try {
+    torch::serialize::OutputArchive archive;
+    root.WriteTo(archive);
+    std::ostringstream out;
+    archive.save_to(out);
+    return out.str();
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("serialising tensors: ", ErrorText(e)));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("serialising tensors: ", e.what()));
+  }
+}
+
+absl::Status LoadTensors(const std::string& bytes, const std::vector<NamedTensor>& into) {
+  // Read and check everything first, so a bad archive changes nothing.
+  std::vector<torch::Tensor> loaded(into.size());
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(bytes.data(), bytes.size());
+    for (size_t i = 0; i < into.size(); ++i) {
+      const NamedTensor& dst = into[i];
+      MYCEL_ASSIGN_OR_RETURN(std::vector<std::string> parts, NameComponents(dst.name));
+      const auto missing = [&] {
+        return absl::NotFoundError(absl::StrCat("tensor '", dst.name, "' is missing from the bytes"));
+      };
+      torch::Tensor src;
+      if (parts.size() == 1) {
+        if (!archive.try_read(parts[0], src)) return missing();
+      } else {
+        torch::serialize::InputArchive node;
+        if (!archive.try_read(parts[0], node)) return missing();
+        for (size_t j = 1; j + 1 < parts.size(); ++j) {
+          torch::serialize::InputArchive next;
+          if (!node.try_read(parts[j], next)) return missing();
+          node = std::move(next);
+        }
+        if (!node.try_read(parts.back(), src)) return missing();
+      }
+      if (!src.sizes().equals(dst.tensor.sizes())) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor '", dst.name, "' has shape ",
+                                                       ShapeString(src.sizes()), " in the bytes but ",
+                                                       ShapeString(dst.tensor.sizes()), " here"));
+      }
+      if (src.scalar_type() != dst.tensor.scalar_type()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor '", dst.name, "' has dtype ", c10::toString(src.scalar_type()),
+            " in the bytes but ", c10::toString(dst.tensor.scalar_type()), " here"));
+      }
+      loaded[i] = std::move(src);
+    }
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < into.size(); ++i) into[i].tensor.copy_(loaded[i]);
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(absl::StrCat("reading tensors: ", ErrorText(e)));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("reading tensors: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace mycel::model
