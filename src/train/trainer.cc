@@ -1,0 +1,574 @@
+#include "train/trainer.h"
+
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <limits>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include <torch/torch.h>
+
+#include "common/logging.h"
+#include "common/status.h"
+#include "data/sampler.h"
+#include "model/model.h"
+
+namespace mycel::train {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+// How often the loop re-reads the policy and the store; a condition change is
+// acted on within this many seconds (DESIGN: "decisions change within seconds").
+constexpr double kPolicyPeriodS = 0.2;
+constexpr double kRefreshPeriodS = 1.0;
+// Loss shown in `mycel status`: exponential moving average over ~50 steps.
+constexpr double kLossEmaAlpha = 0.02;
+
+void LowerThreadPriority() {
+  // The user's own work always wins: nice 19 for the thread, then SCHED_IDLE
+  // (Linux applies both per thread). Failure is harmless; log it at debug.
+  pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  if (::setpriority(PRIO_PROCESS, tid, 19) != 0) {
+    Logger("train")->debug("setpriority(19) failed: {}", std::strerror(errno));
+  }
+#ifdef SCHED_IDLE
+  struct sched_param sp {};
+  sp.sched_priority = 0;
+  if (::sched_setscheduler(0, SCHED_IDLE, &sp) != 0) {
+    Logger("train")->debug("SCHED_IDLE failed: {}", std::strerror(errno));
+  }
+#endif
+}
+
+std::string MetaLine(const std::string& key, const std::string& value) { return key + "=" + value + "\n"; }
+
+std::string MetaValue(const std::string& meta, const std::string& key) {
+  std::istringstream in(meta);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto eq = line.find('=');
+    if (eq != std::string::npos && line.substr(0, eq) == key) return line.substr(eq + 1);
+  }
+  return "";
+}
+
+}  // namespace
+
+struct Trainer::Impl {
+  Impl(const TrainerOptions& o, data::ExampleStore& s, Checkpointer& c, Policy& p, Clock* cl)
+      : options(o), store(s), checkpointer(c), policy(p), clock(cl) {}
+
+  // ---- construction-time state (immutable after Create) ----
+  TrainerOptions options;
+  data::ExampleStore& store;
+  Checkpointer& checkpointer;
+  Policy& policy;
+  Clock* clock;
+  std::unique_ptr<model::Model> model;          // trainer thread only
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  std::unique_ptr<data::Sampler> sampler;       // trainer thread only
+  data::ExampleShape shape;
+
+  // ---- trainer-thread state ----
+  torch::Tensor x_batch, y_batch;               // reused every step
+  torch::Tensor val_x, val_y;
+  int64_t val_count_loaded = -1;
+  double loss_ema = kNaN;
+  double last_eval_time = 0, last_ckpt_time = 0, last_refresh_time = -1e9, last_policy_time = -1e9;
+  double rate_window_start = 0;
+  int64_t rate_window_steps = 0;
+  PolicyDecision decision;
+
+  // ---- shared state ----
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::function<void()>> tasks;      // guarded by mu
+  bool stop_requested = false;                  // guarded by mu
+  bool data_dirty = true;                       // guarded by mu
+  TrainerStats stats;                           // guarded by mu
+  std::thread thread;
+  bool running = false;                         // guarded by mu
+  bool stopped = false;                         // guarded by mu
+
+  absl::Status Init();
+  absl::Status Restore();
+  std::string EncodeCheckpoint();
+  absl::Status WriteCheckpoint(const char* why);
+  void Loop();
+  void Step();
+  void MaybeRefresh(double now, bool force);
+  void ValidationPass();
+  void SetState(const std::string& state, const std::string& reason);
+  // Runs fn on the trainer thread (or inline when it is not running) and returns its result.
+  template <typename T>
+  T RunOnTrainer(std::function<T()> fn);
+  void DrainTasks();
+  EvalResult EvaluateTensors(const torch::Tensor& x, const torch::Tensor& y);
+  std::pair<torch::Tensor, torch::Tensor> ToTensors(const std::vector<data::Example>& examples);
+};
+
+absl::Status Trainer::Impl::Init() {
+  try {
+    torch::set_num_threads(options.training.threads);
+    MYCEL_ASSIGN_OR_RETURN(model, model::Model::Create(options.model));
+    shape = model->example_shape();
+    std::vector<torch::Tensor> params;
+    for (const auto& p : model->parameters()) params.push_back(p.tensor);
+    const auto& t = options.training;
+    if (t.optimizer == "adam") {
+      optimizer = std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(t.lr));
+    } else if (t.optimizer == "sgd") {
+      optimizer = std::make_unique<torch::optim::SGD>(
+          params, torch::optim::SGDOptions(t.lr).momentum(t.momentum));
+    } else {
+      return absl::InvalidArgumentError("unknown optimizer '" + t.optimizer + "'");
+    }
+    data::SamplerOptions so;
+    so.shape = shape;
+    so.capacity = t.max_examples;
+    so.replay_fraction = t.replay_fraction;
+    so.seed = options.model.seed;
+    sampler = std::make_unique<data::Sampler>(so);
+    if (shape.text) {
+      x_batch = torch::empty({t.batch_size, shape.width}, torch::kLong);
+    } else {
+      x_batch = torch::empty({t.batch_size, shape.width}, torch::kFloat);
+      y_batch = torch::empty({t.batch_size}, torch::kLong);
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(std::string("trainer: libtorch: ") + e.what_without_backtrace());
+  }
+  stats.model_kind = options.model.kind;
+  stats.parameters = model->parameter_count();
+  stats.shared_parameters = model->shared_parameter_count();
+  stats.fingerprint = model->Fingerprint();
+  stats.train_loss = stats.val_loss = stats.val_accuracy = kNaN;
+  if (options.restore) MYCEL_RETURN_IF_ERROR(Restore());
+  double now = clock->MonotonicSeconds();
+  last_eval_time = now - options.training.eval_interval_s;  // evaluate soon after data appears
+  last_ckpt_time = now;
+  rate_window_start = now;
+  return absl::OkStatus();
+}
+
+std::string Trainer::Impl::EncodeCheckpoint() {
+  Sections sections;
+  std::string meta;
+  meta += MetaLine("version", "1");
+  meta += MetaLine("kind", options.model.kind);
+  meta += MetaLine("fingerprint", model->Fingerprint());
+  meta += MetaLine("steps", std::to_string(stats.steps));
+  meta += MetaLine("samples_trained", std::to_string(stats.samples_trained));
+  sections.Put("meta", meta);
+  auto params = model::SaveTensors(model->parameters());
+  sections.Put("params", params.ok() ? *params : std::string());
+  std::ostringstream os;
+  torch::serialize::OutputArchive archive;
+  optimizer->save(archive);
+  archive.save_to(os);
+  sections.Put("optimizer", os.str());
+  return sections.Encode();
+}
+
+absl::Status Trainer::Impl::Restore() {
+  MYCEL_ASSIGN_OR_RETURN(auto loaded, checkpointer.LoadNewest());
+  if (!loaded) {
+    Logger("train")->info("no checkpoint in {}: starting from seed {}", checkpointer.dir(),
+                          options.model.seed);
+    return absl::OkStatus();
+  }
+  MYCEL_ASSIGN_OR_RETURN(auto sections, Sections::Decode(loaded->payload));
+  const std::string* meta = sections.Get("meta");
+  const std::string* params = sections.Get("params");
+  if (!meta || !params) return absl::DataLossError(loaded->path + ": missing sections");
+  std::string fp = MetaValue(*meta, "fingerprint");
+  if (fp != model->Fingerprint() || MetaValue(*meta, "kind") != options.model.kind) {
+    return absl::FailedPreconditionError(
+        loaded->path + " holds a " + MetaValue(*meta, "kind") + " model (fingerprint " + fp +
+        ") but the config describes a " + options.model.kind + " model (fingerprint " +
+        model->Fingerprint() + "); restore the [model] config or move the checkpoints away");
+  }
+  MYCEL_RETURN_IF_ERROR(Annotate(model::LoadTensors(*params, model->parameters()), loaded->path));
+  if (const std::string* opt = sections.Get("optimizer"); opt && !opt->empty()) {
+    try {
+      std::istringstream is(*opt);
+      torch::serialize::InputArchive archive;
+      archive.load_from(is);
+      optimizer->load(archive);
+    } catch (const c10::Error& e) {
+      // Weights are what matters; a fresh optimizer state only costs a few steps.
+      Logger("train")->warn("{}: optimizer state not restored: {}", loaded->path,
+                            e.what_without_backtrace());
+    }
+  }
+  stats.steps = std::stoll("0" + MetaValue(*meta, "steps"));
+  stats.samples_trained = std::stoll("0" + MetaValue(*meta, "samples_trained"));
+  stats.last_checkpoint_step = stats.steps;
+  Logger("train")->info("resumed from {} at step {} ({} samples trained)", loaded->path, stats.steps,
+                        stats.samples_trained);
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::Impl::WriteCheckpoint(const char* why) {
+  std::string payload;
+  try {
+    payload = EncodeCheckpoint();
+  } catch (const c10::Error& e) {
+    return absl::InternalError(std::string("encoding checkpoint: ") + e.what_without_backtrace());
+  }
+  absl::Status s = checkpointer.Save(payload);
+  std::lock_guard<std::mutex> lock(mu);
+  if (s.ok()) {
+    stats.checkpoints_written++;
+    stats.last_checkpoint_step = stats.steps;
+    Logger("train")->info("checkpoint {} written ({}) at step {}, {} bytes", checkpointer.last_seq(),
+                          why, stats.steps, payload.size());
+  } else {
+    // Earlier checkpoints stay; training goes on and the next interval retries.
+    Logger("train")->error("checkpoint failed ({}): {}", why, s.message());
+  }
+  return s;
+}
+
+void Trainer::Impl::SetState(const std::string& state, const std::string& reason) {
+  std::lock_guard<std::mutex> lock(mu);
+  if (stats.state == state && stats.reason == reason) return;
+  Logger("train")->info("state {} -> {} ({})", stats.state, state, reason);
+  stats.state = state;
+  stats.reason = reason;
+}
+
+void Trainer::Impl::MaybeRefresh(double now, bool force) {
+  if (!force && now - last_refresh_time < kRefreshPeriodS) return;
+  last_refresh_time = now;
+  auto loaded = sampler->Refresh(store);
+  if (!loaded.ok()) {
+    Logger("train")->error("reading new examples: {}", loaded.status().message());
+  } else if (*loaded > 0) {
+    Logger("train")->info("loaded {} new training examples ({} in memory)", *loaded, sampler->size());
+  }
+  int64_t val_count = store.Count(data::Split::kValidation);
+  if (val_count != val_count_loaded) {
+    auto rows = store.ReadSince(data::Split::kValidation, 0, options.training.max_eval_examples);
+    if (rows.ok()) {
+      std::vector<data::Example> examples;
+      examples.reserve(rows->size());
+      for (auto& r : *rows) examples.push_back(std::move(r.example));
+      auto [x, y] = ToTensors(examples);
+      val_x = x;
+      val_y = y;
+      val_count_loaded = val_count;
+    }
+  }
+}
+
+std::pair<torch::Tensor, torch::Tensor> Trainer::Impl::ToTensors(
+    const std::vector<data::Example>& examples) {
+  const int64_t n = static_cast<int64_t>(examples.size());
+  const int64_t w = shape.width;
+  if (shape.text) {
+    auto tokens = torch::empty({n, w}, torch::kLong);
+    int64_t* t = tokens.data_ptr<int64_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& d = examples[i].data;
+      for (int64_t j = 0; j < w; ++j) t[i * w + j] = static_cast<uint8_t>(d[j]);
+    }
+    return {tokens, torch::Tensor()};
+  }
+  auto x = torch::empty({n, w}, torch::kFloat);
+  auto y = torch::empty({n}, torch::kLong);
+  float* xp = x.data_ptr<float>();
+  int64_t* yp = y.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    const auto& e = examples[i];
+    yp[i] = e.label;
+    if (e.dtype == data::DType::kU8) {
+      for (int64_t j = 0; j < w; ++j) xp[i * w + j] = static_cast<uint8_t>(e.data[j]) / 255.0f;
+    } else {
+      std::memcpy(xp + i * w, e.data.data(), w * sizeof(float));
+    }
+  }
+  return {x, y};
+}
+
+EvalResult Trainer::Impl::EvaluateTensors(const torch::Tensor& x, const torch::Tensor& y) {
+  auto r = model->Evaluate(x, y);
+  EvalResult out;
+  out.examples = shape.text ? x.size(0) : r.count;
+  out.loss = r.loss;
+  out.accuracy = r.count > 0 ? static_cast<double>(r.correct) / r.count : kNaN;
+  return out;
+}
+
+void Trainer::Impl::ValidationPass() {
+  if (!val_x.defined() || val_x.size(0) == 0) return;
+  EvalResult r = EvaluateTensors(val_x, val_y);
+  std::lock_guard<std::mutex> lock(mu);
+  stats.val_loss = r.loss;
+  stats.val_accuracy = r.accuracy;
+  stats.eval_examples = val_x.size(0);
+  Logger("train")->info("step {}: train loss {:.4f}, validation loss {:.4f}, accuracy {:.4f} on {}",
+                        stats.steps, stats.train_loss, r.loss, r.accuracy, stats.eval_examples);
+}
+
+void Trainer::Impl::Step() {
+  const int64_t batch = options.training.batch_size;
+  bool ok = shape.text ? sampler->NextTokenBatch(batch, x_batch.data_ptr<int64_t>())
+                       : sampler->NextBatch(batch, x_batch.data_ptr<float>(), y_batch.data_ptr<int64_t>());
+  if (!ok) return;
+  optimizer->zero_grad();
+  torch::Tensor loss = model->Loss(x_batch, y_batch);
+  loss.backward();
+  optimizer->step();
+  double l = loss.item<double>();
+  loss_ema = std::isnan(loss_ema) ? l : (1 - kLossEmaAlpha) * loss_ema + kLossEmaAlpha * l;
+  rate_window_steps++;
+  std::lock_guard<std::mutex> lock(mu);
+  stats.steps++;
+  stats.samples_trained += batch;
+  stats.train_loss = loss_ema;
+}
+
+void Trainer::Impl::DrainTasks() {
+  std::deque<std::function<void()>> work;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    work.swap(tasks);
+  }
+  for (auto& fn : work) fn();
+}
+
+void Trainer::Impl::Loop() {
+  if (options.lowest_priority) LowerThreadPriority();
+  for (;;) {
+    DrainTasks();
+    bool force_refresh;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (stop_requested) break;
+      force_refresh = data_dirty;
+      data_dirty = false;
+    }
+    double now = clock->MonotonicSeconds();
+    MaybeRefresh(now, force_refresh);
+    if (now - last_policy_time >= kPolicyPeriodS) {
+      decision = policy.Decide();
+      last_policy_time = now;
+    }
+    std::string idle_state, idle_reason;
+    if (!decision.allowed) {
+      idle_state = decision.state;
+      idle_reason = decision.reason;
+    } else if (sampler->size() == 0) {
+      idle_state = "waiting_for_data";
+      idle_reason = "waiting for data";
+    }
+    if (!idle_state.empty()) {
+      SetState(idle_state, idle_reason);
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait_for(lock, std::chrono::milliseconds(200),
+                  [&] { return stop_requested || data_dirty || !tasks.empty(); });
+      last_policy_time = -1e9;  // re-ask the policy after any wake-up
+      continue;
+    }
+    SetState("training", "training");
+    Step();
+    if (now - rate_window_start >= 2.0) {
+      std::lock_guard<std::mutex> lock(mu);
+      stats.steps_per_s = rate_window_steps / (now - rate_window_start);
+      rate_window_start = now;
+      rate_window_steps = 0;
+    }
+    if (now - last_eval_time >= options.training.eval_interval_s) {
+      ValidationPass();
+      last_eval_time = now;
+    }
+    if (now - last_ckpt_time >= options.training.checkpoint_interval_s) {
+      (void)WriteCheckpoint("periodic");
+      last_ckpt_time = now;
+    }
+  }
+}
+
+template <typename T>
+T Trainer::Impl::RunOnTrainer(std::function<T()> fn) {
+  std::unique_lock<std::mutex> lock(mu);
+  if (!running || stop_requested) {
+    lock.unlock();
+    return fn();
+  }
+  auto task = std::make_shared<std::packaged_task<T()>>(std::move(fn));
+  std::future<T> result = task->get_future();
+  tasks.emplace_back([task] { (*task)(); });
+  lock.unlock();
+  cv.notify_all();
+  return result.get();
+}
+
+// ---------------------------------------------------------------------------
+
+Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Trainer::~Trainer() { (void)Stop(); }
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& options,
+                                                         data::ExampleStore& store,
+                                                         Checkpointer& checkpointer, Policy& policy,
+                                                         Clock* clock) {
+  auto impl = std::make_unique<Impl>(options, store, checkpointer, policy, clock);
+  MYCEL_RETURN_IF_ERROR(impl->Init());
+  return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
+}
+
+void Trainer::Start() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (impl_->running || impl_->stopped) return;
+  impl_->running = true;
+  impl_->thread = std::thread([this] { impl_->Loop(); });
+}
+
+absl::Status Trainer::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (impl_->stopped) return absl::OkStatus();
+    impl_->stopped = true;
+    impl_->stop_requested = true;
+  }
+  impl_->cv.notify_all();
+  if (impl_->thread.joinable()) impl_->thread.join();
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->running = false;
+  }
+  impl_->DrainTasks();  // anyone still waiting gets an answer
+  impl_->SetState("stopped", "stopped");
+  return impl_->WriteCheckpoint("shutdown");
+}
+
+TrainerStats Trainer::Stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->stats;
+}
+
+data::ExampleShape Trainer::example_shape() const { return impl_->shape; }
+
+void Trainer::Wake() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->data_dirty = true;
+  }
+  impl_->cv.notify_all();
+}
+
+absl::StatusOr<EvalResult> Trainer::Evaluate(const std::vector<data::Example>& examples) {
+  if (examples.empty()) return absl::InvalidArgumentError("no examples to evaluate");
+  Impl* impl = impl_.get();
+  return impl->RunOnTrainer<absl::StatusOr<EvalResult>>([impl, &examples]() -> absl::StatusOr<EvalResult> {
+    try {
+      auto [x, y] = impl->ToTensors(examples);
+      return impl->EvaluateTensors(x, y);
+    } catch (const c10::Error& e) {
+      return absl::InternalError(std::string("evaluate: ") + e.what_without_backtrace());
+    }
+  });
+}
+
+namespace {
+std::vector<std::pair<int64_t, double>> TopK(const torch::Tensor& probs, int k) {
+  k = std::max(1, std::min<int>(k, static_cast<int>(probs.size(0))));
+  auto top = probs.topk(k);
+  auto values = std::get<0>(top), indices = std::get<1>(top);
+  std::vector<std::pair<int64_t, double>> out;
+  for (int i = 0; i < k; ++i) out.emplace_back(indices[i].item<int64_t>(), values[i].item<double>());
+  return out;
+}
+}  // namespace
+
+absl::StatusOr<std::vector<std::pair<int64_t, double>>> Trainer::Classify(const data::Example& example,
+                                                                           int top_k) {
+  Impl* impl = impl_.get();
+  using R = absl::StatusOr<std::vector<std::pair<int64_t, double>>>;
+  if (impl->shape.text) return absl::FailedPreconditionError("the model is a char_lm: predict takes --text");
+  if (example.width() != impl->shape.width) {
+    return absl::InvalidArgumentError("input has " + std::to_string(example.width()) +
+                                      " values but the model takes " + std::to_string(impl->shape.width));
+  }
+  return impl->RunOnTrainer<R>([impl, &example, top_k]() -> R {
+    try {
+      torch::NoGradGuard no_grad;
+      auto [x, y] = impl->ToTensors({example});
+      impl->model->SetTraining(false);
+      auto probs = torch::softmax(impl->model->Forward(x), 1)[0];
+      impl->model->SetTraining(true);
+      return TopK(probs, top_k);
+    } catch (const c10::Error& e) {
+      impl->model->SetTraining(true);
+      return absl::InternalError(std::string("predict: ") + e.what_without_backtrace());
+    }
+  });
+}
+
+absl::StatusOr<std::pair<std::vector<std::pair<int64_t, double>>, std::string>> Trainer::PredictText(
+    const std::string& prompt, int top_k, int generate) {
+  Impl* impl = impl_.get();
+  using R = absl::StatusOr<std::pair<std::vector<std::pair<int64_t, double>>, std::string>>;
+  if (!impl->shape.text) return absl::FailedPreconditionError("the model is a classifier: predict takes an input file");
+  if (prompt.empty()) return absl::InvalidArgumentError("empty prompt");
+  return impl->RunOnTrainer<R>([impl, &prompt, top_k, generate]() -> R {
+    try {
+      torch::NoGradGuard no_grad;
+      impl->model->SetTraining(false);
+      const int64_t context = impl->shape.width - 1;
+      std::string text = prompt;
+      auto next_probs = [&]() {
+        std::string window = text.size() > static_cast<size_t>(context) ? text.substr(text.size() - context) : text;
+        auto tokens = torch::empty({1, static_cast<int64_t>(window.size())}, torch::kLong);
+        for (size_t i = 0; i < window.size(); ++i) tokens[0][i] = static_cast<int64_t>(static_cast<uint8_t>(window[i]));
+        auto logits = impl->model->Forward(tokens);
+        return torch::softmax(logits[0][logits.size(1) - 1], 0);
+      };
+      auto top = TopK(next_probs(), top_k);
+      std::string continuation;
+      for (int i = 0; i < generate; ++i) {
+        char c = static_cast<char>(next_probs().argmax().item<int64_t>());
+        continuation.push_back(c);
+        text.push_back(c);
+      }
+      impl->model->SetTraining(true);
+      return std::make_pair(top, continuation);
+    } catch (const c10::Error& e) {
+      impl->model->SetTraining(true);
+      return absl::InternalError(std::string("predict: ") + e.what_without_backtrace());
+    }
+  });
+}
+
+absl::Status Trainer::Export(const std::string& path) {
+  Impl* impl = impl_.get();
+  return impl->RunOnTrainer<absl::Status>([impl, &path] { return impl->model->Export(path); });
+}
+
+absl::Status Trainer::CheckpointNow() {
+  Impl* impl = impl_.get();
+  return impl->RunOnTrainer<absl::Status>([impl] { return impl->WriteCheckpoint("requested"); });
+}
+
+absl::Status Trainer::TrainStepsForBenchmark(int64_t steps) {
+  Impl* impl = impl_.get();
+  impl->MaybeRefresh(impl->clock->MonotonicSeconds(), true);
+  if (impl->sampler->size() == 0) return absl::FailedPreconditionError("no examples in the store");
+  for (int64_t i = 0; i < steps; ++i) impl->Step();
+  return absl::OkStatus();
+}
+
+}  // namespace mycel::train

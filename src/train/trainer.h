@@ -1,0 +1,108 @@
+// Trainer: the thread that owns the live model and keeps training it.
+//
+// Between two steps it runs posted work (evaluation, prediction, export,
+// checkpoint; next issue: merges of neighbours' deltas), asks the Policy
+// whether it may train, refreshes its Sampler from the ExampleStore when data
+// arrived, trains one batch, evaluates on the held-out split every
+// eval_interval_s and checkpoints every checkpoint_interval_s. The model's
+// weights are touched only on this thread, so nothing else needs a lock on them.
+//
+// Create() restores the newest valid checkpoint (weights, optimizer state,
+// counters); a checkpoint of a different model (fingerprint) is an error, so
+// a config change never silently discards what a user's model learned.
+// Stop() finishes the current step and writes a final checkpoint.
+//
+// Thread-safety: all public methods may be called from any thread. Calls that
+// need the model (Evaluate, Classify, ...) block until the trainer thread has
+// run them (or run inline before Start / after Stop).
+// This header is torch-free: the model lives behind a pimpl.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/clock.h"
+#include "config/config.h"
+#include "data/example.h"
+#include "data/example_store.h"
+#include "train/checkpointer.h"
+#include "train/policy.h"
+
+namespace mycel::train {
+
+struct TrainerOptions {
+  config::ModelOptions model;
+  config::TrainingOptions training;
+  bool lowest_priority = true;   // nice 19 + SCHED_IDLE on the trainer thread
+  bool restore = true;           // load the newest checkpoint in Create
+};
+
+struct TrainerStats {
+  std::string state = "starting";   // training | paused | waiting_for_data | starting | stopped | ...
+  std::string reason = "starting";
+  int64_t steps = 0;
+  int64_t samples_trained = 0;
+  double train_loss = 0;            // NaN until the first step
+  double val_loss = 0;              // NaN until the first validation pass
+  double val_accuracy = 0;          // NaN until the first validation pass
+  int64_t eval_examples = 0;
+  double steps_per_s = 0;
+  int64_t checkpoints_written = 0;
+  int64_t last_checkpoint_step = -1;
+  int64_t parameters = 0;
+  int64_t shared_parameters = 0;
+  std::string model_kind;
+  std::string fingerprint;
+};
+
+struct EvalResult {
+  double loss = 0;
+  double accuracy = 0;
+  int64_t examples = 0;
+};
+
+class Trainer {
+ public:
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainerOptions& options,
+                                                         data::ExampleStore& store,
+                                                         Checkpointer& checkpointer,
+                                                         Policy& policy,
+                                                         Clock* clock = Clock::Real());
+  ~Trainer();  // Stop()s if still running
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  void Start();
+  // Stops between two steps, then writes a final checkpoint. Idempotent.
+  absl::Status Stop();
+
+  TrainerStats Stats() const;
+  data::ExampleShape example_shape() const;
+  // Tells the trainer that examples were added or the policy changed.
+  void Wake();
+
+  absl::StatusOr<EvalResult> Evaluate(const std::vector<data::Example>& examples);
+  // Top-k (label, probability) for one example.
+  absl::StatusOr<std::vector<std::pair<int64_t, double>>> Classify(const data::Example& example,
+                                                                   int top_k);
+  // char_lm: top-k next bytes after `prompt`, and a greedy continuation of `generate` bytes.
+  absl::StatusOr<std::pair<std::vector<std::pair<int64_t, double>>, std::string>> PredictText(
+      const std::string& prompt, int top_k, int generate);
+  absl::Status Export(const std::string& path);
+  absl::Status CheckpointNow();
+
+  // Benchmark hook: trains `steps` batches on the calling thread (Start() not called).
+  absl::Status TrainStepsForBenchmark(int64_t steps);
+
+  struct Impl;
+
+ private:
+  explicit Trainer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mycel::train

@@ -1,0 +1,125 @@
+#include "train/checkpointer.h"
+
+#include <sys/stat.h>
+
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+namespace mycel::train {
+namespace {
+
+std::string TempDir() {
+  char tmpl[] = "/tmp/mycel-ckpt-XXXXXX";
+  return ::mkdtemp(tmpl);
+}
+
+// A disk that fills up: every write fails with ENOSPC while `full` is set.
+class FullDiskEnv : public Env {
+ public:
+  bool full = false;
+  absl::Status WriteFileAtomically(const std::string& path, std::string_view data) override {
+    if (full) return absl::ResourceExhaustedError("write " + path + ": No space left on device");
+    return Env::WriteFileAtomically(path, data);
+  }
+};
+
+TEST(Checkpointer, KeepsNewestTwoAndLoadsNewest) {
+  CheckpointerOptions o;
+  o.dir = TempDir() + "/ckpt";
+  auto c = Checkpointer::Open(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  for (int i = 1; i <= 5; ++i) ASSERT_TRUE((*c)->Save("payload " + std::to_string(i)).ok());
+  auto names = Env::Default()->ListDir(o.dir);
+  ASSERT_TRUE(names.ok());
+  EXPECT_EQ(names->size(), 2u);
+  auto loaded = (*c)->LoadNewest();
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_TRUE(loaded->has_value());
+  EXPECT_EQ((*loaded)->payload, "payload 5");
+  EXPECT_EQ((*loaded)->seq, 5u);
+}
+
+TEST(Checkpointer, ReopenContinuesSequence) {
+  CheckpointerOptions o;
+  o.dir = TempDir();
+  {
+    auto c = Checkpointer::Open(o);
+    ASSERT_TRUE((*c)->Save("a").ok());
+    ASSERT_TRUE((*c)->Save("b").ok());
+  }
+  auto c = Checkpointer::Open(o);
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE((*c)->Save("c").ok());
+  EXPECT_EQ((*(*c)->LoadNewest())->payload, "c");
+}
+
+TEST(Checkpointer, CorruptNewestFallsBackToPrevious) {
+  CheckpointerOptions o;
+  o.dir = TempDir();
+  auto c = Checkpointer::Open(o);
+  ASSERT_TRUE((*c)->Save("good old").ok());
+  ASSERT_TRUE((*c)->Save("good new").ok());
+  auto newest = (*(*c)->LoadNewest())->path;
+  {
+    // Flip a byte in the payload of the newest file.
+    std::fstream f(newest, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-2, std::ios::end);
+    f.put('X');
+  }
+  auto loaded = (*c)->LoadNewest();
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_TRUE(loaded->has_value());
+  EXPECT_EQ((*loaded)->payload, "good old");
+  // A truncated newest is skipped the same way.
+  ::truncate(newest.c_str(), 10);
+  EXPECT_EQ((*(*c)->LoadNewest())->payload, "good old");
+}
+
+TEST(Checkpointer, FullDiskKeepsEarlierCheckpoints) {
+  FullDiskEnv env;
+  CheckpointerOptions o;
+  o.dir = TempDir();
+  o.env = &env;
+  auto c = Checkpointer::Open(o);
+  ASSERT_TRUE((*c)->Save("before the disk filled").ok());
+  env.full = true;
+  absl::Status s = (*c)->Save("lost");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(s.message().find("No space left"), std::string::npos);
+  env.full = false;
+  EXPECT_EQ((*(*c)->LoadNewest())->payload, "before the disk filled");
+  ASSERT_TRUE((*c)->Save("after").ok());
+  EXPECT_EQ((*(*c)->LoadNewest())->payload, "after");
+}
+
+TEST(Checkpointer, OpenRemovesStaleTempFiles) {
+  std::string dir = TempDir();
+  std::ofstream(dir + "/ckpt-000000000003.bin.tmp-1234") << "torn";
+  CheckpointerOptions o;
+  o.dir = dir;
+  auto c = Checkpointer::Open(o);
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(Env::Default()->ListDir(dir)->empty());
+  EXPECT_FALSE((*(*c)->LoadNewest()).has_value());
+}
+
+TEST(Sections, RoundTripAndTruncation) {
+  Sections s;
+  s.Put("meta", "steps=3");
+  s.Put("params", std::string("\0\1\2", 3));
+  auto encoded = s.Encode();
+  auto decoded = Sections::Decode(encoded);
+  ASSERT_TRUE(decoded.ok());
+  ASSERT_NE(decoded->Get("params"), nullptr);
+  EXPECT_EQ(*decoded->Get("params"), std::string("\0\1\2", 3));
+  EXPECT_EQ(*decoded->Get("meta"), "steps=3");
+  EXPECT_EQ(decoded->Get("nope"), nullptr);
+  for (size_t cut = 0; cut < encoded.size(); ++cut) {
+    EXPECT_FALSE(Sections::Decode(encoded.substr(0, cut)).ok()) << cut;
+  }
+}
+
+}  // namespace
+}  // namespace mycel::train

@@ -1,0 +1,183 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "common/file_util.h"
+#include "data/importers.h"
+
+namespace mycel::train {
+namespace {
+
+std::string TempDir() {
+  char tmpl[] = "/tmp/mycel-trainer-XXXXXX";
+  return ::mkdtemp(tmpl);
+}
+
+const char kDataDir[] = "/usr/share/datasets/fashion-mnist";
+
+std::vector<data::Example> LoadT10k(const data::ExampleShape& shape) {
+  std::vector<data::NamedBlob> files = {
+      {"t10k-images", *Env::Default()->ReadFile(std::string(kDataDir) + "/t10k-images-idx3-ubyte.gz")},
+      {"t10k-labels", *Env::Default()->ReadFile(std::string(kDataDir) + "/t10k-labels-idx1-ubyte.gz")}};
+  auto examples = data::ImportFiles(files, data::Format::kIdx, shape);
+  EXPECT_TRUE(examples.ok()) << examples.status();
+  return *examples;
+}
+
+struct Fixture {
+  std::string dir = TempDir();
+  std::unique_ptr<data::ExampleStore> store;
+  std::unique_ptr<Checkpointer> ckpt;
+  PausePolicy pause;
+  TrainerOptions options;
+
+  Fixture() {
+    options.model.kind = "mlp";
+    options.model.hidden = {32};
+    options.training.lr = 0.05;
+    options.training.momentum = 0.9;
+    options.training.eval_interval_s = 0.2;
+    options.training.checkpoint_interval_s = 3600;
+    options.lowest_priority = false;
+    Reopen();
+  }
+  void Reopen() {
+    ckpt.reset();
+    store.reset();
+    data::ExampleStoreOptions so;
+    so.path = dir + "/examples.db";
+    store = *data::ExampleStore::Open(so);
+    CheckpointerOptions co;
+    co.dir = dir + "/checkpoints";
+    ckpt = *Checkpointer::Open(co);
+  }
+  std::unique_ptr<Trainer> MakeTrainer() {
+    auto t = Trainer::Create(options, *store, *ckpt, pause);
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? std::move(t).value() : nullptr;
+  }
+};
+
+template <typename Pred>
+bool WaitFor(Pred pred, double seconds) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return pred();
+}
+
+TEST(Trainer, WaitsForDataThenLearnsAndPauses) {
+  Fixture f;
+  auto trainer = f.MakeTrainer();
+  ASSERT_NE(trainer, nullptr);
+  trainer->Start();
+  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().state == "waiting_for_data"; }, 5));
+  EXPECT_EQ(trainer->Stats().steps, 0);
+
+  auto examples = LoadT10k(trainer->example_shape());
+  ASSERT_TRUE(f.store->Add(examples).ok());
+  trainer->Wake();
+  // Ten classes: chance is 0.1; a working trainer passes 0.7 within seconds.
+  ASSERT_TRUE(WaitFor([&] {
+    auto s = trainer->Stats();
+    return s.steps > 500 && s.val_accuracy > 0.7;
+  }, 120)) << "steps " << trainer->Stats().steps << " acc " << trainer->Stats().val_accuracy;
+  EXPECT_EQ(trainer->Stats().state, "training");
+  EXPECT_LT(trainer->Stats().train_loss, 1.0);
+
+  f.pause.SetPaused(true);
+  trainer->Wake();
+  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().state == "paused"; }, 5));
+  int64_t frozen = trainer->Stats().steps;
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(trainer->Stats().steps, frozen);
+  EXPECT_EQ(trainer->Stats().reason, "paused by user");
+  f.pause.SetPaused(false);
+  trainer->Wake();
+  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().steps > frozen; }, 5));
+}
+
+TEST(Trainer, StopCheckpointsAndRestartResumesExactly) {
+  Fixture f;
+  auto trainer = f.MakeTrainer();
+  auto examples = LoadT10k(trainer->example_shape());
+  ASSERT_TRUE(f.store->Add(examples).ok());
+  ASSERT_TRUE(trainer->TrainStepsForBenchmark(300).ok());
+  std::vector<data::Example> probe(examples.begin(), examples.begin() + 500);
+  auto before = trainer->Evaluate(probe);
+  ASSERT_TRUE(before.ok());
+  int64_t steps = trainer->Stats().steps;
+  EXPECT_EQ(steps, 300);
+  ASSERT_TRUE(trainer->Stop().ok());
+  trainer.reset();
+
+  f.Reopen();
+  auto again = f.MakeTrainer();
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->Stats().steps, steps);
+  auto after = again->Evaluate(probe);
+  ASSERT_TRUE(after.ok());
+  EXPECT_DOUBLE_EQ(after->loss, before->loss);
+  EXPECT_DOUBLE_EQ(after->accuracy, before->accuracy);
+
+  // A fresh model (no checkpoint) is measurably different: the restore did something.
+  TrainerOptions fresh = f.options;
+  fresh.restore = false;
+  auto untrained = Trainer::Create(fresh, *f.store, *f.ckpt, f.pause);
+  ASSERT_TRUE(untrained.ok());
+  EXPECT_GT((*untrained)->Evaluate(probe)->loss, after->loss + 0.3);
+}
+
+TEST(Trainer, RefusesCheckpointOfAnotherModel) {
+  Fixture f;
+  {
+    auto trainer = f.MakeTrainer();
+    ASSERT_TRUE(trainer->Stop().ok());
+  }
+  f.options.model.hidden = {64};
+  auto t = Trainer::Create(f.options, *f.store, *f.ckpt, f.pause);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(t.status().message().find("fingerprint"), std::string::npos) << t.status();
+}
+
+TEST(Trainer, CharLmPredictsRepeatedText) {
+  Fixture f;
+  f.options.model.kind = "char_lm";
+  f.options.model.context = 16;
+  f.options.model.hidden = {64};
+  f.options.training.optimizer = "adam";
+  f.options.training.lr = 0.01;
+  auto trainer = f.MakeTrainer();
+  ASSERT_NE(trainer, nullptr);
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "the cat sat on the mat. ";
+  auto examples = data::ImportFiles({{"cat.txt", text}}, data::Format::kText, trainer->example_shape());
+  ASSERT_TRUE(examples.ok()) << examples.status();
+  ASSERT_TRUE(f.store->Add(*examples).ok());
+  ASSERT_TRUE(trainer->TrainStepsForBenchmark(400).ok());
+  auto out = trainer->PredictText("the cat sat on the m", 3, 4);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->first.front().first, 'a');
+  EXPECT_GT(out->first.front().second, 0.5);
+  EXPECT_EQ(out->second, "at. ");
+}
+
+TEST(Trainer, ClassifyRejectsWrongWidth) {
+  Fixture f;
+  auto trainer = f.MakeTrainer();
+  data::Example e;
+  e.data = std::string(10, '\0');
+  auto r = trainer->Classify(e, 3);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("784"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mycel::train
