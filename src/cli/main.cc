@@ -1,0 +1,359 @@
+// mycel: the command-line tool for myceld. Talks to the daemon over its
+// control socket (gRPC on a Unix socket in the state directory); `id` works
+// without a daemon. Exit 0 on success; otherwise a one-line message on stderr
+// and exit 1 (2 for usage or config errors).
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+
+#include "common/file_util.h"
+#include "config/config.h"
+#include "control.grpc.pb.h"
+#include "crypto/identity.h"
+
+namespace {
+
+using mycel::control::Control;
+
+[[noreturn]] void Fail(const std::string& message, int code = 1) {
+  std::fprintf(stderr, "mycel: %s\n", message.c_str());
+  std::exit(code);
+}
+
+// Minimal JSON object writer: numbers, strings, NaN as null.
+class Json {
+ public:
+  Json& Str(const std::string& k, const std::string& v) { Key(k); out_ += Quote(v); return *this; }
+  Json& Int(const std::string& k, int64_t v) { Key(k); out_ += std::to_string(v); return *this; }
+  Json& Num(const std::string& k, double v) {
+    Key(k);
+    if (!std::isfinite(v)) { out_ += "null"; return *this; }
+    std::ostringstream os;
+    os.precision(10);
+    os << v;
+    out_ += os.str();
+    return *this;
+  }
+  Json& Raw(const std::string& k, const std::string& raw) { Key(k); out_ += raw; return *this; }
+  std::string Done() const { return "{" + out_ + "}"; }
+  static std::string Quote(const std::string& s) {
+    std::string q = "\"";
+    for (unsigned char c : s) {
+      switch (c) {
+        case '"': q += "\\\""; break;
+        case '\\': q += "\\\\"; break;
+        case '\n': q += "\\n"; break;
+        case '\t': q += "\\t"; break;
+        case '\r': q += "\\r"; break;
+        default:
+          if (c < 0x20) { char buf[8]; std::snprintf(buf, sizeof(buf), "\\u%04x", c); q += buf; }
+          else q.push_back(static_cast<char>(c));
+      }
+    }
+    return q + "\"";
+  }
+ private:
+  void Key(const std::string& k) { if (!out_.empty()) out_ += ","; out_ += Quote(k) + ":"; }
+  std::string out_;
+};
+
+struct Client {
+  std::string socket;
+  std::unique_ptr<Control::Stub> stub;
+
+  explicit Client(const std::string& socket_path) : socket(socket_path) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    args.SetMaxSendMessageSize(64 << 20);
+    stub = Control::NewStub(
+        grpc::CreateCustomChannel("unix:" + socket, grpc::InsecureChannelCredentials(), args));
+  }
+
+  void Check(const grpc::Status& s) const {
+    if (s.ok()) return;
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      Fail("myceld is not running (no answer on " + socket + ")");
+    }
+    Fail(s.error_message());
+  }
+
+  std::unique_ptr<grpc::ClientContext> Context(int seconds) const {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+    return ctx;
+  }
+};
+
+std::string ReadFileOrFail(const std::string& path) {
+  auto bytes = mycel::Env::Default()->ReadFile(path);
+  if (!bytes.ok()) Fail(std::string(bytes.status().message()));
+  return *bytes;
+}
+
+// Streams files as FileChunks of 1 MiB, well under gRPC's 4 MB message limit.
+template <typename Writer>
+void SendFiles(Writer* writer, const std::vector<std::string>& paths, const std::string& format) {
+  constexpr size_t kChunk = 1 << 20;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    std::string bytes = ReadFileOrFail(paths[i]);
+    size_t off = 0;
+    do {
+      mycel::control::FileChunk chunk;
+      chunk.set_file_index(static_cast<uint32_t>(i));
+      chunk.set_name(paths[i]);
+      chunk.set_format(format);
+      chunk.set_data(bytes.substr(off, kChunk));
+      if (!writer->Write(chunk)) return;  // the server ended the stream; Finish() says why
+      off += kChunk;
+    } while (off < bytes.size());
+  }
+}
+
+std::string Fixed(double v, int digits) {
+  if (!std::isfinite(v)) return "-";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
+  return buf;
+}
+
+std::string Duration(double s) {
+  int64_t t = static_cast<int64_t>(s);
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%lldh%02lldm%02llds", static_cast<long long>(t / 3600),
+                static_cast<long long>(t / 60 % 60), static_cast<long long>(t % 60));
+  return buf;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mycel: inspect, pause, feed, evaluate and query the myceld daemon"};
+  app.require_subcommand(1);
+  std::string config_path, socket_override;
+  app.add_option("-c,--config", config_path, "config file (default: $XDG_CONFIG_HOME/mycel/mycel.toml)");
+  app.add_option("--socket", socket_override, "control socket path (default: <state_dir>/control.sock)");
+
+  bool json = false;
+  auto* status_cmd = app.add_subcommand("status", "what the daemon is doing and why");
+  status_cmd->add_flag("--json", json, "print JSON");
+
+  app.add_subcommand("pause", "stop training (survives a daemon restart)");
+  app.add_subcommand("resume", "resume training");
+
+  std::vector<std::string> files;
+  std::string format;
+  auto* ingest_cmd = app.add_subcommand("ingest", "store examples from files");
+  ingest_cmd->add_option("files", files, "idx/idx.gz image+label files, CSV (label first) or UTF-8 text")->required();
+  ingest_cmd->add_option("--format", format, "idx | csv | text (guessed when omitted)")
+      ->check(CLI::IsMember({"idx", "csv", "text"}));
+  ingest_cmd->add_flag("--json", json, "print JSON");
+
+  auto* eval_cmd = app.add_subcommand("eval", "accuracy and loss on labelled data (not trained on)");
+  eval_cmd->add_option("files", files, "labelled data files")->required();
+  eval_cmd->add_option("--format", format, "idx | csv | text")->check(CLI::IsMember({"idx", "csv", "text"}));
+  eval_cmd->add_flag("--json", json, "print JSON");
+
+  std::string text, values;
+  int64_t index = 0;
+  int top_k = 3, generate = 0;
+  auto* predict_cmd = app.add_subcommand("predict", "class probabilities for an input, or next characters for a prompt");
+  predict_cmd->add_option("files", files, "labelled data file(s) holding the input (see --index)");
+  predict_cmd->add_option("--index", index, "which example of the file(s)");
+  predict_cmd->add_option("--values", values, "comma-separated input values (classifiers)");
+  predict_cmd->add_option("--text", text, "prompt (char_lm)");
+  predict_cmd->add_option("--top", top_k, "how many candidates")->check(CLI::Range(1, 256));
+  predict_cmd->add_option("--generate", generate, "char_lm: greedy continuation length")->check(CLI::Range(0, 10000));
+  predict_cmd->add_option("--format", format, "idx | csv")->check(CLI::IsMember({"idx", "csv", "text"}));
+  predict_cmd->add_flag("--json", json, "print JSON");
+
+  std::string out_path;
+  auto* export_cmd = app.add_subcommand("export", "write the model as TorchScript (torch.jit.load opens it)");
+  export_cmd->add_option("--out", out_path, "output file")->required();
+
+  app.add_subcommand("id", "print this node's public key (works without a daemon)");
+
+  CLI11_PARSE(app, argc, argv);
+
+  absl::StatusOr<mycel::config::Config> config;
+  if (config_path.empty()) {
+    config = mycel::config::LoadConfig(mycel::config::DefaultConfigPath());
+    if (!config.ok() && absl::IsNotFound(config.status())) config = mycel::config::DefaultConfig();
+  } else {
+    config = mycel::config::LoadConfig(config_path);
+  }
+  if (!config.ok()) Fail(std::string(config.status().message()), 2);
+
+  const std::string cmd = app.get_subcommands().front()->get_name();
+  if (cmd == "id") {
+    auto id = mycel::crypto::Identity::LoadOrCreate(config->IdentityPath());
+    if (!id.ok()) Fail(std::string(id.status().message()));
+    std::printf("%s\n", (*id)->PublicKeyBase64().c_str());
+    return 0;
+  }
+
+  Client client(socket_override.empty() ? config->SocketPath() : socket_override);
+
+  if (cmd == "status") {
+    mycel::control::StatusReply r;
+    client.Check(client.stub->Status(client.Context(10).get(), {}, &r));
+    if (json) {
+      std::printf("%s\n", Json()
+                              .Str("node", r.node_name()).Str("state", r.state()).Str("reason", r.reason())
+                              .Int("steps", r.steps()).Int("samples_trained", r.samples_trained())
+                              .Int("examples_train", r.examples_train()).Int("examples_val", r.examples_val())
+                              .Num("train_loss", r.train_loss()).Num("val_loss", r.val_loss())
+                              .Num("val_accuracy", r.val_accuracy()).Int("eval_examples", r.eval_examples())
+                              .Str("model_kind", r.model_kind()).Int("parameters", r.parameters())
+                              .Int("shared_parameters", r.shared_parameters())
+                              .Num("steps_per_s", r.steps_per_s())
+                              .Int("checkpoints_written", r.checkpoints_written())
+                              .Int("last_checkpoint_step", r.last_checkpoint_step())
+                              .Num("uptime_s", r.uptime_s()).Str("public_key", r.public_key())
+                              .Str("state_dir", r.state_dir())
+                              .Done().c_str());
+    } else {
+      std::printf("node        %s\n", r.node_name().c_str());
+      std::printf("state       %s (%s)\n", r.state().c_str(), r.reason().c_str());
+      std::printf("model       %s, %lld parameters (%lld shared)\n", r.model_kind().c_str(),
+                  static_cast<long long>(r.parameters()), static_cast<long long>(r.shared_parameters()));
+      std::printf("steps       %lld (%s steps/s), %lld samples trained\n", static_cast<long long>(r.steps()),
+                  Fixed(r.steps_per_s(), 1).c_str(), static_cast<long long>(r.samples_trained()));
+      std::printf("examples    %lld train, %lld validation\n", static_cast<long long>(r.examples_train()),
+                  static_cast<long long>(r.examples_val()));
+      std::printf("train loss  %s\n", Fixed(r.train_loss(), 4).c_str());
+      std::printf("validation  loss %s, accuracy %s (on %lld examples)\n", Fixed(r.val_loss(), 4).c_str(),
+                  Fixed(r.val_accuracy(), 4).c_str(), static_cast<long long>(r.eval_examples()));
+      std::printf("checkpoint  %lld written, last at step %lld\n", static_cast<long long>(r.checkpoints_written()),
+                  static_cast<long long>(r.last_checkpoint_step()));
+      std::printf("uptime      %s\n", Duration(r.uptime_s()).c_str());
+    }
+    return 0;
+  }
+
+  if (cmd == "pause" || cmd == "resume") {
+    mycel::control::PauseRequest req;
+    req.set_paused(cmd == "pause");
+    mycel::control::PauseReply r;
+    client.Check(client.stub->SetPaused(client.Context(10).get(), req, &r));
+    std::printf("%s\n", cmd == "pause" ? "paused" : "resumed");
+    return 0;
+  }
+
+  if (cmd == "ingest" || cmd == "eval") {
+    auto ctx = client.Context(3600);
+    if (cmd == "ingest") {
+      mycel::control::IngestReply r;
+      auto writer = client.stub->Ingest(ctx.get(), &r);
+      SendFiles(writer.get(), files, format);
+      writer->WritesDone();
+      client.Check(writer->Finish());
+      if (json) {
+        std::printf("%s\n", Json().Int("offered", r.offered()).Int("stored", r.stored()).Int("evicted", r.evicted())
+                                .Int("train", r.train()).Int("validation", r.validation())
+                                .Int("examples_train", r.examples_train()).Int("examples_val", r.examples_val())
+                                .Done().c_str());
+      } else {
+        std::printf("stored %lld examples (%lld train, %lld validation, %lld evicted); store holds %lld train, %lld validation\n",
+                    static_cast<long long>(r.stored()), static_cast<long long>(r.train()),
+                    static_cast<long long>(r.validation()), static_cast<long long>(r.evicted()),
+                    static_cast<long long>(r.examples_train()), static_cast<long long>(r.examples_val()));
+      }
+    } else {
+      mycel::control::EvalReply r;
+      auto writer = client.stub->Eval(ctx.get(), &r);
+      SendFiles(writer.get(), files, format);
+      writer->WritesDone();
+      client.Check(writer->Finish());
+      if (json) {
+        std::printf("%s\n", Json().Num("accuracy", r.accuracy()).Num("loss", r.loss()).Int("examples", r.examples()).Done().c_str());
+      } else {
+        std::printf("accuracy %s, loss %s on %lld examples\n", Fixed(r.accuracy(), 4).c_str(),
+                    Fixed(r.loss(), 4).c_str(), static_cast<long long>(r.examples()));
+      }
+    }
+    return 0;
+  }
+
+  if (cmd == "predict") {
+    mycel::control::PredictRequest req;
+    req.set_top_k(top_k);
+    req.set_generate(generate);
+    req.set_index(index);
+    int inputs = (!text.empty()) + (!values.empty()) + (!files.empty());
+    if (inputs != 1) Fail("predict takes exactly one input: FILE..., --values or --text", 2);
+    if (!text.empty()) req.set_text(text);
+    if (!values.empty()) {
+      std::stringstream ss(values);
+      std::string field;
+      while (std::getline(ss, field, ',')) {
+        try {
+          size_t used = 0;
+          float v = std::stof(field, &used);
+          if (used != field.size()) throw std::invalid_argument(field);
+          req.add_values(v);
+        } catch (const std::exception&) {
+          Fail("--values: '" + field + "' is not a number", 2);
+        }
+      }
+    }
+    for (size_t i = 0; i < files.size(); ++i) {
+      auto* f = req.add_files();
+      f->set_file_index(static_cast<uint32_t>(i));
+      f->set_name(files[i]);
+      f->set_format(format);
+      f->set_data(ReadFileOrFail(files[i]));
+    }
+    mycel::control::PredictReply r;
+    client.Check(client.stub->Predict(client.Context(60).get(), req, &r));
+    if (json) {
+      std::string top = "[";
+      for (int i = 0; i < r.top_size(); ++i) {
+        if (i) top += ",";
+        top += Json().Int("label", r.top(i).label()).Num("probability", r.top(i).probability()).Done();
+      }
+      top += "]";
+      Json j;
+      j.Raw("top", top);
+      if (!text.empty()) j.Str("continuation", r.continuation());
+      if (r.true_label() >= 0) j.Int("true_label", r.true_label());
+      std::printf("%s\n", j.Done().c_str());
+    } else {
+      for (const auto& p : r.top()) {
+        if (!text.empty()) {
+          unsigned char c = static_cast<unsigned char>(p.label());
+          std::string shown = c == '\n' ? "\\n" : c == ' ' ? "' '" : c < 0x20 || c >= 0x7f ? "0x" + std::to_string(c) : std::string(1, c);
+          std::printf("%-6s %.4f\n", shown.c_str(), p.probability());
+        } else {
+          std::printf("class %-4lld %.4f\n", static_cast<long long>(p.label()), p.probability());
+        }
+      }
+      if (r.true_label() >= 0) std::printf("true label %lld\n", static_cast<long long>(r.true_label()));
+      if (!r.continuation().empty()) std::printf("%s%s\n", text.c_str(), r.continuation().c_str());
+    }
+    return 0;
+  }
+
+  if (cmd == "export") {
+    auto ctx = client.Context(600);
+    auto reader = client.stub->Export(ctx.get(), {});
+    std::string bytes;
+    mycel::control::ExportChunk chunk;
+    while (reader->Read(&chunk)) bytes += chunk.data();
+    client.Check(reader->Finish());
+    auto s = mycel::Env::Default()->WriteFileAtomically(out_path, bytes);
+    if (!s.ok()) Fail(std::string(s.message()));
+    std::printf("wrote %s (%zu bytes, TorchScript)\n", out_path.c_str(), bytes.size());
+    return 0;
+  }
+  return 0;
+}

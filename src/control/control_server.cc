@@ -1,0 +1,173 @@
+#include "control/control_server.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+
+#include <grpcpp/grpcpp.h>
+
+#include "common/file_util.h"
+#include "common/logging.h"
+#include "common/status.h"
+#include "control.grpc.pb.h"
+
+namespace mycel::control {
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  // absl and gRPC share the canonical code space one to one.
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+// Reassembles files streamed as FileChunks.
+absl::Status ReadFiles(grpc::ServerReader<FileChunk>* reader, int64_t max_bytes,
+                       std::vector<UploadedFile>* files, std::string* format) {
+  FileChunk chunk;
+  int64_t total = 0;
+  bool first = true;
+  std::map<uint32_t, size_t> index_of;
+  while (reader->Read(&chunk)) {
+    if (first) {
+      *format = chunk.format();
+      first = false;
+    }
+    auto it = index_of.find(chunk.file_index());
+    if (it == index_of.end()) {
+      if (index_of.size() >= 1024) return absl::InvalidArgumentError("more than 1024 files in one request");
+      it = index_of.emplace(chunk.file_index(), files->size()).first;
+      files->push_back(UploadedFile{chunk.name(), {}});
+    }
+    total += static_cast<int64_t>(chunk.data().size());
+    if (total > max_bytes) {
+      return absl::ResourceExhaustedError("upload larger than " + std::to_string(max_bytes) + " bytes");
+    }
+    (*files)[it->second].bytes += chunk.data();
+  }
+  if (files->empty()) return absl::InvalidArgumentError("no files sent");
+  return absl::OkStatus();
+}
+
+class Service final : public Control::Service {
+ public:
+  Service(ControlHandler& handler, const ControlServerOptions& options)
+      : handler_(handler), options_(options) {}
+
+  grpc::Status Status(grpc::ServerContext*, const StatusRequest*, StatusReply* reply) override {
+    auto r = handler_.GetStatus();
+    if (!r.ok()) return ToGrpc(r.status());
+    *reply = std::move(r).value();
+    return grpc::Status::OK;
+  }
+
+  grpc::Status SetPaused(grpc::ServerContext*, const PauseRequest* req, PauseReply* reply) override {
+    auto r = handler_.SetPaused(req->paused());
+    if (!r.ok()) return ToGrpc(r.status());
+    *reply = std::move(r).value();
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Ingest(grpc::ServerContext*, grpc::ServerReader<FileChunk>* reader,
+                      IngestReply* reply) override {
+    std::vector<UploadedFile> files;
+    std::string format;
+    absl::Status s = ReadFiles(reader, options_.max_upload_bytes, &files, &format);
+    if (!s.ok()) return ToGrpc(s);
+    auto r = handler_.Ingest(files, format);
+    if (!r.ok()) return ToGrpc(r.status());
+    *reply = std::move(r).value();
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Eval(grpc::ServerContext*, grpc::ServerReader<FileChunk>* reader, EvalReply* reply) override {
+    std::vector<UploadedFile> files;
+    std::string format;
+    absl::Status s = ReadFiles(reader, options_.max_upload_bytes, &files, &format);
+    if (!s.ok()) return ToGrpc(s);
+    auto r = handler_.Eval(files, format);
+    if (!r.ok()) return ToGrpc(r.status());
+    *reply = std::move(r).value();
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Predict(grpc::ServerContext*, const PredictRequest* req, PredictReply* reply) override {
+    auto r = handler_.Predict(*req);
+    if (!r.ok()) return ToGrpc(r.status());
+    *reply = std::move(r).value();
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Export(grpc::ServerContext*, const ExportRequest*,
+                      grpc::ServerWriter<ExportChunk>* writer) override {
+    auto r = handler_.Export();
+    if (!r.ok()) return ToGrpc(r.status());
+    const std::string& bytes = *r;
+    constexpr size_t kChunk = 1 << 20;  // well under gRPC's 4 MB message limit
+    for (size_t off = 0; off < bytes.size(); off += kChunk) {
+      ExportChunk chunk;
+      chunk.set_data(bytes.substr(off, kChunk));
+      if (!writer->Write(chunk)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  ControlHandler& handler_;
+  ControlServerOptions options_;
+};
+
+}  // namespace
+
+struct ControlServer::Impl {
+  std::unique_ptr<Service> service;
+  std::unique_ptr<grpc::Server> server;
+  std::string socket_path;
+  bool shut_down = false;
+};
+
+ControlServer::ControlServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+ControlServer::~ControlServer() { Shutdown(); }
+
+absl::StatusOr<std::unique_ptr<ControlServer>> ControlServer::Start(const ControlServerOptions& options,
+                                                                    ControlHandler& handler) {
+  if (options.socket_path.size() >= 104) {
+    return absl::InvalidArgumentError("control socket path too long for a Unix socket (" +
+                                      std::to_string(options.socket_path.size()) +
+                                      " bytes, max 103): " + options.socket_path);
+  }
+  // The caller holds the state directory's lock, so a socket file here is stale.
+  ::unlink(options.socket_path.c_str());
+  auto impl = std::make_unique<Impl>();
+  impl->socket_path = options.socket_path;
+  impl->service = std::make_unique<Service>(handler, options);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + options.socket_path, grpc::InsecureServerCredentials());
+  builder.RegisterService(impl->service.get());
+  builder.SetMaxReceiveMessageSize(64 << 20);  // Predict carries a small file inline
+  // Restrict the socket from the moment it exists; chmod below is the guarantee.
+  mode_t old_umask = ::umask(0077);
+  impl->server = builder.BuildAndStart();
+  ::umask(old_umask);
+  if (!impl->server) {
+    return absl::UnavailableError("cannot listen on control socket " + options.socket_path);
+  }
+  if (::chmod(options.socket_path.c_str(), 0600) != 0) {
+    return ErrnoStatus(errno, "chmod", options.socket_path);
+  }
+  Logger("control")->info("control API listening on {}", options.socket_path);
+  return std::unique_ptr<ControlServer>(new ControlServer(std::move(impl)));
+}
+
+void ControlServer::Shutdown() {
+  if (!impl_ || impl_->shut_down) return;
+  impl_->shut_down = true;
+  impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  impl_->server->Wait();
+  ::unlink(impl_->socket_path.c_str());
+  Logger("control")->info("control API stopped");
+}
+
+}  // namespace mycel::control

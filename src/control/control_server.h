@@ -1,0 +1,65 @@
+// ControlServer: the daemon's local control API (proto/control.proto) served
+// over gRPC on a Unix domain socket in the state directory, mode 0600, so only
+// the owning user can reach it.
+//
+// The server decodes requests (reassembling streamed files) and forwards them
+// to a ControlHandler (the daemon's Node); absl::Status results are converted
+// to grpc::Status here and only here, code for code. gRPC's headers stay in
+// the .cc: callers see plain structs and the generated message types.
+//
+// Thread-safety: the handler is called from gRPC's thread pool, concurrently.
+// Shutdown() stops accepting RPCs and waits (bounded) for running ones.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "control.pb.h"
+
+namespace mycel::control {
+
+struct UploadedFile {
+  std::string name;
+  std::string bytes;
+};
+
+class ControlHandler {
+ public:
+  virtual ~ControlHandler() = default;
+  virtual absl::StatusOr<mycel::control::StatusReply> GetStatus() = 0;
+  virtual absl::StatusOr<mycel::control::PauseReply> SetPaused(bool paused) = 0;
+  virtual absl::StatusOr<mycel::control::IngestReply> Ingest(const std::vector<UploadedFile>& files,
+                                                             const std::string& format) = 0;
+  virtual absl::StatusOr<mycel::control::EvalReply> Eval(const std::vector<UploadedFile>& files,
+                                                         const std::string& format) = 0;
+  virtual absl::StatusOr<mycel::control::PredictReply> Predict(
+      const mycel::control::PredictRequest& request) = 0;
+  // The current model as TorchScript bytes.
+  virtual absl::StatusOr<std::string> Export() = 0;
+};
+
+struct ControlServerOptions {
+  std::string socket_path;                       // created mode 0600; a stale one is replaced
+  int64_t max_upload_bytes = int64_t{4} << 30;   // per Ingest/Eval stream, all files together
+};
+
+class ControlServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<ControlServer>> Start(const ControlServerOptions& options,
+                                                              ControlHandler& handler);
+  ~ControlServer();
+  ControlServer(const ControlServer&) = delete;
+  ControlServer& operator=(const ControlServer&) = delete;
+
+  void Shutdown();
+
+  struct Impl;
+
+ private:
+  explicit ControlServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mycel::control

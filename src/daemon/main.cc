@@ -1,0 +1,97 @@
+// myceld: the mycel daemon. Runs in the foreground, logs to stderr.
+//
+// Signals only wake the main thread: they are blocked before any thread
+// starts and collected with sigwait. The first SIGTERM/SIGINT starts the
+// orderly shutdown (stop RPCs, stop the trainer between steps, final
+// checkpoint) and exits 0; a second one exits at once.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+
+#include "common/logging.h"
+#include "config/config.h"
+#include "daemon/node.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"myceld: on-device federated continual-learning daemon"};
+  std::string config_path;
+  app.add_option("-c,--config", config_path, "config file (default: $XDG_CONFIG_HOME/mycel/mycel.toml)");
+  app.set_version_flag("--version", "myceld 0.1.0");
+  CLI11_PARSE(app, argc, argv);
+  // Everything the daemon writes (examples, checkpoints, exports) is private
+  // to the user: the training data never leaves the machine, nor this account.
+  umask(0077);
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  sigaddset(&signals, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A client that disconnects mid-stream must not kill the daemon.
+  signal(SIGPIPE, SIG_IGN);
+
+  auto log = mycel::Logger("myceld");
+  absl::StatusOr<mycel::config::Config> config;
+  if (config_path.empty()) {
+    config_path = mycel::config::DefaultConfigPath();
+    config = mycel::config::LoadConfig(config_path);
+    if (!config.ok() && absl::IsNotFound(config.status())) {
+      log->info("no config at {}: using defaults", config_path);
+      config = mycel::config::DefaultConfig();
+    }
+  } else {
+    config = mycel::config::LoadConfig(config_path);
+  }
+  if (!config.ok()) {
+    std::fprintf(stderr, "myceld: %s\n", std::string(config.status().message()).c_str());
+    return 2;
+  }
+  if (auto s = mycel::SetLogLevel(config->node.log_level); !s.ok()) {
+    std::fprintf(stderr, "myceld: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+
+  auto node = mycel::Node::Create(*config);
+  if (!node.ok()) {
+    std::fprintf(stderr, "myceld: %s\n", std::string(node.status().message()).c_str());
+    return 1;
+  }
+  if (auto s = (*node)->Start(); !s.ok()) {
+    std::fprintf(stderr, "myceld: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+
+  std::thread shutdown_thread;
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGUSR1 && shutdown_thread.joinable()) break;  // shutdown finished
+    if (sig == SIGHUP) {
+      log->info("SIGHUP: configuration reload is not supported yet; ignoring");
+      continue;
+    }
+    if (sig == SIGTERM || sig == SIGINT) {
+      if (shutdown_thread.joinable()) {
+        log->warn("second signal: exiting now without a final checkpoint");
+        _exit(1);
+      }
+      log->info("received {}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      mycel::Node* n = node->get();
+      shutdown_thread = std::thread([n] {
+        (void)n->Shutdown();
+        kill(getpid(), SIGUSR1);
+      });
+    }
+  }
+  shutdown_thread.join();
+  node->reset();
+  log->info("bye");
+  return 0;
+}

@@ -1,0 +1,63 @@
+// Node: one mycel daemon, wired. Owns start and stop order.
+//
+// Create() takes the state directory's lock (one daemon per state dir),
+// loads or creates the identity, opens the example store, the checkpointer
+// and the trainer (which resumes from the newest valid checkpoint), then
+// Start() starts the trainer and the control API. Shutdown() runs the one
+// order: stop accepting RPCs, stop the trainer between two steps and write a
+// final checkpoint, close the store. Members are declared in dependency order
+// so destruction runs in reverse.
+//
+// Thread-safety: the ControlHandler methods are called concurrently by the
+// control server; they touch the model only through the Trainer.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "config/config.h"
+#include "control/control_server.h"
+
+namespace mycel {
+namespace crypto { class Identity; }
+namespace data { class ExampleStore; }
+namespace train { class Checkpointer; class PausePolicy; class Trainer; }
+
+class Node : public control::ControlHandler {
+ public:
+  static absl::StatusOr<std::unique_ptr<Node>> Create(const config::Config& config);
+  ~Node() override;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  absl::Status Start();
+  // Idempotent; returns the final checkpoint's status.
+  absl::Status Shutdown();
+
+  // control::ControlHandler
+  absl::StatusOr<control::StatusReply> GetStatus() override;
+  absl::StatusOr<control::PauseReply> SetPaused(bool paused) override;
+  absl::StatusOr<control::IngestReply> Ingest(const std::vector<control::UploadedFile>& files,
+                                              const std::string& format) override;
+  absl::StatusOr<control::EvalReply> Eval(const std::vector<control::UploadedFile>& files,
+                                          const std::string& format) override;
+  absl::StatusOr<control::PredictReply> Predict(const control::PredictRequest& request) override;
+  absl::StatusOr<std::string> Export() override;
+
+ private:
+  explicit Node(const config::Config& config);
+
+  const config::Config config_;
+  double started_at_ = 0;
+  int lock_fd_ = -1;                                    // flock on <state_dir>/myceld.lock
+  std::unique_ptr<crypto::Identity> identity_;
+  std::unique_ptr<data::ExampleStore> store_;
+  std::unique_ptr<train::Checkpointer> checkpointer_;
+  std::unique_ptr<train::PausePolicy> pause_;
+  std::unique_ptr<train::Trainer> trainer_;
+  std::unique_ptr<control::ControlServer> control_;
+  bool shut_down_ = false;
+};
+
+}  // namespace mycel
