@@ -174,7 +174,9 @@ bool Sampler::Pick(int64_t batch) {
   const int64_t pool = pool_size();
   int64_t want_fresh =
       pool == 0 ? batch : std::llround(static_cast<double>(batch) * (1.0 - options_.replay_fraction));
-  want_fresh = std::clamp<int64_t>(want_fresh, 0, batch);
+  // At least one fresh row while any wait, so new data always enters
+  // training (and then the replay pool), even at replay_fraction = 1.
+  want_fresh = std::clamp<int64_t>(want_fresh, 1, batch);
   const int64_t n_fresh = std::min(want_fresh, fresh());
   for (int64_t i = 0; i < n_fresh; ++i) picks_.emplace_back(true, fresh_head_ + i);
   if (pool > 0) {

@@ -137,6 +137,15 @@ TEST_F(SamplerTest, ReplayFractionControlsTheMix) {
   Draw(t, 8);
   Draw(t, 8);
   EXPECT_EQ(t.fresh(), 984);  // no replay: all fresh
+  // All replay still trains new data: one fresh row a batch, so every new
+  // example eventually reaches the model and the pool.
+  SamplerOptions all = Options(100000, 1.0);
+  Sampler u(all);
+  ASSERT_TRUE(u.Refresh(*store_).ok());
+  Draw(u, 8);
+  Draw(u, 8);
+  Draw(u, 8);
+  EXPECT_EQ(u.fresh(), 1000 - 8 - 1 - 1);
 }
 
 TEST_F(SamplerTest, SmallStoreRepeatsRowsAndEmptyReturnsFalse) {
