@@ -1,0 +1,152 @@
+// Session: the authenticated key exchange and payload sealing of one peer
+// exchange (a Pull), with forward secrecy — libsodium only, bytes in, bytes out.
+//
+// Shape (SIGMA-style, like Noise IK's goals): both sides make fresh X25519
+// ephemeral key pairs per exchange; each side signs the transcript with its
+// long-term Ed25519 identity; session keys come from the ephemeral DH
+// (crypto_kx) bound to the transcript hash. A stolen identity key therefore
+// does not decrypt recorded traffic.
+//
+//   client → server  Hello:  version | sender pk | recipient pk | unix time |
+//                            16-byte random nonce | client ephemeral pk |
+//                            `request` (opaque bytes the caller defines: epoch,
+//                            after_seq, fingerprint, ...)      + client signature
+//   server → client  Reply:  hash(Hello) | server ephemeral pk | `header`
+//                            (opaque: sequence range, fingerprint, codec, ...)
+//                                                             + server signature
+//   then the payload, sealed with crypto_secretstream_xchacha20poly1305 under
+//   the server→client key, each chunk with the Reply's hash as associated data
+//   and the final chunk tagged FINAL (truncation is detected).
+//
+// Verification order on the server is cheapest first, so an unauthenticated
+// caller can make it do only cheap work: parse (fixed sizes, bounded lengths),
+// recipient == me, sender pinned, timestamp within the window, then the
+// signature, then the replay cache. No allocation proportional to what a
+// caller claims.
+//
+// Secret material (ephemeral secret keys, session keys) lives in
+// sodium_malloc'ed buffers, wiped on destruction. Objects are single-use and
+// not thread-safe; ReplayGuard is thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "crypto/identity.h"
+
+namespace mycel::crypto {
+
+inline constexpr uint32_t kSessionVersion = 1;
+inline constexpr size_t kMaxRequestBytes = 4096;   // opaque request part of a Hello
+inline constexpr size_t kMaxHeaderBytes = 4096;    // opaque header part of a Reply
+
+// Parsed, verified Hello as the server sees it.
+struct VerifiedHello {
+  std::string sender_pk;   // 32 raw bytes, one of the pinned keys
+  int64_t timestamp = 0;
+  std::string request;     // the client's opaque request bytes
+};
+
+// Refusal reasons are stable words, used as counters in `mycel peers`:
+//   "malformed", "wrong_recipient", "unpinned_key", "stale", "bad_signature",
+//   "replayed", "tampered", "truncated", "wrong_version".
+// Errors carry one of them as the first word of the message ("unpinned_key: ...").
+std::string RefusalReason(const absl::Status& status);
+
+// Remembers (sender, nonce) pairs seen within the time window; refuses repeats.
+// Memory is bounded: entries older than the window are dropped.
+class ReplayGuard {
+ public:
+  explicit ReplayGuard(int64_t window_s = 120) : window_s_(window_s) {}
+  // OK and remembers, or "stale"/"replayed".
+  absl::Status Check(std::string_view sender_pk, std::string_view nonce, int64_t timestamp, int64_t now);
+  int64_t window_s() const { return window_s_; }
+  // Entries currently remembered (tests, metrics).
+  size_t size() const;
+
+ private:
+  // Drops entries whose timestamp is older than now − window (a Hello carrying
+  // one would be refused as stale anyway). Called with mu_ held.
+  void PurgeLocked(int64_t now);
+
+  int64_t window_s_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, int64_t> seen_;  // sender||nonce → timestamp
+  // Amortised purging: when the map reaches next_purge_size_ entries, or when
+  // a window has passed since the last purge.
+  size_t next_purge_size_ = 1024;
+  int64_t last_purge_now_ = 0;
+  bool purged_once_ = false;
+};
+
+class ClientSession {
+ public:
+  // Starts an exchange from `me` to the pinned `server_pk`.
+  static absl::StatusOr<std::unique_ptr<ClientSession>> Begin(const Identity& me,
+                                                              std::string_view server_pk,
+                                                              std::string_view request,
+                                                              int64_t now);
+  ~ClientSession();
+  // The signed Hello bytes to send.
+  const std::string& hello() const { return hello_; }
+  // Verifies the server's Reply (signed by server_pk over hash(Hello)) and
+  // derives the receive key. Returns the server's opaque header.
+  absl::StatusOr<std::string> AcceptReply(std::string_view reply);
+  // Opens the next sealed chunk; `final` is set on the last one. Errors:
+  // "tampered" (auth failure), "truncated" (stream ended without FINAL: call
+  // Finish()).
+  absl::StatusOr<std::string> Open(std::string_view sealed, bool* final);
+  // OK only if the FINAL chunk was opened.
+  absl::Status Finish() const;
+
+ private:
+  ClientSession();
+  struct Secrets;
+  std::unique_ptr<Secrets> secrets_;
+  std::string hello_;
+  std::string server_pk_;
+  std::string hello_hash_;
+  std::string reply_hash_;
+  bool stream_started_ = false;
+  bool finished_ = false;
+  bool failed_ = false;  // a chunk failed to open: the stream is dead
+};
+
+class ServerSession {
+ public:
+  // Parses and verifies a Hello (cheapest checks first); `pinned` holds the
+  // raw 32-byte keys allowed to call. Errors carry a refusal reason
+  // `me` must outlive the session (Reply signs with it).
+  static absl::StatusOr<std::unique_ptr<ServerSession>> Accept(const Identity& me,
+                                                               const std::vector<std::string>& pinned,
+                                                               ReplayGuard& replay,
+                                                               std::string_view hello, int64_t now);
+  ~ServerSession();
+  const VerifiedHello& hello() const { return verified_; }
+  // The signed Reply carrying the opaque `header`; also derives the send key.
+  absl::StatusOr<std::string> Reply(std::string_view header);
+  // Seals the next chunk of the payload (call Reply first); `final` on the last.
+  // Misuse (before Reply, or after the final chunk) returns an empty string,
+  // which the client refuses as "tampered".
+  std::string Seal(std::string_view plaintext, bool final);
+
+ private:
+  ServerSession();
+  struct Secrets;
+  std::unique_ptr<Secrets> secrets_;
+  VerifiedHello verified_;
+  std::string hello_hash_;
+  std::string reply_hash_;
+  std::string eph_pk_;  // server ephemeral X25519 public key
+  const Identity* me_ = nullptr;  // signs the Reply; must outlive the session
+  bool stream_started_ = false;
+  bool sealed_final_ = false;
+};
+
+}  // namespace mycel::crypto

@@ -1,0 +1,502 @@
+#include "crypto/session.h"
+
+#include <atomic>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace mycel::crypto {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int64_t kNow = 1'700'000'000;
+constexpr size_t kSigLen = 64;
+// Offsets into the Hello / Reply wire formats (see session.cc).
+constexpr size_t kHelloVersionOff = 8;
+constexpr size_t kHelloEphOff = 8 + 4 + 32 + 32 + 8 + 16;
+constexpr size_t kHelloRequestOff = kHelloEphOff + 32 + 4;
+constexpr size_t kReplyHashOff = 8;
+constexpr size_t kReplyEphOff = 8 + 32;
+constexpr size_t kReplyHeaderOff = 8 + 32 + 32 + 24 + 4;
+
+std::unique_ptr<Identity> NewIdentity() {
+  auto id = Identity::Generate();
+  EXPECT_TRUE(id.ok()) << id.status();
+  return std::move(id).value();
+}
+
+std::string Flip(std::string s, size_t pos) {
+  s[pos] = static_cast<char>(s[pos] ^ 0x01);
+  return s;
+}
+
+class SessionTest : public ::testing::Test {
+ protected:
+  SessionTest()
+      : client_(NewIdentity()), server_(NewIdentity()), other_(NewIdentity()),
+        pinned_{client_->public_key()}, guard_(120) {}
+
+  std::unique_ptr<ClientSession> Begin(std::string_view request = "epoch=7 after=12",
+                                       int64_t now = kNow) {
+    auto c = ClientSession::Begin(*client_, server_->public_key(), request, now);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return std::move(c).value();
+  }
+
+  absl::StatusOr<std::unique_ptr<ServerSession>> Accept(std::string_view hello,
+                                                        int64_t now = kNow) {
+    return ServerSession::Accept(*server_, pinned_, guard_, hello, now);
+  }
+
+  std::unique_ptr<Identity> client_, server_, other_;
+  std::vector<std::string> pinned_;
+  ReplayGuard guard_;
+};
+
+TEST_F(SessionTest, RoundTripMultiChunk) {
+  auto c = Begin("request-bytes");
+  auto s = Accept(c->hello());
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ((*s)->hello().sender_pk, client_->public_key());
+  EXPECT_EQ((*s)->hello().timestamp, kNow);
+  EXPECT_EQ((*s)->hello().request, "request-bytes");
+
+  auto reply = (*s)->Reply("seq=13..20 fp=abcd");
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  auto header = c->AcceptReply(*reply);
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(*header, "seq=13..20 fp=abcd");
+
+  std::vector<std::string> chunks = {"first chunk", std::string(100000, 'x'), "", "last"};
+  std::vector<std::string> sealed;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    sealed.push_back((*s)->Seal(chunks[i], i + 1 == chunks.size()));
+    // Ciphertext never contains the plaintext verbatim.
+    if (chunks[i].size() > 4) {
+      EXPECT_EQ(sealed.back().find(chunks[i]), std::string::npos);
+    }
+  }
+  EXPECT_EQ((*s)->Seal("after final", false), "");  // misuse: nothing sealed
+
+  EXPECT_FALSE(c->Finish().ok());
+  for (size_t i = 0; i < sealed.size(); ++i) {
+    bool final = true;
+    auto plain = c->Open(sealed[i], &final);
+    ASSERT_TRUE(plain.ok()) << i << ": " << plain.status();
+    EXPECT_EQ(*plain, chunks[i]);
+    EXPECT_EQ(final, i + 1 == chunks.size());
+  }
+  EXPECT_TRUE(c->Finish().ok());
+  // Open after FINAL is an error (e.g. a chunk appended by an attacker).
+  bool final = false;
+  EXPECT_FALSE(c->Open(sealed[0], &final).ok());
+}
+
+TEST_F(SessionTest, EmptyRequestHeaderAndPayload) {
+  auto c = Begin("");
+  auto s = Accept(c->hello());
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ((*s)->hello().request, "");
+  auto reply = (*s)->Reply("");
+  ASSERT_TRUE(reply.ok());
+  auto header = c->AcceptReply(*reply);
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(*header, "");
+  bool final = false;
+  auto plain = c->Open((*s)->Seal("", true), &final);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(*plain, "");
+  EXPECT_TRUE(final);
+  EXPECT_TRUE(c->Finish().ok());
+}
+
+TEST_F(SessionTest, MisuseIsAnErrorNotACrash) {
+  auto c = Begin();
+  bool final = false;
+  EXPECT_EQ(RefusalReason(c->Open("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", &final).status()), "error");
+  auto s = Accept(c->hello());
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ((*s)->Seal("before reply", false), "");
+  ASSERT_TRUE((*s)->Reply("h").ok());
+  EXPECT_FALSE((*s)->Reply("h").ok());
+  EXPECT_FALSE((*s)->Reply(std::string(kMaxHeaderBytes + 1, 'h')).ok());
+  EXPECT_FALSE(ClientSession::Begin(*client_, "short", "", kNow).ok());
+  EXPECT_FALSE(
+      ClientSession::Begin(*client_, server_->public_key(), std::string(kMaxRequestBytes + 1, 'r'), kNow)
+          .ok());
+  EXPECT_TRUE(
+      ClientSession::Begin(*client_, server_->public_key(), std::string(kMaxRequestBytes, 'r'), kNow)
+          .ok());
+}
+
+TEST_F(SessionTest, MaxSizeRequestAndHeader) {
+  auto c = Begin(std::string(kMaxRequestBytes, 'r'));
+  auto s = Accept(c->hello());
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ((*s)->hello().request.size(), kMaxRequestBytes);
+  auto reply = (*s)->Reply(std::string(kMaxHeaderBytes, 'h'));
+  ASSERT_TRUE(reply.ok());
+  auto header = c->AcceptReply(*reply);
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(header->size(), kMaxHeaderBytes);
+}
+
+TEST_F(SessionTest, UnpinnedSenderRefused) {
+  auto c = ClientSession::Begin(*other_, server_->public_key(), "req", kNow);
+  ASSERT_TRUE(c.ok());
+  auto s = Accept((*c)->hello());
+  EXPECT_EQ(RefusalReason(s.status()), "unpinned_key") << s.status();
+  // No pinned keys at all.
+  pinned_.clear();
+  auto c2 = Begin();
+  EXPECT_EQ(RefusalReason(Accept(c2->hello()).status()), "unpinned_key");
+}
+
+TEST_F(SessionTest, WrongRecipientRefused) {
+  // A Hello meant for another server, replayed to this one.
+  auto c = ClientSession::Begin(*client_, other_->public_key(), "req", kNow);
+  ASSERT_TRUE(c.ok());
+  auto s = Accept((*c)->hello());
+  EXPECT_EQ(RefusalReason(s.status()), "wrong_recipient") << s.status();
+  // The intended server accepts it.
+  ReplayGuard guard;
+  EXPECT_TRUE(ServerSession::Accept(*other_, pinned_, guard, (*c)->hello(), kNow).ok());
+}
+
+TEST_F(SessionTest, StaleTimestampRefusedBothDirections) {
+  auto old = Begin("r", kNow - 121);
+  EXPECT_EQ(RefusalReason(Accept(old->hello()).status()), "stale");
+  auto future = Begin("r", kNow + 121);
+  EXPECT_EQ(RefusalReason(Accept(future->hello()).status()), "stale");
+  // The window is inclusive.
+  EXPECT_TRUE(Accept(Begin("r", kNow - 120)->hello()).ok());
+  EXPECT_TRUE(Accept(Begin("r", kNow + 120)->hello()).ok());
+  // Extreme timestamps must not overflow into "fresh".
+  for (int64_t ts : {std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(),
+                     int64_t{0}, int64_t{-1}}) {
+    EXPECT_EQ(RefusalReason(Accept(Begin("r", ts)->hello()).status()), "stale") << ts;
+  }
+}
+
+TEST_F(SessionTest, BadSignatureRefused) {
+  auto c = Begin("some request");
+  const std::string& hello = c->hello();
+  // One byte of the request, of the client's ephemeral key, of the signature.
+  for (size_t pos : {kHelloRequestOff + 3, kHelloEphOff + 5, hello.size() - kSigLen + 10,
+                     hello.size() - 1}) {
+    auto s = Accept(Flip(hello, pos));
+    EXPECT_EQ(RefusalReason(s.status()), "bad_signature") << pos << " " << s.status();
+  }
+  // A signature by the right key over a different message.
+  std::string forged = hello.substr(0, hello.size() - kSigLen) + client_->Sign("something else");
+  EXPECT_EQ(RefusalReason(Accept(forged).status()), "bad_signature");
+  // A pinned sender field with someone else's signature.
+  std::string by_other = hello.substr(0, hello.size() - kSigLen) +
+                         other_->Sign(hello.substr(0, hello.size() - kSigLen));
+  EXPECT_EQ(RefusalReason(Accept(by_other).status()), "bad_signature");
+  // Refused hellos do not burn the nonce: the genuine one is still accepted.
+  EXPECT_TRUE(Accept(hello).ok());
+}
+
+TEST_F(SessionTest, ReplayedHelloRefused) {
+  auto c = Begin();
+  ASSERT_TRUE(Accept(c->hello()).ok());
+  auto again = Accept(c->hello());
+  EXPECT_EQ(RefusalReason(again.status()), "replayed") << again.status();
+  // Later, within the window: still refused.
+  EXPECT_EQ(RefusalReason(Accept(c->hello(), kNow + 100).status()), "replayed");
+  // Later, outside the window: stale.
+  EXPECT_EQ(RefusalReason(Accept(c->hello(), kNow + 1000).status()), "stale");
+  // A fresh Hello between the same identities is fine.
+  EXPECT_TRUE(Accept(Begin()->hello()).ok());
+}
+
+TEST_F(SessionTest, WrongVersionAndBadMagic) {
+  auto c = Begin();
+  EXPECT_EQ(RefusalReason(Accept(Flip(c->hello(), kHelloVersionOff)).status()), "wrong_version");
+  EXPECT_EQ(RefusalReason(Accept(Flip(c->hello(), 0)).status()), "malformed");
+  EXPECT_EQ(RefusalReason(Accept(Flip(c->hello(), 7)).status()), "malformed");
+}
+
+TEST_F(SessionTest, CheapChecksComeFirst) {
+  // Unpinned sender AND wrong recipient: the recipient is checked first.
+  auto c = ClientSession::Begin(*other_, other_->public_key(), "", kNow);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(RefusalReason(Accept((*c)->hello()).status()), "wrong_recipient");
+  // Stale AND bad signature: staleness first.
+  auto old = Begin("abc", kNow - 1000);
+  EXPECT_EQ(RefusalReason(Accept(Flip(old->hello(), kHelloRequestOff)).status()), "stale");
+  // Unpinned AND bad signature: pinning first.
+  auto c2 = ClientSession::Begin(*other_, server_->public_key(), "abc", kNow);
+  ASSERT_TRUE(c2.ok());
+  EXPECT_EQ(RefusalReason(Accept(Flip((*c2)->hello(), kHelloRequestOff)).status()), "unpinned_key");
+}
+
+TEST_F(SessionTest, TruncatedAndOversizedHelloRefused) {
+  auto c = Begin("0123456789");
+  const std::string& hello = c->hello();
+  for (size_t n = 0; n < hello.size(); ++n) {
+    auto s = Accept(hello.substr(0, n));
+    ASSERT_FALSE(s.ok()) << n;
+    EXPECT_EQ(RefusalReason(s.status()), "malformed") << n << " " << s.status();
+  }
+  EXPECT_EQ(RefusalReason(Accept(hello + "x").status()), "malformed");
+  EXPECT_EQ(RefusalReason(Accept(std::string(1 << 20, '\0')).status()), "malformed");
+  // A request length claiming more than kMaxRequestBytes, with that many bytes present.
+  std::string big = hello.substr(0, kHelloRequestOff - 4);
+  const uint32_t claimed = kMaxRequestBytes + 1;
+  for (int i = 0; i < 4; ++i) big.push_back(static_cast<char>((claimed >> (8 * i)) & 0xff));
+  big += std::string(claimed + kSigLen, 'r');
+  EXPECT_EQ(RefusalReason(Accept(big).status()), "malformed");
+  // Random garbage of many sizes, with a valid prefix or none.
+  std::mt19937 rng(42);
+  for (int i = 0; i < 300; ++i) {
+    std::string junk(rng() % 400, '\0');
+    for (char& ch : junk) ch = static_cast<char>(rng());
+    if (i % 2 == 0) junk = hello.substr(0, rng() % hello.size()) + junk;
+    EXPECT_FALSE(Accept(junk).ok());
+  }
+  // None of this hurt the genuine Hello.
+  EXPECT_TRUE(Accept(hello).ok());
+}
+
+TEST_F(SessionTest, TruncatedReplyRefusedThenGenuineAccepted) {
+  auto c = Begin();
+  auto s = Accept(c->hello());
+  ASSERT_TRUE(s.ok());
+  auto reply = (*s)->Reply("header!");
+  ASSERT_TRUE(reply.ok());
+  for (size_t n = 0; n < reply->size(); ++n) {
+    auto h = c->AcceptReply(reply->substr(0, n));
+    ASSERT_FALSE(h.ok()) << n;
+    EXPECT_EQ(RefusalReason(h.status()), "malformed") << n << " " << h.status();
+  }
+  EXPECT_EQ(RefusalReason(c->AcceptReply(*reply + "x").status()), "malformed");
+  EXPECT_EQ(RefusalReason(c->AcceptReply(Flip(*reply, 7)).status()), "wrong_version");
+  EXPECT_TRUE(c->AcceptReply(*reply).ok());
+}
+
+TEST_F(SessionTest, ReplyTamperingRefused) {
+  auto c = Begin();
+  auto s = Accept(c->hello());
+  ASSERT_TRUE(s.ok());
+  auto reply = (*s)->Reply("seq=1..5");
+  ASSERT_TRUE(reply.ok());
+  for (size_t pos : {kReplyEphOff + 1, kReplyHeaderOff + 2, reply->size() - 1}) {
+    auto h = c->AcceptReply(Flip(*reply, pos));
+    EXPECT_EQ(RefusalReason(h.status()), "bad_signature") << pos << " " << h.status();
+  }
+  // The hash of the Hello is checked too (refused before the signature).
+  EXPECT_FALSE(c->AcceptReply(Flip(*reply, kReplyHashOff)).ok());
+  EXPECT_TRUE(c->AcceptReply(*reply).ok());
+}
+
+TEST_F(SessionTest, ManInTheMiddleWithOwnIdentityRefused) {
+  auto c = Begin();
+  auto s = Accept(c->hello());
+  ASSERT_TRUE(s.ok());
+  auto reply = (*s)->Reply("header");
+  ASSERT_TRUE(reply.ok());
+  // Mallory (other_) swaps in her own ephemeral key and re-signs with her identity.
+  std::string body = reply->substr(0, reply->size() - kSigLen);
+  for (size_t i = 0; i < 32; ++i) body[kReplyEphOff + i] = static_cast<char>(0x40 + i);
+  const std::string forged = body + other_->Sign(body);
+  auto h = c->AcceptReply(forged);
+  EXPECT_EQ(RefusalReason(h.status()), "bad_signature") << h.status();
+  // Mallory as a full server, answering a Hello she relayed to herself, is
+  // refused too: her ServerSession can't even accept a Hello meant for server_.
+  ReplayGuard guard;
+  EXPECT_EQ(RefusalReason(
+                ServerSession::Accept(*other_, pinned_, guard, c->hello(), kNow).status()),
+            "wrong_recipient");
+}
+
+TEST_F(SessionTest, ReplyForADifferentHelloRefused) {
+  auto c1 = Begin("one");
+  auto c2 = Begin("two");
+  auto s2 = Accept(c2->hello());
+  ASSERT_TRUE(s2.ok());
+  auto reply2 = (*s2)->Reply("h2");
+  ASSERT_TRUE(reply2.ok());
+  auto h = c1->AcceptReply(*reply2);
+  EXPECT_FALSE(h.ok());
+  EXPECT_EQ(RefusalReason(h.status()), "replayed") << h.status();
+  EXPECT_TRUE(c2->AcceptReply(*reply2).ok());
+}
+
+class PayloadTest : public SessionTest {
+ protected:
+  void SetUp() override {
+    client_session_ = Begin();
+    auto s = Accept(client_session_->hello());
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_session_ = std::move(s).value();
+    auto reply = server_session_->Reply("hdr");
+    ASSERT_TRUE(reply.ok());
+    ASSERT_TRUE(client_session_->AcceptReply(*reply).ok());
+    for (int i = 0; i < 4; ++i) {
+      sealed_.push_back(server_session_->Seal("chunk " + std::to_string(i), i == 3));
+    }
+  }
+  std::unique_ptr<ClientSession> client_session_;
+  std::unique_ptr<ServerSession> server_session_;
+  std::vector<std::string> sealed_;
+};
+
+TEST_F(PayloadTest, TamperedChunkRefused) {
+  bool final = false;
+  ASSERT_TRUE(client_session_->Open(sealed_[0], &final).ok());
+  auto bad = client_session_->Open(Flip(sealed_[1], sealed_[1].size() / 2), &final);
+  EXPECT_EQ(RefusalReason(bad.status()), "tampered") << bad.status();
+  EXPECT_FALSE(final);
+  // The stream is dead after a failure, even for the genuine chunk.
+  EXPECT_FALSE(client_session_->Open(sealed_[1], &final).ok());
+  EXPECT_EQ(RefusalReason(client_session_->Finish()), "truncated");
+}
+
+TEST_F(PayloadTest, TooShortChunkRefused) {
+  bool final = false;
+  EXPECT_EQ(RefusalReason(client_session_->Open("", &final).status()), "tampered");
+}
+
+TEST_F(PayloadTest, DroppedFinalChunkIsTruncated) {
+  bool final = true;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(client_session_->Open(sealed_[i], &final).ok());
+    EXPECT_FALSE(final);
+  }
+  absl::Status st = client_session_->Finish();
+  EXPECT_EQ(RefusalReason(st), "truncated") << st;
+}
+
+TEST_F(PayloadTest, ReorderedChunksRefused) {
+  bool final = false;
+  ASSERT_TRUE(client_session_->Open(sealed_[0], &final).ok());
+  auto out = client_session_->Open(sealed_[2], &final);
+  EXPECT_EQ(RefusalReason(out.status()), "tampered") << out.status();
+}
+
+TEST_F(PayloadTest, DuplicatedChunkRefused) {
+  bool final = false;
+  ASSERT_TRUE(client_session_->Open(sealed_[0], &final).ok());
+  EXPECT_EQ(RefusalReason(client_session_->Open(sealed_[0], &final).status()), "tampered");
+}
+
+TEST_F(SessionTest, SessionsHaveIndependentKeys) {
+  // Two exchanges between the same identities, same header and plaintext.
+  struct Run {
+    std::unique_ptr<ClientSession> c;
+    std::unique_ptr<ServerSession> s;
+    std::string reply;
+  };
+  std::vector<Run> runs;
+  for (int i = 0; i < 2; ++i) {
+    Run r;
+    r.c = Begin("same");
+    auto s = Accept(r.c->hello());
+    ASSERT_TRUE(s.ok());
+    r.s = std::move(s).value();
+    auto reply = r.s->Reply("same");
+    ASSERT_TRUE(reply.ok());
+    r.reply = *reply;
+    ASSERT_TRUE(r.c->AcceptReply(r.reply).ok());
+    runs.push_back(std::move(r));
+  }
+  EXPECT_NE(runs[0].c->hello(), runs[1].c->hello());
+  EXPECT_NE(runs[0].reply.substr(kReplyEphOff, 32), runs[1].reply.substr(kReplyEphOff, 32));
+  const std::string plain(256, 'p');
+  const std::string a = runs[0].s->Seal(plain, true);
+  const std::string b = runs[1].s->Seal(plain, true);
+  EXPECT_EQ(a.size(), b.size());
+  EXPECT_NE(a, b);
+  // A chunk from one session does not open in the other.
+  bool final = false;
+  EXPECT_EQ(RefusalReason(runs[1].c->Open(a, &final).status()), "tampered");
+  auto ok = runs[0].c->Open(a, &final);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(*ok, plain);
+  EXPECT_TRUE(final);
+}
+
+TEST(RefusalReasonTest, MapsKnownWords) {
+  for (const char* r : {"malformed", "wrong_recipient", "unpinned_key", "stale", "bad_signature",
+                        "replayed", "tampered", "truncated", "wrong_version"}) {
+    EXPECT_EQ(RefusalReason(absl::PermissionDeniedError(std::string(r) + ": details")), r);
+    EXPECT_EQ(RefusalReason(absl::DataLossError(std::string(r) + ":")), r);
+  }
+  EXPECT_EQ(RefusalReason(absl::InternalError("disk: full")), "error");
+  EXPECT_EQ(RefusalReason(absl::InternalError("stale")), "error");  // no colon
+  EXPECT_EQ(RefusalReason(absl::InternalError("connect: stale: x")), "error");
+  EXPECT_EQ(RefusalReason(absl::InternalError("")), "error");
+  EXPECT_EQ(RefusalReason(absl::OkStatus()), "ok");
+}
+
+TEST(ReplayGuardTest, RefusesStaleAndRepeats) {
+  ReplayGuard g(60);
+  const std::string pk(32, 'k');
+  EXPECT_TRUE(g.Check(pk, "nonce-0000000001", kNow, kNow).ok());
+  EXPECT_EQ(RefusalReason(g.Check(pk, "nonce-0000000001", kNow, kNow)), "replayed");
+  EXPECT_TRUE(g.Check(std::string(32, 'j'), "nonce-0000000001", kNow, kNow).ok());  // other sender
+  EXPECT_EQ(RefusalReason(g.Check(pk, "nonce-0000000002", kNow - 61, kNow)), "stale");
+  EXPECT_EQ(RefusalReason(g.Check(pk, "nonce-0000000003", kNow + 61, kNow)), "stale");
+  EXPECT_EQ(g.size(), 2u);
+}
+
+TEST(ReplayGuardTest, MemoryIsBounded) {
+  ReplayGuard g(60);
+  const std::string pk(32, 'k');
+  auto nonce = [](int i) {
+    std::string n(16, '\0');
+    for (int b = 0; b < 4; ++b) n[b] = static_cast<char>((i >> (8 * b)) & 0xff);
+    return n;
+  };
+  for (int i = 0; i < 5000; ++i) ASSERT_TRUE(g.Check(pk, nonce(i), kNow, kNow).ok());
+  EXPECT_EQ(g.size(), 5000u);  // all still live: nothing purged
+  // Live entries survive the size-triggered purges.
+  EXPECT_EQ(RefusalReason(g.Check(pk, nonce(17), kNow, kNow + 30)), "replayed");
+  // A window later, everything old goes at once.
+  ASSERT_TRUE(g.Check(pk, nonce(999999), kNow + 61, kNow + 61).ok());
+  EXPECT_EQ(g.size(), 1u);
+  // Under a steady stream of fresh entries, size stays bounded by the live set.
+  size_t max_size = 0;
+  for (int t = 0; t < 600; ++t) {
+    for (int i = 0; i < 20; ++i) {
+      ASSERT_TRUE(g.Check(pk, nonce(t * 100 + i + 1'000'000), kNow + 100 + t, kNow + 100 + t).ok());
+    }
+    max_size = std::max(max_size, g.size());
+  }
+  EXPECT_LE(max_size, 2u * 61 * 20 + 1024);
+}
+
+TEST(ReplayGuardTest, ThreadSafeExactlyOneWins) {
+  ReplayGuard g(60);
+  const std::string pk(32, 'k');
+  std::atomic<int> wins{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 500; ++i) {
+        std::string shared = "shared-" + std::to_string(i);
+        shared.resize(16, '.');
+        if (g.Check(pk, shared, kNow, kNow).ok()) wins.fetch_add(1);
+        std::string own = "own-" + std::to_string(t) + "-" + std::to_string(i);
+        own.resize(16, '.');
+        EXPECT_TRUE(g.Check(pk, own, kNow, kNow).ok());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wins.load(), 500);
+  EXPECT_EQ(g.size(), 500u + 8 * 500);
+}
+
+}  // namespace
+}  // namespace mycel::crypto
