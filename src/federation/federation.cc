@@ -1,0 +1,554 @@
+#include "federation/federation.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status.h"
+#include "federation/wire.h"
+
+namespace mycel::federation {
+namespace {
+
+struct Mirror {
+  bool initialized = false;
+  uint64_t epoch = 0;
+  uint64_t seq = 0;
+  std::vector<float> m;  // empty until initialized, then size() values
+  int64_t samples_trained = 0;
+  int32_t degree = 0;
+  int64_t deltas_applied = 0;
+  int64_t keyframes_applied = 0;
+  int64_t refused = 0;
+  std::string last_refusal;
+};
+
+struct LogEntry {
+  uint64_t seq;
+  std::string q;
+};
+
+uint64_t RandomEpoch(uint64_t avoid) {
+  std::random_device rd;
+  for (;;) {
+    uint64_t e = (static_cast<uint64_t>(rd()) << 32) ^ static_cast<uint64_t>(rd());
+    if (e != 0 && e != avoid) return e;
+  }
+}
+
+bool AllFinite(const float* v, size_t n) {
+  // Branch-free so the loop vectorises; NaN and ±Inf both fail x - x == 0.
+  bool ok = true;
+  for (size_t i = 0; i < n; ++i) ok &= (v[i] - v[i] == 0.0f);
+  return ok;
+}
+
+double L2Norm(const float* v, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; ++i) s += static_cast<double>(v[i]) * v[i];
+  return std::sqrt(s);
+}
+
+// x[k] += c * (m[k] - xh[k]) — the inner loop of Merge, kept alias-free so it vectorises.
+void AddScaledDifference(float* __restrict x, const float* __restrict m,
+                         const float* __restrict xh, float c, size_t n) {
+  for (size_t k = 0; k < n; ++k) x[k] += c * (m[k] - xh[k]);
+}
+
+// Snapshot format (all integers little-endian):
+//   "MYCELFED" u32 version u64 size u64 epoch u64 seq u8 clean i64 samples_trained
+//   size × f32 x̂
+//   u32 codec_name_len, codec_name
+//   u64 log_count, log_count × (u64 seq, u64 len, len bytes)
+//   u32 mirror_count, mirror_count × (u8 initialized, u64 epoch, u64 seq,
+//       i64 samples_trained, i32 degree, i64 deltas_applied, i64 keyframes_applied,
+//       i64 refused, u32 len + last_refusal, [size × f32 m if initialized])
+// No trailing bytes. The checkpointer adds the checksum around it.
+constexpr char kSnapshotMagic[8] = {'M', 'Y', 'C', 'E', 'L', 'F', 'E', 'D'};
+constexpr uint32_t kSnapshotVersion = 1;
+
+}  // namespace
+
+struct Federation::State {
+  std::unique_ptr<Codec> codec;
+  std::vector<float> xhat;
+  uint64_t epoch = 0;
+  uint64_t seq = 0;
+  std::deque<LogEntry> log;  // contiguous seqs ending at `seq` (or empty)
+  int64_t log_bytes = 0;
+  std::vector<Mirror> mirrors;
+  int64_t samples_trained = 0;  // ours, as of the last Publish
+  int32_t degree = 0;           // ours, from the config
+  // Scratch buffers reused across calls so a round does not allocate size() floats.
+  std::vector<float> scratch_a;
+  std::vector<float> scratch_b;
+
+  void TrimLog(int64_t max_bytes) {
+    while (!log.empty() && log_bytes > max_bytes) {
+      log_bytes -= static_cast<int64_t>(log.front().q.size());
+      log.pop_front();
+    }
+  }
+};
+
+Federation::Federation(const FederationOptions& options, size_t size, int num_peers,
+                       int32_t degree)
+    : options_(options), size_(size), state_(std::make_unique<State>()) {
+  state_->mirrors.resize(static_cast<size_t>(num_peers));
+  state_->degree = degree;
+}
+
+Federation::~Federation() = default;
+
+absl::StatusOr<std::unique_ptr<Federation>> Federation::Create(const FederationOptions& options,
+                                                               std::vector<float> initial,
+                                                               int num_peers, int32_t degree) {
+  if (options.merge != "metropolis" && options.merge != "fedavg") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "federation.merge: unknown strategy \"", options.merge, "\" (metropolis | fedavg)"));
+  }
+  if (!(options.mixing > 0.0 && options.mixing <= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("federation.mixing: must be in (0, 1], got ", options.mixing));
+  }
+  if (options.max_log_bytes < 0) {
+    return absl::InvalidArgumentError("federation.max_log_bytes: must be >= 0");
+  }
+  if (!(options.max_delta_norm > 0) || !(options.max_keyframe_norm > 0)) {
+    return absl::InvalidArgumentError("federation: norm bounds must be > 0");
+  }
+  if (num_peers < 0 || degree < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("federation: bad num_peers ", num_peers, " / degree ", degree));
+  }
+  if (!AllFinite(initial.data(), initial.size())) {
+    return absl::InvalidArgumentError("federation: initial weights hold NaN/Inf");
+  }
+  MYCEL_ASSIGN_OR_RETURN(std::unique_ptr<Codec> codec, MakeCodec(options.codec));
+  std::unique_ptr<Federation> f(new Federation(options, initial.size(), num_peers, degree));
+  f->state_->codec = std::move(codec);
+  f->state_->xhat = std::move(initial);
+  f->state_->epoch = RandomEpoch(0);
+  return f;
+}
+
+void Federation::Publish(const float* x, int64_t samples_trained) {
+  std::lock_guard<std::mutex> lock(mu_);
+  State& s = *state_;
+  s.samples_trained = std::max<int64_t>(0, samples_trained);
+  s.scratch_a.resize(size_);
+  s.scratch_b.resize(size_);
+  float* diff = s.scratch_a.data();
+  const float* xh = s.xhat.data();
+  for (size_t k = 0; k < size_; ++k) diff[k] = x[k] - xh[k];
+  std::string q = s.codec->Encode(diff, size_);
+  // Move x̂ by exactly what a neighbour reconstructs, so lossy codecs stay
+  // consistent: the unsent residual stays in x − x̂ for the next round.
+  absl::Status st = s.codec->Decode(q, size_, s.scratch_b.data());
+  if (!st.ok()) {
+    // Only a non-finite x gets here; publishing it would poison every neighbour.
+    Logger("federation")->error("publish skipped at seq {}: {}", s.seq, st.message());
+    return;
+  }
+  float* xhm = s.xhat.data();
+  const float* dec = s.scratch_b.data();
+  for (size_t k = 0; k < size_; ++k) xhm[k] += dec[k];
+  ++s.seq;
+  s.log_bytes += static_cast<int64_t>(q.size());
+  s.log.push_back(LogEntry{s.seq, std::move(q)});
+  s.TrimLog(options_.max_log_bytes);
+}
+
+int Federation::Merge(float* x) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const State& s = *state_;
+  std::vector<const Mirror*> parts;
+  for (const Mirror& m : s.mirrors) {
+    if (m.initialized) parts.push_back(&m);
+  }
+  if (parts.empty()) return 0;
+  // Our degree as configured, but never below the number of mirrors taking
+  // part, so the neighbour weights can never sum past 1.
+  const int64_t deg_i = std::max<int64_t>(s.degree, static_cast<int64_t>(parts.size()));
+  std::vector<float> coeff(parts.size());
+  if (options_.merge == "fedavg") {
+    double denom = static_cast<double>(s.samples_trained);
+    for (const Mirror* m : parts) denom += static_cast<double>(m->samples_trained);
+    for (size_t j = 0; j < parts.size(); ++j) {
+      double w = denom > 0 ? static_cast<double>(parts[j]->samples_trained) / denom
+                           : 1.0 / static_cast<double>(deg_i + 1);
+      coeff[j] = static_cast<float>(options_.mixing * w);
+    }
+  } else {  // metropolis (Create validated the name)
+    for (size_t j = 0; j < parts.size(); ++j) {
+      int64_t deg_j = std::max<int64_t>(1, parts[j]->degree);
+      double w = 1.0 / static_cast<double>(1 + std::max(deg_i, deg_j));
+      coeff[j] = static_cast<float>(options_.mixing * w);
+    }
+  }
+  // Blocked so x and x̂ stay in cache while every mirror streams through once.
+  constexpr size_t kBlock = 4096;
+  const float* xh = s.xhat.data();
+  for (size_t b = 0; b < size_; b += kBlock) {
+    size_t n = std::min(kBlock, size_ - b);
+    for (size_t j = 0; j < parts.size(); ++j) {
+      AddScaledDifference(x + b, parts[j]->m.data() + b, xh + b, coeff[j], n);
+    }
+  }
+  return static_cast<int>(parts.size());
+}
+
+PullAnswer Federation::Answer(uint64_t epoch, uint64_t after_seq) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const State& s = *state_;
+  PullAnswer a;
+  a.epoch = s.epoch;
+  a.samples_trained = s.samples_trained;
+  a.degree = s.degree;
+  a.to_seq = s.seq;
+  if (epoch == s.epoch && after_seq <= s.seq) {
+    if (after_seq == s.seq) {
+      a.from_seq = s.seq;
+      a.codec = s.codec->name();
+      return a;
+    }
+    if (!s.log.empty() && s.log.front().seq <= after_seq + 1) {
+      size_t first = static_cast<size_t>(after_seq + 1 - s.log.front().seq);
+      // A reader far behind is cheaper to serve with one keyframe than with
+      // every delta since (dense deltas: each is as big as a keyframe).
+      size_t delta_bytes = 0;
+      for (size_t i = first; i < s.log.size(); ++i) delta_bytes += s.log[i].q.size();
+      constexpr size_t kHeaderSlack = 64;  // codec header of one delta
+      if (delta_bytes <= s.xhat.size() * sizeof(float) + kHeaderSlack) {
+        a.from_seq = after_seq;
+        a.codec = s.codec->name();
+        a.deltas.reserve(s.log.size() - first);
+        for (size_t i = first; i < s.log.size(); ++i) a.deltas.push_back(s.log[i].q);
+        return a;
+      }
+    }
+  }
+  // Another epoch, a reader who fell off the log or so far behind that the
+  // deltas outweigh a keyframe, or one claiming a seq we never published: all of x̂.
+  a.keyframe = true;
+  a.from_seq = 0;
+  a.codec = "dense_f32";
+  a.public_copy = s.xhat;
+  return a;
+}
+
+absl::Status Federation::Apply(int peer, const PullAnswer& answer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  State& s = *state_;
+  if (peer < 0 || static_cast<size_t>(peer) >= s.mirrors.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad_peer: peer ", peer, " out of range [0, ", s.mirrors.size(), ")"));
+  }
+  Mirror& mir = s.mirrors[static_cast<size_t>(peer)];
+  auto refuse = [&](const std::string& why) {
+    ++mir.refused;
+    mir.last_refusal = why;
+    Logger("federation")
+        ->warn("refused update from peer {} (epoch {:x}, seq {}..{}): {}", peer, answer.epoch,
+               answer.from_seq, answer.to_seq, why);
+    return absl::InvalidArgumentError(why);
+  };
+
+  if (answer.epoch == 0) return refuse("bad_epoch: epoch 0");
+  if (answer.samples_trained < 0 || answer.degree < 0) {
+    return refuse(absl::StrCat("bad_counts: samples_trained ", answer.samples_trained,
+                               ", degree ", answer.degree));
+  }
+
+  if (answer.keyframe) {
+    // Within one epoch a stream only moves forward: an older keyframe is a replay.
+    if (mir.initialized && answer.epoch == mir.epoch && answer.to_seq < mir.seq) {
+      return refuse(absl::StrCat("out_of_order: keyframe at seq ", answer.to_seq,
+                                 ", mirror is already at ", mir.seq));
+    }
+    const std::vector<float>& p = answer.public_copy;
+    if (p.size() != size_) {
+      return refuse(absl::StrCat("bad_shape: keyframe has ", p.size(), " values, expected ", size_));
+    }
+    if (!AllFinite(p.data(), p.size())) return refuse("non_finite: keyframe holds NaN/Inf");
+    double norm = L2Norm(p.data(), p.size());
+    if (norm > options_.max_keyframe_norm) {
+      return refuse(absl::StrCat("norm_bound: keyframe norm ", norm, " > ",
+                                 options_.max_keyframe_norm));
+    }
+    mir.m = p;
+    mir.initialized = true;
+    mir.epoch = answer.epoch;
+    mir.seq = answer.to_seq;
+    mir.samples_trained = answer.samples_trained;
+    mir.degree = answer.degree;
+    ++mir.keyframes_applied;
+    return absl::OkStatus();
+  }
+
+  if (answer.codec != s.codec->name()) {
+    return refuse(absl::StrCat("codec_mismatch: got \"", answer.codec, "\", we use \"",
+                               s.codec->name(), "\""));
+  }
+  if (!mir.initialized || answer.epoch != mir.epoch || answer.from_seq != mir.seq) {
+    return refuse(absl::StrCat("out_of_order: deltas after (", absl::Hex(answer.epoch), ", ",
+                               answer.from_seq, "), mirror is at (", absl::Hex(mir.epoch), ", ",
+                               mir.seq, ")"));
+  }
+  if (answer.to_seq < answer.from_seq ||
+      answer.to_seq - answer.from_seq != static_cast<uint64_t>(answer.deltas.size())) {
+    return refuse(absl::StrCat("bad_seq: ", answer.deltas.size(), " deltas for (",
+                               answer.from_seq, ", ", answer.to_seq, "]"));
+  }
+  if (!answer.deltas.empty()) {
+    // Accumulate into a scratch copy, in the same order and with the same
+    // float additions the publisher used for x̂, so the mirror matches it
+    // bit for bit; commit only when every delta passed.
+    std::vector<float>& acc = s.scratch_a;
+    std::vector<float>& dec = s.scratch_b;
+    acc = mir.m;
+    dec.resize(size_);
+    for (size_t i = 0; i < answer.deltas.size(); ++i) {
+      absl::Status st = s.codec->Decode(answer.deltas[i], size_, dec.data());
+      if (!st.ok()) {
+        return refuse(absl::StrCat(std::string(st.message()), " (delta seq ",
+                                   answer.from_seq + i + 1, ")"));
+      }
+      double norm = L2Norm(dec.data(), size_);
+      if (norm > options_.max_delta_norm) {
+        return refuse(absl::StrCat("norm_bound: delta seq ", answer.from_seq + i + 1, " norm ",
+                                   norm, " > ", options_.max_delta_norm));
+      }
+      float* a = acc.data();
+      const float* d = dec.data();
+      for (size_t k = 0; k < size_; ++k) a[k] += d[k];
+    }
+    mir.m.swap(acc);
+  }
+  mir.seq = answer.to_seq;
+  mir.samples_trained = answer.samples_trained;
+  mir.degree = answer.degree;
+  mir.deltas_applied += static_cast<int64_t>(answer.deltas.size());
+  return absl::OkStatus();
+}
+
+std::pair<uint64_t, uint64_t> Federation::Cursor(int peer) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (peer < 0 || static_cast<size_t>(peer) >= state_->mirrors.size()) return {0, 0};
+  const Mirror& m = state_->mirrors[static_cast<size_t>(peer)];
+  if (!m.initialized) return {0, 0};
+  return {m.epoch, m.seq};
+}
+
+MirrorStats Federation::mirror_stats(int peer) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  MirrorStats out;
+  if (peer < 0 || static_cast<size_t>(peer) >= state_->mirrors.size()) return out;
+  const Mirror& m = state_->mirrors[static_cast<size_t>(peer)];
+  out.initialized = m.initialized;
+  out.epoch = m.epoch;
+  out.seq = m.seq;
+  out.samples_trained = m.samples_trained;
+  out.degree = m.degree;
+  out.deltas_applied = m.deltas_applied;
+  out.keyframes_applied = m.keyframes_applied;
+  out.refused = m.refused;
+  out.last_refusal = m.last_refusal;
+  return out;
+}
+
+std::vector<float> Federation::mirror(int peer) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (peer < 0 || static_cast<size_t>(peer) >= state_->mirrors.size()) return {};
+  return state_->mirrors[static_cast<size_t>(peer)].m;
+}
+
+uint64_t Federation::epoch() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return state_->epoch;
+}
+
+uint64_t Federation::seq() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return state_->seq;
+}
+
+std::vector<float> Federation::public_copy() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return state_->xhat;
+}
+
+std::string Federation::Serialize(bool clean) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const State& s = *state_;
+  std::string out;
+  size_t mirror_floats = 0;
+  for (const Mirror& m : s.mirrors) mirror_floats += m.m.size();
+  out.reserve(64 + 4 * (size_ + mirror_floats) + static_cast<size_t>(s.log_bytes) +
+              24 * s.log.size() + 128 * s.mirrors.size());
+  out.append(kSnapshotMagic, sizeof(kSnapshotMagic));
+  wire::AppendInt<uint32_t>(&out, kSnapshotVersion);
+  wire::AppendInt<uint64_t>(&out, size_);
+  wire::AppendInt<uint64_t>(&out, s.epoch);
+  wire::AppendInt<uint64_t>(&out, s.seq);
+  wire::AppendInt<uint8_t>(&out, clean ? 1 : 0);
+  wire::AppendInt<int64_t>(&out, s.samples_trained);
+  wire::AppendFloats(&out, s.xhat.data(), size_);
+  std::string codec = s.codec->name();
+  wire::AppendInt<uint32_t>(&out, static_cast<uint32_t>(codec.size()));
+  out += codec;
+  wire::AppendInt<uint64_t>(&out, s.log.size());
+  for (const LogEntry& e : s.log) {
+    wire::AppendInt<uint64_t>(&out, e.seq);
+    wire::AppendInt<uint64_t>(&out, e.q.size());
+    out += e.q;
+  }
+  wire::AppendInt<uint32_t>(&out, static_cast<uint32_t>(s.mirrors.size()));
+  for (const Mirror& m : s.mirrors) {
+    wire::AppendInt<uint8_t>(&out, m.initialized ? 1 : 0);
+    wire::AppendInt<uint64_t>(&out, m.epoch);
+    wire::AppendInt<uint64_t>(&out, m.seq);
+    wire::AppendInt<int64_t>(&out, m.samples_trained);
+    wire::AppendInt<int32_t>(&out, m.degree);
+    wire::AppendInt<int64_t>(&out, m.deltas_applied);
+    wire::AppendInt<int64_t>(&out, m.keyframes_applied);
+    wire::AppendInt<int64_t>(&out, m.refused);
+    wire::AppendInt<uint32_t>(&out, static_cast<uint32_t>(m.last_refusal.size()));
+    out += m.last_refusal;
+    if (m.initialized) wire::AppendFloats(&out, m.m.data(), size_);
+  }
+  return out;
+}
+
+absl::Status Federation::Restore(std::string_view bytes) {
+  auto corrupt = [](const std::string& what) {
+    return absl::DataLossError(absl::StrCat("federation snapshot: ", what));
+  };
+  // size() floats into v, checking the bytes are there before allocating.
+  auto read_vector = [this](wire::Reader& r, std::vector<float>* v) {
+    if (r.remaining() / 4 < size_) return false;
+    v->resize(size_);
+    return r.Floats(size_, v->data()) && AllFinite(v->data(), size_);
+  };
+
+  size_t num_peers;  // fixed at Create; Restore never changes it
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    num_peers = state_->mirrors.size();
+  }
+
+  wire::Reader r(bytes);
+  std::string_view magic;
+  if (!r.Bytes(sizeof(kSnapshotMagic), &magic) ||
+      std::memcmp(magic.data(), kSnapshotMagic, sizeof(kSnapshotMagic)) != 0) {
+    return corrupt("bad magic");
+  }
+  uint32_t version = 0;
+  uint64_t size = 0, epoch = 0, seq = 0;
+  uint8_t clean = 0;
+  int64_t samples = 0;
+  if (!r.Int(&version)) return corrupt("truncated header");
+  if (version != kSnapshotVersion) {
+    return corrupt(absl::StrCat("unsupported version ", version, " (want ", kSnapshotVersion, ")"));
+  }
+  if (!r.Int(&size) || !r.Int(&epoch) || !r.Int(&seq) || !r.Int(&clean) || !r.Int(&samples)) {
+    return corrupt("truncated header");
+  }
+  if (size != size_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "federation snapshot: holds ", size, " shared parameters, the model has ", size_));
+  }
+  if (epoch == 0 || clean > 1 || samples < 0) return corrupt("bad header fields");
+
+  auto fresh = std::make_unique<State>();
+  MYCEL_ASSIGN_OR_RETURN(fresh->codec, MakeCodec(options_.codec));
+  fresh->epoch = epoch;
+  fresh->seq = seq;
+  fresh->samples_trained = samples;
+  if (!read_vector(r, &fresh->xhat)) return corrupt("truncated or non-finite public copy");
+
+  uint32_t codec_len = 0;
+  std::string_view codec_name;
+  if (!r.Int(&codec_len) || !r.Bytes(codec_len, &codec_name)) return corrupt("truncated codec");
+  if (codec_len == 0 || codec_len > 64 ||
+      !std::all_of(codec_name.begin(), codec_name.end(),
+                   [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'; })) {
+    return corrupt("bad codec name");
+  }
+  uint64_t log_count = 0;
+  if (!r.Int(&log_count)) return corrupt("truncated log");
+  for (uint64_t i = 0; i < log_count; ++i) {
+    uint64_t eseq = 0, len = 0;
+    std::string_view q;
+    if (!r.Int(&eseq) || !r.Int(&len) || !r.Bytes(len, &q)) return corrupt("truncated log entry");
+    // The log is contiguous and ends at seq.
+    if (eseq != seq - (log_count - 1 - i) || eseq == 0 || eseq > seq) {
+      return corrupt(absl::StrCat("log entry seq ", eseq, " out of place"));
+    }
+    fresh->log.push_back(LogEntry{eseq, std::string(q)});
+    fresh->log_bytes += static_cast<int64_t>(len);
+  }
+
+  uint32_t mirror_count = 0;
+  if (!r.Int(&mirror_count)) return corrupt("truncated mirrors");
+  std::vector<Mirror> mirrors;
+  for (uint32_t i = 0; i < mirror_count; ++i) {
+    Mirror m;
+    uint8_t init = 0;
+    uint32_t why_len = 0;
+    std::string_view why;
+    if (!r.Int(&init) || !r.Int(&m.epoch) || !r.Int(&m.seq) || !r.Int(&m.samples_trained) ||
+        !r.Int(&m.degree) || !r.Int(&m.deltas_applied) || !r.Int(&m.keyframes_applied) ||
+        !r.Int(&m.refused) || !r.Int(&why_len) || !r.Bytes(why_len, &why)) {
+      return corrupt(absl::StrCat("truncated mirror ", i));
+    }
+    if (init > 1 || m.samples_trained < 0 || m.degree < 0 || m.deltas_applied < 0 ||
+        m.keyframes_applied < 0 || m.refused < 0 || (init == 1 && m.epoch == 0)) {
+      return corrupt(absl::StrCat("bad fields in mirror ", i));
+    }
+    m.initialized = init == 1;
+    m.last_refusal = std::string(why);
+    if (m.initialized && !read_vector(r, &m.m)) {
+      return corrupt(absl::StrCat("truncated or non-finite mirror ", i));
+    }
+    // Only keep what we will use: the count check below may drop them all.
+    if (mirror_count == num_peers) mirrors.push_back(std::move(m));
+  }
+  if (r.remaining() != 0) return corrupt(absl::StrCat(r.remaining(), " trailing bytes"));
+
+  auto log = Logger("federation");
+  if (codec_name != fresh->codec->name()) {
+    log->info("restore: log was encoded with {}, now {}; dropping {} deltas (readers get keyframes)",
+              std::string(codec_name), fresh->codec->name(), fresh->log.size());
+    fresh->log.clear();
+    fresh->log_bytes = 0;
+  }
+  if (!clean) {
+    fresh->epoch = RandomEpoch(epoch);
+    fresh->log.clear();
+    fresh->log_bytes = 0;
+    log->info("restore: snapshot at seq {} was not a clean shutdown; new epoch {:x} (was {:x}), "
+              "neighbours will take a keyframe",
+              seq, fresh->epoch, epoch);
+  }
+  fresh->TrimLog(options_.max_log_bytes);
+
+  std::lock_guard<std::mutex> lock(mu_);
+  fresh->degree = state_->degree;
+  if (mirror_count == num_peers) {
+    fresh->mirrors = std::move(mirrors);
+  } else {
+    log->info("restore: snapshot has {} mirrors, config now has {} peers; mirrors start empty",
+              mirror_count, num_peers);
+    fresh->mirrors.assign(num_peers, Mirror{});
+  }
+  state_ = std::move(fresh);
+  return absl::OkStatus();
+}
+
+}  // namespace mycel::federation

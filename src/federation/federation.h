@@ -1,0 +1,124 @@
+// Federation: the gossip state of one node, after CHOCO-SGD (Koloskova, Stich,
+// Jaggi, ICML 2019) — pure logic, no sockets, no torch. Vectors are the
+// model's shared parameters flattened in Model::parameters() order, fp32.
+//
+//   x̂      public copy of our own shared weights: exactly what neighbours can
+//          reconstruct from the deltas we published.
+//   log    our published deltas (seq, q), bounded in bytes; a reader that
+//          fell behind gets a keyframe (all of x̂) instead.
+//   m_j    mirror of neighbour j's public copy, advanced by what we pull.
+//
+// Publish (trainer thread, each round): q = Q(x − x̂); x̂ += Q⁻¹(q); log q.
+// Merge (trainer thread, each round):   x += γ · Σ_j w_j · (m_j − x̂)
+//   weights: "metropolis" w_j = 1 / (1 + max(deg_i, deg_j));
+//            "fedavg"     w_j = n_j / (n_i + Σ_k n_k), n = samples trained
+//   (uniform 1/(deg+1) while nobody has trained). Only mirrors that hold
+//   something take part.
+// Epochs: a node's (epoch, seq) names a point in its delta stream. A node that
+// restarts from a checkpoint that was not its final one starts a new random
+// epoch, so neighbours take a keyframe instead of deltas that no longer
+// match what they mirror.
+//
+// Everything received is validated before use: codec, sizes, finite values,
+// a norm bound; a refused update changes nothing and says why.
+// Thread-safe: every public method locks an internal mutex; Publish/Merge are
+// O(parameters) and run while the trainer is between steps.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "federation/codec.h"
+
+namespace mycel::federation {
+
+struct FederationOptions {
+  std::string merge = "metropolis";   // metropolis | fedavg
+  double mixing = 1.0;                // γ in (0, 1]
+  std::string codec = "dense_f32";    // wire codec for published deltas
+  int64_t max_log_bytes = 64 << 20;   // DeltaLog bound; older deltas fall out (readers get keyframes)
+  double max_delta_norm = 1e4;        // L2 bound on one decoded delta; larger ones are refused
+  double max_keyframe_norm = 1e6;     // L2 bound on a keyframe (whole public copy)
+};
+
+// What a node answers to "everything after (epoch, seq)".
+struct PullAnswer {
+  uint64_t epoch = 0;
+  uint64_t from_seq = 0;              // deltas cover (from_seq, to_seq]; keyframe: from_seq = 0
+  uint64_t to_seq = 0;
+  bool keyframe = false;
+  std::string codec;                  // codec of `deltas`; keyframes are dense_f32
+  std::vector<std::string> deltas;    // encoded q's, in order (when !keyframe)
+  std::vector<float> public_copy;     // x̂ at to_seq (when keyframe)
+  int64_t samples_trained = 0;        // n for fedavg weights
+  int32_t degree = 0;                 // neighbours pinned, for Metropolis weights
+};
+
+struct MirrorStats {
+  bool initialized = false;
+  uint64_t epoch = 0;
+  uint64_t seq = 0;                   // last applied
+  int64_t samples_trained = 0;
+  int32_t degree = 0;
+  int64_t deltas_applied = 0;
+  int64_t keyframes_applied = 0;
+  int64_t refused = 0;
+  std::string last_refusal;
+};
+
+class Federation {
+ public:
+  // `initial` = the shared weights every node of the federation starts from
+  // (same model.seed): x̂ and every mirror start unset; x̂ starts at `initial`.
+  static absl::StatusOr<std::unique_ptr<Federation>> Create(const FederationOptions& options,
+                                                            std::vector<float> initial,
+                                                            int num_peers, int32_t degree);
+  ~Federation();
+  Federation(const Federation&) = delete;
+  Federation& operator=(const Federation&) = delete;
+
+  size_t size() const { return size_; }
+
+  // q = Q(x − x̂), x̂ += Q⁻¹(q), appended as seq+1. `x` has size() values.
+  void Publish(const float* x, int64_t samples_trained);
+  // x += γ Σ_j w_j (m_j − x̂). Returns how many mirrors took part.
+  int Merge(float* x);
+
+  // Our answer to a neighbour who has (epoch, after_seq): deltas if our log
+  // holds them, else a keyframe. epoch 0 = "nothing yet".
+  PullAnswer Answer(uint64_t epoch, uint64_t after_seq) const;
+  // Applies a neighbour's answer to mirror `peer`; on error nothing changes.
+  absl::Status Apply(int peer, const PullAnswer& answer);
+  // What to ask neighbour `peer` for next: (epoch, after_seq).
+  std::pair<uint64_t, uint64_t> Cursor(int peer) const;
+
+  MirrorStats mirror_stats(int peer) const;
+  // A copy of mirror m_peer (empty while uninitialized or out of range): for
+  // tests and diagnostics, O(size()).
+  std::vector<float> mirror(int peer) const;
+  uint64_t epoch() const;
+  uint64_t seq() const;
+  std::vector<float> public_copy() const;
+
+  // Persisted in the trainer's checkpoint. `clean` marks the final checkpoint
+  // of an orderly shutdown; Restore of a non-clean one starts a new epoch.
+  std::string Serialize(bool clean) const;
+  absl::Status Restore(std::string_view bytes);
+
+ private:
+  Federation(const FederationOptions& options, size_t size, int num_peers, int32_t degree);
+  // ... implementation-defined members (mutex, x̂, log, mirrors, codec)
+  struct State;
+  FederationOptions options_;
+  size_t size_;
+  mutable std::mutex mu_;
+  std::unique_ptr<State> state_;   // guarded by mu_
+};
+
+}  // namespace mycel::federation

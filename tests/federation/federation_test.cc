@@ -1,0 +1,579 @@
+#include "federation/federation.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace mycel::federation {
+namespace {
+
+std::unique_ptr<Federation> Make(std::vector<float> initial, int peers, int32_t degree,
+                                 FederationOptions opts = {}) {
+  auto f = Federation::Create(opts, std::move(initial), peers, degree);
+  EXPECT_TRUE(f.ok()) << f.status();
+  return std::move(f).value();
+}
+
+// One pull as the peer module does it: ask `from` for everything after our
+// cursor for mirror `peer`, apply what it answers.
+absl::Status Pull(const Federation& from, Federation& to, int peer) {
+  auto [epoch, after] = to.Cursor(peer);
+  return to.Apply(peer, from.Answer(epoch, after));
+}
+
+PullAnswer Keyframe(std::vector<float> v, int64_t samples, int32_t degree, uint64_t epoch = 7) {
+  PullAnswer a;
+  a.epoch = epoch;
+  a.to_seq = 1;
+  a.keyframe = true;
+  a.codec = "dense_f32";
+  a.public_copy = std::move(v);
+  a.samples_trained = samples;
+  a.degree = degree;
+  return a;
+}
+
+std::vector<float> RandomVector(std::mt19937& rng, size_t n, float scale = 1.0f) {
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+bool StartsWith(const std::string& s, const std::string& prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+// ---------------------------------------------------------------- creation
+
+TEST(Federation, CreateValidatesOptions) {
+  FederationOptions o;
+  o.merge = "median";
+  EXPECT_FALSE(Federation::Create(o, {1, 2}, 1, 1).ok());
+  o = {};
+  o.mixing = 0;
+  EXPECT_FALSE(Federation::Create(o, {1, 2}, 1, 1).ok());
+  o = {};
+  o.codec = "int3";
+  EXPECT_FALSE(Federation::Create(o, {1, 2}, 1, 1).ok());
+  EXPECT_FALSE(Federation::Create({}, {1, NAN}, 1, 1).ok());
+  auto f = Make({1, 2, 3}, 2, 2);
+  EXPECT_EQ(f->size(), 3u);
+  EXPECT_NE(f->epoch(), 0u);
+  EXPECT_EQ(f->seq(), 0u);
+  EXPECT_EQ(f->public_copy(), (std::vector<float>{1, 2, 3}));
+  EXPECT_EQ(f->Cursor(0), (std::pair<uint64_t, uint64_t>{0, 0}));
+  EXPECT_NE(Make({1}, 0, 0)->epoch(), f->epoch());  // random per node (2^-64 flake)
+}
+
+// ---------------------------------------------------------------- merge arithmetic
+
+// Node with x̂ = [1, 2, 3], 10 samples trained, degree 3, three peers: peer 0
+// mirrors [2, 0, 4] (degree 1, 30 samples), peer 1 mirrors [0, 6, 3] (degree 5,
+// 60 samples), peer 2 never answered. Live weights x = [1.5, 2, 2] differ from
+// x̂ so a merge that used x instead of x̂ shows.
+std::unique_ptr<Federation> HandNode(const FederationOptions& opts, int64_t n_self,
+                                     int64_t n0, int64_t n1) {
+  auto f = Make({0, 0, 0}, 3, 3, opts);
+  std::vector<float> xhat = {1, 2, 3};
+  f->Publish(xhat.data(), n_self);
+  EXPECT_EQ(f->public_copy(), xhat);
+  EXPECT_TRUE(f->Apply(0, Keyframe({2, 0, 4}, n0, 1)).ok());
+  EXPECT_TRUE(f->Apply(1, Keyframe({0, 6, 3}, n1, 5)).ok());
+  return f;
+}
+
+TEST(Merge, MetropolisMatchesHandComputation) {
+  FederationOptions o;
+  o.merge = "metropolis";
+  o.mixing = 0.5;
+  auto f = HandNode(o, 10, 30, 60);
+  std::vector<float> x = {1.5f, 2.0f, 2.0f};
+  // w0 = 1/(1+max(3,1)) = 1/4, w1 = 1/(1+max(3,5)) = 1/6; m0−x̂ = [1,−2,1], m1−x̂ = [−1,4,0]
+  // x += 0.5·(¼·[1,−2,1] + ⅙·[−1,4,0]) = [1/24, 1/12, 1/8]
+  EXPECT_EQ(f->Merge(x.data()), 2);  // the silent peer 2 takes no part
+  EXPECT_NEAR(x[0], 1.5 + 1.0 / 24, 1e-6);
+  EXPECT_NEAR(x[1], 2.0 + 1.0 / 12, 1e-6);
+  EXPECT_NEAR(x[2], 2.0 + 1.0 / 8, 1e-6);
+}
+
+TEST(Merge, FedAvgMatchesHandComputation) {
+  FederationOptions o;
+  o.merge = "fedavg";
+  o.mixing = 0.5;
+  auto f = HandNode(o, 10, 30, 60);
+  std::vector<float> x = {1.5f, 2.0f, 2.0f};
+  // w0 = 30/100, w1 = 60/100; x += 0.5·(0.3·[1,−2,1] + 0.6·[−1,4,0]) = [−0.15, 0.9, 0.15]
+  EXPECT_EQ(f->Merge(x.data()), 2);
+  EXPECT_NEAR(x[0], 1.35, 1e-6);
+  EXPECT_NEAR(x[1], 2.9, 1e-6);
+  EXPECT_NEAR(x[2], 2.15, 1e-6);
+}
+
+TEST(Merge, FedAvgIsUniformWhileNobodyTrained) {
+  FederationOptions o;
+  o.merge = "fedavg";
+  o.mixing = 0.5;
+  auto f = HandNode(o, 0, 0, 0);
+  std::vector<float> x = {1.5f, 2.0f, 2.0f};
+  // w = 1/(3+1); x += 0.5·¼·([1,−2,1] + [−1,4,0]) = [0, 0.25, 0.125]
+  EXPECT_EQ(f->Merge(x.data()), 2);
+  EXPECT_NEAR(x[0], 1.5, 1e-6);
+  EXPECT_NEAR(x[1], 2.25, 1e-6);
+  EXPECT_NEAR(x[2], 2.125, 1e-6);
+}
+
+TEST(Merge, MetropolisTreatsReportedDegreeZeroAsOne) {
+  FederationOptions o;
+  o.mixing = 1.0;
+  auto f = Make({0, 0}, 1, 0, o);  // we report degree 0 too: floor is the participant count
+  ASSERT_TRUE(f->Apply(0, Keyframe({4, -2}, 0, 0)).ok());
+  std::vector<float> x = {0, 0};
+  EXPECT_EQ(f->Merge(x.data()), 1);
+  // w = 1/(1+max(1,1)) = ½
+  EXPECT_FLOAT_EQ(x[0], 2.0f);
+  EXPECT_FLOAT_EQ(x[1], -1.0f);
+}
+
+TEST(Merge, GammaOneUniformLosslessIsNeighbourhoodAveraging) {
+  FederationOptions o;
+  o.merge = "metropolis";
+  o.mixing = 1.0;
+  auto f = Make({0, 0, 0}, 2, 2, o);
+  std::vector<float> x = {3, 6, 9};
+  f->Publish(x.data(), 0);
+  ASSERT_TRUE(f->Apply(0, Keyframe({0, 0, 3}, 0, 2)).ok());
+  ASSERT_TRUE(f->Apply(1, Keyframe({6, 3, 0}, 0, 2)).ok());
+  EXPECT_EQ(f->Merge(x.data()), 2);
+  EXPECT_FLOAT_EQ(x[0], 3.0f);  // (3+0+6)/3
+  EXPECT_FLOAT_EQ(x[1], 3.0f);  // (6+0+3)/3
+  EXPECT_FLOAT_EQ(x[2], 4.0f);  // (9+3+0)/3
+}
+
+TEST(Merge, NothingMirroredChangesNothing) {
+  auto f = Make({1, 2}, 2, 2);
+  std::vector<float> x = {5, 6};
+  EXPECT_EQ(f->Merge(x.data()), 0);
+  EXPECT_EQ(x, (std::vector<float>{5, 6}));
+}
+
+// ---------------------------------------------------------------- publish / answer / apply
+
+TEST(Gossip, MirrorTracksPublicCopyExactlyThroughDeltasAndKeyframes) {
+  std::mt19937 rng(1);
+  const size_t n = 7;
+  FederationOptions small_log;
+  // One dense_f32 delta of 7 values is 12 + 28 = 40 bytes: the log holds one.
+  small_log.max_log_bytes = 50;
+  auto a = Make(std::vector<float>(n, 0.25f), 1, 1);
+  auto b = Make(std::vector<float>(n, 0.25f), 1, 1);
+
+  // First pull: nothing mirrored yet → keyframe of the initial weights.
+  ASSERT_TRUE(Pull(*a, *b, 0).ok());
+  EXPECT_EQ(b->mirror(0), a->public_copy());
+  EXPECT_EQ(b->mirror_stats(0).keyframes_applied, 1);
+
+  // A reader that keeps up gets one delta per round.
+  for (int i = 0; i < 3; ++i) {
+    auto x = RandomVector(rng, n);
+    a->Publish(x.data(), 100 * (i + 1));
+    PullAnswer one = a->Answer(a->epoch(), static_cast<uint64_t>(i));
+    EXPECT_FALSE(one.keyframe);
+    EXPECT_EQ(one.deltas.size(), 1u);
+    ASSERT_TRUE(Pull(*a, *b, 0).ok());
+  }
+  EXPECT_EQ(a->seq(), 3u);
+  // A reader three dense deltas behind is served one keyframe instead: the
+  // same public copy for a third of the bytes.
+  PullAnswer behind = a->Answer(a->epoch(), 0);
+  EXPECT_TRUE(behind.keyframe);
+  EXPECT_EQ(behind.public_copy, a->public_copy());
+  EXPECT_EQ(b->mirror(0), a->public_copy());  // bit for bit
+  PullAnswer ans;
+  MirrorStats st = b->mirror_stats(0);
+  EXPECT_EQ(st.deltas_applied, 3);
+  EXPECT_EQ(st.keyframes_applied, 1);
+  EXPECT_EQ(st.epoch, a->epoch());
+  EXPECT_EQ(st.seq, 3u);
+  EXPECT_EQ(st.samples_trained, 300);
+  EXPECT_EQ(st.degree, 1);
+  EXPECT_EQ(b->Cursor(0), (std::pair<uint64_t, uint64_t>{a->epoch(), 3}));
+
+  // Up to date: an empty answer, not a keyframe.
+  ans = a->Answer(a->epoch(), 3);
+  EXPECT_FALSE(ans.keyframe);
+  EXPECT_TRUE(ans.deltas.empty());
+  EXPECT_EQ(ans.from_seq, 3u);
+  EXPECT_EQ(ans.to_seq, 3u);
+  ASSERT_TRUE(b->Apply(0, ans).ok());
+  EXPECT_EQ(b->mirror_stats(0).deltas_applied, 3);
+
+  // A reader claiming a seq we never published, or another epoch: keyframe.
+  EXPECT_TRUE(a->Answer(a->epoch(), 4).keyframe);
+  EXPECT_TRUE(a->Answer(a->epoch() + 1, 3).keyframe);
+  EXPECT_TRUE(a->Answer(0, 0).keyframe);
+  EXPECT_EQ(a->Answer(0, 0).public_copy, a->public_copy());
+
+  // A node whose log holds only the newest delta.
+  auto c = Make(std::vector<float>(n, 0.25f), 1, 1, small_log);
+  auto d = Make(std::vector<float>(n, 0.25f), 1, 1);
+  for (int i = 0; i < 3; ++i) {
+    auto x = RandomVector(rng, n);
+    c->Publish(x.data(), 0);
+  }
+  ASSERT_TRUE(Pull(*c, *d, 0).ok());  // keyframe at seq 3
+  for (int i = 0; i < 2; ++i) {
+    auto x = RandomVector(rng, n);
+    c->Publish(x.data(), 0);
+  }
+  EXPECT_TRUE(c->Answer(c->epoch(), 3).keyframe);  // seq 4 fell out of the log
+  ASSERT_TRUE(Pull(*c, *d, 0).ok());
+  EXPECT_EQ(d->mirror(0), c->public_copy());
+  EXPECT_EQ(d->mirror_stats(0).keyframes_applied, 2);
+  EXPECT_EQ(d->mirror_stats(0).seq, 5u);
+  auto x = RandomVector(rng, n);
+  c->Publish(x.data(), 0);
+  ans = c->Answer(c->epoch(), 5);  // exactly the one delta the log still holds
+  EXPECT_FALSE(ans.keyframe);
+  ASSERT_EQ(ans.deltas.size(), 1u);
+  ASSERT_TRUE(d->Apply(0, ans).ok());
+  EXPECT_EQ(d->mirror(0), c->public_copy());
+  EXPECT_EQ(d->mirror_stats(0).deltas_applied, 1);
+}
+
+TEST(Gossip, ZeroLogBoundAlwaysServesKeyframes) {
+  FederationOptions o;
+  o.max_log_bytes = 0;
+  auto a = Make({1, 2}, 1, 1, o);
+  auto b = Make({1, 2}, 1, 1);
+  std::vector<float> x = {3, 4};
+  a->Publish(x.data(), 0);
+  ASSERT_TRUE(Pull(*a, *b, 0).ok());
+  a->Publish(x.data(), 0);
+  EXPECT_TRUE(a->Answer(a->epoch(), 1).keyframe);
+  ASSERT_TRUE(Pull(*a, *b, 0).ok());
+  EXPECT_EQ(b->mirror(0), a->public_copy());
+}
+
+// Fixture for refusals: b mirrors a at seq 2; `next` answers seq 3..4.
+class Refusal : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    FederationOptions o;
+    o.max_delta_norm = 100;
+    o.max_keyframe_norm = 1000;
+    a_ = Make({0, 0, 0}, 1, 1, o);
+    b_ = Make({0, 0, 0}, 1, 1, o);
+    Step({1, 1, 1});
+    Step({2, 2, 2});
+    ASSERT_TRUE(Pull(*a_, *b_, 0).ok());
+    before_ = b_->mirror(0);
+    stats_before_ = b_->mirror_stats(0);
+    Step({3, 3, 3});
+    Step({4, 4, 4});
+    next_ = a_->Answer(a_->epoch(), 2);
+    ASSERT_EQ(next_.deltas.size(), 2u);
+  }
+  void Step(std::vector<float> x) { a_->Publish(x.data(), 5); }
+
+  // The answer is refused for `reason`, counted, and the mirror is untouched.
+  void ExpectRefused(const PullAnswer& ans, const std::string& reason) {
+    absl::Status st = b_->Apply(0, ans);
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(StartsWith(std::string(st.message()), reason)) << st.message();
+    MirrorStats s = b_->mirror_stats(0);
+    EXPECT_EQ(s.refused, stats_before_.refused + 1);
+    EXPECT_TRUE(StartsWith(s.last_refusal, reason)) << s.last_refusal;
+    EXPECT_EQ(s.epoch, stats_before_.epoch);
+    EXPECT_EQ(s.seq, stats_before_.seq);
+    EXPECT_EQ(s.samples_trained, stats_before_.samples_trained);
+    EXPECT_EQ(s.degree, stats_before_.degree);
+    EXPECT_EQ(s.deltas_applied, stats_before_.deltas_applied);
+    EXPECT_EQ(s.keyframes_applied, stats_before_.keyframes_applied);
+    EXPECT_EQ(b_->mirror(0), before_);
+    stats_before_.refused = s.refused;
+  }
+
+  std::string Encode(std::vector<float> v) {
+    return MakeCodec("dense_f32").value()->Encode(v.data(), v.size());
+  }
+
+  std::unique_ptr<Federation> a_, b_;
+  std::vector<float> before_;
+  MirrorStats stats_before_;
+  PullAnswer next_;
+};
+
+TEST_F(Refusal, OutOfOrderDeltas) {
+  PullAnswer stale = a_->Answer(a_->epoch(), 1);  // starts before our cursor
+  ExpectRefused(stale, "out_of_order");
+  PullAnswer ahead = next_;
+  ahead.from_seq = 3;
+  ahead.to_seq = 5;
+  ExpectRefused(ahead, "out_of_order");
+  PullAnswer other_epoch = next_;
+  other_epoch.epoch ^= 1;
+  ExpectRefused(other_epoch, "out_of_order");
+  PullAnswer old_keyframe = a_->Answer(0, 0);
+  old_keyframe.to_seq = 1;  // same epoch, behind the mirror: a replay
+  ExpectRefused(old_keyframe, "out_of_order");
+  // Deltas to a mirror that never had a keyframe.
+  auto fresh = Make({0, 0, 0}, 1, 1);
+  EXPECT_FALSE(fresh->Apply(0, next_).ok());
+  EXPECT_FALSE(fresh->mirror_stats(0).initialized);
+  EXPECT_TRUE(StartsWith(fresh->mirror_stats(0).last_refusal, "out_of_order"));
+  // The right answer still applies afterwards.
+  ASSERT_TRUE(b_->Apply(0, next_).ok());
+  EXPECT_EQ(b_->mirror(0), a_->public_copy());
+  // Replaying it is now out of order.
+  stats_before_ = b_->mirror_stats(0);
+  before_ = b_->mirror(0);
+  ExpectRefused(next_, "out_of_order");
+}
+
+TEST_F(Refusal, SeqRangeThatDoesNotMatchTheDeltas) {
+  PullAnswer bad = next_;
+  bad.to_seq = 5;
+  ExpectRefused(bad, "bad_seq");
+  bad = next_;
+  bad.deltas.pop_back();
+  ExpectRefused(bad, "bad_seq");
+}
+
+TEST_F(Refusal, WrongSize) {
+  PullAnswer bad = next_;
+  bad.deltas[0] = Encode({1, 1, 1, 1});
+  ExpectRefused(bad, "bad_shape");
+  bad = next_;
+  bad.deltas[1] = bad.deltas[1].substr(0, bad.deltas[1].size() - 2);
+  ExpectRefused(bad, "bad_shape");
+  ExpectRefused(Keyframe({1, 2}, 0, 1), "bad_shape");
+  ExpectRefused(Keyframe({1, 2, 3, 4}, 0, 1), "bad_shape");
+}
+
+TEST_F(Refusal, NonFinite) {
+  PullAnswer bad = next_;
+  bad.deltas[1] = Encode({0, std::numeric_limits<float>::quiet_NaN(), 0});
+  ExpectRefused(bad, "non_finite");  // and the valid first delta was not applied
+  ExpectRefused(Keyframe({1, std::numeric_limits<float>::infinity(), 3}, 0, 1), "non_finite");
+}
+
+TEST_F(Refusal, NormBound) {
+  PullAnswer bad = next_;
+  bad.deltas[1] = Encode({0, 101, 0});  // > max_delta_norm = 100
+  ExpectRefused(bad, "norm_bound");
+  ExpectRefused(Keyframe({600, 600, 600}, 0, 1), "norm_bound");  // ≈ 1039 > 1000
+  bad = next_;
+  bad.deltas[1] = Encode({0, 99, 0});  // inside the bound: fine
+  EXPECT_TRUE(b_->Apply(0, bad).ok());
+}
+
+TEST_F(Refusal, CodecMismatchBadEpochAndCounts) {
+  PullAnswer bad = next_;
+  bad.codec = "int8_block";
+  ExpectRefused(bad, "codec_mismatch");
+  bad = next_;
+  bad.epoch = 0;
+  ExpectRefused(bad, "bad_epoch");
+  ExpectRefused(Keyframe({1, 2, 3}, 0, 1, /*epoch=*/0), "bad_epoch");
+  bad = next_;
+  bad.samples_trained = -1;
+  ExpectRefused(bad, "bad_counts");
+  ExpectRefused(Keyframe({1, 2, 3}, 0, -2), "bad_counts");
+}
+
+TEST_F(Refusal, PeerOutOfRange) {
+  EXPECT_FALSE(b_->Apply(1, next_).ok());
+  EXPECT_FALSE(b_->Apply(-1, next_).ok());
+  EXPECT_EQ(b_->mirror_stats(0).refused, 0);
+}
+
+// ---------------------------------------------------------------- convergence
+
+// Five nodes on a ring, fixed different x, no training: Publish → pull from
+// both ring neighbours → Merge (Metropolis, γ = 1). With CHOCO bookkeeping
+// right, every x reaches the global average.
+TEST(Gossip, RingConvergesToTheGlobalAverage) {
+  const int kNodes = 5;
+  const size_t n = 16;
+  std::mt19937 rng(7);
+  FederationOptions o;
+  o.merge = "metropolis";
+  o.mixing = 1.0;
+  std::vector<std::unique_ptr<Federation>> nodes;
+  std::vector<std::vector<float>> x;
+  std::vector<double> avg(n, 0.0);
+  for (int i = 0; i < kNodes; ++i) {
+    nodes.push_back(Make(std::vector<float>(n, 0.0f), 2, 2, o));
+    x.push_back(RandomVector(rng, n, 3.0f));
+    for (size_t k = 0; k < n; ++k) avg[k] += x[i][k] / kNodes;
+  }
+  auto left = [&](int i) { return (i + kNodes - 1) % kNodes; };
+  auto right = [&](int i) { return (i + 1) % kNodes; };
+  for (int round = 0; round < 100; ++round) {
+    for (int i = 0; i < kNodes; ++i) nodes[i]->Publish(x[i].data(), 0);
+    for (int i = 0; i < kNodes; ++i) {
+      ASSERT_TRUE(Pull(*nodes[left(i)], *nodes[i], 0).ok());
+      ASSERT_TRUE(Pull(*nodes[right(i)], *nodes[i], 1).ok());
+    }
+    for (int i = 0; i < kNodes; ++i) ASSERT_EQ(nodes[i]->Merge(x[i].data()), 2);
+  }
+  for (int i = 0; i < kNodes; ++i) {
+    for (size_t k = 0; k < n; ++k) EXPECT_NEAR(x[i][k], avg[k], 1e-4) << i << "," << k;
+    // After the first keyframe every pull was a delta.
+    EXPECT_EQ(nodes[i]->mirror_stats(0).keyframes_applied, 1);
+    EXPECT_EQ(nodes[i]->mirror_stats(0).deltas_applied, 99);
+  }
+}
+
+// ---------------------------------------------------------------- snapshots
+
+class Snapshot : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::mt19937 rng(3);
+    a_ = Make(std::vector<float>(kN, 0.5f), 2, 2);
+    b_ = Make(std::vector<float>(kN, 0.5f), 2, 2);
+    for (int i = 0; i < 3; ++i) {
+      auto x = RandomVector(rng, kN);
+      a_->Publish(x.data(), 10 * (i + 1));
+      b_->Publish(x.data(), 1);
+      ASSERT_TRUE(Pull(*a_, *b_, 1).ok());
+    }
+    PullAnswer junk = Keyframe({1, 2}, 0, 1);
+    EXPECT_FALSE(b_->Apply(1, junk).ok());  // so a refusal is part of the state
+  }
+  static constexpr size_t kN = 5;
+  std::unique_ptr<Federation> a_, b_;
+};
+
+TEST_F(Snapshot, CleanRoundTripKeepsEpochLogAndMirrors) {
+  std::string bytes = a_->Serialize(/*clean=*/true);
+  auto a2 = Make(std::vector<float>(kN, 0.5f), 2, 2);
+  ASSERT_TRUE(a2->Restore(bytes).ok());
+  EXPECT_EQ(a2->epoch(), a_->epoch());
+  EXPECT_EQ(a2->seq(), 3u);
+  EXPECT_EQ(a2->public_copy(), a_->public_copy());
+  PullAnswer ans = a2->Answer(a_->epoch(), 1);
+  ASSERT_FALSE(ans.keyframe);
+  EXPECT_EQ(ans.deltas, a_->Answer(a_->epoch(), 1).deltas);
+  EXPECT_EQ(ans.samples_trained, 30);
+  // b's cursor still matches: an empty answer, no keyframe.
+  ASSERT_TRUE(Pull(*a2, *b_, 1).ok());
+  EXPECT_EQ(b_->mirror_stats(1).keyframes_applied, 1);
+
+  // b's own snapshot carries its mirrors, counters and refusal.
+  auto b2 = Make(std::vector<float>(kN, 0.5f), 2, 2);
+  ASSERT_TRUE(b2->Restore(b_->Serialize(true)).ok());
+  EXPECT_EQ(b2->mirror(1), b_->mirror(1));
+  EXPECT_FALSE(b2->mirror_stats(0).initialized);
+  MirrorStats s = b2->mirror_stats(1), t = b_->mirror_stats(1);
+  EXPECT_EQ(s.epoch, t.epoch);
+  EXPECT_EQ(s.seq, t.seq);
+  EXPECT_EQ(s.samples_trained, 30);
+  EXPECT_EQ(s.deltas_applied, t.deltas_applied);
+  EXPECT_EQ(s.keyframes_applied, t.keyframes_applied);
+  EXPECT_EQ(s.refused, 1);
+  EXPECT_EQ(s.last_refusal, t.last_refusal);
+  EXPECT_EQ(b2->Serialize(true), b_->Serialize(true));
+  // Merge from the restored node equals merge from the original.
+  std::vector<float> x1(kN, 1.0f), x2(kN, 1.0f);
+  b_->Merge(x1.data());
+  b2->Merge(x2.data());
+  EXPECT_EQ(x1, x2);
+}
+
+TEST_F(Snapshot, UncleanRestoreStartsANewEpochAndNeighboursTakeAKeyframe) {
+  std::string bytes = a_->Serialize(/*clean=*/false);
+  auto a2 = Make(std::vector<float>(kN, 0.5f), 2, 2);
+  ASSERT_TRUE(a2->Restore(bytes).ok());
+  EXPECT_NE(a2->epoch(), a_->epoch());
+  EXPECT_NE(a2->epoch(), 0u);
+  EXPECT_EQ(a2->seq(), 3u);  // seq continues
+  EXPECT_EQ(a2->public_copy(), a_->public_copy());
+  EXPECT_TRUE(a2->Answer(a2->epoch(), 1).keyframe);  // log cleared
+  EXPECT_TRUE(a2->Answer(a_->epoch(), 3).keyframe);  // old epoch
+  ASSERT_TRUE(Pull(*a2, *b_, 1).ok());
+  EXPECT_EQ(b_->mirror_stats(1).keyframes_applied, 2);
+  EXPECT_EQ(b_->Cursor(1), (std::pair<uint64_t, uint64_t>{a2->epoch(), 3}));
+  // And the stream carries on with deltas in the new epoch.
+  std::vector<float> x(kN, 2.0f);
+  a2->Publish(x.data(), 40);
+  ASSERT_TRUE(Pull(*a2, *b_, 1).ok());
+  EXPECT_EQ(b_->mirror(1), a2->public_copy());
+  EXPECT_EQ(b_->mirror_stats(1).seq, 4u);
+  EXPECT_EQ(b_->mirror_stats(1).keyframes_applied, 2);
+}
+
+TEST_F(Snapshot, PeerCountChangeStartsMirrorsEmpty) {
+  auto b3 = Make(std::vector<float>(kN, 0.5f), 3, 3);
+  ASSERT_TRUE(b3->Restore(b_->Serialize(true)).ok());
+  EXPECT_EQ(b3->public_copy(), b_->public_copy());
+  for (int p = 0; p < 3; ++p) EXPECT_FALSE(b3->mirror_stats(p).initialized);
+  EXPECT_EQ(b3->Cursor(1), (std::pair<uint64_t, uint64_t>{0, 0}));
+}
+
+TEST_F(Snapshot, SizeMismatchRefused) {
+  auto other = Make(std::vector<float>(kN + 1, 0.5f), 2, 2);
+  EXPECT_FALSE(other->Restore(a_->Serialize(true)).ok());
+}
+
+TEST_F(Snapshot, GarbageAndTruncationsRefusedWithoutCrashOrChange) {
+  std::string bytes = b_->Serialize(true);
+  auto victim = Make(std::vector<float>(kN, 0.5f), 2, 2);
+  const uint64_t epoch = victim->epoch();
+  const std::string pristine = victim->Serialize(true);
+  for (size_t len = 0; len < bytes.size(); ++len) {
+    ASSERT_FALSE(victim->Restore(std::string_view(bytes).substr(0, len)).ok()) << len;
+  }
+  ASSERT_FALSE(victim->Restore(bytes + "x").ok());
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (int i = 0; i < 2000; ++i) {
+    std::string junk(static_cast<size_t>(byte(rng)) * 3, '\0');
+    for (char& c : junk) c = static_cast<char>(byte(rng));
+    if (i % 2 == 0 && junk.size() >= 8) std::memcpy(junk.data(), "MYCELFED", 8);
+    ASSERT_FALSE(victim->Restore(junk).ok());
+  }
+  EXPECT_EQ(victim->epoch(), epoch);
+  EXPECT_EQ(victim->Serialize(true), pristine);
+  // Flipped bytes: some still parse (a flipped float is a valid float), none crash.
+  std::uniform_int_distribution<size_t> pos(0, bytes.size() - 1);
+  int refused = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::string bad = bytes;
+    for (int f = 0; f < 1 + i % 3; ++f) bad[pos(rng)] ^= static_cast<char>(1 + byte(rng) % 255);
+    auto scratch = Make(std::vector<float>(kN, 0.5f), 2, 2);
+    if (!scratch->Restore(bad).ok()) ++refused;
+  }
+  EXPECT_GT(refused, 0);
+}
+
+// ---------------------------------------------------------------- speed
+
+TEST(MergeSpeed, TenMillionParametersTwoMirrors) {
+  const size_t n = 10'000'000;
+  auto f = Make(std::vector<float>(n, 0.0f), 2, 2);
+  ASSERT_TRUE(f->Apply(0, Keyframe(std::vector<float>(n, 1.0f), 0, 2)).ok());
+  ASSERT_TRUE(f->Apply(1, Keyframe(std::vector<float>(n, 2.0f), 0, 2)).ok());
+  std::vector<float> x(n, 0.0f);
+  f->Merge(x.data());  // warm
+  auto t0 = std::chrono::steady_clock::now();
+  const int kReps = 5;
+  for (int i = 0; i < kReps; ++i) f->Merge(x.data());
+  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                  .count() / kReps;
+  std::printf("merge of %zu parameters, 2 mirrors: %.1f ms\n", n, ms);
+  EXPECT_FLOAT_EQ(x[n - 1], 6.0f);  // 6 merges of +1
+  EXPECT_LT(ms, 1000.0);            // loose: the machine is shared; tens of ms expected
+}
+
+}  // namespace
+}  // namespace mycel::federation
