@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -30,6 +31,35 @@ using mycel::control::Control;
   std::exit(code);
 }
 
+// Replaces each byte that is not part of a well-formed UTF-8 sequence with
+// U+FFFD, so JSON output stays valid whatever a young char_lm generates.
+std::string ValidUtf8(const std::string& in) {
+  std::string out;
+  size_t i = 0;
+  while (i < in.size()) {
+    unsigned char c = static_cast<unsigned char>(in[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 && c >= 0xc2 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e && c <= 0xf4 ? 4 : 0;
+    bool ok = len > 0 && i + len <= in.size();
+    for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(in[i + k]) >> 6) == 0x2;
+    if (ok && len == 3) {
+      unsigned char c1 = static_cast<unsigned char>(in[i + 1]);
+      ok = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0);
+    }
+    if (ok && len == 4) {
+      unsigned char c1 = static_cast<unsigned char>(in[i + 1]);
+      ok = !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90);
+    }
+    if (ok) {
+      out.append(in, i, len);
+      i += len;
+    } else {
+      out += "\xef\xbf\xbd";
+      i += 1;
+    }
+  }
+  return out;
+}
+
 // Minimal JSON object writer: numbers, strings, NaN as null.
 class Json {
  public:
@@ -46,7 +76,8 @@ class Json {
   }
   Json& Raw(const std::string& k, const std::string& raw) { Key(k); out_ += raw; return *this; }
   std::string Done() const { return "{" + out_ + "}"; }
-  static std::string Quote(const std::string& s) {
+  static std::string Quote(const std::string& raw) {
+    std::string s = ValidUtf8(raw);
     std::string q = "\"";
     for (unsigned char c : s) {
       switch (c) {
@@ -102,7 +133,8 @@ std::string ReadFileOrFail(const std::string& path) {
 
 // Streams files as FileChunks of 1 MiB, well under gRPC's 4 MB message limit.
 template <typename Writer>
-void SendFiles(Writer* writer, const std::vector<std::string>& paths, const std::string& format) {
+void SendFiles(Writer* writer, const std::vector<std::string>& paths, const std::string& format,
+               const std::vector<int64_t>& keep_labels = {}) {
   constexpr size_t kChunk = 1 << 20;
   for (size_t i = 0; i < paths.size(); ++i) {
     std::string bytes = ReadFileOrFail(paths[i]);
@@ -112,6 +144,9 @@ void SendFiles(Writer* writer, const std::vector<std::string>& paths, const std:
       chunk.set_file_index(static_cast<uint32_t>(i));
       chunk.set_name(paths[i]);
       chunk.set_format(format);
+      if (i == 0 && off == 0) {
+        for (int64_t l : keep_labels) chunk.add_keep_labels(l);
+      }
       chunk.set_data(bytes.substr(off, kChunk));
       if (!writer->Write(chunk)) return;  // the server ended the stream; Finish() says why
       off += kChunk;
@@ -131,6 +166,15 @@ std::string Duration(double s) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%lldh%02lldm%02llds", static_cast<long long>(t / 3600),
                 static_cast<long long>(t / 60 % 60), static_cast<long long>(t % 60));
+  return buf;
+}
+
+std::string Bytes(int64_t b) {
+  char buf[64];
+  if (b < 10 * 1024) std::snprintf(buf, sizeof(buf), "%lld B", static_cast<long long>(b));
+  else if (b < 10 * 1024 * 1024) std::snprintf(buf, sizeof(buf), "%.1f KiB", b / 1024.0);
+  else if (b < int64_t{10} * 1024 * 1024 * 1024) std::snprintf(buf, sizeof(buf), "%.1f MiB", b / 1048576.0);
+  else std::snprintf(buf, sizeof(buf), "%.1f GiB", b / 1073741824.0);
   return buf;
 }
 
@@ -157,6 +201,8 @@ int main(int argc, char** argv) {
   ingest_cmd->add_option("--format", format, "idx | csv | text (guessed when omitted)")
       ->check(CLI::IsMember({"idx", "csv", "text"}));
   ingest_cmd->add_flag("--json", json, "print JSON");
+  std::string labels_arg;
+  ingest_cmd->add_option("--labels", labels_arg, "store only examples with these labels (e.g. --labels 0,1)");
 
   auto* eval_cmd = app.add_subcommand("eval", "accuracy and loss on labelled data (not trained on)");
   eval_cmd->add_option("files", files, "labelled data files")->required();
@@ -181,6 +227,9 @@ int main(int argc, char** argv) {
   export_cmd->add_option("--out", out_path, "output file")->required();
 
   app.add_subcommand("id", "print this node's public key (works without a daemon)");
+
+  auto* peers_cmd = app.add_subcommand("peers", "pinned neighbours: state, last exchange, sequence, traffic, refusals");
+  peers_cmd->add_flag("--json", json, "print JSON");
 
   CLI11_PARSE(app, argc, argv);
 
@@ -220,6 +269,9 @@ int main(int argc, char** argv) {
                               .Int("last_checkpoint_step", r.last_checkpoint_step())
                               .Num("uptime_s", r.uptime_s()).Str("public_key", r.public_key())
                               .Str("state_dir", r.state_dir())
+                              .Int("rounds", r.rounds()).Int("bytes_sent", r.bytes_sent())
+                              .Int("bytes_received", r.bytes_received()).Int("peers", r.peers())
+                              .Int("peers_connected", r.peers_connected()).Int("listen_port", r.listen_port())
                               .Done().c_str());
     } else {
       std::printf("node        %s\n", r.node_name().c_str());
@@ -235,6 +287,11 @@ int main(int argc, char** argv) {
                   Fixed(r.val_accuracy(), 4).c_str(), static_cast<long long>(r.eval_examples()));
       std::printf("checkpoint  %lld written, last at step %lld\n", static_cast<long long>(r.checkpoints_written()),
                   static_cast<long long>(r.last_checkpoint_step()));
+      if (r.peers() > 0) {
+        std::printf("federation  %lld rounds, %d/%d neighbours connected, %s sent, %s received\n",
+                    static_cast<long long>(r.rounds()), r.peers_connected(), r.peers(),
+                    Bytes(r.bytes_sent()).c_str(), Bytes(r.bytes_received()).c_str());
+      }
       std::printf("uptime      %s\n", Duration(r.uptime_s()).c_str());
     }
     return 0;
@@ -249,12 +306,28 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  std::vector<int64_t> keep_labels;
+  if (!labels_arg.empty()) {
+    std::stringstream ss(labels_arg);
+    std::string field;
+    while (std::getline(ss, field, ',')) {
+      try {
+        size_t used = 0;
+        long long v = std::stoll(field, &used);
+        if (used != field.size() || v < 0) throw std::invalid_argument(field);
+        keep_labels.push_back(v);
+      } catch (const std::exception&) {
+        Fail("--labels: '" + field + "' is not a label (a non-negative integer)", 2);
+      }
+    }
+  }
+
   if (cmd == "ingest" || cmd == "eval") {
     auto ctx = client.Context(3600);
     if (cmd == "ingest") {
       mycel::control::IngestReply r;
       auto writer = client.stub->Ingest(ctx.get(), &r);
-      SendFiles(writer.get(), files, format);
+      SendFiles(writer.get(), files, format, keep_labels);
       writer->WritesDone();
       client.Check(writer->Finish());
       if (json) {
@@ -324,7 +397,10 @@ int main(int argc, char** argv) {
       top += "]";
       Json j;
       j.Raw("top", top);
-      if (!text.empty()) j.Str("continuation", r.continuation());
+      if (!text.empty()) {
+        // Raw bytes may not be UTF-8: the string replaces such bytes with U+FFFD.
+        j.Str("continuation", r.continuation()).Int("continuation_bytes", static_cast<int64_t>(r.continuation().size()));
+      }
       if (r.true_label() >= 0) j.Int("true_label", r.true_label());
       std::printf("%s\n", j.Done().c_str());
     } else {
@@ -340,6 +416,63 @@ int main(int argc, char** argv) {
       if (r.true_label() >= 0) std::printf("true label %lld\n", static_cast<long long>(r.true_label()));
       if (!r.continuation().empty()) std::printf("%s%s\n", text.c_str(), r.continuation().c_str());
     }
+    return 0;
+  }
+
+  if (cmd == "peers") {
+    mycel::control::PeersReply r;
+    client.Check(client.stub->Peers(client.Context(10).get(), {}, &r));
+    if (json) {
+      std::string peers = "[";
+      for (int i = 0; i < r.peers_size(); ++i) {
+        const auto& p = r.peers(i);
+        std::string refusals = "{";
+        bool first = true;
+        for (const auto& [reason, n] : p.refusals()) {
+          refusals += (first ? "" : ",") + Json::Quote(reason) + ":" + std::to_string(n);
+          first = false;
+        }
+        refusals += "}";
+        if (i) peers += ",";
+        peers += Json().Str("name", p.name()).Str("address", p.address()).Str("key_fingerprint", p.key_fingerprint())
+                     .Str("state", p.state()).Str("last_error", p.last_error())
+                     .Int("last_success_unix", p.last_success_unix()).Int("epoch", static_cast<int64_t>(p.epoch()))
+                     .Int("seq_applied", static_cast<int64_t>(p.seq_applied()))
+                     .Int("samples_trained", p.samples_trained()).Int("bytes_sent", p.bytes_sent())
+                     .Int("bytes_received", p.bytes_received()).Int("pulls_ok", p.pulls_ok())
+                     .Int("pulls_failed", p.pulls_failed()).Int("served", p.served())
+                     .Int("deltas_accepted", p.deltas_accepted()).Int("keyframes_accepted", p.keyframes_accepted())
+                     .Int("refused", p.refused()).Raw("refusals", refusals).Num("next_retry_s", p.next_retry_s())
+                     .Done();
+      }
+      peers += "]";
+      std::printf("%s\n", Json().Raw("peers", peers).Int("rounds", r.rounds()).Int("bytes_sent", r.bytes_sent())
+                              .Int("bytes_received", r.bytes_received()).Int("refused_unknown", r.refused_unknown())
+                              .Int("listen_port", r.listen_port()).Done().c_str());
+      return 0;
+    }
+    if (r.peers_size() == 0) {
+      std::printf("no neighbours pinned (add [[peers]] to the config)\n");
+      return 0;
+    }
+    std::printf("%-12s %-22s %-19s %-12s %-9s %8s %10s %10s %8s %7s  %s\n", "NAME", "ADDRESS", "KEY", "STATE",
+                "LAST", "SEQ", "SENT", "RECEIVED", "ACCEPTED", "REFUSED", "REASONS");
+    const int64_t now = static_cast<int64_t>(std::time(nullptr));
+    for (const auto& p : r.peers()) {
+      std::string last = p.last_success_unix() ? std::to_string(now - p.last_success_unix()) + "s ago" : "never";
+      std::string reasons;
+      for (const auto& [reason, n] : p.refusals()) reasons += (reasons.empty() ? "" : ", ") + reason + "=" + std::to_string(n);
+      if (!p.last_error().empty() && p.state() != "connected") reasons += (reasons.empty() ? "" : "; ") + p.last_error();
+      std::printf("%-12s %-22s %-19s %-12s %-9s %8llu %10s %10s %8lld %7lld  %s\n", p.name().c_str(),
+                  p.address().c_str(), p.key_fingerprint().c_str(), p.state().c_str(), last.c_str(),
+                  static_cast<unsigned long long>(p.seq_applied()), Bytes(p.bytes_sent()).c_str(),
+                  Bytes(p.bytes_received()).c_str(),
+                  static_cast<long long>(p.deltas_accepted() + p.keyframes_accepted()),
+                  static_cast<long long>(p.refused()), reasons.c_str());
+    }
+    std::printf("%lld rounds; %s sent, %s received; %lld requests refused from unknown callers\n",
+                static_cast<long long>(r.rounds()), Bytes(r.bytes_sent()).c_str(), Bytes(r.bytes_received()).c_str(),
+                static_cast<long long>(r.refused_unknown()));
     return 0;
   }
 

@@ -434,6 +434,19 @@ std::vector<Field> TrainingFields(TrainingOptions* o) {
   };
 }
 
+std::vector<Field> FederationFields(FederationOptions* o) {
+  return {
+      RealField("round_interval_s", &o->round_interval_s, RealPositive()),
+      IntField("local_steps", &o->local_steps, IntIn(0, 1000000)),
+      StringField("merge", &o->merge, OneOf({"metropolis", "fedavg"})),
+      RealField("mixing", &o->mixing, RealIn(0, 1, /*hi_open=*/false)),
+      StringField("codec", &o->codec, OneOf({"dense_f32"})),
+      RealField("max_delta_norm", &o->max_delta_norm, RealPositive()),
+      RealField("pull_timeout_s", &o->pull_timeout_s, RealPositive()),
+      RealField("max_backoff_s", &o->max_backoff_s, RealPositive()),
+  };
+}
+
 std::vector<Field> PeerFields(PeerOptions* o) {
   return {
       StringField("name", &o->name, PrintableName()),
@@ -479,6 +492,15 @@ absl::Status ParseModel(const Parser& p, const toml::node& n, Config* c) {
 absl::Status ParseTraining(const Parser& p, const toml::node& n, Config* c) {
   MYCEL_ASSIGN_OR_RETURN(const toml::table* t, AsTable(p, n, "[training]"));
   return ReadTable(p, *t, "[training]", TrainingFields(&c->training));
+}
+
+absl::Status ParseFederation(const Parser& p, const toml::node& n, Config* c) {
+  MYCEL_ASSIGN_OR_RETURN(const toml::table* t, AsTable(p, n, "[federation]"));
+  MYCEL_RETURN_IF_ERROR(ReadTable(p, *t, "[federation]", FederationFields(&c->federation)));
+  if (c->federation.mixing <= 0) {
+    return p.Error(LineOfKey(*t, "mixing"), "[federation] mixing: must be > 0 (got 0)");
+  }
+  return absl::OkStatus();
 }
 
 // Decodes strict standard base64 (padding required, nothing trailing).
@@ -548,6 +570,7 @@ const Section kSections[] = {
     {"node", ParseNode},
     {"model", ParseModel},
     {"training", ParseTraining},
+    {"federation", ParseFederation},
     {"peers", ParsePeers},
 };
 

@@ -49,6 +49,17 @@ struct TrainingOptions {
   int threads = 1;                     // intra-op threads for libtorch
 };
 
+struct FederationOptions {
+  double round_interval_s = 1.0;       // seconds between gossip rounds (publish, pull, merge); fractions allowed
+  int64_t local_steps = 1;             // training steps between two merges; 0 = unpaced (measured: README, "Pacing")
+  std::string merge = "metropolis";    // metropolis | fedavg (weighted by samples trained)
+  double mixing = 1.0;                 // γ: how far each merge moves toward the neighbours, in (0, 1]
+  std::string codec = "dense_f32";     // wire codec of published deltas
+  double max_delta_norm = 1e4;         // L2 bound on one received delta; larger ones are refused
+  double pull_timeout_s = 5;           // deadline of one pull from a neighbour
+  double max_backoff_s = 30;           // retry delay cap for an unreachable neighbour
+};
+
 struct PeerOptions {
   std::string name;                    // label used in logs and `mycel peers`
   std::string address;                 // "host:port"
@@ -61,6 +72,7 @@ struct Config {
   NodeOptions node;
   ModelOptions model;
   TrainingOptions training;
+  FederationOptions federation;
   std::vector<PeerOptions> peers;
 
   // Derived paths inside state_dir.

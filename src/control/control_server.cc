@@ -24,7 +24,8 @@ grpc::Status ToGrpc(const absl::Status& s) {
 
 // Reassembles files streamed as FileChunks.
 absl::Status ReadFiles(grpc::ServerReader<FileChunk>* reader, int64_t max_bytes,
-                       std::vector<UploadedFile>* files, std::string* format) {
+                       std::vector<UploadedFile>* files, std::string* format,
+                       std::vector<int64_t>* keep_labels = nullptr) {
   FileChunk chunk;
   int64_t total = 0;
   bool first = true;
@@ -32,6 +33,7 @@ absl::Status ReadFiles(grpc::ServerReader<FileChunk>* reader, int64_t max_bytes,
   while (reader->Read(&chunk)) {
     if (first) {
       *format = chunk.format();
+      if (keep_labels) keep_labels->assign(chunk.keep_labels().begin(), chunk.keep_labels().end());
       first = false;
     }
     auto it = index_of.find(chunk.file_index());
@@ -73,9 +75,10 @@ class Service final : public Control::Service {
                       IngestReply* reply) override {
     std::vector<UploadedFile> files;
     std::string format;
-    absl::Status s = ReadFiles(reader, options_.max_upload_bytes, &files, &format);
+    std::vector<int64_t> keep_labels;
+    absl::Status s = ReadFiles(reader, options_.max_upload_bytes, &files, &format, &keep_labels);
     if (!s.ok()) return ToGrpc(s);
-    auto r = handler_.Ingest(files, format);
+    auto r = handler_.Ingest(files, format, keep_labels);
     if (!r.ok()) return ToGrpc(r.status());
     *reply = std::move(r).value();
     return grpc::Status::OK;
@@ -94,6 +97,13 @@ class Service final : public Control::Service {
 
   grpc::Status Predict(grpc::ServerContext*, const PredictRequest* req, PredictReply* reply) override {
     auto r = handler_.Predict(*req);
+    if (!r.ok()) return ToGrpc(r.status());
+    *reply = std::move(r).value();
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Peers(grpc::ServerContext*, const PeersRequest*, PeersReply* reply) override {
+    auto r = handler_.GetPeers();
     if (!r.ok()) return ToGrpc(r.status());
     *reply = std::move(r).value();
     return grpc::Status::OK;

@@ -30,14 +30,17 @@ class ControlHandler {
   virtual ~ControlHandler() = default;
   virtual absl::StatusOr<mycel::control::StatusReply> GetStatus() = 0;
   virtual absl::StatusOr<mycel::control::PauseReply> SetPaused(bool paused) = 0;
+  // `keep_labels`: store only examples with these labels (empty: all).
   virtual absl::StatusOr<mycel::control::IngestReply> Ingest(const std::vector<UploadedFile>& files,
-                                                             const std::string& format) = 0;
+                                                             const std::string& format,
+                                                             const std::vector<int64_t>& keep_labels) = 0;
   virtual absl::StatusOr<mycel::control::EvalReply> Eval(const std::vector<UploadedFile>& files,
                                                          const std::string& format) = 0;
   virtual absl::StatusOr<mycel::control::PredictReply> Predict(
       const mycel::control::PredictRequest& request) = 0;
   // The current model as TorchScript bytes.
   virtual absl::StatusOr<std::string> Export() = 0;
+  virtual absl::StatusOr<mycel::control::PeersReply> GetPeers() = 0;
 };
 
 struct ControlServerOptions {

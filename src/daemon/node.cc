@@ -4,6 +4,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -14,11 +15,41 @@
 #include "crypto/identity.h"
 #include "data/example_store.h"
 #include "data/importers.h"
+#include "federation/federation.h"
+#include "peer/gossip.h"
 #include "train/checkpointer.h"
 #include "train/policy.h"
 #include "train/trainer.h"
 
 namespace mycel {
+
+// The federation's state, checkpointed atomically with the weights: the
+// trainer calls Init with the model's initial shared weights, then Load
+// during restore, and Save at every checkpoint.
+class FederationState : public train::CheckpointParticipant {
+ public:
+  FederationState(const config::Config& config) {
+    options_.merge = config.federation.merge;
+    options_.mixing = config.federation.mixing;
+    options_.codec = config.federation.codec;
+    options_.max_delta_norm = config.federation.max_delta_norm;
+    num_peers_ = static_cast<int>(config.peers.size());
+  }
+  absl::Status Init(std::vector<float> initial_shared) override {
+    MYCEL_ASSIGN_OR_RETURN(fed_, federation::Federation::Create(options_, std::move(initial_shared), num_peers_,
+                                                                num_peers_));
+    return absl::OkStatus();
+  }
+  std::string Save(bool final) override { return fed_->Serialize(final); }
+  absl::Status Load(const std::string& bytes) override { return fed_->Restore(bytes); }
+  federation::Federation& fed() { return *fed_; }
+
+ private:
+  federation::FederationOptions options_;
+  int num_peers_ = 0;
+  std::unique_ptr<federation::Federation> fed_;
+};
+
 namespace {
 constexpr char kPausedKey[] = "paused";
 
@@ -71,13 +102,37 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
   train::TrainerOptions to;
   to.model = config.model;
   to.training = config.training;
+  if (!config.peers.empty()) {
+    node->federation_ = std::make_unique<FederationState>(config);
+    to.participant = node->federation_.get();
+    to.local_steps = config.federation.local_steps;
+  }
   MYCEL_ASSIGN_OR_RETURN(node->trainer_,
                          train::Trainer::Create(to, *node->store_, *node->checkpointer_, *node->pause_));
+
+  if (node->federation_) {
+    peer::GossipOptions go;
+    go.node_name = config.node.name;
+    go.listen = config.node.listen;
+    go.fingerprint = node->trainer_->Stats().fingerprint;
+    go.federation = config.federation;
+    go.peers = config.peers;
+    train::Trainer* trainer = node->trainer_.get();
+    MYCEL_ASSIGN_OR_RETURN(
+        node->gossip_,
+        peer::Gossip::Create(go, *node->identity_, node->federation_->fed(),
+                             [trainer](std::function<bool(std::vector<float>&, int64_t)> fn) {
+                               return trainer->WithSharedParameters(std::move(fn));
+                             }));
+  } else if (!config.node.listen.empty()) {
+    Logger("node")->warn("[node] listen is set but no [[peers]] are pinned: not serving peers");
+  }
   return node;
 }
 
 absl::Status Node::Start() {
   trainer_->Start();
+  if (gossip_) MYCEL_RETURN_IF_ERROR(gossip_->Start());
   control::ControlServerOptions co;
   co.socket_path = config_.SocketPath();
   MYCEL_ASSIGN_OR_RETURN(control_, control::ControlServer::Start(co, *this));
@@ -92,10 +147,12 @@ absl::Status Node::Shutdown() {
   if (shut_down_) return absl::OkStatus();
   shut_down_ = true;
   Logger("node")->info("shutting down");
-  if (control_) control_->Shutdown();            // 1. no new RPCs
-  absl::Status s = trainer_ ? trainer_->Stop()   // 2. trainer stops between steps, final checkpoint
+  if (control_) control_->Shutdown();            // 1. no new control RPCs
+  if (gossip_) gossip_->Stop();                  // 2. no more rounds; peer server stopped
+  absl::Status s = trainer_ ? trainer_->Stop()   // 3. trainer stops between steps, final checkpoint
                             : absl::OkStatus();
   control_.reset();
+  gossip_.reset();
   trainer_.reset();
   store_.reset();                                // 3. close the store
   Logger("node")->info("shutdown complete{}", s.ok() ? "" : std::string(": ") + std::string(s.message()));
@@ -125,6 +182,17 @@ absl::StatusOr<control::StatusReply> Node::GetStatus() {
   r.set_last_checkpoint_step(st.last_checkpoint_step);
   r.set_eval_examples(st.eval_examples);
   r.set_state_dir(config_.node.state_dir);
+  r.set_peers(static_cast<int32_t>(config_.peers.size()));
+  if (gossip_) {
+    auto totals = gossip_->Totals();
+    r.set_rounds(totals.rounds);
+    r.set_bytes_sent(totals.bytes_sent);
+    r.set_bytes_received(totals.bytes_received);
+    r.set_listen_port(totals.listen_port);
+    int connected = 0;
+    for (const auto& p : gossip_->Peers()) connected += p.state == "connected";
+    r.set_peers_connected(connected);
+  }
   return r;
 }
 
@@ -140,12 +208,21 @@ absl::StatusOr<control::PauseReply> Node::SetPaused(bool paused) {
 }
 
 absl::StatusOr<control::IngestReply> Node::Ingest(const std::vector<control::UploadedFile>& files,
-                                                  const std::string& format) {
+                                                  const std::string& format,
+                                                  const std::vector<int64_t>& keep_labels) {
   MYCEL_ASSIGN_OR_RETURN(auto fmt, data::ParseFormat(format));
   auto examples = data::ImportFiles(ToBlobs(files), fmt, trainer_->example_shape());
   if (!examples.ok()) {
     Logger("control")->warn("ingest refused: {}", examples.status().message());
     return examples.status();
+  }
+  if (!keep_labels.empty()) {
+    std::vector<data::Example> kept;
+    for (auto& e : *examples) {
+      if (std::find(keep_labels.begin(), keep_labels.end(), e.label) != keep_labels.end()) kept.push_back(std::move(e));
+    }
+    examples->swap(kept);
+    if (examples->empty()) return absl::InvalidArgumentError("no example has one of the --labels given");
   }
   auto added = store_->Add(*examples);
   if (!added.ok()) {
@@ -220,6 +297,40 @@ absl::StatusOr<control::PredictReply> Node::Predict(const control::PredictReques
   }
   MYCEL_ASSIGN_OR_RETURN(auto top, trainer_->Classify(example, top_k));
   add_top(top);
+  return r;
+}
+
+absl::StatusOr<control::PeersReply> Node::GetPeers() {
+  control::PeersReply r;
+  if (!gossip_) return r;
+  auto totals = gossip_->Totals();
+  r.set_rounds(totals.rounds);
+  r.set_bytes_sent(totals.bytes_sent);
+  r.set_bytes_received(totals.bytes_received);
+  r.set_refused_unknown(totals.refused_unknown);
+  r.set_listen_port(totals.listen_port);
+  for (const auto& p : gossip_->Peers()) {
+    auto* info = r.add_peers();
+    info->set_name(p.name);
+    info->set_address(p.address);
+    info->set_key_fingerprint(p.key_fingerprint);
+    info->set_state(p.state);
+    info->set_last_error(p.last_error);
+    info->set_last_success_unix(p.last_success_unix);
+    info->set_epoch(p.epoch);
+    info->set_seq_applied(p.seq_applied);
+    info->set_samples_trained(p.samples_trained);
+    info->set_bytes_sent(p.bytes_sent);
+    info->set_bytes_received(p.bytes_received);
+    info->set_pulls_ok(p.pulls_ok);
+    info->set_pulls_failed(p.pulls_failed);
+    info->set_served(p.served);
+    info->set_deltas_accepted(p.deltas_accepted);
+    info->set_keyframes_accepted(p.keyframes_accepted);
+    info->set_refused(p.refused);
+    for (const auto& [reason, n] : p.refusals) (*info->mutable_refusals())[reason] = n;
+    info->set_next_retry_s(p.next_retry_s);
+  }
   return r;
 }
 

@@ -1,11 +1,12 @@
 // Node: one mycel daemon, wired. Owns start and stop order.
 //
 // Create() takes the state directory's lock (one daemon per state dir),
-// loads or creates the identity, opens the example store, the checkpointer
-// and the trainer (which resumes from the newest valid checkpoint), then
-// Start() starts the trainer and the control API. Shutdown() runs the one
-// order: stop accepting RPCs, stop the trainer between two steps and write a
-// final checkpoint, close the store. Members are declared in dependency order
+// loads or creates the identity, opens the example store, the checkpointer,
+// the federation state and the trainer (which resumes weights and federation
+// state from the newest valid checkpoint), then Start() starts the trainer,
+// the peering layer and the control API. Shutdown() runs the one order: stop
+// accepting control RPCs, stop gossip rounds and the peer server, stop the
+// trainer between two steps and write a final checkpoint, close the store. Members are declared in dependency order
 // so destruction runs in reverse.
 //
 // Thread-safety: the ControlHandler methods are called concurrently by the
@@ -23,6 +24,8 @@ namespace mycel {
 namespace crypto { class Identity; }
 namespace data { class ExampleStore; }
 namespace train { class Checkpointer; class PausePolicy; class Trainer; }
+namespace peer { class Gossip; }
+class FederationState;
 
 class Node : public control::ControlHandler {
  public:
@@ -39,11 +42,13 @@ class Node : public control::ControlHandler {
   absl::StatusOr<control::StatusReply> GetStatus() override;
   absl::StatusOr<control::PauseReply> SetPaused(bool paused) override;
   absl::StatusOr<control::IngestReply> Ingest(const std::vector<control::UploadedFile>& files,
-                                              const std::string& format) override;
+                                              const std::string& format,
+                                              const std::vector<int64_t>& keep_labels) override;
   absl::StatusOr<control::EvalReply> Eval(const std::vector<control::UploadedFile>& files,
                                           const std::string& format) override;
   absl::StatusOr<control::PredictReply> Predict(const control::PredictRequest& request) override;
   absl::StatusOr<std::string> Export() override;
+  absl::StatusOr<control::PeersReply> GetPeers() override;
 
  private:
   explicit Node(const config::Config& config);
@@ -55,7 +60,9 @@ class Node : public control::ControlHandler {
   std::unique_ptr<data::ExampleStore> store_;
   std::unique_ptr<train::Checkpointer> checkpointer_;
   std::unique_ptr<train::PausePolicy> pause_;
+  std::unique_ptr<FederationState> federation_;         // null without pinned peers
   std::unique_ptr<train::Trainer> trainer_;
+  std::unique_ptr<peer::Gossip> gossip_;
   std::unique_ptr<control::ControlServer> control_;
   bool shut_down_ = false;
 };

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -88,6 +89,8 @@ struct Trainer::Impl {
   double rate_window_start = 0;
   int64_t rate_window_steps = 0;
   PolicyDecision decision;
+  int64_t steps_since_round = 0;
+  int64_t shared_numel = 0;
 
   // ---- shared state ----
   mutable std::mutex mu;
@@ -102,8 +105,10 @@ struct Trainer::Impl {
 
   absl::Status Init();
   absl::Status Restore();
-  std::string EncodeCheckpoint();
-  absl::Status WriteCheckpoint(const char* why);
+  std::string EncodeCheckpoint(bool final);
+  absl::Status WriteCheckpoint(const char* why, bool final = false);
+  void CopyShared(std::vector<float>* out);
+  void WriteShared(const std::vector<float>& in);
   void Loop();
   void Step();
   void MaybeRefresh(double now, bool force);
@@ -153,6 +158,14 @@ absl::Status Trainer::Impl::Init() {
   stats.shared_parameters = model->shared_parameter_count();
   stats.fingerprint = model->Fingerprint();
   stats.train_loss = stats.val_loss = stats.val_accuracy = kNaN;
+  for (const auto& p : model->parameters()) {
+    if (p.shared) shared_numel += p.tensor.numel();
+  }
+  if (options.participant) {
+    std::vector<float> initial;
+    CopyShared(&initial);
+    MYCEL_RETURN_IF_ERROR(options.participant->Init(std::move(initial)));
+  }
   if (options.restore) MYCEL_RETURN_IF_ERROR(Restore());
   double now = clock->MonotonicSeconds();
   last_eval_time = now - options.training.eval_interval_s;  // evaluate soon after data appears
@@ -161,7 +174,29 @@ absl::Status Trainer::Impl::Init() {
   return absl::OkStatus();
 }
 
-std::string Trainer::Impl::EncodeCheckpoint() {
+void Trainer::Impl::CopyShared(std::vector<float>* out) {
+  out->resize(shared_numel);
+  float* dst = out->data();
+  for (const auto& p : model->parameters()) {
+    if (!p.shared) continue;
+    auto t = p.tensor.detach().contiguous();
+    std::memcpy(dst, t.data_ptr<float>(), t.numel() * sizeof(float));
+    dst += t.numel();
+  }
+}
+
+void Trainer::Impl::WriteShared(const std::vector<float>& in) {
+  torch::NoGradGuard no_grad;
+  const float* src = in.data();
+  for (const auto& p : model->parameters()) {
+    if (!p.shared) continue;
+    auto view = torch::from_blob(const_cast<float*>(src), p.tensor.sizes(), torch::kFloat);
+    p.tensor.copy_(view);
+    src += p.tensor.numel();
+  }
+}
+
+std::string Trainer::Impl::EncodeCheckpoint(bool final) {
   Sections sections;
   std::string meta;
   meta += MetaLine("version", "1");
@@ -169,7 +204,6 @@ std::string Trainer::Impl::EncodeCheckpoint() {
   meta += MetaLine("fingerprint", model->Fingerprint());
   meta += MetaLine("steps", std::to_string(stats.steps));
   meta += MetaLine("samples_trained", std::to_string(stats.samples_trained));
-  sections.Put("meta", meta);
   auto params = model::SaveTensors(model->parameters());
   sections.Put("params", params.ok() ? *params : std::string());
   std::ostringstream os;
@@ -177,6 +211,9 @@ std::string Trainer::Impl::EncodeCheckpoint() {
   optimizer->save(archive);
   archive.save_to(os);
   sections.Put("optimizer", os.str());
+  if (options.participant) sections.Put("federation", options.participant->Save(final));
+  meta += MetaLine("rounds", std::to_string(stats.rounds));
+  sections.Put("meta", meta);
   return sections.Encode();
 }
 
@@ -213,16 +250,22 @@ absl::Status Trainer::Impl::Restore() {
   }
   stats.steps = std::stoll("0" + MetaValue(*meta, "steps"));
   stats.samples_trained = std::stoll("0" + MetaValue(*meta, "samples_trained"));
+  stats.rounds = std::stoll("0" + MetaValue(*meta, "rounds"));
+  if (options.participant) {
+    if (const std::string* fed = sections.Get("federation"); fed && !fed->empty()) {
+      MYCEL_RETURN_IF_ERROR(Annotate(options.participant->Load(*fed), loaded->path));
+    }
+  }
   stats.last_checkpoint_step = stats.steps;
   Logger("train")->info("resumed from {} at step {} ({} samples trained)", loaded->path, stats.steps,
                         stats.samples_trained);
   return absl::OkStatus();
 }
 
-absl::Status Trainer::Impl::WriteCheckpoint(const char* why) {
+absl::Status Trainer::Impl::WriteCheckpoint(const char* why, bool final) {
   std::string payload;
   try {
-    payload = EncodeCheckpoint();
+    payload = EncodeCheckpoint(final);
   } catch (const c10::Error& e) {
     return absl::InternalError(std::string("encoding checkpoint: ") + e.what_without_backtrace());
   }
@@ -333,6 +376,7 @@ void Trainer::Impl::Step() {
   double l = loss.item<double>();
   loss_ema = std::isnan(loss_ema) ? l : (1 - kLossEmaAlpha) * loss_ema + kLossEmaAlpha * l;
   rate_window_steps++;
+  steps_since_round++;
   std::lock_guard<std::mutex> lock(mu);
   stats.steps++;
   stats.samples_trained += batch;
@@ -372,13 +416,19 @@ void Trainer::Impl::Loop() {
     } else if (sampler->size() == 0) {
       idle_state = "waiting_for_data";
       idle_reason = "waiting for data";
+    } else if (options.local_steps > 0 && steps_since_round >= options.local_steps) {
+      // Paced: this round's local steps are done; the next merge opens more.
+      idle_state = "training";
+      idle_reason = "waiting for the next merge round";
     }
     if (!idle_state.empty()) {
       SetState(idle_state, idle_reason);
       std::unique_lock<std::mutex> lock(mu);
       cv.wait_for(lock, std::chrono::milliseconds(200),
                   [&] { return stop_requested || data_dirty || !tasks.empty(); });
-      last_policy_time = -1e9;  // re-ask the policy after any wake-up
+      if (idle_reason != "waiting for the next merge round") {
+        last_policy_time = -1e9;  // re-ask the policy after any wake-up
+      }
       continue;
     }
     SetState("training", "training");
@@ -452,7 +502,7 @@ absl::Status Trainer::Stop() {
   }
   impl_->DrainTasks();  // anyone still waiting gets an answer
   impl_->SetState("stopped", "stopped");
-  return impl_->WriteCheckpoint("shutdown");
+  return impl_->WriteCheckpoint("shutdown", /*final=*/true);
 }
 
 TrainerStats Trainer::Stats() const {
@@ -557,6 +607,31 @@ absl::Status Trainer::Export(const std::string& path) {
   Impl* impl = impl_.get();
   return impl->RunOnTrainer<absl::Status>([impl, &path] { return impl->model->Export(path); });
 }
+
+absl::Status Trainer::WithSharedParameters(
+    std::function<bool(std::vector<float>& shared, int64_t samples_trained)> fn) {
+  Impl* impl = impl_.get();
+  return impl->RunOnTrainer<absl::Status>([impl, &fn]() -> absl::Status {
+    try {
+      std::vector<float> shared;
+      impl->CopyShared(&shared);
+      int64_t samples;
+      {
+        std::lock_guard<std::mutex> lock(impl->mu);
+        samples = impl->stats.samples_trained;
+      }
+      if (fn(shared, samples)) impl->WriteShared(shared);
+      impl->steps_since_round = 0;
+      std::lock_guard<std::mutex> lock(impl->mu);
+      impl->stats.rounds++;
+      return absl::OkStatus();
+    } catch (const c10::Error& e) {
+      return absl::InternalError(std::string("merge: ") + e.what_without_backtrace());
+    }
+  });
+}
+
+int64_t Trainer::shared_size() const { return impl_->shared_numel; }
 
 absl::Status Trainer::CheckpointNow() {
   Impl* impl = impl_.get();

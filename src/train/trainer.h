@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -34,11 +35,29 @@
 
 namespace mycel::train {
 
+// Something whose state must be checkpointed atomically with the weights
+// (the federation's public copy, mirrors and sequence numbers). Called on the
+// trainer thread (Init and Load during Create; Save at each checkpoint).
+class CheckpointParticipant {
+ public:
+  virtual ~CheckpointParticipant() = default;
+  // The model's initial shared parameters, flattened, before any restore.
+  virtual absl::Status Init(std::vector<float> initial_shared) = 0;
+  // `final`: the last checkpoint of an orderly shutdown.
+  virtual std::string Save(bool final) = 0;
+  virtual absl::Status Load(const std::string& bytes) = 0;
+};
+
 struct TrainerOptions {
   config::ModelOptions model;
   config::TrainingOptions training;
   bool lowest_priority = true;   // nice 19 + SCHED_IDLE on the trainer thread
   bool restore = true;           // load the newest checkpoint in Create
+  // Pacing: at most this many steps between two WithSharedParameters calls
+  // (merge rounds); 0 = unpaced. Nodes whose data differ drift apart if they
+  // train thousands of steps between merges.
+  int64_t local_steps = 0;
+  CheckpointParticipant* participant = nullptr;  // not owned; outlives the trainer
 };
 
 struct TrainerStats {
@@ -46,6 +65,7 @@ struct TrainerStats {
   std::string reason = "starting";
   int64_t steps = 0;
   int64_t samples_trained = 0;
+  int64_t rounds = 0;               // WithSharedParameters calls (merge rounds)
   double train_loss = 0;            // NaN until the first step
   double val_loss = 0;              // NaN until the first validation pass
   double val_accuracy = 0;          // NaN until the first validation pass
@@ -93,6 +113,13 @@ class Trainer {
   absl::StatusOr<std::pair<std::vector<std::pair<int64_t, double>>, std::string>> PredictText(
       const std::string& prompt, int top_k, int generate);
   absl::Status Export(const std::string& path);
+
+  // Runs fn(shared, samples_trained) on the trainer thread between two steps,
+  // with the shared parameters flattened in Model::parameters() order; if fn
+  // returns true the values are written back into the model. Opens the next
+  // local_steps budget. This is how merges reach the weights.
+  absl::Status WithSharedParameters(std::function<bool(std::vector<float>& shared, int64_t samples_trained)> fn);
+  int64_t shared_size() const;
   absl::Status CheckpointNow();
 
   // Benchmark hook: trains `steps` batches on the calling thread (Start() not called).

@@ -1,0 +1,105 @@
+// Gossip: the peering layer of one node — the Peer gRPC server that answers
+// neighbours' pulls, and the round loop that pulls from every pinned
+// neighbour, then publishes and merges through the trainer.
+//
+// Each round (every round_interval_s):
+//   1. for each neighbour that is due: Pull(after = its mirror's cursor),
+//      authenticate and open the reply (crypto::ClientSession), validate and
+//      apply it to the mirror (federation::Federation::Apply). A neighbour that
+//      does not answer is retried with exponential backoff (capped at
+//      max_backoff_s) and never stalls the others: each pull has a deadline.
+//   2. through the trainer, between two steps: Publish(x) then Merge(x).
+// Serving: a pull is verified cheapest-first (crypto::ServerSession), then
+// answered from the federation's log or with a keyframe, sealed in chunks.
+//
+// Every refusal (ours of a caller, or ours of a reply) is counted per
+// neighbour and per reason, logged once per (neighbour, reason), and never
+// reaches the model. Thread-safe: Peers()/Totals() from any thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "config/config.h"
+
+namespace mycel {
+namespace crypto { class Identity; }
+namespace federation { class Federation; }
+
+namespace peer {
+
+// Runs fn(shared, samples_trained) on the trainer between steps; writes back if fn returns true.
+using SharedParametersFn =
+    std::function<absl::Status(std::function<bool(std::vector<float>&, int64_t)>)>;
+
+struct GossipOptions {
+  std::string node_name;
+  std::string listen;                      // "" = do not serve
+  std::string fingerprint;                 // of the shared model
+  config::FederationOptions federation;
+  std::vector<config::PeerOptions> peers;  // pinned neighbours, index = mirror index
+  int64_t max_answer_bytes = int64_t{1} << 31;  // refuse replies claiming more
+};
+
+struct PeerStatus {
+  std::string name;
+  std::string address;
+  std::string key_fingerprint;
+  std::string state = "never";             // never | connected | unreachable | rejected
+  std::string last_error;
+  int64_t last_success_unix = 0;
+  uint64_t epoch = 0;
+  uint64_t seq_applied = 0;
+  int64_t samples_trained = 0;
+  int64_t bytes_sent = 0;                  // served to this neighbour
+  int64_t bytes_received = 0;              // pulled from it
+  int64_t pulls_ok = 0;
+  int64_t pulls_failed = 0;
+  int64_t served = 0;
+  int64_t deltas_accepted = 0;
+  int64_t keyframes_accepted = 0;
+  int64_t refused = 0;                     // updates or requests refused, all reasons
+  std::map<std::string, int64_t> refusals; // reason → count
+  double next_retry_s = 0;                 // seconds until the next attempt (backoff)
+};
+
+struct GossipTotals {
+  int64_t rounds = 0;
+  int64_t bytes_sent = 0;
+  int64_t bytes_received = 0;
+  int64_t refused_unknown = 0;             // requests from keys that are not pinned, or unparseable
+  int listen_port = 0;
+};
+
+class Gossip {
+ public:
+  static absl::StatusOr<std::unique_ptr<Gossip>> Create(const GossipOptions& options,
+                                                        const crypto::Identity& identity,
+                                                        federation::Federation& federation,
+                                                        SharedParametersFn with_shared);
+  ~Gossip();
+  Gossip(const Gossip&) = delete;
+  Gossip& operator=(const Gossip&) = delete;
+
+  // Starts the peer server (if listen is set) and the round loop.
+  absl::Status Start();
+  // Stops the round loop (after the current round), then the server. Idempotent.
+  void Stop();
+
+  std::vector<PeerStatus> Peers() const;
+  GossipTotals Totals() const;
+
+  struct Impl;
+
+ private:
+  explicit Gossip(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace peer
+}  // namespace mycel
