@@ -41,9 +41,9 @@ show() {
   mycel status --json | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
-fmt = lambda v, d=4: "-" if v is None else f"{v:.{d}f}"
-print(f"  {s[\"state\"]:<17} steps {s[\"steps\"]:>7}  samples {s[\"samples_trained\"]:>8}  "
-      f"train loss {fmt(s[\"train_loss\"])}  val loss {fmt(s[\"val_loss\"])}  val acc {fmt(s[\"val_accuracy\"])}")'
+fmt = lambda v: "-" if v is None else "%.4f" % v
+print("  %-17s steps %7d  samples %8d  train loss %s  val loss %s  val acc %s" % (
+    s["state"], s["steps"], s["samples_trained"], fmt(s["train_loss"]), fmt(s["val_loss"]), fmt(s["val_accuracy"])))'
 }
 
 echo "== training: held-out accuracy climbs (${TRAIN_SECONDS}s) =="
