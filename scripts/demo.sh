@@ -4,12 +4,14 @@
 # feeds it Fashion-MNIST from Debian's package, shows it learning, pauses and
 # resumes it, evaluates on the held-out test set, exports the model and shuts
 # the daemon down cleanly. A few minutes on 2 cores.
-#   MYCEL_DEMO_SECONDS=60 scripts/demo.sh    how long to watch it train
+# Then the federated half (scripts/federation-demo.sh): five daemons in a ring,
+# two classes each, learning all ten together, beside a node alone.
+#   MYCEL_DEMO_SECONDS=40 MYCEL_FED_SECONDS=150 scripts/demo.sh   how long each half trains
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DATA=/usr/share/datasets/fashion-mnist
-TRAIN_SECONDS=${MYCEL_DEMO_SECONDS:-60}
+TRAIN_SECONDS=${MYCEL_DEMO_SECONDS:-40}
 
 echo "== building (first run: a few minutes) =="
 scripts/build.sh 2>&1 | grep -E "error|warning: unused|^\[100%\]" || true
@@ -80,4 +82,7 @@ PID=""
 echo "myceld exited with status $rc"
 grep -E "checkpoint .* written \(shutdown\)" "$LOG" | tail -1 | sed 's/^/  /'
 echo "state dir kept at $MYCEL_DEMO_STATE"
-exit $rc
+[ "$rc" -eq 0 ] || exit "$rc"
+
+echo
+MYCEL_FED_SECONDS=${MYCEL_FED_SECONDS:-150} scripts/federation-demo.sh

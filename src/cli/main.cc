@@ -12,6 +12,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -190,6 +191,11 @@ int main(int argc, char** argv) {
   bool json = false;
   auto* status_cmd = app.add_subcommand("status", "what the daemon is doing and why");
   status_cmd->add_flag("--json", json, "print JSON");
+  bool watch = false;
+  double watch_interval = 1.0;
+  status_cmd->add_flag("--watch", watch, "refresh in place, like top (Ctrl-C to quit)");
+  status_cmd->add_option("--interval", watch_interval, "seconds between refreshes with --watch")
+      ->check(CLI::Range(0.1, 3600.0));
 
   app.add_subcommand("pause", "stop training (survives a daemon restart)");
   app.add_subcommand("resume", "resume training");
@@ -253,8 +259,15 @@ int main(int argc, char** argv) {
   Client client(socket_override.empty() ? config->SocketPath() : socket_override);
 
   if (cmd == "status") {
+    for (bool first = true;; first = false) {
     mycel::control::StatusReply r;
-    client.Check(client.stub->Status(client.Context(10).get(), {}, &r));
+    grpc::Status gs = client.stub->Status(client.Context(10).get(), {}, &r);
+    if (!gs.ok() && watch && !first) {
+      std::printf("\nmyceld stopped answering (%s)\n", gs.error_message().c_str());
+      return 1;
+    }
+    client.Check(gs);
+    if (watch) std::printf("\x1b[H\x1b[2J");  // home + clear: redraw in place
     if (json) {
       std::printf("%s\n", Json()
                               .Str("node", r.node_name()).Str("state", r.state()).Str("reason", r.reason())
@@ -294,7 +307,10 @@ int main(int argc, char** argv) {
       }
       std::printf("uptime      %s\n", Duration(r.uptime_s()).c_str());
     }
-    return 0;
+    if (!watch) return 0;
+    std::fflush(stdout);
+    std::this_thread::sleep_for(std::chrono::duration<double>(watch_interval));
+    }
   }
 
   if (cmd == "pause" || cmd == "resume") {

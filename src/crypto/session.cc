@@ -55,6 +55,7 @@ constexpr char kKdfLabel[] = "mycel/session/v1/s2c";
 static_assert(sizeof(kHelloMagic) == kMagicLen + 1 && sizeof(kReplyMagic) == kMagicLen + 1);
 static_assert(crypto_kx_PUBLICKEYBYTES == kPkLen && crypto_sign_PUBLICKEYBYTES == kPkLen);
 static_assert(crypto_kx_SESSIONKEYBYTES == crypto_secretstream_xchacha20poly1305_KEYBYTES);
+static_assert(kSealOverheadBytes == crypto_secretstream_xchacha20poly1305_ABYTES);
 static_assert(crypto_generichash_KEYBYTES_MIN <= crypto_kx_SESSIONKEYBYTES &&
               crypto_kx_SESSIONKEYBYTES <= crypto_generichash_KEYBYTES_MAX);
 
@@ -338,6 +339,12 @@ absl::StatusOr<std::string> ClientSession::AcceptReply(std::string_view reply) {
 }
 
 absl::StatusOr<std::string> ClientSession::Open(std::string_view sealed, bool* final) {
+  std::string plain;
+  MYCEL_RETURN_IF_ERROR(OpenAppend(sealed, &plain, final));
+  return plain;
+}
+
+absl::Status ClientSession::OpenAppend(std::string_view sealed, std::string* out, bool* final) {
   if (final != nullptr) *final = false;
   if (!stream_started_) return absl::FailedPreconditionError("Open before AcceptReply");
   if (finished_) return absl::FailedPreconditionError("Open after the final chunk");
@@ -347,29 +354,36 @@ absl::StatusOr<std::string> ClientSession::Open(std::string_view sealed, bool* f
     return Refuse("tampered", absl::StrCat("chunk of ", sealed.size(), " bytes is too short"),
                   absl::StatusCode::kDataLoss);
   }
-  std::string plain(sealed.size() - crypto_secretstream_xchacha20poly1305_ABYTES, '\0');
+  const size_t at = out->size();
+  // Grows by exactly the plaintext length: a caller that reserved the whole
+  // payload up front never reallocates here.
+  out->resize(at + sealed.size() - crypto_secretstream_xchacha20poly1305_ABYTES);
   unsigned long long plain_len = 0;
   unsigned char tag = 0;
-  if (crypto_secretstream_xchacha20poly1305_pull(&secrets_->b->state, U(plain), &plain_len, &tag,
-                                                 U(sealed), sealed.size(), U(reply_hash_),
-                                                 reply_hash_.size()) != 0) {
+  if (crypto_secretstream_xchacha20poly1305_pull(
+          &secrets_->b->state, reinterpret_cast<unsigned char*>(out->data() + at), &plain_len,
+          &tag, U(sealed), sealed.size(), U(reply_hash_), reply_hash_.size()) != 0) {
     failed_ = true;
+    out->resize(at);
     return Refuse("tampered", "chunk failed authentication (modified, reordered or foreign)",
                   absl::StatusCode::kDataLoss);
   }
   if (tag != crypto_secretstream_xchacha20poly1305_TAG_MESSAGE &&
       tag != crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
     failed_ = true;
+    // Authenticated but unusable: do not leave its plaintext behind.
+    sodium_memzero(out->data() + at, out->size() - at);
+    out->resize(at);
     return Refuse("malformed", absl::StrCat("unexpected chunk tag ", static_cast<int>(tag)),
                   absl::StatusCode::kInvalidArgument);
   }
-  plain.resize(static_cast<size_t>(plain_len));
+  out->resize(at + static_cast<size_t>(plain_len));
   if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
     finished_ = true;
     if (final != nullptr) *final = true;
     sodium_memzero(&secrets_->b->state, sizeof(secrets_->b->state));
   }
-  return plain;
+  return absl::OkStatus();
 }
 
 absl::Status ClientSession::Finish() const {
@@ -499,20 +513,26 @@ absl::StatusOr<std::string> ServerSession::Reply(std::string_view header) {
 }
 
 std::string ServerSession::Seal(std::string_view plaintext, bool final) {
-  if (!stream_started_ || sealed_final_) return std::string();
-  std::string out(plaintext.size() + crypto_secretstream_xchacha20poly1305_ABYTES, '\0');
+  std::string out;
+  SealTo(plaintext, final, &out);
+  return out;
+}
+
+void ServerSession::SealTo(std::string_view plaintext, bool final, std::string* out) {
+  out->clear();
+  if (!stream_started_ || sealed_final_) return;
+  out->resize(plaintext.size() + crypto_secretstream_xchacha20poly1305_ABYTES);
   unsigned long long out_len = 0;
   crypto_secretstream_xchacha20poly1305_push(
-      &secrets_->b->state, U(out), &out_len, U(plaintext), plaintext.size(), U(reply_hash_),
+      &secrets_->b->state, U(*out), &out_len, U(plaintext), plaintext.size(), U(reply_hash_),
       reply_hash_.size(),
       final ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
             : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
-  out.resize(static_cast<size_t>(out_len));
+  out->resize(static_cast<size_t>(out_len));
   if (final) {
     sealed_final_ = true;
     sodium_memzero(&secrets_->b->state, sizeof(secrets_->b->state));
   }
-  return out;
 }
 
 }  // namespace mycel::crypto

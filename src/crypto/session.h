@@ -45,6 +45,7 @@ namespace mycel::crypto {
 inline constexpr uint32_t kSessionVersion = 1;
 inline constexpr size_t kMaxRequestBytes = 4096;   // opaque request part of a Hello
 inline constexpr size_t kMaxHeaderBytes = 4096;    // opaque header part of a Reply
+inline constexpr size_t kSealOverheadBytes = 17;   // a sealed chunk = plaintext + this
 
 // Parsed, verified Hello as the server sees it.
 struct VerifiedHello {
@@ -102,6 +103,11 @@ class ClientSession {
   // "tampered" (auth failure), "truncated" (stream ended without FINAL: call
   // Finish()).
   absl::StatusOr<std::string> Open(std::string_view sealed, bool* final);
+  // Like Open, but decrypts straight into the tail of *out (appended; no
+  // temporary). On error *out is restored to its size on entry (its capacity
+  // may have grown by at most the chunk's length) and the stream is dead, as
+  // with Open. Same errors as Open.
+  absl::Status OpenAppend(std::string_view sealed, std::string* out, bool* final);
   // OK only if the FINAL chunk was opened.
   absl::Status Finish() const;
 
@@ -135,6 +141,10 @@ class ServerSession {
   // Misuse (before Reply, or after the final chunk) returns an empty string,
   // which the client refuses as "tampered".
   std::string Seal(std::string_view plaintext, bool final);
+  // Like Seal, but writes the sealed chunk into *out (replacing its contents,
+  // reusing its capacity), so a caller streaming many chunks allocates once.
+  // `plaintext` must not overlap *out. Misuse leaves *out empty, as Seal.
+  void SealTo(std::string_view plaintext, bool final, std::string* out);
 
  private:
   ServerSession();

@@ -60,6 +60,32 @@ struct PullAnswer {
   int32_t degree = 0;                 // neighbours pinned, for Metropolis weights
 };
 
+// Answer() without copying the deltas: each is shared with our log (a
+// published delta never changes; it stays alive while a reader holds it, even
+// after it falls out of the log). `answer` carries every other field, its
+// `deltas` stay empty; a keyframe is in answer.public_copy as with Answer().
+struct SharedPullAnswer {
+  PullAnswer answer;
+  std::vector<std::shared_ptr<const std::string>> deltas;  // encoded q's, in order
+};
+
+// A neighbour's answer as views into the caller's buffers, so a received
+// payload is applied without first copying it into a PullAnswer. Same fields
+// and meaning as PullAnswer; the viewed bytes need only outlive Apply().
+struct PullAnswerView {
+  uint64_t epoch = 0;
+  uint64_t from_seq = 0;
+  uint64_t to_seq = 0;
+  bool keyframe = false;
+  std::string codec;
+  std::vector<std::string_view> deltas;   // encoded q's, in order (when !keyframe)
+  // When keyframe: x̂ as size() raw floats, the bytes exactly as a
+  // std::vector<float> holds them (no alignment needed).
+  std::string_view public_copy_bytes;
+  int64_t samples_trained = 0;
+  int32_t degree = 0;
+};
+
 struct MirrorStats {
   bool initialized = false;
   uint64_t epoch = 0;
@@ -93,8 +119,12 @@ class Federation {
   // Our answer to a neighbour who has (epoch, after_seq): deltas if our log
   // holds them, else a keyframe. epoch 0 = "nothing yet".
   PullAnswer Answer(uint64_t epoch, uint64_t after_seq) const;
+  // The same answer, with the deltas shared with the log instead of copied.
+  SharedPullAnswer AnswerShared(uint64_t epoch, uint64_t after_seq) const;
   // Applies a neighbour's answer to mirror `peer`; on error nothing changes.
   absl::Status Apply(int peer, const PullAnswer& answer);
+  // The same from views (no copy of the payload needed first).
+  absl::Status Apply(int peer, const PullAnswerView& answer);
   // What to ask neighbour `peer` for next: (epoch, after_seq).
   std::pair<uint64_t, uint64_t> Cursor(int peer) const;
 

@@ -19,39 +19,13 @@
 #include "crypto/session.h"
 #include "federation/federation.h"
 #include "peer.grpc.pb.h"
+#include "peer/payload.h"
 
 namespace mycel::peer {
 namespace {
 
-constexpr size_t kChunkBytes = 1 << 20;      // sealed payload piece, well under gRPC's 4 MB limit
 constexpr int kMaxRequestMessage = 64 << 10; // a Pull request is a Hello of a few KB
-constexpr uint32_t kMaxDeltasPerAnswer = 100000;
-
-void PutU64(std::string* out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-bool GetU64(std::string_view* in, uint64_t* v) {
-  if (in->size() < 8) return false;
-  *v = 0;
-  for (int i = 0; i < 8; ++i) *v |= static_cast<uint64_t>(static_cast<unsigned char>((*in)[i])) << (8 * i);
-  in->remove_prefix(8);
-  return true;
-}
-
-// Payload: keyframe = size floats (LE); deltas = count × (u64 length, bytes).
-std::string EncodePayload(const federation::PullAnswer& a) {
-  std::string out;
-  if (a.keyframe) {
-    out.resize(a.public_copy.size() * sizeof(float));
-    std::memcpy(out.data(), a.public_copy.data(), out.size());
-    return out;
-  }
-  for (const auto& q : a.deltas) {
-    PutU64(&out, q.size());
-    out += q;
-  }
-  return out;
-}
+// The payload format, its chunking and its bounds: peer/payload.h.
 
 absl::Status Refuse(const std::string& reason, const std::string& detail) {
   return absl::InvalidArgumentError(reason + ": " + detail);
@@ -69,13 +43,14 @@ std::string Reason(const absl::Status& s) {
 
 struct Gossip::Impl : public Peer::Service {
   Impl(const GossipOptions& o, const crypto::Identity& id, federation::Federation& f, SharedParametersFn w)
-      : options(o), identity(id), fed(f), with_shared(std::move(w)) {}
+      : options(o), identity(id), fed(f), with_shared(std::move(w)), rx(ReceiveBufferKeepBytes(f.size())) {}
 
   const GossipOptions options;
   const crypto::Identity& identity;
   federation::Federation& fed;
   SharedParametersFn with_shared;
   crypto::ReplayGuard replay;
+  ReceiveBuffer rx;                                      // pulled payloads land here; loop thread only
   std::vector<std::string> pinned;                       // raw keys, index = peer index
   std::vector<std::unique_ptr<Peer::Stub>> stubs;
 
@@ -139,8 +114,10 @@ struct Gossip::Impl : public Peer::Service {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                           "fingerprint_mismatch: model " + params.fingerprint() + " is not " + options.fingerprint);
     }
-    federation::PullAnswer answer = fed.Answer(params.epoch(), params.after_seq());
-    std::string payload = EncodePayload(answer);
+    // The deltas stay shared with the log; the payload is sealed from them in place.
+    federation::SharedPullAnswer shared = fed.AnswerShared(params.epoch(), params.after_seq());
+    const federation::PullAnswer& answer = shared.answer;
+    PayloadPieces payload(shared);
     PullHeader header;
     header.set_epoch(answer.epoch);
     header.set_from_seq(answer.from_seq);
@@ -150,7 +127,7 @@ struct Gossip::Impl : public Peer::Service {
     header.set_fingerprint(options.fingerprint);
     header.set_samples_trained(answer.samples_trained);
     header.set_degree(answer.degree);
-    header.set_count(static_cast<uint32_t>(answer.deltas.size()));
+    header.set_count(static_cast<uint32_t>(shared.deltas.size()));
     header.set_payload_bytes(payload.size());
     header.set_parameters(fed.size());
     auto reply = (*session)->Reply(header.SerializeAsString());
@@ -160,16 +137,12 @@ struct Gossip::Impl : public Peer::Service {
     first.set_reply(*reply);
     sent += first.ByteSizeLong();
     if (!writer->Write(first)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
-    size_t off = 0;
-    do {
-      size_t n = std::min(kChunkBytes, payload.size() - off);
-      bool last = off + n >= payload.size();
-      PullChunk chunk;
-      chunk.set_sealed((*session)->Seal(std::string_view(payload).substr(off, n), last));
+    PullChunk chunk;  // reused: its sealed buffer is allocated once
+    const bool delivered = SealPayload(payload, **session, chunk.mutable_sealed(), [&] {
       sent += chunk.ByteSizeLong();
-      if (!writer->Write(chunk)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
-      off += n;
-    } while (off < payload.size());
+      return writer->Write(chunk);
+    });
+    if (!delivered) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
     std::lock_guard<std::mutex> lock(mu);
     totals.bytes_sent += sent;
     if (peer >= 0) {
@@ -228,33 +201,25 @@ struct Gossip::Impl : public Peer::Service {
                                           std::to_string(fed.size())));
     }
     // Bound what we accept before allocating anything for it.
-    const uint64_t dense = fed.size() * sizeof(float);
-    // A delta is never larger than dense fp32 plus its codec header and our
-    // length prefix (kDeltaOverhead); a keyframe is exactly dense.
-    constexpr uint64_t kDeltaOverhead = 64;
-    uint64_t limit = header.keyframe() ? dense : header.count() * (dense + kDeltaOverhead);
-    if (header.count() > kMaxDeltasPerAnswer || header.payload_bytes() > limit ||
-        header.payload_bytes() > static_cast<uint64_t>(options.max_answer_bytes) ||
-        (header.keyframe() && header.payload_bytes() != dense)) {
-      return fail(Refuse("bad_shape", "payload of " + std::to_string(header.payload_bytes()) +
-                                          " bytes for " + std::to_string(header.count()) + " deltas"));
+    if (auto s = CheckPayloadBounds(header.keyframe(), header.count(), header.payload_bytes(), fed.size(),
+                                    static_cast<uint64_t>(options.max_answer_bytes));
+        !s.ok()) {
+      return fail(s);
     }
-    std::string payload;
-    payload.reserve(header.payload_bytes());
+    // Every chunk is opened straight into this one buffer, reused across pulls.
+    ReceiveBuffer::Use rx_use(rx, header.payload_bytes());
+    std::string& payload = rx_use.payload();
     bool final = false;
     while (!final && reader->Read(&chunk)) {
       received += chunk.ByteSizeLong();
-      auto plain = session->Open(chunk.sealed(), &final);
-      if (!plain.ok()) return fail(plain.status());
-      if (payload.size() + plain->size() > header.payload_bytes()) {
-        return fail(Refuse("bad_shape", "payload longer than its header says"));
+      if (auto s = OpenChunk(*session, chunk.sealed(), header.payload_bytes(), &payload, &final); !s.ok()) {
+        return fail(s);
       }
-      payload += *plain;
     }
     if (auto s = session->Finish(); !s.ok()) return fail(s);
     if (payload.size() != header.payload_bytes()) return fail(Refuse("truncated", "payload shorter than its header says"));
-    grpc::Status gs = reader->Finish();
-    federation::PullAnswer answer;
+    // Applied from views into the payload: nothing is copied out first.
+    federation::PullAnswerView answer;
     answer.epoch = header.epoch();
     answer.from_seq = header.from_seq();
     answer.to_seq = header.to_seq();
@@ -262,21 +227,9 @@ struct Gossip::Impl : public Peer::Service {
     answer.codec = header.codec();
     answer.samples_trained = header.samples_trained();
     answer.degree = header.degree();
-    if (answer.keyframe) {
-      answer.public_copy.resize(fed.size());
-      std::memcpy(answer.public_copy.data(), payload.data(), payload.size());
-    } else {
-      std::string_view in(payload);
-      for (uint32_t i = 0; i < header.count(); ++i) {
-        uint64_t len;
-        if (!GetU64(&in, &len) || len > in.size()) {
-          return fail(Refuse("malformed", "delta " + std::to_string(i) + " overruns the payload"));
-        }
-        answer.deltas.emplace_back(in.substr(0, len));
-        in.remove_prefix(len);
-      }
-      if (!in.empty()) return fail(Refuse("malformed", "bytes after the last delta"));
-    }
+    // Before reader->Finish(): fail() finishes the call itself (finishing twice aborts in gRPC).
+    if (auto s = DecodePayload(payload, header.keyframe(), header.count(), &answer); !s.ok()) return fail(s);
+    grpc::Status gs = reader->Finish();
     absl::Status applied = fed.Apply(j, answer);
     std::lock_guard<std::mutex> lock(mu);
     status[j].bytes_received += received;
@@ -288,7 +241,22 @@ struct Gossip::Impl : public Peer::Service {
     return absl::OkStatus();
   }
 
-  void Round() {
+  void OpenLocalSteps() {
+    absl::Status s = with_shared(nullptr, /*opens_round=*/true);
+    if (!s.ok()) Logger("peer")->error("opening local steps failed: {}", s.message());
+  }
+
+  void Publish() {
+    absl::Status s = with_shared(
+        [this](std::vector<float>& x, int64_t samples) {
+          fed.Publish(x.data(), samples);
+          return false;
+        },
+        /*opens_round=*/false);
+    if (!s.ok()) Logger("peer")->error("publish failed: {}", s.message());
+  }
+
+  void PullAndMerge() {
     const double now = Clock::Real()->MonotonicSeconds();
     for (size_t j = 0; j < options.peers.size(); ++j) {
       {
@@ -325,11 +293,12 @@ struct Gossip::Impl : public Peer::Service {
                                 options.federation.round_interval_s * std::pow(2.0, std::min(failures[j], 20)));
       next_try[j] = now + backoff;
     }
-    absl::Status merged = with_shared([this](std::vector<float>& x, int64_t samples) {
-      fed.Publish(x.data(), samples);
-      fed.Merge(x.data());
-      return true;
-    });
+    absl::Status merged = with_shared(
+        [this](std::vector<float>& x, int64_t) {
+          fed.Merge(x.data());
+          return true;
+        },
+        /*opens_round=*/false);
     std::lock_guard<std::mutex> lock(mu);
     if (!merged.ok()) {
       Logger("peer")->error("round {}: merge failed: {}", totals.rounds, merged.message());
@@ -338,18 +307,28 @@ struct Gossip::Impl : public Peer::Service {
     totals.rounds++;
   }
 
+  // Sleeps until wall-clock time `t` (seconds since the epoch); false if stopping.
+  bool SleepUntil(double t) {
+    auto when = std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(t)));
+    std::unique_lock<std::mutex> lock(mu);
+    return !cv.wait_until(lock, when, [this] { return stop; });
+  }
+
   void Loop() {
-    const auto period = std::chrono::duration<double>(options.federation.round_interval_s);
-    auto next = std::chrono::steady_clock::now();
+    const double period = options.federation.round_interval_s;
+    auto wall = [] {
+      return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    };
     for (;;) {
-      next += std::chrono::duration_cast<std::chrono::steady_clock::duration>(period);
-      {
-        std::unique_lock<std::mutex> lock(mu);
-        if (cv.wait_until(lock, next, [this] { return stop; })) return;
-      }
-      Round();
-      auto now = std::chrono::steady_clock::now();
-      if (next < now) next = now;  // a slow round does not cause a burst of catch-up rounds
+      // The next round boundary; a slow round skips ahead rather than bursting.
+      double start = (std::floor(wall() / period) + 1) * period;
+      if (!SleepUntil(start)) return;
+      OpenLocalSteps();
+      if (!SleepUntil(start + period / 4)) return;
+      Publish();
+      if (!SleepUntil(start + period / 2)) return;
+      PullAndMerge();
     }
   }
 };

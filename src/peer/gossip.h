@@ -2,13 +2,23 @@
 // neighbours' pulls, and the round loop that pulls from every pinned
 // neighbour, then publishes and merges through the trainer.
 //
-// Each round (every round_interval_s):
-//   1. for each neighbour that is due: Pull(after = its mirror's cursor),
-//      authenticate and open the reply (crypto::ClientSession), validate and
-//      apply it to the mirror (federation::Federation::Apply). A neighbour that
-//      does not answer is retried with exponential backoff (capped at
-//      max_backoff_s) and never stalls the others: each pull has a deadline.
-//   2. through the trainer, between two steps: Publish(x) then Merge(x).
+// Rounds are aligned to the wall clock, in the order of D-PSGD/CHOCO-SGD
+// (local steps, then gossip), with T = round_interval_s:
+//   k·T        the trainer's local_steps budget opens; it trains.
+//   k·T + T/4  Publish(x) through the model lock: q = Q(x − x̂), logged.
+//   k·T + T/2  for each neighbour that is due: Pull(after = its mirror's
+//              cursor), authenticate and open the reply (crypto::ClientSession),
+//              validate and apply it to the mirror (Federation::Apply); then
+//              Merge(x). The model rests merged until the next round, so what
+//              `mycel eval`/`predict` see is the consensus model.
+// On one machine, or on laptops whose clocks NTP keeps within milliseconds,
+// every merge thus sees its neighbours' weights of the same round. Measured in
+// the five-node-ring simulation (worst node, 2000 rounds): 75% with this
+// order; 62–64% when mirrors are a round stale (random phases) or when the
+// model rests after its local step instead of after the merge.
+// A neighbour that does not answer is retried with exponential backoff
+// (capped at max_backoff_s) and never stalls the others: each pull has a
+// deadline.
 // Serving: a pull is verified cheapest-first (crypto::ServerSession), then
 // answered from the federation's log or with a keyframe, sealed in chunks.
 //
@@ -33,9 +43,11 @@ namespace federation { class Federation; }
 
 namespace peer {
 
-// Runs fn(shared, samples_trained) on the trainer between steps; writes back if fn returns true.
+// Runs fn(shared, samples_trained) on the model between two training steps;
+// writes back if fn returns true. `opens_round` opens the trainer's next
+// local-steps budget (fn may then be null).
 using SharedParametersFn =
-    std::function<absl::Status(std::function<bool(std::vector<float>&, int64_t)>)>;
+    std::function<absl::Status(std::function<bool(std::vector<float>&, int64_t)>, bool opens_round)>;
 
 struct GossipOptions {
   std::string node_name;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -89,8 +90,13 @@ struct Trainer::Impl {
   double rate_window_start = 0;
   int64_t rate_window_steps = 0;
   PolicyDecision decision;
-  int64_t steps_since_round = 0;
+  std::atomic<int64_t> steps_since_round{0};
   int64_t shared_numel = 0;
+  // Held while the model's weights are read or written: for each step on the
+  // trainer thread, for each posted task, and by WithSharedParameters, which
+  // runs on the caller's (normal-priority) thread so a merge round is never
+  // queued behind a starved SCHED_IDLE trainer. Order: model_mu, then mu.
+  std::mutex model_mu;
 
   // ---- shared state ----
   mutable std::mutex mu;
@@ -98,6 +104,7 @@ struct Trainer::Impl {
   std::deque<std::function<void()>> tasks;      // guarded by mu
   bool stop_requested = false;                  // guarded by mu
   bool data_dirty = true;                       // guarded by mu
+  bool round_opened = false;                    // guarded by mu: a merge opened new local steps
   TrainerStats stats;                           // guarded by mu
   std::thread thread;
   bool running = false;                         // guarded by mu
@@ -286,7 +293,9 @@ absl::Status Trainer::Impl::WriteCheckpoint(const char* why, bool final) {
 void Trainer::Impl::SetState(const std::string& state, const std::string& reason) {
   std::lock_guard<std::mutex> lock(mu);
   if (stats.state == state && stats.reason == reason) return;
-  Logger("train")->info("state {} -> {} ({})", stats.state, state, reason);
+  // Pacing flips the reason twice a round while the state stays "training":
+  // shown in status, not logged.
+  if (stats.state != state) Logger("train")->info("state {} -> {} ({})", stats.state, state, reason);
   stats.state = state;
   stats.reason = reason;
 }
@@ -365,6 +374,7 @@ void Trainer::Impl::ValidationPass() {
 }
 
 void Trainer::Impl::Step() {
+  std::lock_guard<std::mutex> model_lock(model_mu);
   const int64_t batch = options.training.batch_size;
   bool ok = shape.text ? sampler->NextTokenBatch(batch, x_batch.data_ptr<int64_t>())
                        : sampler->NextBatch(batch, x_batch.data_ptr<float>(), y_batch.data_ptr<int64_t>());
@@ -389,7 +399,10 @@ void Trainer::Impl::DrainTasks() {
     std::lock_guard<std::mutex> lock(mu);
     work.swap(tasks);
   }
-  for (auto& fn : work) fn();
+  for (auto& fn : work) {
+    std::lock_guard<std::mutex> model_lock(model_mu);
+    fn();
+  }
 }
 
 void Trainer::Impl::Loop() {
@@ -425,7 +438,8 @@ void Trainer::Impl::Loop() {
       SetState(idle_state, idle_reason);
       std::unique_lock<std::mutex> lock(mu);
       cv.wait_for(lock, std::chrono::milliseconds(200),
-                  [&] { return stop_requested || data_dirty || !tasks.empty(); });
+                  [&] { return stop_requested || data_dirty || round_opened || !tasks.empty(); });
+      round_opened = false;
       if (idle_reason != "waiting for the next merge round") {
         last_policy_time = -1e9;  // re-ask the policy after any wake-up
       }
@@ -440,10 +454,12 @@ void Trainer::Impl::Loop() {
       rate_window_steps = 0;
     }
     if (now - last_eval_time >= options.training.eval_interval_s) {
+      std::lock_guard<std::mutex> model_lock(model_mu);
       ValidationPass();
       last_eval_time = now;
     }
     if (now - last_ckpt_time >= options.training.checkpoint_interval_s) {
+      std::lock_guard<std::mutex> model_lock(model_mu);
       (void)WriteCheckpoint("periodic");
       last_ckpt_time = now;
     }
@@ -455,6 +471,7 @@ T Trainer::Impl::RunOnTrainer(std::function<T()> fn) {
   std::unique_lock<std::mutex> lock(mu);
   if (!running || stop_requested) {
     lock.unlock();
+    std::lock_guard<std::mutex> model_lock(model_mu);
     return fn();
   }
   auto task = std::make_shared<std::packaged_task<T()>>(std::move(fn));
@@ -502,6 +519,7 @@ absl::Status Trainer::Stop() {
   }
   impl_->DrainTasks();  // anyone still waiting gets an answer
   impl_->SetState("stopped", "stopped");
+  std::lock_guard<std::mutex> model_lock(impl_->model_mu);
   return impl_->WriteCheckpoint("shutdown", /*final=*/true);
 }
 
@@ -609,10 +627,11 @@ absl::Status Trainer::Export(const std::string& path) {
 }
 
 absl::Status Trainer::WithSharedParameters(
-    std::function<bool(std::vector<float>& shared, int64_t samples_trained)> fn) {
+    std::function<bool(std::vector<float>& shared, int64_t samples_trained)> fn, bool opens_round) {
   Impl* impl = impl_.get();
-  return impl->RunOnTrainer<absl::Status>([impl, &fn]() -> absl::Status {
-    try {
+  try {
+    std::lock_guard<std::mutex> model_lock(impl->model_mu);  // waits for at most one step
+    if (fn) {
       std::vector<float> shared;
       impl->CopyShared(&shared);
       int64_t samples;
@@ -621,14 +640,24 @@ absl::Status Trainer::WithSharedParameters(
         samples = impl->stats.samples_trained;
       }
       if (fn(shared, samples)) impl->WriteShared(shared);
-      impl->steps_since_round = 0;
+    }
+    if (!opens_round) {
+      // Publish and merge close the round's local steps: the model rests
+      // merged until the next round opens, whenever the trainer got its CPU.
+      impl->steps_since_round = impl->options.local_steps;
+      return absl::OkStatus();
+    }
+    impl->steps_since_round = 0;
+    {
       std::lock_guard<std::mutex> lock(impl->mu);
       impl->stats.rounds++;
-      return absl::OkStatus();
-    } catch (const c10::Error& e) {
-      return absl::InternalError(std::string("merge: ") + e.what_without_backtrace());
+      impl->round_opened = true;
     }
-  });
+  } catch (const c10::Error& e) {
+    return absl::InternalError(std::string("merge: ") + e.what_without_backtrace());
+  }
+  impl->cv.notify_all();  // the next local steps may start
+  return absl::OkStatus();
 }
 
 int64_t Trainer::shared_size() const { return impl_->shared_numel; }

@@ -114,11 +114,15 @@ class Trainer {
       const std::string& prompt, int top_k, int generate);
   absl::Status Export(const std::string& path);
 
-  // Runs fn(shared, samples_trained) on the trainer thread between two steps,
-  // with the shared parameters flattened in Model::parameters() order; if fn
-  // returns true the values are written back into the model. Opens the next
-  // local_steps budget. This is how merges reach the weights.
-  absl::Status WithSharedParameters(std::function<bool(std::vector<float>& shared, int64_t samples_trained)> fn);
+  // Runs fn(shared, samples_trained) between two steps (on the calling
+  // thread, holding the model lock for at most one step's wait), with the
+  // shared parameters flattened in Model::parameters() order; if fn returns
+  // true the values are written back into the model. This is how publishes
+  // and merges reach the weights. With `opens_round` it counts a new round
+  // and opens its local_steps budget (fn may then be null: no copy);
+  // without, it closes the budget until the next round opens.
+  absl::Status WithSharedParameters(std::function<bool(std::vector<float>& shared, int64_t samples_trained)> fn,
+                                    bool opens_round = false);
   int64_t shared_size() const;
   absl::Status CheckpointNow();
 

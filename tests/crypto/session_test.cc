@@ -390,6 +390,98 @@ TEST_F(PayloadTest, DuplicatedChunkRefused) {
   EXPECT_EQ(RefusalReason(client_session_->Open(sealed_[0], &final).status()), "tampered");
 }
 
+// SealTo / OpenAppend: the buffer-reusing forms used on the peer path.
+TEST_F(SessionTest, SealToOpenAppendRoundTrip) {
+  auto c = Begin();
+  auto s = Accept(c->hello());
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto reply = (*s)->Reply("hdr");
+  ASSERT_TRUE(reply.ok());
+  ASSERT_TRUE(c->AcceptReply(*reply).ok());
+
+  std::vector<std::string> chunks = {"first", std::string(300000, 'y'), "", "last chunk"};
+  std::string sealed = "stale contents are replaced";
+  std::string out = "prefix:";
+  std::string expected = out;
+  bool final = true;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const bool last = i + 1 == chunks.size();
+    (*s)->SealTo(chunks[i], last, &sealed);
+    EXPECT_EQ(sealed.size(), chunks[i].size() + 17);
+    ASSERT_TRUE(c->OpenAppend(sealed, &out, &final).ok());
+    EXPECT_EQ(final, last);
+    expected += chunks[i];
+    EXPECT_EQ(out, expected);
+  }
+  EXPECT_TRUE(c->Finish().ok());
+  (*s)->SealTo("after final", false, &sealed);  // misuse: nothing sealed
+  EXPECT_TRUE(sealed.empty());
+  EXPECT_FALSE(c->OpenAppend((*s)->Seal("x", true), &out, &final).ok());
+  EXPECT_EQ(out, expected);
+}
+
+TEST_F(SessionTest, SealToMatchesSealAcrossSessions) {
+  // Seal and SealTo produce chunks the other form opens (same stream format).
+  auto c = Begin();
+  auto s = Accept(c->hello());
+  ASSERT_TRUE(s.ok());
+  auto reply = (*s)->Reply("");
+  ASSERT_TRUE(reply.ok());
+  ASSERT_TRUE(c->AcceptReply(*reply).ok());
+  std::string a;
+  (*s)->SealTo("one", false, &a);
+  const std::string b = (*s)->Seal("two", true);
+  bool final = false;
+  auto one = c->Open(a, &final);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(*one, "one");
+  std::string two;
+  ASSERT_TRUE(c->OpenAppend(b, &two, &final).ok());
+  EXPECT_EQ(two, "two");
+  EXPECT_TRUE(final);
+}
+
+TEST_F(PayloadTest, OpenAppendTamperedLeavesOutputUntouched) {
+  bool final = false;
+  std::string out;
+  out.reserve(1024);
+  ASSERT_TRUE(client_session_->OpenAppend(sealed_[0], &out, &final).ok());
+  EXPECT_EQ(out, "chunk 0");
+  absl::Status bad = client_session_->OpenAppend(Flip(sealed_[1], sealed_[1].size() / 2), &out, &final);
+  EXPECT_EQ(RefusalReason(bad), "tampered") << bad;
+  EXPECT_FALSE(final);
+  EXPECT_EQ(out, "chunk 0");  // nothing of the bad chunk was appended
+  // The stream is dead after a failure, even for the genuine chunk.
+  EXPECT_FALSE(client_session_->OpenAppend(sealed_[1], &out, &final).ok());
+  EXPECT_EQ(out, "chunk 0");
+  EXPECT_EQ(RefusalReason(client_session_->Finish()), "truncated");
+}
+
+TEST_F(PayloadTest, OpenAppendTooShortAndTruncated) {
+  bool final = false;
+  std::string out = "keep";
+  EXPECT_EQ(RefusalReason(client_session_->OpenAppend("", &out, &final)), "tampered");
+  EXPECT_EQ(RefusalReason(client_session_->OpenAppend(std::string(16, 'z'), &out, &final)),
+            "error");  // the stream is already dead
+  EXPECT_EQ(out, "keep");
+}
+
+TEST_F(PayloadTest, OpenAppendDroppedFinalChunkIsTruncated) {
+  bool final = true;
+  std::string out;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(client_session_->OpenAppend(sealed_[i], &out, &final).ok());
+    EXPECT_FALSE(final);
+  }
+  EXPECT_EQ(out, "chunk 0chunk 1chunk 2");
+  absl::Status st = client_session_->Finish();
+  EXPECT_EQ(RefusalReason(st), "truncated") << st;
+  // A chunk cut short (its tag is gone) is refused, the output unchanged.
+  std::string cut = sealed_[3].substr(0, sealed_[3].size() - 1);
+  EXPECT_EQ(RefusalReason(client_session_->OpenAppend(cut, &out, &final)), "tampered");
+  EXPECT_EQ(out, "chunk 0chunk 1chunk 2");
+}
+
 TEST_F(SessionTest, SessionsHaveIndependentKeys) {
   // Two exchanges between the same identities, same header and plaintext.
   struct Run {

@@ -1,0 +1,158 @@
+#include "peer/payload.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "crypto/session.h"
+
+namespace mycel::peer {
+namespace {
+
+constexpr uint32_t kMaxDeltasPerAnswer = 100000;
+// A delta is never larger than dense fp32 plus its codec header and our
+// length prefix.
+constexpr uint64_t kDeltaOverhead = 64;
+
+absl::Status Refuse(const std::string& reason, const std::string& detail) {
+  return absl::InvalidArgumentError(reason + ": " + detail);
+}
+
+bool GetU64(std::string_view* in, uint64_t* v) {
+  if (in->size() < 8) return false;
+  *v = 0;
+  for (int i = 0; i < 8; ++i) *v |= static_cast<uint64_t>(static_cast<unsigned char>((*in)[i])) << (8 * i);
+  in->remove_prefix(8);
+  return true;
+}
+
+}  // namespace
+
+PayloadPieces::PayloadPieces(const federation::SharedPullAnswer& shared) {
+  const federation::PullAnswer& a = shared.answer;
+  auto add = [this](std::string_view piece) {
+    if (piece.empty()) return;
+    starts_.push_back(size_);
+    pieces_.push_back(piece);
+    size_ += piece.size();
+  };
+  if (a.keyframe) {
+    add(std::string_view(reinterpret_cast<const char*>(a.public_copy.data()),
+                         a.public_copy.size() * sizeof(float)));
+    return;
+  }
+  // Sized up front: the pieces point into it.
+  prefixes_.resize(8 * shared.deltas.size());
+  for (size_t i = 0; i < shared.deltas.size(); ++i) {
+    const std::string& q = *shared.deltas[i];
+    char* p = prefixes_.data() + 8 * i;
+    const uint64_t len = q.size();
+    for (int b = 0; b < 8; ++b) p[b] = static_cast<char>((len >> (8 * b)) & 0xff);
+    add(std::string_view(p, 8));
+    add(q);
+  }
+}
+
+std::string_view PayloadPieces::Slice(size_t off, size_t n, std::string* scratch) const {
+  if (n == 0) return std::string_view();
+  // The piece holding `off`: the last one starting at or before it.
+  size_t i = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), off) - starts_.begin()) - 1;
+  size_t in = off - starts_[i];
+  if (in + n <= pieces_[i].size()) return pieces_[i].substr(in, n);
+  scratch->clear();
+  while (scratch->size() < n) {
+    size_t take = std::min(n - scratch->size(), pieces_[i].size() - in);
+    scratch->append(pieces_[i].data() + in, take);
+    ++i;
+    in = 0;
+  }
+  return *scratch;
+}
+
+std::string PayloadPieces::ToString() const {
+  std::string out;
+  out.reserve(size_);
+  for (std::string_view p : pieces_) out.append(p.data(), p.size());
+  return out;
+}
+
+bool SealPayload(const PayloadPieces& payload, crypto::ServerSession& session, std::string* sealed,
+                 const std::function<bool()>& emit) {
+  std::string gather;  // only for chunks that straddle pieces
+  size_t off = 0;
+  do {
+    const size_t n = std::min(kChunkBytes, payload.size() - off);
+    const bool last = off + n >= payload.size();
+    session.SealTo(payload.Slice(off, n, &gather), last, sealed);
+    if (!emit()) return false;
+    off += n;
+  } while (off < payload.size());
+  return true;
+}
+
+absl::Status CheckPayloadBounds(bool keyframe, uint64_t count, uint64_t payload_bytes,
+                                size_t parameters, uint64_t max_answer_bytes) {
+  const uint64_t dense = parameters * sizeof(float);
+  const uint64_t limit = keyframe ? dense : count * (dense + kDeltaOverhead);
+  if (count > kMaxDeltasPerAnswer || payload_bytes > limit || payload_bytes > max_answer_bytes ||
+      (keyframe && payload_bytes != dense)) {
+    return Refuse("bad_shape", "payload of " + std::to_string(payload_bytes) + " bytes for " +
+                                   std::to_string(count) + " deltas");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OpenChunk(crypto::ClientSession& session, std::string_view sealed,
+                       uint64_t payload_bytes, std::string* payload, bool* final) {
+  const uint64_t plain = sealed.size() >= crypto::kSealOverheadBytes
+                             ? sealed.size() - crypto::kSealOverheadBytes
+                             : 0;
+  if (payload->size() + plain > payload_bytes) {
+    // Too long for the header: authenticate it on the side (one chunk at
+    // most) so the reason is the same as before the payload was assembled in
+    // place — "tampered" for a forged chunk, else "bad_shape".
+    auto opened = session.Open(sealed, final);
+    if (!opened.ok()) return opened.status();
+    return Refuse("bad_shape", "payload longer than its header says");
+  }
+  return session.OpenAppend(sealed, payload, final);
+}
+
+ReceiveBuffer::Use::Use(ReceiveBuffer& b, uint64_t payload_bytes) : b_(b) {
+  b_.buf_.clear();
+  // Room for the usual answer up front; beyond that the buffer grows with
+  // what actually arrives, never with what a header merely claims.
+  b_.buf_.reserve(static_cast<size_t>(std::min<uint64_t>(payload_bytes, b_.keep_bytes_)));
+}
+
+ReceiveBuffer::Use::~Use() {
+  b_.buf_.clear();
+  if (b_.buf_.capacity() > b_.keep_bytes_) std::string().swap(b_.buf_);
+}
+
+size_t ReceiveBufferKeepBytes(size_t parameters) {
+  return parameters * sizeof(float) + kDeltaOverhead;
+}
+
+absl::Status DecodePayload(std::string_view payload, bool keyframe, uint32_t count,
+                           federation::PullAnswerView* out) {
+  out->deltas.clear();
+  out->public_copy_bytes = std::string_view();
+  if (keyframe) {
+    out->public_copy_bytes = payload;
+    return absl::OkStatus();
+  }
+  out->deltas.reserve(count);
+  std::string_view in = payload;
+  for (uint32_t i = 0; i < count; ++i) {
+    uint64_t len;
+    if (!GetU64(&in, &len) || len > in.size()) {
+      return Refuse("malformed", "delta " + std::to_string(i) + " overruns the payload");
+    }
+    out->deltas.push_back(in.substr(0, len));
+    in.remove_prefix(len);
+  }
+  if (!in.empty()) return Refuse("malformed", "bytes after the last delta");
+  return absl::OkStatus();
+}
+
+}  // namespace mycel::peer

@@ -1,0 +1,211 @@
+// Federation end to end: real myceld processes on loopback ports, pinned by
+// the keys `mycel id` prints, each holding two of Fashion-MNIST's ten classes.
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "harness.h"
+
+namespace mycel::it {
+namespace {
+
+// A port that was free a moment ago (bound to 0, read back, closed).
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// [model], [training] and [federation] of configs/federation.toml: the
+// measured settings the demo uses too.
+std::string SharedSections() {
+  std::string all = ReadFileOrDie(std::string(MYCEL_SOURCE_DIR) + "/configs/federation.toml");
+  return all.substr(all.find("\n[model]\n") + 1);
+}
+
+struct FedNode {
+  std::unique_ptr<TestNode> node;
+  std::string name;
+  int port = 0;
+  std::string key;
+};
+
+class Federation {
+ public:
+  explicit Federation(const std::string& dir) : dir_(dir) {}
+
+  FedNode& Add(const std::string& name) {
+    FedNode n;
+    n.name = name;
+    n.node = std::make_unique<TestNode>(dir_, name);
+    n.port = FreePort();
+    auto id = n.node->Mycel({"id"});
+    EXPECT_EQ(id.exit_code, 0) << id.Describe();
+    n.key = id.out.substr(0, id.out.find('\n'));
+    nodes_.push_back(std::move(n));
+    return nodes_.back();
+  }
+
+  // Writes node i's config pinning `peers` (indices); `unpinned_keys` adds
+  // entries whose key is not the neighbour's real one.
+  void WriteConfig(size_t i, const std::vector<size_t>& peers) {
+    FedNode& n = nodes_[i];
+    std::string toml = "[node]\nname = \"" + n.name + "\"\nstate_dir = \"" + n.node->state_dir() +
+                       "\"\nlisten = \"127.0.0.1:" + std::to_string(n.port) + "\"\nlog_level = \"info\"\n\n" +
+                       SharedSections() + "\n";
+    for (size_t j : peers) {
+      toml += "[[peers]]\nname = \"" + nodes_[j].name + "\"\naddress = \"127.0.0.1:" +
+              std::to_string(nodes_[j].port) + "\"\npublic_key = \"" + nodes_[j].key + "\"\n\n";
+    }
+    WriteFileOrDie(n.node->config_path(), toml);
+  }
+
+  FedNode& operator[](size_t i) { return nodes_[i]; }
+  size_t size() const { return nodes_.size(); }
+
+ private:
+  std::string dir_;
+  std::vector<FedNode> nodes_;
+};
+
+double TestAccuracy(const TestNode& node) {
+  auto r = node.Mycel({"eval", "--json", T10kImages(), T10kLabels()});
+  if (r.exit_code != 0) return -1;
+  auto j = ParseJson(r.out);
+  return j ? j->Num("accuracy") : -1;
+}
+
+void Ingest(const TestNode& node, const std::string& labels) {
+  auto r = node.Mycel({"ingest", "--labels", labels, TrainImages(), TrainLabels()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find("stored 12000 examples"), std::string::npos) << r.out;
+}
+
+TEST(FederationTest, RingOfFiveLearnsAllTenClassesWhileANodeAloneCannot) {
+  TempDir tmp;
+  Federation fed(tmp.path());
+  constexpr size_t kRing = 5;
+  for (size_t i = 0; i < kRing; ++i) fed.Add("node" + std::to_string(i));
+  FedNode& alone = fed.Add("alone");
+  for (size_t i = 0; i < kRing; ++i) fed.WriteConfig(i, {(i + kRing - 1) % kRing, (i + 1) % kRing});
+  fed.WriteConfig(kRing, {});
+
+  // A laptop alone with two classes: it learns them, but nothing else.
+  ASSERT_TRUE(alone.node->daemon().Start());
+  Ingest(*alone.node, "0,1");
+  ASSERT_TRUE(alone.node->WaitForStepsAbove(3000, 120));
+  double alone_acc = TestAccuracy(*alone.node);
+  EXPECT_GT(alone_acc, 0.15);  // it did learn its two classes (chance is 0.1)
+  EXPECT_LT(alone_acc, 0.25);
+  EXPECT_EQ(alone.node->daemon().Stop(), 0);
+
+  for (size_t i = 0; i < kRing; ++i) ASSERT_TRUE(fed[i].node->daemon().Start());
+  for (size_t i = 0; i < kRing; ++i) {
+    Ingest(*fed[i].node, std::to_string(2 * i) + "," + std::to_string(2 * i + 1));
+  }
+
+  // Mid-run, node 2 stops and comes back: it resumes from its final
+  // checkpoint and catches up from its neighbours.
+  ASSERT_TRUE(PollUntil([&] { return fed[2].node->StatusNum("rounds") > 300; }, 120, 1));
+  EXPECT_EQ(fed[2].node->daemon().Stop(), 0);
+  SleepSeconds(3);
+  ASSERT_TRUE(fed[2].node->daemon().Start());
+  EXPECT_NE(fed[2].node->daemon().LogSinceStart().find("resumed from"), std::string::npos);
+
+  std::vector<double> acc(kRing, 0);
+  bool all_good = PollUntil(
+      [&] {
+        bool ok = true;
+        for (size_t i = 0; i < kRing; ++i) {
+          acc[i] = TestAccuracy(*fed[i].node);
+          ok = ok && acc[i] >= 0.70;
+        }
+        return ok;
+      },
+      480, 10);
+  std::string summary;
+  for (size_t i = 0; i < kRing; ++i) summary += fed[i].name + "=" + std::to_string(acc[i]) + " ";
+  EXPECT_TRUE(all_good) << "accuracy on all ten classes: " << summary;
+
+  // What `mycel peers` and `mycel status` say of a healthy ring.
+  auto peers = fed[0].node->Mycel({"peers", "--json"});
+  ASSERT_EQ(peers.exit_code, 0) << peers.Describe();
+  auto pj = ParseJson(peers.out);
+  ASSERT_TRUE(pj.has_value()) << peers.out;
+  const Json* list = pj->Find("peers");
+  ASSERT_NE(list, nullptr);
+  ASSERT_EQ(list->array.size(), 2u);
+  for (const Json& p : list->array) {
+    EXPECT_EQ(p.Str("state"), "connected") << peers.out;
+    EXPECT_GT(p.Num("deltas_accepted") + p.Num("keyframes_accepted"), 100) << peers.out;
+    EXPECT_GT(p.Num("bytes_received"), 0);
+    EXPECT_GT(p.Num("seq_applied"), 0);
+  }
+  auto st = fed[0].node->Status();
+  ASSERT_TRUE(st.has_value());
+  EXPECT_GT(st->Num("rounds"), 300);
+  EXPECT_GT(st->Num("bytes_sent"), 0);
+  EXPECT_GT(st->Num("bytes_received"), 0);
+
+  for (size_t i = 0; i < kRing; ++i) EXPECT_EQ(fed[i].node->daemon().Stop(), 0);
+}
+
+TEST(FederationTest, AnIntruderWithAnUnpinnedKeyGetsNothingAndChangesNothing) {
+  TempDir tmp;
+  Federation fed(tmp.path());
+  fed.Add("a");
+  fed.Add("b");
+  fed.Add("intruder");
+  fed.WriteConfig(0, {1});
+  fed.WriteConfig(1, {0});
+  fed.WriteConfig(2, {0});  // the intruder pins a, but a does not pin it
+  for (size_t i = 0; i < 2; ++i) ASSERT_TRUE(fed[i].node->daemon().Start());
+  Ingest(*fed[0].node, "0,1");
+  Ingest(*fed[1].node, "2,3");
+  ASSERT_TRUE(PollUntil([&] { return fed[0].node->StatusNum("rounds") > 50; }, 120, 0.5));
+  for (size_t i = 0; i < 2; ++i) ASSERT_EQ(fed[i].node->Mycel({"pause"}).exit_code, 0);
+  ASSERT_TRUE(PollUntil([&] { return fed[0].node->Status()->Str("state") == "paused" &&
+                                     fed[1].node->Status()->Str("state") == "paused"; }, 30, 0.2));
+  SleepSeconds(1);  // merges settle: a and b hold the same weights now
+  auto before = fed[0].node->Mycel({"eval", "--json", T10kImages(), T10kLabels()});
+
+  ASSERT_TRUE(fed[2].node->daemon().Start());
+  ASSERT_TRUE(PollUntil([&] {
+    auto r = fed[2].node->Mycel({"peers", "--json"});
+    return r.out.find("unpinned_key") != std::string::npos;
+  }, 60, 0.5)) << fed[2].node->Mycel({"peers"}).out;
+
+  auto ip = ParseJson(fed[2].node->Mycel({"peers", "--json"}).out);
+  ASSERT_TRUE(ip.has_value());
+  const Json& to_a = ip->Find("peers")->array.at(0);
+  EXPECT_EQ(to_a.Str("state"), "rejected");
+  EXPECT_EQ(to_a.Num("keyframes_accepted"), 0);
+  EXPECT_EQ(to_a.Num("deltas_accepted"), 0);
+  EXPECT_EQ(to_a.Num("seq_applied"), 0);
+
+  auto ap = ParseJson(fed[0].node->Mycel({"peers", "--json"}).out);
+  ASSERT_TRUE(ap.has_value());
+  EXPECT_GT(ap->Num("refused_unknown"), 0);
+  EXPECT_EQ(ap->Find("peers")->array.size(), 1u);  // only b is a neighbour
+  auto after = fed[0].node->Mycel({"eval", "--json", T10kImages(), T10kLabels()});
+  EXPECT_EQ(before.out, after.out);  // same weights, to the last digit
+  EXPECT_NE(fed[0].node->daemon().Log().find("unpinned_key"), std::string::npos);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(fed[i].node->daemon().Stop(), 0);
+}
+
+}  // namespace
+}  // namespace mycel::it

@@ -1,0 +1,1250 @@
+// Peer module tests: the Gossip server and round loop over the real gRPC wire
+// (127.0.0.1, ports chosen by binding port 0), real libsodium sessions and
+// real Federation objects.
+//
+// Server side: a Gossip node B answers pulls that the tests craft by hand
+// with a raw Peer::Stub and crypto::ClientSession, as a real or a hostile
+// client would; every refusal goes through the real handler.
+// Client side: the real round loop of a node A pulls from an EVIL server
+// implemented here, which runs the session protocol correctly but sends
+// crafted content.
+#include "peer/gossip.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <malloc.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "common/clock.h"
+#include "config/config.h"
+#include "crypto/identity.h"
+#include "crypto/session.h"
+#include "federation/codec.h"
+#include "federation/federation.h"
+#include "peer.grpc.pb.h"
+
+namespace mycel::peer {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+constexpr size_t kSize = 1000;
+constexpr char kFingerprint[] = "test-model-fp-0001";
+
+// Hello wire offsets (see src/crypto/session.cc).
+constexpr size_t kHVersion = 8;
+constexpr size_t kHSender = 12;
+constexpr size_t kHRecipient = 44;
+constexpr size_t kHTimestamp = 76;
+constexpr size_t kHNonce = 84;
+constexpr size_t kHEph = 100;
+constexpr size_t kHReqLen = 132;
+constexpr size_t kHRequest = 136;
+constexpr size_t kSigLen = 64;
+
+int64_t Now() { return Clock::Real()->UnixSeconds(); }
+
+std::unique_ptr<crypto::Identity> NewIdentity() {
+  auto id = crypto::Identity::Generate();
+  EXPECT_TRUE(id.ok()) << id.status();
+  return std::move(id).value();
+}
+
+// A port nobody listens on: bound to pick a free one, then released.
+std::string DeadAddress() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+}
+
+template <class Pred>
+bool WaitFor(Pred pred, double timeout_s = 10) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return pred();
+}
+
+// Values are multiples of 1/128 below 4 in magnitude (with dyadic arguments),
+// so x − x̂ and x̂ + (x − x̂) are exact in fp32 and a published public copy
+// equals x bit for bit.
+std::vector<float> Ramp(float base, float step) {
+  std::vector<float> v(kSize);
+  for (size_t i = 0; i < kSize; ++i) v[i] = base + step * static_cast<float>(i % 97);
+  return v;
+}
+
+bool AllFinite(const std::vector<float>& v) {
+  return std::all_of(v.begin(), v.end(), [](float f) { return std::isfinite(f); });
+}
+
+std::vector<float> FloatsOf(const std::string& bytes) {
+  std::vector<float> v(bytes.size() / sizeof(float));
+  std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
+  return v;
+}
+
+std::string BytesOf(const std::vector<float>& v) {
+  std::string s(v.size() * sizeof(float), '\0');
+  std::memcpy(s.data(), v.data(), s.size());
+  return s;
+}
+
+void PutU64(std::string* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+// The trainer's shared parameters, as the SharedParametersFn callback sees them.
+struct Shared {
+  std::mutex mu;
+  std::vector<float> x;
+  int64_t samples = 0;
+  int64_t calls = 0;
+
+  SharedParametersFn Fn() {
+    return [this](std::function<bool(std::vector<float>&, int64_t)> fn, bool opens_round) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (fn) {
+        std::vector<float> copy = x;
+        if (fn(copy, samples)) x = copy;
+      }
+      if (opens_round) ++calls;
+      return absl::OkStatus();
+    };
+  }
+  std::vector<float> Get() {
+    std::lock_guard<std::mutex> lock(mu);
+    return x;
+  }
+  int64_t Calls() {
+    std::lock_guard<std::mutex> lock(mu);
+    return calls;
+  }
+};
+
+config::FederationOptions FastOptions() {
+  config::FederationOptions o;
+  o.round_interval_s = 0.02;
+  o.pull_timeout_s = 0.5;
+  o.max_backoff_s = 1.0;
+  return o;
+}
+
+config::PeerOptions PeerAt(const std::string& name, const std::string& address, const crypto::Identity& id) {
+  config::PeerOptions p;
+  p.name = name;
+  p.address = address;
+  p.public_key = id.public_key();
+  p.public_key_b64 = id.PublicKeyBase64();
+  return p;
+}
+
+// One node: identity, federation state, shared vector, gossip.
+struct Node {
+  std::unique_ptr<crypto::Identity> id;
+  std::unique_ptr<federation::Federation> fed;
+  Shared shared;
+  std::unique_ptr<Gossip> gossip;
+
+  ~Node() {
+    if (gossip) gossip->Stop();
+  }
+  int port() const { return gossip->Totals().listen_port; }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port()); }
+  PeerStatus peer(int j) const { return gossip->Peers().at(static_cast<size_t>(j)); }
+};
+
+std::unique_ptr<Node> MakeNode(const std::string& name, std::unique_ptr<crypto::Identity> id,
+                               const std::vector<float>& initial, const std::vector<float>& x0,
+                               const std::string& listen, const std::vector<config::PeerOptions>& peers,
+                               federation::FederationOptions fopts = {},
+                               config::FederationOptions gopts = FastOptions(), bool start = true) {
+  auto node = std::make_unique<Node>();
+  node->id = std::move(id);
+  auto fed = federation::Federation::Create(fopts, initial, static_cast<int>(peers.size()),
+                                            static_cast<int32_t>(peers.size()));
+  EXPECT_TRUE(fed.ok()) << fed.status();
+  node->fed = std::move(fed).value();
+  node->shared.x = x0;
+  GossipOptions o;
+  o.node_name = name;
+  o.listen = listen;
+  o.fingerprint = kFingerprint;
+  o.federation = gopts;
+  o.peers = peers;
+  auto g = Gossip::Create(o, *node->id, *node->fed, node->shared.Fn());
+  EXPECT_TRUE(g.ok()) << g.status();
+  node->gossip = std::move(g).value();
+  if (!start) return node;
+  absl::Status st = node->gossip->Start();
+  EXPECT_TRUE(st.ok()) << st;
+  if (!listen.empty()) {
+    EXPECT_GT(node->port(), 0);
+  }
+  return node;
+}
+
+std::string Params(uint64_t epoch, uint64_t after, const std::string& fp = kFingerprint) {
+  PullParams p;
+  p.set_epoch(epoch);
+  p.set_after_seq(after);
+  p.set_fingerprint(fp);
+  p.set_sender_name("test-client");
+  return p.SerializeAsString();
+}
+
+std::unique_ptr<crypto::ClientSession> Begin(const crypto::Identity& me, const std::string& server_pk,
+                                             const std::string& request, int64_t now = Now()) {
+  auto s = crypto::ClientSession::Begin(me, server_pk, request, now);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return std::move(s).value();
+}
+
+struct PullResult {
+  std::vector<PullChunk> chunks;
+  grpc::Status status;
+};
+
+PullResult RawPull(Peer::Stub& stub, const std::string& hello) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  PullRequest req;
+  req.set_hello(hello);
+  auto reader = stub.Pull(&ctx, req);
+  PullResult r;
+  PullChunk c;
+  while (reader->Read(&c)) r.chunks.push_back(c);
+  r.status = reader->Finish();
+  return r;
+}
+
+// Opens a server's answer as a client would; fails the test on any error.
+struct Opened {
+  PullHeader header;
+  std::string payload;
+};
+
+Opened OpenAnswer(crypto::ClientSession& session, const PullResult& r) {
+  Opened o;
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_GE(r.chunks.size(), 2u);
+  if (r.chunks.size() < 2) return o;
+  auto header = session.AcceptReply(r.chunks[0].reply());
+  EXPECT_TRUE(header.ok()) << header.status();
+  if (!header.ok()) return o;
+  EXPECT_TRUE(o.header.ParseFromString(*header));
+  bool final = false;
+  for (size_t i = 1; i < r.chunks.size(); ++i) {
+    EXPECT_FALSE(final) << "chunk after FINAL";
+    EXPECT_TRUE(r.chunks[i].reply().empty());
+    auto plain = session.Open(r.chunks[i].sealed(), &final);
+    EXPECT_TRUE(plain.ok()) << plain.status();
+    if (!plain.ok()) return o;
+    o.payload += *plain;
+  }
+  EXPECT_TRUE(session.Finish().ok());
+  EXPECT_EQ(o.payload.size(), o.header.payload_bytes());
+  return o;
+}
+
+// =========================================================================
+// Server side
+// =========================================================================
+
+class GossipServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    a_ = NewIdentity();
+    intruder_ = NewIdentity();
+    initial_ = Ramp(0.0f, 0.0078125f);
+    x_b_ = Ramp(1.0f, -0.015625f);
+    // B pins A; A itself does not run here (its address is dead), so B's own
+    // pulls fail quietly and never touch B's public copy.
+    b_ = MakeNode("B", NewIdentity(), initial_, x_b_, "127.0.0.1:0", {PeerAt("A", DeadAddress(), *a_)});
+    // After B's first round its public copy is x_b_ (dense codec: lossless),
+    // and it stays so since B's x never changes (no mirror to merge with).
+    ASSERT_TRUE(WaitFor([&] { return b_->gossip->Totals().rounds >= 1; }));
+    ASSERT_EQ(b_->fed->public_copy(), x_b_);
+    stub_ = Peer::NewStub(grpc::CreateChannel(b_->address(), grpc::InsecureChannelCredentials()));
+  }
+
+  std::string BPk() const { return b_->id->public_key(); }
+  std::string GoodHello() { return Begin(*a_, BPk(), Params(0, 0))->hello(); }
+
+  // A well-formed pull from A is served, and its keyframe is B's public copy.
+  void ExpectGoodPull() {
+    auto session = Begin(*a_, BPk(), Params(0, 0));
+    PullResult r = RawPull(*stub_, session->hello());
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    Opened o = OpenAnswer(*session, r);
+    EXPECT_TRUE(o.header.keyframe());
+    EXPECT_EQ(FloatsOf(o.payload), b_->fed->public_copy());
+  }
+
+  // `hello` is refused with `code` and a message starting with `reason`:
+  // nothing is sent, nothing in B changes, and B still serves afterwards.
+  void ExpectRefused(const std::string& hello, grpc::StatusCode code, const std::string& reason,
+                     bool counted_unknown = true) {
+    const auto before_totals = b_->gossip->Totals();
+    const auto before_a = b_->peer(0);
+    PullResult r = RawPull(*stub_, hello);
+    EXPECT_EQ(r.status.error_code(), code) << r.status.error_message();
+    EXPECT_THAT(r.status.error_message(), StartsWith(reason + ":"));
+    EXPECT_TRUE(r.chunks.empty()) << "a refused pull got " << r.chunks.size() << " chunk(s)";
+    const auto after_totals = b_->gossip->Totals();
+    EXPECT_EQ(after_totals.refused_unknown, before_totals.refused_unknown + (counted_unknown ? 1 : 0));
+    EXPECT_EQ(after_totals.bytes_sent, before_totals.bytes_sent);
+    const auto after_a = b_->peer(0);
+    EXPECT_EQ(after_a.served, before_a.served);
+    EXPECT_EQ(after_a.bytes_sent, before_a.bytes_sent);
+    EXPECT_EQ(b_->fed->public_copy(), x_b_);
+    EXPECT_EQ(b_->shared.Get(), x_b_);
+    ExpectGoodPull();
+  }
+
+  std::unique_ptr<crypto::Identity> a_, intruder_;
+  std::vector<float> initial_, x_b_;
+  std::unique_ptr<Node> b_;
+  std::unique_ptr<Peer::Stub> stub_;
+};
+
+TEST_F(GossipServerTest, WellFormedPullIsAnsweredWithAKeyframeThenDeltas) {
+  const auto before = b_->peer(0);
+  auto session = Begin(*a_, BPk(), Params(0, 0));
+  PullResult r = RawPull(*stub_, session->hello());
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  ASSERT_FALSE(r.chunks.empty());
+  EXPECT_FALSE(r.chunks[0].reply().empty());
+  EXPECT_TRUE(r.chunks[0].sealed().empty());
+  Opened o = OpenAnswer(*session, r);
+  const PullHeader& h = o.header;
+  EXPECT_TRUE(h.keyframe());
+  EXPECT_EQ(h.fingerprint(), kFingerprint);
+  EXPECT_EQ(h.parameters(), kSize);
+  EXPECT_EQ(h.payload_bytes(), kSize * sizeof(float));
+  EXPECT_EQ(h.count(), 0u);
+  EXPECT_EQ(h.epoch(), b_->fed->epoch());
+  EXPECT_NE(h.epoch(), 0u);
+  EXPECT_GE(h.to_seq(), 1u);
+  EXPECT_LE(h.to_seq(), b_->fed->seq());
+  EXPECT_EQ(h.degree(), 1);
+  EXPECT_EQ(FloatsOf(o.payload), x_b_);
+  EXPECT_EQ(FloatsOf(o.payload), b_->fed->public_copy());
+
+  // Served and counted for A.
+  ASSERT_TRUE(WaitFor([&] { return b_->peer(0).served == before.served + 1; }));
+  EXPECT_GT(b_->peer(0).bytes_sent, before.bytes_sent);
+  EXPECT_GT(b_->gossip->Totals().bytes_sent, 0);
+
+  // The answer applies to a real mirror; the next pull from (epoch, to_seq)
+  // gets deltas that also apply and keep the mirror equal to B's public copy.
+  auto mirror_fed = federation::Federation::Create({}, initial_, 1, 1);
+  ASSERT_TRUE(mirror_fed.ok());
+  federation::PullAnswer kf;
+  kf.epoch = h.epoch();
+  kf.to_seq = h.to_seq();
+  kf.keyframe = true;
+  kf.codec = h.codec();
+  kf.degree = h.degree();
+  kf.public_copy = FloatsOf(o.payload);
+  ASSERT_TRUE((*mirror_fed)->Apply(0, kf).ok());
+
+  ASSERT_TRUE(WaitFor([&] { return b_->fed->seq() > h.to_seq(); }));  // B published since
+  auto s2 = Begin(*a_, BPk(), Params(h.epoch(), h.to_seq()));
+  PullResult r2 = RawPull(*stub_, s2->hello());
+  Opened o2 = OpenAnswer(*s2, r2);
+  EXPECT_FALSE(o2.header.keyframe());
+  EXPECT_EQ(o2.header.from_seq(), h.to_seq());
+  ASSERT_GE(o2.header.count(), 1u);
+  EXPECT_EQ(o2.header.to_seq() - o2.header.from_seq(), o2.header.count());
+  federation::PullAnswer deltas;
+  deltas.epoch = o2.header.epoch();
+  deltas.from_seq = o2.header.from_seq();
+  deltas.to_seq = o2.header.to_seq();
+  deltas.codec = o2.header.codec();
+  deltas.degree = o2.header.degree();
+  std::string_view in(o2.payload);
+  for (uint32_t i = 0; i < o2.header.count(); ++i) {
+    ASSERT_GE(in.size(), 8u);
+    uint64_t len = 0;
+    for (int k = 0; k < 8; ++k) len |= static_cast<uint64_t>(static_cast<unsigned char>(in[k])) << (8 * k);
+    in.remove_prefix(8);
+    ASSERT_LE(len, in.size());
+    deltas.deltas.emplace_back(in.substr(0, len));
+    in.remove_prefix(len);
+  }
+  EXPECT_TRUE(in.empty());
+  absl::Status applied = (*mirror_fed)->Apply(0, deltas);
+  ASSERT_TRUE(applied.ok()) << applied;
+  EXPECT_EQ((*mirror_fed)->mirror(0), b_->fed->public_copy());
+}
+
+TEST_F(GossipServerTest, UnpinnedKeyIsRefusedAndNothingIsSent) {
+  auto session = Begin(*intruder_, BPk(), Params(0, 0));
+  ExpectRefused(session->hello(), grpc::StatusCode::PERMISSION_DENIED, "unpinned_key");
+  // Not attributed to the pinned neighbour.
+  EXPECT_EQ(b_->peer(0).refused, 0);
+  EXPECT_TRUE(b_->peer(0).refusals.empty());
+}
+
+TEST_F(GossipServerTest, FlippedHelloBytesAreRefusedWithTheRightReason) {
+  struct Case {
+    const char* field;
+    std::function<size_t(const std::string&)> offset;
+    const char* reason;
+  };
+  const std::vector<Case> cases = {
+      {"magic", [](const std::string&) { return size_t{0}; }, "malformed"},
+      {"version", [](const std::string&) { return kHVersion; }, "wrong_version"},
+      {"sender", [](const std::string&) { return kHSender + 3; }, "unpinned_key"},
+      {"recipient", [](const std::string&) { return kHRecipient + 5; }, "wrong_recipient"},
+      {"timestamp", [](const std::string&) { return kHTimestamp; }, "bad_signature"},  // 1 s off: fresh
+      {"nonce", [](const std::string&) { return kHNonce + 7; }, "bad_signature"},
+      {"ephemeral key", [](const std::string&) { return kHEph + 1; }, "bad_signature"},
+      {"request length", [](const std::string&) { return kHReqLen; }, "malformed"},
+      {"request", [](const std::string&) { return kHRequest + 2; }, "bad_signature"},
+      {"signature", [](const std::string& h) { return h.size() - kSigLen + 10; }, "bad_signature"},
+      {"last byte", [](const std::string& h) { return h.size() - 1; }, "bad_signature"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.field);
+    const std::string good = GoodHello();
+    std::string bad = good;
+    size_t off = c.offset(bad);
+    ASSERT_LT(off, bad.size());
+    bad[off] = static_cast<char>(bad[off] ^ 0x01);
+    ExpectRefused(bad, grpc::StatusCode::PERMISSION_DENIED, c.reason);
+    // A refused forgery must not burn the genuine hello's nonce.
+    PullResult r = RawPull(*stub_, good);
+    EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  }
+  EXPECT_EQ(b_->peer(0).refused, 0);
+}
+
+TEST_F(GossipServerTest, StaleHelloIsRefused) {
+  ExpectRefused(Begin(*a_, BPk(), Params(0, 0), Now() - 3600)->hello(), grpc::StatusCode::PERMISSION_DENIED,
+                "stale");
+  ExpectRefused(Begin(*a_, BPk(), Params(0, 0), Now() + 3600)->hello(), grpc::StatusCode::PERMISSION_DENIED,
+                "stale");
+  // Within the window is fine.
+  auto s = Begin(*a_, BPk(), Params(0, 0), Now() - 30);
+  OpenAnswer(*s, RawPull(*stub_, s->hello()));
+}
+
+TEST_F(GossipServerTest, ReplayedHelloIsRefused) {
+  auto session = Begin(*a_, BPk(), Params(0, 0));
+  PullResult first = RawPull(*stub_, session->hello());
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  ASSERT_FALSE(first.chunks.empty());
+  const int64_t served = b_->peer(0).served;
+  ExpectRefused(session->hello(), grpc::StatusCode::PERMISSION_DENIED, "replayed");
+  EXPECT_EQ(b_->peer(0).served, served + 1);  // only ExpectRefused's own good pull
+}
+
+TEST_F(GossipServerTest, HelloForAnotherServerIsRefused) {
+  ExpectRefused(Begin(*a_, intruder_->public_key(), Params(0, 0))->hello(), grpc::StatusCode::PERMISSION_DENIED,
+                "wrong_recipient");
+}
+
+TEST_F(GossipServerTest, GarbageAndEmptyHellosAreMalformed) {
+  const std::string good = GoodHello();
+  std::string huge_len = good;
+  huge_len[kHReqLen + 2] = '\x7f';
+  const std::vector<std::pair<const char*, std::string>> cases = {
+      {"empty", ""},
+      {"short garbage", "hello, server"},
+      {"garbage of a hello's size", std::string(good.size(), '\x5a')},
+      {"magic, version, then zeros", std::string("MYHELLO1") + std::string("\x01\0\0\0", 4) + std::string(300, '\0')},
+      {"truncated", good.substr(0, good.size() - 1)},
+      {"trailing byte", good + "x"},
+      {"too long for a hello", std::string(8000, 'A')},
+      {"request length past the end", huge_len},
+  };
+  for (const auto& [what, hello] : cases) {
+    SCOPED_TRACE(what);
+    ExpectRefused(hello, grpc::StatusCode::PERMISSION_DENIED, "malformed");
+  }
+}
+
+TEST_F(GossipServerTest, UnparseablePullParamsFromPinnedPeerAreMalformed) {
+  auto session = Begin(*a_, BPk(), std::string("\x0a\xff\x01", 3));
+  ExpectRefused(session->hello(), grpc::StatusCode::INVALID_ARGUMENT, "malformed", /*counted_unknown=*/false);
+  EXPECT_EQ(b_->peer(0).refusals["malformed"], 1);
+  EXPECT_EQ(b_->peer(0).refused, 1);
+}
+
+TEST_F(GossipServerTest, FingerprintMismatchIsRefusedAndCountedForThePeer) {
+  auto session = Begin(*a_, BPk(), Params(0, 0, "some-other-model"));
+  ExpectRefused(session->hello(), grpc::StatusCode::FAILED_PRECONDITION, "fingerprint_mismatch",
+                /*counted_unknown=*/false);
+  auto a = b_->peer(0);
+  EXPECT_EQ(a.refusals["fingerprint_mismatch"], 1);
+  EXPECT_EQ(a.refused, 1);
+}
+
+TEST_F(GossipServerTest, OversizedRequestIsRejectedByGrpcBeforeTheHandler) {
+  const auto before = b_->gossip->Totals();
+  std::string big = GoodHello();
+  big.resize(1 << 20, 'A');  // a 1 MB "hello"
+  PullResult r = RawPull(*stub_, big);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << r.status.error_message();
+  EXPECT_TRUE(r.chunks.empty());
+  // The handler never ran: nothing counted, nothing sent.
+  EXPECT_EQ(b_->gossip->Totals().refused_unknown, before.refused_unknown);
+  EXPECT_EQ(b_->gossip->Totals().bytes_sent, before.bytes_sent);
+  EXPECT_EQ(b_->peer(0).refused, 0);
+  // Just under gRPC's bound but far over a hello's: refused cheaply as malformed.
+  std::string mid = GoodHello();
+  mid.resize(60 << 10, 'A');
+  ExpectRefused(mid, grpc::StatusCode::PERMISSION_DENIED, "malformed");
+}
+
+TEST_F(GossipServerTest, RefusalsAreLoggedButEveryOneIsCounted) {
+  for (int i = 0; i < 5; ++i) {
+    PullResult r = RawPull(*stub_, Begin(*intruder_, BPk(), Params(0, 0))->hello());
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  EXPECT_EQ(b_->gossip->Totals().refused_unknown, 5);
+  ExpectGoodPull();
+}
+
+// =========================================================================
+// Client side: node A pulls from an evil server.
+// =========================================================================
+
+// What the evil server sends for one pull; filled honestly from its own
+// Federation, then edited by the test's plan.
+struct Craft {
+  PullHeader header;
+  std::string payload;                               // plaintext
+  size_t chunk_bytes = 1 << 20;
+  bool final_tag = true;                             // tag the last chunk FINAL
+  std::function<void(std::string&)> edit_reply;      // signed Reply bytes
+  std::function<void(std::vector<std::string>&)> edit_sealed;
+  std::optional<grpc::Status> refuse;                // answer with this error instead
+  std::optional<std::string> raw_header;             // signed as is instead of `header`
+};
+
+class EvilPeer final : public Peer::Service {
+ public:
+  using Plan = std::function<void(int call, const PullParams&, Craft&)>;
+
+  EvilPeer(std::unique_ptr<crypto::Identity> me, std::string client_pk, const std::vector<float>& xhat)
+      : me_(std::move(me)), pinned_{std::move(client_pk)} {
+    fed_ = std::move(federation::Federation::Create({}, xhat, 1, 1)).value();
+    fed_->Publish(xhat.data(), 42);  // seq 1, public copy = xhat
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+    EXPECT_GT(port_, 0);
+  }
+  ~EvilPeer() override {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    server_->Wait();
+  }
+
+  void SetPlan(Plan plan) {
+    std::lock_guard<std::mutex> lock(mu_);
+    plan_ = std::move(plan);
+  }
+  int calls() const { return calls_.load(); }
+  const crypto::Identity& id() const { return *me_; }
+  federation::Federation& fed() { return *fed_; }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+  grpc::Status Pull(grpc::ServerContext*, const PullRequest* req, grpc::ServerWriter<PullChunk>* writer) override {
+    auto session = crypto::ServerSession::Accept(*me_, pinned_, replay_, req->hello(), Now());
+    if (!session.ok()) return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, std::string(session.status().message()));
+    PullParams params;
+    if (!params.ParseFromString((*session)->hello().request)) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed: params");
+    }
+    federation::PullAnswer a = fed_->Answer(params.epoch(), params.after_seq());
+    Craft c;
+    if (a.keyframe) {
+      c.payload = BytesOf(a.public_copy);
+    } else {
+      for (const auto& q : a.deltas) {
+        PutU64(&c.payload, q.size());
+        c.payload += q;
+      }
+    }
+    PullHeader& h = c.header;
+    h.set_epoch(a.epoch);
+    h.set_from_seq(a.from_seq);
+    h.set_to_seq(a.to_seq);
+    h.set_keyframe(a.keyframe);
+    h.set_codec(a.codec);
+    h.set_fingerprint(kFingerprint);
+    h.set_samples_trained(a.samples_trained);
+    h.set_degree(a.degree);
+    h.set_count(static_cast<uint32_t>(a.deltas.size()));
+    h.set_payload_bytes(c.payload.size());
+    h.set_parameters(fed_->size());
+    int call = calls_.fetch_add(1);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (plan_) plan_(call, params, c);
+    }
+    if (c.refuse) return *c.refuse;
+    auto reply = (*session)->Reply(c.raw_header ? *c.raw_header : c.header.SerializeAsString());
+    if (!reply.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, std::string(reply.status().message()));
+    std::string reply_bytes = *reply;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (c.edit_reply) c.edit_reply(reply_bytes);
+    }
+    std::vector<std::string> sealed;
+    size_t off = 0;
+    do {
+      size_t n = std::min(c.chunk_bytes, c.payload.size() - off);
+      bool last = off + n >= c.payload.size();
+      sealed.push_back((*session)->Seal(std::string_view(c.payload).substr(off, n), last && c.final_tag));
+      off += n;
+    } while (off < c.payload.size());
+    if (c.edit_sealed) c.edit_sealed(sealed);
+    PullChunk first;
+    first.set_reply(reply_bytes);
+    if (!writer->Write(first)) return grpc::Status::CANCELLED;
+    for (const auto& s : sealed) {
+      PullChunk chunk;
+      chunk.set_sealed(s);
+      if (!writer->Write(chunk)) return grpc::Status::CANCELLED;
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  std::unique_ptr<crypto::Identity> me_;
+  std::vector<std::string> pinned_;
+  crypto::ReplayGuard replay_;
+  std::unique_ptr<federation::Federation> fed_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::mutex mu_;
+  Plan plan_;
+  std::atomic<int> calls_{0};
+};
+
+class GossipClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    a_id_ = NewIdentity();
+    initial_ = Ramp(0.0f, 0.0078125f);
+    x_a_ = Ramp(0.5f, 0.0078125f);
+    evil_x_ = Ramp(-0.5f, 0.015625f);
+    evil_ = std::make_unique<EvilPeer>(NewIdentity(), a_id_->public_key(), evil_x_);
+  }
+  void TearDown() override {
+    a_.reset();  // stop pulling before the evil server goes away
+    evil_.reset();
+  }
+
+  // Starts node A pinned to the evil server (evil's plan must be set first).
+  void StartA(federation::FederationOptions fopts = {}) {
+    a_ = MakeNode("A", std::move(a_id_), initial_, x_a_, "", {PeerAt("evil", evil_->address(), evil_->id())},
+                  fopts);
+  }
+
+  // Waits until A has refused the evil server for `reason` at least `n` times.
+  void WaitRefused(const std::string& reason, int64_t n = 1) {
+    ASSERT_TRUE(WaitFor([&] {
+      auto p = a_->peer(0);
+      return p.refusals.count(reason) && p.refusals.at(reason) >= n;
+    })) << "refusals: " << Describe(a_->peer(0));
+  }
+
+  static std::string Describe(const PeerStatus& p) {
+    std::string s = "state=" + p.state + " last_error=" + p.last_error + " {";
+    for (const auto& [k, v] : p.refusals) s += k + ":" + std::to_string(v) + " ";
+    return s + "}";
+  }
+
+  // A refused everything from the evil server: nothing reached its model.
+  void ExpectNothingReachedTheModel(const std::string& reason) {
+    auto p = a_->peer(0);
+    EXPECT_EQ(p.state, "rejected") << Describe(p);
+    EXPECT_THAT(p.last_error, StartsWith(reason + ":"));
+    EXPECT_GE(p.refused, 1);
+    EXPECT_EQ(p.pulls_ok, 0);
+    EXPECT_GE(p.pulls_failed, 1);
+    EXPECT_EQ(p.keyframes_accepted, 0);
+    EXPECT_EQ(p.deltas_accepted, 0);
+    EXPECT_FALSE(a_->fed->mirror_stats(0).initialized);
+    EXPECT_TRUE(a_->fed->mirror(0).empty());
+    // Rounds still run (publish + merge), and x is untouched and finite.
+    ASSERT_TRUE(WaitFor([&] { return a_->gossip->Totals().rounds >= 2; }));
+    std::vector<float> x = a_->shared.Get();
+    EXPECT_TRUE(AllFinite(x));
+    EXPECT_EQ(x, x_a_);
+    EXPECT_EQ(a_->fed->public_copy(), x_a_);
+  }
+
+  void RunRefusalCase(EvilPeer::Plan plan, const std::string& reason) {
+    evil_->SetPlan(std::move(plan));
+    StartA();
+    WaitRefused(reason);
+    ExpectNothingReachedTheModel(reason);
+  }
+
+  std::unique_ptr<crypto::Identity> a_id_;
+  std::vector<float> initial_, x_a_, evil_x_;
+  std::unique_ptr<EvilPeer> evil_;
+  std::unique_ptr<Node> a_;
+};
+
+TEST_F(GossipClientTest, HonestServerKeyframeIsAcceptedAndMerged) {
+  // Control for the cases below: the same evil server, unedited, is accepted.
+  StartA();
+  ASSERT_TRUE(WaitFor([&] { return a_->peer(0).keyframes_accepted >= 1; }));
+  auto p = a_->peer(0);
+  EXPECT_EQ(p.state, "connected");
+  EXPECT_GE(p.pulls_ok, 1);
+  EXPECT_EQ(p.refused, 0);
+  EXPECT_GT(p.bytes_received, static_cast<int64_t>(kSize * sizeof(float)));
+  EXPECT_EQ(a_->fed->mirror(0), evil_x_);
+  EXPECT_EQ(p.samples_trained, 42);
+  // Metropolis with one neighbour each: x moves halfway to the mirror.
+  ASSERT_TRUE(WaitFor([&] {
+    auto x = a_->shared.Get();
+    for (size_t i = 0; i < kSize; ++i) {
+      if (std::fabs(x[i] - evil_x_[i]) > 1e-3f) return false;
+    }
+    return true;
+  }));
+}
+
+TEST_F(GossipClientTest, TamperedCiphertextIsRefused) {
+  RunRefusalCase(
+      [](int, const PullParams&, Craft& c) {
+        c.edit_sealed = [](std::vector<std::string>& s) { s[0][s[0].size() / 2] ^= 0x04; };
+      },
+      "tampered");
+}
+
+TEST_F(GossipClientTest, ReorderedChunksAreRefused) {
+  RunRefusalCase(
+      [](int, const PullParams&, Craft& c) {
+        c.chunk_bytes = 1000;
+        c.edit_sealed = [](std::vector<std::string>& s) { std::swap(s[0], s[1]); };
+      },
+      "tampered");
+}
+
+TEST_F(GossipClientTest, WrongParameterCountIsBadShape) {
+  RunRefusalCase([](int, const PullParams&, Craft& c) { c.header.set_parameters(kSize + 1); }, "bad_shape");
+}
+
+TEST_F(GossipClientTest, KeyframeOfWrongByteSizeIsBadShape) {
+  RunRefusalCase(
+      [](int, const PullParams&, Craft& c) {
+        c.payload.resize(c.payload.size() - 4);
+        c.header.set_payload_bytes(c.payload.size());
+      },
+      "bad_shape");
+}
+
+TEST_F(GossipClientTest, HugeClaimedPayloadIsBadShape) {
+  RunRefusalCase([](int, const PullParams&, Craft& c) { c.header.set_payload_bytes(uint64_t{1} << 40); },
+                 "bad_shape");
+}
+
+TEST_F(GossipClientTest, PayloadLongerThanItsHeaderIsBadShape) {
+  RunRefusalCase([](int, const PullParams&, Craft& c) { c.payload += std::string(16, '\0'); }, "bad_shape");
+}
+
+TEST_F(GossipClientTest, NonFiniteKeyframeIsRefused) {
+  RunRefusalCase(
+      [](int, const PullParams&, Craft& c) {
+        std::vector<float> v = FloatsOf(c.payload);
+        v[17] = std::numeric_limits<float>::quiet_NaN();
+        v[500] = std::numeric_limits<float>::infinity();
+        c.payload = BytesOf(v);
+      },
+      "non_finite");
+}
+
+TEST_F(GossipClientTest, KeyframeBeyondTheNormBoundIsRefused) {
+  RunRefusalCase(
+      [](int, const PullParams&, Craft& c) {
+        std::vector<float> v(kSize, 1e5f);  // norm ~3e6 > max_keyframe_norm 1e6
+        c.payload = BytesOf(v);
+      },
+      "norm_bound");
+}
+
+TEST_F(GossipClientTest, ShortPayloadWithFinalIsTruncated) {
+  RunRefusalCase([](int, const PullParams&, Craft& c) { c.payload.resize(c.payload.size() / 2); }, "truncated");
+}
+
+TEST_F(GossipClientTest, MissingFinalChunkIsTruncated) {
+  RunRefusalCase([](int, const PullParams&, Craft& c) { c.final_tag = false; }, "truncated");
+}
+
+TEST_F(GossipClientTest, DroppedLastChunkIsTruncated) {
+  RunRefusalCase(
+      [](int, const PullParams&, Craft& c) {
+        c.chunk_bytes = 1000;
+        c.edit_sealed = [](std::vector<std::string>& s) { s.pop_back(); };
+      },
+      "truncated");
+}
+
+TEST_F(GossipClientTest, ReplySignedByAnotherIdentityIsRefused) {
+  std::shared_ptr<crypto::Identity> other = NewIdentity();
+  RunRefusalCase(
+      [other](int, const PullParams&, Craft& c) {
+        c.edit_reply = [other](std::string& r) {
+          std::string body = r.substr(0, r.size() - kSigLen);
+          r = body + other->Sign(body);
+        };
+      },
+      "bad_signature");
+}
+
+TEST_F(GossipClientTest, GarbageReplyIsMalformed) {
+  RunRefusalCase([](int, const PullParams&, Craft& c) { c.edit_reply = [](std::string& r) { r = "no"; }; },
+                 "malformed");
+}
+
+TEST_F(GossipClientTest, HeaderThatDoesNotParseIsMalformed) {
+  // A correctly signed reply whose opaque header is not a PullHeader.
+  RunRefusalCase(
+      [](int, const PullParams&, Craft& c) { c.raw_header = std::string("\x0a\xff\x01", 3); },
+      "malformed");
+}
+
+TEST_F(GossipClientTest, FingerprintMismatchIsRefused) {
+  RunRefusalCase([](int, const PullParams&, Craft& c) { c.header.set_fingerprint("another-model"); },
+                 "fingerprint_mismatch");
+}
+
+TEST_F(GossipClientTest, RefusalByTheNeighbourIsCountedWithItsReason) {
+  RunRefusalCase(
+      [](int, const PullParams&, Craft& c) {
+        c.refuse = grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "unpinned_key: request refused");
+      },
+      "unpinned_key");
+}
+
+TEST_F(GossipClientTest, ReplayedOldReplyIsRefused) {
+  // First pull honest (keyframe accepted); then the server replays that
+  // first reply (and its chunks) to every later hello.
+  auto saved = std::make_shared<std::string>();
+  evil_->SetPlan([saved](int call, const PullParams&, Craft& c) {
+    if (call == 0) {
+      c.edit_reply = [saved](std::string& r) { *saved = r; };
+    } else {
+      c.edit_reply = [saved](std::string& r) { r = *saved; };
+    }
+  });
+  StartA();
+  WaitRefused("replayed");
+  auto p = a_->peer(0);
+  EXPECT_EQ(p.keyframes_accepted, 1);
+  EXPECT_EQ(p.state, "rejected");
+  EXPECT_EQ(a_->fed->mirror(0), evil_x_);
+  EXPECT_TRUE(AllFinite(a_->shared.Get()));
+}
+
+// Deltas, after one honest keyframe: the mirror keeps the keyframe and the
+// bad deltas never reach it.
+class GossipClientDeltaTest : public GossipClientTest {
+ protected:
+  // From the second pull on, answer with `make(after_seq)` deltas.
+  void RunDeltaCase(std::function<void(const PullParams&, Craft&)> edit, const std::string& reason) {
+    evil_->SetPlan([edit](int call, const PullParams& p, Craft& c) {
+      if (call == 0) {
+        EXPECT_TRUE(c.header.keyframe());
+        return;
+      }
+      c.header.set_keyframe(false);
+      c.header.set_from_seq(p.after_seq());
+      c.header.set_to_seq(p.after_seq() + 1);
+      c.header.set_codec("dense_f32");
+      c.header.set_count(1);
+      c.payload.clear();
+      edit(p, c);
+      c.header.set_payload_bytes(c.payload.size());
+    });
+    StartA();
+    WaitRefused(reason);
+    auto p = a_->peer(0);
+    EXPECT_EQ(p.state, "rejected");
+    EXPECT_EQ(p.keyframes_accepted, 1);
+    EXPECT_EQ(p.deltas_accepted, 0);
+    auto m = a_->fed->mirror_stats(0);
+    EXPECT_TRUE(m.initialized);
+    EXPECT_EQ(m.seq, 1u);
+    EXPECT_EQ(a_->fed->mirror(0), evil_x_);
+    std::vector<float> x = a_->shared.Get();
+    ASSERT_TRUE(AllFinite(x));
+    for (size_t i = 0; i < kSize; ++i) {
+      // Merging only ever mixes x_a_ with the honest keyframe.
+      ASSERT_LE(x[i], std::max(x_a_[i], evil_x_[i]) + 1e-4f) << i;
+      ASSERT_GE(x[i], std::min(x_a_[i], evil_x_[i]) - 1e-4f) << i;
+    }
+  }
+
+  // The same, in a child process (gtest death-test machinery, re-executed so
+  // gRPC starts fresh): a daemon that aborts on a crafted reply must fail
+  // this test, not kill the whole test binary.
+  void RunDeltaCaseIsolated(std::function<void(const PullParams&, Craft&)> edit, const std::string& reason) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_EXIT(
+        {
+          RunDeltaCase(edit, reason);
+          std::fflush(nullptr);
+          _exit(::testing::Test::HasFailure() ? 1 : 0);
+        },
+        ::testing::ExitedWithCode(0), "")
+        << "node A crashed or misbehaved on a malformed reply (refusal expected: " << reason << ")";
+  }
+
+  static std::string Delta(const std::vector<float>& d) {
+    auto codec = federation::MakeCodec("dense_f32");
+    std::string q = (*codec)->Encode(d.data(), d.size());
+    std::string out;
+    PutU64(&out, q.size());
+    return out + q;
+  }
+};
+
+TEST_F(GossipClientDeltaTest, HonestDeltasAreAccepted) {
+  // Control: the evil server publishes a real delta and serves it.
+  std::vector<float> next = evil_x_;
+  for (auto& v : next) v += 0.25f;
+  StartA();
+  ASSERT_TRUE(WaitFor([&] { return a_->peer(0).keyframes_accepted >= 1; }));
+  evil_->fed().Publish(next.data(), 43);
+  ASSERT_TRUE(WaitFor([&] { return a_->peer(0).deltas_accepted >= 1; }));
+  EXPECT_EQ(a_->fed->mirror(0), evil_->fed().public_copy());
+  EXPECT_EQ(a_->fed->mirror(0), next);
+  EXPECT_EQ(a_->peer(0).state, "connected");
+  EXPECT_EQ(a_->peer(0).refused, 0);
+}
+
+TEST_F(GossipClientDeltaTest, DeltaBeyondTheNormBoundIsRefused) {
+  RunDeltaCase([](const PullParams&, Craft& c) { c.payload = Delta(std::vector<float>(kSize, 1e3f)); },
+               "norm_bound");  // norm ~3.2e4 > max_delta_norm 1e4
+}
+
+TEST_F(GossipClientDeltaTest, NonFiniteDeltaIsRefused) {
+  RunDeltaCase(
+      [](const PullParams&, Craft& c) {
+        std::vector<float> d(kSize, 0.0f);
+        d[3] = std::numeric_limits<float>::quiet_NaN();
+        c.payload = Delta(d);
+      },
+      "non_finite");
+}
+
+TEST_F(GossipClientDeltaTest, DeltaOfWrongSizeIsBadShape) {
+  RunDeltaCase([](const PullParams&, Craft& c) { c.payload = Delta(std::vector<float>(kSize - 1, 0.1f)); },
+               "bad_shape");
+}
+
+TEST_F(GossipClientDeltaTest, DeltaOverrunningThePayloadIsMalformed) {
+  RunDeltaCaseIsolated(
+      [](const PullParams&, Craft& c) {
+        std::string d = Delta(std::vector<float>(kSize, 0.1f));
+        d[0] = static_cast<char>(d[0] + 1);  // length prefix one past the end
+        c.payload = d;
+      },
+      "malformed");
+}
+
+TEST_F(GossipClientDeltaTest, BytesAfterTheLastDeltaAreMalformed) {
+  RunDeltaCaseIsolated([](const PullParams&, Craft& c) { c.payload = Delta(std::vector<float>(kSize, 0.1f)) + "junk"; },
+               "malformed");
+}
+
+TEST_F(GossipClientDeltaTest, DeltaWithAnotherCodecIsRefused) {
+  RunDeltaCase(
+      [](const PullParams&, Craft& c) {
+        c.header.set_codec("int8");
+        c.payload = Delta(std::vector<float>(kSize, 0.1f));
+      },
+      "codec_mismatch");
+}
+
+TEST_F(GossipClientDeltaTest, DeltaThatSkipsSequencesIsRefused) {
+  RunDeltaCase(
+      [](const PullParams& p, Craft& c) {
+        c.header.set_from_seq(p.after_seq() + 5);
+        c.header.set_to_seq(p.after_seq() + 6);
+        c.payload = Delta(std::vector<float>(kSize, 0.1f));
+      },
+      "out_of_order");
+}
+
+size_t VmSizeBytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmSize:", 0) == 0) return std::stoull(line.substr(7)) * 1024;
+  }
+  return 0;
+}
+
+// A pinned neighbour's header claims a huge payload (within the per-answer
+// bounds: 100000 deltas of a 4000-parameter model, 1.6 GB) and then sends a
+// few bytes. Correct: refused as truncated, memory following what arrives.
+// Run in a child with the address space limited to what it uses + 512 MB,
+// as on a small device: allocating the claim up front there is fatal.
+// Returns whether node A refused the claim as truncated (and did not die).
+bool PullFromNeighbourClaimingAHugePayload() {
+  constexpr size_t kBig = 4000;
+  auto a_id = NewIdentity();
+  std::vector<float> initial(kBig, 0.25f), evil_x(kBig, -0.25f);
+  auto evil = std::make_unique<EvilPeer>(NewIdentity(), a_id->public_key(), evil_x);
+  evil->SetPlan([](int, const PullParams&, Craft& c) {
+    c.header.set_keyframe(false);
+    c.header.set_codec("dense_f32");
+    c.header.set_count(100000);
+    c.header.set_payload_bytes(uint64_t{100000} * (kBig * sizeof(float) + 64));
+    c.payload = std::string(100, 'x');
+  });
+  mallopt(M_ARENA_MAX, 2);
+  const rlim_t limit = VmSizeBytes() + (rlim_t{512} << 20);
+  rlimit rl{limit, limit};
+  setrlimit(RLIMIT_AS, &rl);
+  auto a = MakeNode("A", std::move(a_id), initial, initial, "", {PeerAt("evil", evil->address(), evil->id())});
+  return WaitFor([&] { return a->peer(0).refusals.count("truncated") > 0; });
+}
+
+TEST(GossipClientMemoryTest, ClaimedPayloadSizeIsNotAllocatedUpFront) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        bool refused = PullFromNeighbourClaimingAHugePayload();
+        std::fflush(nullptr);
+        _exit(refused && !::testing::Test::HasFailure() ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "")
+      << "node A died (or did not refuse) when a neighbour claimed a 1.6 GB payload and sent 100 bytes";
+}
+
+// =========================================================================
+// Availability: a dead or silent neighbour never stalls the others.
+// =========================================================================
+
+class GossipAvailabilityTest : public ::testing::Test {
+ protected:
+  // Node A pinned to [bad, good]; good is a real Gossip node B.
+  void StartNodes(const std::string& bad_address, config::FederationOptions gopts = FastOptions()) {
+    auto a_id = NewIdentity();
+    auto b_id = NewIdentity();
+    auto ghost = NewIdentity();
+    initial_ = Ramp(0.0f, 0.0078125f);
+    b_ = MakeNode("B", std::move(b_id), initial_, Ramp(1.0f, 0.0f), "127.0.0.1:0",
+                  {PeerAt("A", DeadAddress(), *a_id)}, {}, gopts);
+    auto bad = PeerAt("ghost", bad_address, *ghost);
+    auto good = PeerAt("B", b_->address(), *b_->id);
+    a_ = MakeNode("A", std::move(a_id), initial_, initial_, "", {bad, good}, {}, gopts);
+  }
+  void TearDown() override {
+    a_.reset();
+    b_.reset();
+  }
+  std::vector<float> initial_;
+  std::unique_ptr<Node> a_, b_;
+};
+
+TEST_F(GossipAvailabilityTest, UnreachableNeighbourBacksOffAndDoesNotStallTheOthers) {
+  StartNodes(DeadAddress());
+  // Record next_retry_s right after each failure: it must grow (exponential
+  // backoff) up to the cap.
+  std::vector<double> backoffs;
+  int64_t seen_failures = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto p = a_->peer(0);
+        if (p.pulls_failed > seen_failures) {
+          seen_failures = p.pulls_failed;
+          backoffs.push_back(p.next_retry_s);
+        }
+        return seen_failures >= 5;
+      },
+      15));
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Without backoff five failures take five rounds (0.1 s); with it, at
+  // least 0.04 + 0.08 + 0.16 + 0.32 s.
+  EXPECT_GT(elapsed, 0.5) << "the dead neighbour is retried every round";
+  auto ghost = a_->peer(0);
+  EXPECT_EQ(ghost.state, "unreachable");
+  EXPECT_THAT(ghost.last_error, StartsWith("unreachable"));
+  EXPECT_EQ(ghost.pulls_ok, 0);
+  EXPECT_EQ(ghost.refused, 0);  // unreachable is not a refusal
+  EXPECT_TRUE(ghost.refusals.empty());
+  ASSERT_GE(backoffs.size(), 4u);
+  for (double b : backoffs) {
+    EXPECT_GT(b, 0.0);
+    EXPECT_LE(b, FastOptions().max_backoff_s + 1e-9);
+  }
+  EXPECT_GT(backoffs.back(), 4 * backoffs.front()) << "no exponential backoff";
+
+  // Meanwhile, the good neighbour was pulled every round; many more pulls
+  // than failures of the dead one.
+  auto good = a_->peer(1);
+  EXPECT_EQ(good.state, "connected");
+  EXPECT_GT(good.pulls_ok, ghost.pulls_failed);
+  int64_t ok_before = good.pulls_ok;
+  ASSERT_TRUE(WaitFor([&] { return a_->peer(1).pulls_ok >= ok_before + 10; }, 5));
+  EXPECT_EQ(a_->peer(1).pulls_failed, 0);
+}
+
+TEST_F(GossipAvailabilityTest, SilentNeighbourIsBoundedByThePullDeadline) {
+  // A TCP listener that never accepts nor answers: connects, then nothing.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 16), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  auto gopts = FastOptions();
+  gopts.pull_timeout_s = 0.3;
+  StartNodes("127.0.0.1:" + std::to_string(ntohs(addr.sin_port)), gopts);
+
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor([&] { return a_->peer(0).pulls_failed >= 2; }, 10));
+  double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(elapsed, 5.0) << "pulls to a silent neighbour are not bounded by pull_timeout_s";
+  EXPECT_EQ(a_->peer(0).state, "unreachable");
+  int64_t ok_before = a_->peer(1).pulls_ok;
+  ASSERT_TRUE(WaitFor([&] { return a_->peer(1).pulls_ok >= ok_before + 10; }, 8))
+      << "the good neighbour stalled behind the silent one";
+  EXPECT_EQ(a_->peer(1).state, "connected");
+  a_.reset();
+  close(fd);
+}
+
+// =========================================================================
+// Two real nodes converge.
+// =========================================================================
+
+TEST(GossipPairTest, TwoNodesConvergeTowardTheirAverage) {
+  auto a_id = NewIdentity();
+  auto b_id = NewIdentity();
+  // Both start from the same weights (the average), then drift apart, as
+  // after local training.
+  std::vector<float> initial = Ramp(0.0f, 0.0078125f), xa0(kSize), xb0(kSize), avg = initial;
+  for (size_t i = 0; i < kSize; ++i) {
+    float d = 0.25f + 0.015625f * static_cast<float>(i % 13);
+    xa0[i] = initial[i] + d;
+    xb0[i] = initial[i] - d;
+  }
+
+  // Ports first (each pins the other's address), then both start together so
+  // neither is a stale-only mirror of the other for long.
+  const std::string a_addr = DeadAddress(), b_addr = DeadAddress();
+  auto peer_a = PeerAt("A", a_addr, *a_id);
+  auto peer_b = PeerAt("B", b_addr, *b_id);
+  auto a = MakeNode("A", std::move(a_id), initial, xa0, a_addr, {peer_b}, {}, FastOptions(), false);
+  auto b = MakeNode("B", std::move(b_id), initial, xb0, b_addr, {peer_a}, {}, FastOptions(), false);
+  ASSERT_TRUE(a->gossip->Start().ok());
+  ASSERT_TRUE(b->gossip->Start().ok());
+  ASSERT_EQ(a->address(), a_addr);
+  ASSERT_EQ(b->address(), b_addr);
+
+  auto max_gap = [&] {
+    auto x = a->shared.Get(), y = b->shared.Get();
+    float g = 0;
+    for (size_t i = 0; i < kSize; ++i) g = std::max(g, std::fabs(x[i] - y[i]));
+    return g;
+  };
+  ASSERT_TRUE(WaitFor([&] { return max_gap() < 1e-4f; }, 20)) << "gap " << max_gap();
+
+  auto xa = a->shared.Get(), xb = b->shared.Get();
+  ASSERT_TRUE(AllFinite(xa));
+  ASSERT_TRUE(AllFinite(xb));
+  // Toward the average: much closer to it than where either started.
+  float start_dist = 0, end_dist = 0;
+  for (size_t i = 0; i < kSize; ++i) {
+    start_dist = std::max(start_dist, std::fabs(xa0[i] - avg[i]));
+    end_dist = std::max(end_dist, std::fabs(xa[i] - avg[i]));
+  }
+  EXPECT_LT(end_dist, 0.5f * start_dist) << "consensus far from the average";
+
+  // Aligned rounds with weight 1/2 reach the average in one merge; gossip
+  // keeps going after it.
+  ASSERT_TRUE(WaitFor([&] { return a->peer(0).pulls_ok >= 2 && b->peer(0).pulls_ok >= 2; }, 10));
+  for (Node* n : {a.get(), b.get()}) {
+    auto p = n->peer(0);
+    EXPECT_EQ(p.state, "connected");
+    EXPECT_GE(p.keyframes_accepted, 1);
+    EXPECT_GE(p.pulls_ok, 2);
+    EXPECT_EQ(p.refused, 0);
+    EXPECT_GT(p.bytes_received, 0);
+    EXPECT_GT(p.bytes_sent, 0);
+    EXPECT_GT(p.served, 0);
+    EXPECT_GT(p.last_success_unix, 0);
+    EXPECT_EQ(p.key_fingerprint.empty(), false);
+  }
+  ASSERT_TRUE(WaitFor([&] { return a->peer(0).deltas_accepted >= 1 && b->peer(0).deltas_accepted >= 1; }));
+  auto ta = a->gossip->Totals();
+  EXPECT_GT(ta.bytes_sent, 0);
+  EXPECT_GT(ta.bytes_received, 0);
+  int64_t rounds = ta.rounds;
+  ASSERT_TRUE(WaitFor([&] { return a->gossip->Totals().rounds >= rounds + 3; }));
+  a->gossip->Stop();
+  b->gossip->Stop();
+  a->gossip->Stop();  // idempotent
+}
+
+TEST(GossipPairTest, NeighbourThatDoesNotPinUsRefusesAndWeCountIt) {
+  auto a_id = NewIdentity();
+  auto b_id = NewIdentity();
+  auto stranger = NewIdentity();
+  const std::vector<float> initial = Ramp(0.0f, 0.0078125f);
+  auto b = MakeNode("B", std::move(b_id), initial, initial, "127.0.0.1:0", {PeerAt("S", DeadAddress(), *stranger)});
+  auto a = MakeNode("A", std::move(a_id), initial, Ramp(1.0f, 0.0f), "", {PeerAt("B", b->address(), *b->id)});
+  ASSERT_TRUE(WaitFor([&] {
+    auto p = a->peer(0);
+    return p.refusals.count("unpinned_key") > 0;
+  }));
+  EXPECT_EQ(a->peer(0).state, "rejected");
+  EXPECT_GE(b->gossip->Totals().refused_unknown, 1);
+  EXPECT_FALSE(a->fed->mirror_stats(0).initialized);
+  EXPECT_EQ(b->fed->public_copy(), initial);
+}
+
+}  // namespace
+}  // namespace mycel::peer
