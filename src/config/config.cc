@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -292,6 +293,15 @@ Field StringField(std::string_view key, std::string* out, Rule<std::string> rule
           }};
 }
 
+Field BoolField(std::string_view key, bool* out) {
+  return {key, [out](const Parser& p, const toml::node& n, const std::string& where) {
+            const auto* b = n.as_boolean();
+            if (b == nullptr) return TypeError(p, n, where, "true or false");
+            *out = b->get();
+            return absl::OkStatus();
+          }};
+}
+
 // A file-system path: ~ and $VARS expanded, relative paths resolved against
 // the config file's directory.
 Field PathField(std::string_view key, std::string* out, bool allow_empty) {
@@ -447,6 +457,24 @@ std::vector<Field> FederationFields(FederationOptions* o) {
   };
 }
 
+std::vector<Field> PolicyFields(PolicyOptions* o) {
+  return {
+      StringField("on_battery", &o->on_battery, OneOf({"pause", "continue"})),
+      RealField("max_cpu_percent", &o->max_cpu_percent, RealIn(0, 100, /*hi_open=*/false)),
+      BoolField("idle_only", &o->idle_only),
+      StringField("active_hours", &o->active_hours, [](const std::string& v) -> std::string {
+        if (v.empty()) return "";
+        int h1, m1, h2, m2;
+        char tail;
+        bool ok = std::sscanf(v.c_str(), "%d:%d-%d:%d%c", &h1, &m1, &h2, &m2, &tail) == 4 && h1 >= 0 &&
+                  h1 <= 23 && h2 >= 0 && h2 <= 24 && m1 >= 0 && m1 <= 59 && m2 >= 0 && m2 <= 59 &&
+                  !(h2 == 24 && m2 != 0);
+        return ok ? "" : "must be \"HH:MM-HH:MM\" (got \"" + v + "\")";
+      }),
+      PathField("power_supply_dir", &o->power_supply_dir, /*allow_empty=*/false),
+  };
+}
+
 std::vector<Field> PeerFields(PeerOptions* o) {
   return {
       StringField("name", &o->name, PrintableName()),
@@ -492,6 +520,15 @@ absl::Status ParseModel(const Parser& p, const toml::node& n, Config* c) {
 absl::Status ParseTraining(const Parser& p, const toml::node& n, Config* c) {
   MYCEL_ASSIGN_OR_RETURN(const toml::table* t, AsTable(p, n, "[training]"));
   return ReadTable(p, *t, "[training]", TrainingFields(&c->training));
+}
+
+absl::Status ParsePolicy(const Parser& p, const toml::node& n, Config* c) {
+  MYCEL_ASSIGN_OR_RETURN(const toml::table* t, AsTable(p, n, "[policy]"));
+  MYCEL_RETURN_IF_ERROR(ReadTable(p, *t, "[policy]", PolicyFields(&c->policy)));
+  if (c->policy.max_cpu_percent <= 0) {
+    return p.Error(LineOfKey(*t, "max_cpu_percent"), "[policy] max_cpu_percent: must be > 0 (got 0)");
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ParseFederation(const Parser& p, const toml::node& n, Config* c) {
@@ -571,6 +608,7 @@ const Section kSections[] = {
     {"model", ParseModel},
     {"training", ParseTraining},
     {"federation", ParseFederation},
+    {"policy", ParsePolicy},
     {"peers", ParsePeers},
 };
 

@@ -60,6 +60,14 @@ struct FederationOptions {
   double max_backoff_s = 30;           // retry delay cap for an unreachable neighbour
 };
 
+struct PolicyOptions {
+  std::string on_battery = "pause";    // pause | continue: train on battery power or not
+  double max_cpu_percent = 100;        // duty-cycle cap of the training thread, in (0, 100]
+  bool idle_only = false;              // train only while the machine is otherwise idle (/proc/stat)
+  std::string active_hours;            // "" (always) or "HH:MM-HH:MM", local time; may wrap midnight
+  std::string power_supply_dir = "/sys/class/power_supply";  // where the power state is read (Linux)
+};
+
 struct PeerOptions {
   std::string name;                    // label used in logs and `mycel peers`
   std::string address;                 // "host:port"
@@ -73,6 +81,7 @@ struct Config {
   ModelOptions model;
   TrainingOptions training;
   FederationOptions federation;
+  PolicyOptions policy;
   std::vector<PeerOptions> peers;
 
   // Derived paths inside state_dir.

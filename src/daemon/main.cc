@@ -74,7 +74,17 @@ int main(int argc, char** argv) {
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGUSR1 && shutdown_thread.joinable()) break;  // shutdown finished
     if (sig == SIGHUP) {
-      log->info("SIGHUP: configuration reload is not supported yet; ignoring");
+      // Reload: a config that does not validate is refused and the old one stays.
+      auto fresh = mycel::config::LoadConfig(config_path);
+      if (!fresh.ok() && absl::IsNotFound(fresh.status()) && config->path.empty()) {
+        fresh = mycel::config::DefaultConfig();
+      }
+      if (!fresh.ok()) {
+        log->error("SIGHUP: reload refused, the running config stays: {}", fresh.status().message());
+        continue;
+      }
+      log->info("SIGHUP: reloading {}", config_path);
+      (*node)->Reload(*fresh);
       continue;
     }
     if (sig == SIGTERM || sig == SIGINT) {

@@ -19,6 +19,7 @@
 #include "peer/gossip.h"
 #include "train/checkpointer.h"
 #include "train/policy.h"
+#include "train/resource_policy.h"
 #include "train/trainer.h"
 
 namespace mycel {
@@ -52,6 +53,15 @@ class FederationState : public train::CheckpointParticipant {
 
 namespace {
 constexpr char kPausedKey[] = "paused";
+
+train::ResourcePolicyOptions ResourceOptions(const config::PolicyOptions& p) {
+  train::ResourcePolicyOptions o;
+  o.pause_on_battery = p.on_battery == "pause";
+  o.idle_only = p.idle_only;
+  o.active_hours = p.active_hours;
+  o.power_supply_dir = p.power_supply_dir;
+  return o;
+}
 
 std::vector<data::NamedBlob> ToBlobs(const std::vector<control::UploadedFile>& files) {
   std::vector<data::NamedBlob> blobs;
@@ -94,6 +104,7 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
 
   MYCEL_ASSIGN_OR_RETURN(auto paused, node->store_->GetMeta(kPausedKey));
   node->pause_ = std::make_unique<train::PausePolicy>(paused && *paused == "1");
+  node->policy_ = std::make_unique<train::ResourcePolicy>(ResourceOptions(config.policy), *node->pause_);
 
   train::CheckpointerOptions co;
   co.dir = config.CheckpointDir();
@@ -102,13 +113,14 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
   train::TrainerOptions to;
   to.model = config.model;
   to.training = config.training;
+  to.max_cpu_percent = config.policy.max_cpu_percent;
   if (!config.peers.empty()) {
     node->federation_ = std::make_unique<FederationState>(config);
     to.participant = node->federation_.get();
     to.local_steps = config.federation.local_steps;
   }
   MYCEL_ASSIGN_OR_RETURN(node->trainer_,
-                         train::Trainer::Create(to, *node->store_, *node->checkpointer_, *node->pause_));
+                         train::Trainer::Create(to, *node->store_, *node->checkpointer_, *node->policy_));
 
   if (node->federation_) {
     peer::GossipOptions go;
@@ -141,6 +153,26 @@ absl::Status Node::Start() {
                        stats.parameters, store_->Count(data::Split::kTrain) + store_->Count(data::Split::kValidation),
                        pause_->paused() ? ", paused by user" : "");
   return absl::OkStatus();
+}
+
+void Node::Reload(const config::Config& config) {
+  policy_->Reconfigure(ResourceOptions(config.policy));
+  trainer_->SetMaxCpuPercent(config.policy.max_cpu_percent);
+  trainer_->Wake();
+  (void)SetLogLevel(config.node.log_level);
+  config_.policy = config.policy;
+  config_.node.log_level = config.node.log_level;
+  bool same_peers = config.peers.size() == config_.peers.size();
+  for (size_t i = 0; same_peers && i < config.peers.size(); ++i) {
+    same_peers = config.peers[i].public_key == config_.peers[i].public_key &&
+                 config.peers[i].address == config_.peers[i].address;
+  }
+  if (!same_peers || config.model.kind != config_.model.kind || config.node.state_dir != config_.node.state_dir) {
+    Logger("node")->warn("reload: [policy] and log_level applied; changes to peers, model or state_dir "
+                         "take effect at the next restart");
+  } else {
+    Logger("node")->info("reload: [policy] and log_level applied");
+  }
 }
 
 absl::Status Node::Shutdown() {

@@ -23,7 +23,7 @@
 namespace mycel {
 namespace crypto { class Identity; }
 namespace data { class ExampleStore; }
-namespace train { class Checkpointer; class PausePolicy; class Trainer; }
+namespace train { class Checkpointer; class PausePolicy; class ResourcePolicy; class Trainer; }
 namespace peer { class Gossip; }
 class FederationState;
 
@@ -35,6 +35,9 @@ class Node : public control::ControlHandler {
   Node& operator=(const Node&) = delete;
 
   absl::Status Start();
+  // SIGHUP: applies a new config's policy and log level without a restart;
+  // other sections need one (said in the log). The caller validated `config`.
+  void Reload(const config::Config& config);
   // Idempotent; returns the final checkpoint's status.
   absl::Status Shutdown();
 
@@ -53,13 +56,14 @@ class Node : public control::ControlHandler {
  private:
   explicit Node(const config::Config& config);
 
-  const config::Config config_;
+  config::Config config_;                                // replaced in parts by Reload
   double started_at_ = 0;
   int lock_fd_ = -1;                                    // flock on <state_dir>/myceld.lock
   std::unique_ptr<crypto::Identity> identity_;
   std::unique_ptr<data::ExampleStore> store_;
   std::unique_ptr<train::Checkpointer> checkpointer_;
   std::unique_ptr<train::PausePolicy> pause_;
+  std::unique_ptr<train::ResourcePolicy> policy_;       // pause + power + hours + idle
   std::unique_ptr<FederationState> federation_;         // null without pinned peers
   std::unique_ptr<train::Trainer> trainer_;
   std::unique_ptr<peer::Gossip> gossip_;

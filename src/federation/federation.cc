@@ -15,6 +15,10 @@
 namespace mycel::federation {
 namespace {
 
+// Bytes a run of deltas may exceed a keyframe by and still be sent as deltas:
+// one codec header (dense_f32: 12 bytes).
+constexpr int64_t kKeyframeSlack = 64;
+
 struct Mirror {
   bool initialized = false;
   uint64_t epoch = 0;
@@ -101,7 +105,13 @@ struct Federation::State {
   std::vector<float> scratch_a;
   std::vector<float> scratch_b;
 
+  // Keeps at most `max_bytes` of deltas, and never more than a keyframe
+  // weighs (plus one codec header): a reader who missed more is answered with
+  // a keyframe anyway (AnswerShared), so older deltas would only fill memory
+  // and every checkpoint.
   void TrimLog(int64_t max_bytes) {
+    const int64_t useful = static_cast<int64_t>(xhat.size() * sizeof(float)) + kKeyframeSlack;
+    max_bytes = std::min(max_bytes, useful);
     while (!log.empty() && log_bytes > max_bytes) {
       log_bytes -= static_cast<int64_t>(log.front().q->size());
       log.pop_front();
@@ -245,8 +255,7 @@ SharedPullAnswer Federation::AnswerShared(uint64_t epoch, uint64_t after_seq) co
       // every delta since (dense deltas: each is as big as a keyframe).
       size_t delta_bytes = 0;
       for (size_t i = first; i < s.log.size(); ++i) delta_bytes += s.log[i].q->size();
-      constexpr size_t kHeaderSlack = 64;  // codec header of one delta
-      if (delta_bytes <= s.xhat.size() * sizeof(float) + kHeaderSlack) {
+      if (delta_bytes <= s.xhat.size() * sizeof(float) + kKeyframeSlack) {
         a.from_seq = after_seq;
         a.codec = s.codec->name();
         out.deltas.reserve(s.log.size() - first);

@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <sched.h>
+#include <time.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -35,6 +36,12 @@ constexpr double kPolicyPeriodS = 0.2;
 constexpr double kRefreshPeriodS = 1.0;
 // Loss shown in `mycel status`: exponential moving average over ~50 steps.
 constexpr double kLossEmaAlpha = 0.02;
+
+double ThreadCpuSeconds() {
+  struct timespec ts {};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 void LowerThreadPriority() {
   // The user's own work always wins: nice 19 for the thread, then SCHED_IDLE
@@ -91,6 +98,7 @@ struct Trainer::Impl {
   int64_t rate_window_steps = 0;
   PolicyDecision decision;
   std::atomic<int64_t> steps_since_round{0};
+  std::atomic<double> max_cpu_percent{100};
   int64_t shared_numel = 0;
   // Held while the model's weights are read or written: for each step on the
   // trainer thread, for each posted task, and by WithSharedParameters, which
@@ -160,6 +168,7 @@ absl::Status Trainer::Impl::Init() {
   } catch (const c10::Error& e) {
     return absl::InternalError(std::string("trainer: libtorch: ") + e.what_without_backtrace());
   }
+  max_cpu_percent = options.max_cpu_percent;
   stats.model_kind = options.model.kind;
   stats.parameters = model->parameter_count();
   stats.shared_parameters = model->shared_parameter_count();
@@ -446,7 +455,16 @@ void Trainer::Impl::Loop() {
       continue;
     }
     SetState("training", "training");
+    const double cpu_before = ThreadCpuSeconds();
     Step();
+    if (const double cap = max_cpu_percent.load(); cap < 100) {
+      // Duty cycle: idle (cpu / cap − cpu) after each step so the thread's CPU
+      // share stays at `cap` percent, whatever the step costs.
+      const double cpu = ThreadCpuSeconds() - cpu_before;
+      const double rest = cpu * (100.0 / cap - 1.0);
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait_for(lock, std::chrono::duration<double>(rest), [&] { return stop_requested || !tasks.empty(); });
+    }
     if (now - rate_window_start >= 2.0) {
       std::lock_guard<std::mutex> lock(mu);
       stats.steps_per_s = rate_window_steps / (now - rate_window_start);
@@ -529,6 +547,11 @@ TrainerStats Trainer::Stats() const {
 }
 
 data::ExampleShape Trainer::example_shape() const { return impl_->shape; }
+
+void Trainer::SetMaxCpuPercent(double percent) {
+  impl_->max_cpu_percent = percent;
+  impl_->cv.notify_all();
+}
 
 void Trainer::Wake() {
   {

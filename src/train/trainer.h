@@ -58,6 +58,9 @@ struct TrainerOptions {
   // train thousands of steps between merges.
   int64_t local_steps = 0;
   CheckpointParticipant* participant = nullptr;  // not owned; outlives the trainer
+  // Duty-cycle cap of the training thread, in (0, 100]: after each step it
+  // sleeps long enough that its CPU time stays under this share of wall time.
+  double max_cpu_percent = 100;
 };
 
 struct TrainerStats {
@@ -104,6 +107,8 @@ class Trainer {
   data::ExampleShape example_shape() const;
   // Tells the trainer that examples were added or the policy changed.
   void Wake();
+  // Changes the duty-cycle cap (SIGHUP reload).
+  void SetMaxCpuPercent(double percent);
 
   absl::StatusOr<EvalResult> Evaluate(const std::vector<data::Example>& examples);
   // Top-k (label, probability) for one example.

@@ -96,6 +96,19 @@ void ExpectSameOptions(const Config& a, const Config& b) {
   EXPECT_EQ(a.training.eval_interval_s, b.training.eval_interval_s);
   EXPECT_EQ(a.training.max_eval_examples, b.training.max_eval_examples);
   EXPECT_EQ(a.training.threads, b.training.threads);
+  EXPECT_EQ(a.federation.round_interval_s, b.federation.round_interval_s);
+  EXPECT_EQ(a.federation.local_steps, b.federation.local_steps);
+  EXPECT_EQ(a.federation.merge, b.federation.merge);
+  EXPECT_EQ(a.federation.mixing, b.federation.mixing);
+  EXPECT_EQ(a.federation.codec, b.federation.codec);
+  EXPECT_EQ(a.federation.max_delta_norm, b.federation.max_delta_norm);
+  EXPECT_EQ(a.federation.pull_timeout_s, b.federation.pull_timeout_s);
+  EXPECT_EQ(a.federation.max_backoff_s, b.federation.max_backoff_s);
+  EXPECT_EQ(a.policy.on_battery, b.policy.on_battery);
+  EXPECT_EQ(a.policy.max_cpu_percent, b.policy.max_cpu_percent);
+  EXPECT_EQ(a.policy.idle_only, b.policy.idle_only);
+  EXPECT_EQ(a.policy.active_hours, b.policy.active_hours);
+  EXPECT_EQ(a.policy.power_supply_dir, b.policy.power_supply_dir);
   ASSERT_EQ(a.peers.size(), b.peers.size());
 }
 
@@ -310,6 +323,12 @@ std::vector<BadCase> BadCases() {
       {hdr + "[federation]\nmixing = 0\n", 4, "[federation] mixing", "must be > 0"},
       {hdr + "[federation]\ncodec = \"zip\"\n", 4, "[federation] codec", "dense_f32"},
       {hdr + "[federation]\nlocal_steps = 1.5\n", 4, "[federation] local_steps", "expected an integer"},
+      {hdr + "[policy]\non_battery = \"sometimes\"\n", 4, "[policy] on_battery", "pause"},
+      {hdr + "[policy]\nmax_cpu_percent = 0\n", 4, "[policy] max_cpu_percent", "must be > 0"},
+      {hdr + "[policy]\nmax_cpu_percent = 150\n", 4, "[policy] max_cpu_percent", "150"},
+      {hdr + "[policy]\nidle_only = 1\n", 4, "[policy] idle_only", "true or false"},
+      {hdr + "[policy]\nactive_hours = \"9-17\"\n", 4, "[policy] active_hours", "HH:MM-HH:MM"},
+      {hdr + "[policy]\nactive_hours = \"25:00-26:00\"\n", 4, "[policy] active_hours", "HH:MM-HH:MM"},
       {hdr + "lr = 0.1\n", 3, "'lr'", "unknown top-level key 'lr'"},
       // Type errors.
       {hdr + "[training]\nbatch_size = \"64\"\n", 4, "[training] batch_size",
@@ -485,12 +504,15 @@ TEST(ExampleConfigTest, MentionsEveryKey) {
         "seed", "path", "local_layers", "context", "embedding", "optimizer", "lr", "momentum",
         "batch_size", "validation_fraction", "replay_fraction", "max_examples",
         "checkpoint_interval_s", "eval_interval_s", "max_eval_examples", "threads", "address",
-        "public_key"}) {
+        "public_key", "round_interval_s", "local_steps", "merge", "mixing", "codec", "max_delta_norm",
+        "pull_timeout_s", "max_backoff_s", "on_battery", "max_cpu_percent", "idle_only", "active_hours",
+        "power_supply_dir"}) {
     const bool active = text.find("\n" + std::string(key) + " = ") != std::string::npos;
     const bool commented = text.find("\n# " + std::string(key) + " = ") != std::string::npos;
     EXPECT_TRUE(active || commented) << key << " is not in the example config";
   }
-  for (const char* section : {"\n[node]\n", "\n[model]\n", "\n[training]\n", "\n# [[peers]]\n"}) {
+  for (const char* section : {"\n[node]\n", "\n[model]\n", "\n[training]\n", "\n[federation]\n",
+                              "\n[policy]\n", "\n# [[peers]]\n"}) {
     EXPECT_THAT(text, HasSubstr(section));
   }
 }

@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <thread>
 
@@ -167,6 +168,32 @@ TEST(Trainer, CharLmPredictsRepeatedText) {
   EXPECT_EQ(out->first.front().first, 'a');
   EXPECT_GT(out->first.front().second, 0.5);
   EXPECT_EQ(out->second, "at. ");
+}
+
+// The duty-cycle cap, measured on the real training thread over a few seconds.
+TEST(Trainer, CpuCapHoldsTheTrainingThreadUnderItsShare) {
+  Fixture f;
+  f.options.max_cpu_percent = 25;
+  f.options.model.hidden = {256};  // steps of a few hundred microseconds
+  auto trainer = f.MakeTrainer();
+  ASSERT_TRUE(f.store->Add(LoadT10k(trainer->example_shape())).ok());
+  trainer->Start();
+  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().steps > 50; }, 60));
+  auto cpu = [] {
+    struct timespec ts {};
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+  };
+  const double cpu0 = cpu();
+  const int64_t steps0 = trainer->Stats().steps;
+  const auto wall0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  const double share = (cpu() - cpu0) / wall;
+  EXPECT_GT(trainer->Stats().steps, steps0) << "capped, not stopped";
+  // 25% of one core, plus tolerance for evaluation passes and this thread.
+  EXPECT_LT(share, 0.35) << "CPU share " << share;
+  EXPECT_GT(share, 0.05) << "CPU share " << share;
 }
 
 TEST(Trainer, ClassifyRejectsWrongWidth) {
