@@ -273,7 +273,8 @@ int main(int argc, char** argv) {
                               .Str("node", r.node_name()).Str("state", r.state()).Str("reason", r.reason())
                               .Int("steps", r.steps()).Int("samples_trained", r.samples_trained())
                               .Int("examples_train", r.examples_train()).Int("examples_val", r.examples_val())
-                              .Num("train_loss", r.train_loss()).Num("val_loss", r.val_loss())
+                              .Num("train_loss", r.train_loss()).Num("learning_rate", r.learning_rate())
+                              .Num("val_loss", r.val_loss())
                               .Num("val_accuracy", r.val_accuracy()).Int("eval_examples", r.eval_examples())
                               .Str("model_kind", r.model_kind()).Int("parameters", r.parameters())
                               .Int("shared_parameters", r.shared_parameters())
@@ -295,7 +296,8 @@ int main(int argc, char** argv) {
                   Fixed(r.steps_per_s(), 1).c_str(), static_cast<long long>(r.samples_trained()));
       std::printf("examples    %lld train, %lld validation\n", static_cast<long long>(r.examples_train()),
                   static_cast<long long>(r.examples_val()));
-      std::printf("train loss  %s\n", Fixed(r.train_loss(), 4).c_str());
+      std::printf("train loss  %s (learning rate %s)\n", Fixed(r.train_loss(), 4).c_str(),
+                  Fixed(r.learning_rate(), 5).c_str());
       std::printf("validation  loss %s, accuracy %s (on %lld examples)\n", Fixed(r.val_loss(), 4).c_str(),
                   Fixed(r.val_accuracy(), 4).c_str(), static_cast<long long>(r.eval_examples()));
       std::printf("checkpoint  %lld written, last at step %lld\n", static_cast<long long>(r.checkpoints_written()),

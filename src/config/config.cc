@@ -432,6 +432,8 @@ std::vector<Field> TrainingFields(TrainingOptions* o) {
   return {
       StringField("optimizer", &o->optimizer, OneOf({"sgd", "adam"})),
       RealField("lr", &o->lr, RealPositive()),
+      IntField("lr_decay_steps", &o->lr_decay_steps, IntIn(0, int64_t{1} << 40)),
+      RealField("lr_final", &o->lr_final, RealIn(0, 1e6, /*hi_open=*/false)),
       RealField("momentum", &o->momentum, RealIn(0, 1, /*hi_open=*/true)),
       IntField("batch_size", &o->batch_size, IntIn(1, 65536)),
       RealField("validation_fraction", &o->validation_fraction, RealIn(0, 0.9, false)),
@@ -519,7 +521,15 @@ absl::Status ParseModel(const Parser& p, const toml::node& n, Config* c) {
 
 absl::Status ParseTraining(const Parser& p, const toml::node& n, Config* c) {
   MYCEL_ASSIGN_OR_RETURN(const toml::table* t, AsTable(p, n, "[training]"));
-  return ReadTable(p, *t, "[training]", TrainingFields(&c->training));
+  MYCEL_RETURN_IF_ERROR(ReadTable(p, *t, "[training]", TrainingFields(&c->training)));
+  const TrainingOptions& o = c->training;
+  // A continual learner must keep learning after the decay.
+  if (o.lr_decay_steps > 0 && (o.lr_final <= 0 || o.lr_final > o.lr)) {
+    return p.Error(LineOfKey(*t, "lr_final"),
+                   absl::StrCat("[training] lr_final: with lr_decay_steps it must be in (0, lr = ", o.lr,
+                                "] (got ", o.lr_final, ")"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ParsePolicy(const Parser& p, const toml::node& n, Config* c) {

@@ -37,7 +37,9 @@ struct ModelOptions {
 
 struct TrainingOptions {
   std::string optimizer = "sgd";       // sgd | adam
-  double lr = 0.05;                    // learning rate
+  double lr = 0.05;                    // learning rate (the initial one, with a decay)
+  int64_t lr_decay_steps = 0;          // cosine decay from lr to lr_final over this many steps; 0 = constant lr
+  double lr_final = 0.0;               // learning rate after the decay; training goes on at it (> 0 with a decay)
   double momentum = 0.0;               // sgd momentum
   int64_t batch_size = 64;             // examples per step
   double validation_fraction = 0.1;    // share of examples held out, chosen by content hash

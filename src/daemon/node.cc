@@ -201,6 +201,7 @@ absl::StatusOr<control::StatusReply> Node::GetStatus() {
   r.set_examples_train(store_->Count(data::Split::kTrain));
   r.set_examples_val(store_->Count(data::Split::kValidation));
   r.set_train_loss(st.train_loss);
+  r.set_learning_rate(st.learning_rate);
   r.set_val_loss(st.val_loss);
   r.set_val_accuracy(st.val_accuracy);
   r.set_model_kind(st.model_kind);

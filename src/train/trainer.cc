@@ -123,6 +123,8 @@ struct Trainer::Impl {
   std::string EncodeCheckpoint(bool final);
   absl::Status WriteCheckpoint(const char* why, bool final = false);
   void CopyShared(std::vector<float>* out);
+  double LearningRate(int64_t step) const;
+  void ApplyLearningRate(double lr);
   void WriteShared(const std::vector<float>& in);
   void Loop();
   void Step();
@@ -382,9 +384,29 @@ void Trainer::Impl::ValidationPass() {
                         stats.steps, stats.train_loss, r.loss, r.accuracy, stats.eval_examples);
 }
 
+// Cosine decay from lr to lr_final over lr_decay_steps, then lr_final: the
+// early steps move fast, the late ones settle (measured on the five-node ring:
+// 0.1 → 0.002 over 600 steps brings every node to 80% where a constant 0.01
+// leaves the worst swinging between 60 and 77%; README, "Pacing").
+double Trainer::Impl::LearningRate(int64_t step) const {
+  const auto& t = options.training;
+  if (t.lr_decay_steps <= 0) return t.lr;
+  const double frac = std::min<double>(1.0, static_cast<double>(step) / static_cast<double>(t.lr_decay_steps));
+  return t.lr_final + (t.lr - t.lr_final) * 0.5 * (1.0 + std::cos(M_PI * frac));
+}
+
+void Trainer::Impl::ApplyLearningRate(double lr) {
+  for (auto& group : optimizer->param_groups()) {
+    if (auto* sgd = dynamic_cast<torch::optim::SGDOptions*>(&group.options())) sgd->lr(lr);
+    if (auto* adam = dynamic_cast<torch::optim::AdamOptions*>(&group.options())) adam->lr(lr);
+  }
+}
+
 void Trainer::Impl::Step() {
   std::lock_guard<std::mutex> model_lock(model_mu);
   const int64_t batch = options.training.batch_size;
+  const double lr = LearningRate(stats.steps);
+  if (options.training.lr_decay_steps > 0) ApplyLearningRate(lr);
   bool ok = shape.text ? sampler->NextTokenBatch(batch, x_batch.data_ptr<int64_t>())
                        : sampler->NextBatch(batch, x_batch.data_ptr<float>(), y_batch.data_ptr<int64_t>());
   if (!ok) return;
@@ -400,6 +422,7 @@ void Trainer::Impl::Step() {
   stats.steps++;
   stats.samples_trained += batch;
   stats.train_loss = loss_ema;
+  stats.learning_rate = lr;
 }
 
 void Trainer::Impl::DrainTasks() {

@@ -69,6 +69,7 @@ struct TrainerStats {
   int64_t steps = 0;
   int64_t samples_trained = 0;
   int64_t rounds = 0;               // WithSharedParameters calls (merge rounds)
+  double learning_rate = 0;         // of the last step (changes with [training] lr_decay_steps)
   double train_loss = 0;            // NaN until the first step
   double val_loss = 0;              // NaN until the first validation pass
   double val_accuracy = 0;          // NaN until the first validation pass

@@ -87,6 +87,8 @@ void ExpectSameOptions(const Config& a, const Config& b) {
   EXPECT_EQ(a.model.embedding, b.model.embedding);
   EXPECT_EQ(a.training.optimizer, b.training.optimizer);
   EXPECT_EQ(a.training.lr, b.training.lr);
+  EXPECT_EQ(a.training.lr_decay_steps, b.training.lr_decay_steps);
+  EXPECT_EQ(a.training.lr_final, b.training.lr_final);
   EXPECT_EQ(a.training.momentum, b.training.momentum);
   EXPECT_EQ(a.training.batch_size, b.training.batch_size);
   EXPECT_EQ(a.training.validation_fraction, b.training.validation_fraction);
@@ -324,6 +326,9 @@ std::vector<BadCase> BadCases() {
       {hdr + "[federation]\ncodec = \"zip\"\n", 4, "[federation] codec", "dense_f32"},
       {hdr + "[federation]\nlocal_steps = 1.5\n", 4, "[federation] local_steps", "expected an integer"},
       {hdr + "[policy]\non_battery = \"sometimes\"\n", 4, "[policy] on_battery", "pause"},
+      {hdr + "[training]\nlr_decay_steps = 100\n", 3, "[training] lr_final", "must be in (0, lr"},
+      {hdr + "[training]\nlr = 0.01\nlr_decay_steps = 100\nlr_final = 0.1\n", 6, "[training] lr_final", "got 0.1"},
+      {hdr + "[training]\nlr_decay_steps = -1\n", 4, "[training] lr_decay_steps", "must be in"},
       {hdr + "[policy]\nmax_cpu_percent = 0\n", 4, "[policy] max_cpu_percent", "must be > 0"},
       {hdr + "[policy]\nmax_cpu_percent = 150\n", 4, "[policy] max_cpu_percent", "150"},
       {hdr + "[policy]\nidle_only = 1\n", 4, "[policy] idle_only", "true or false"},
@@ -506,7 +511,7 @@ TEST(ExampleConfigTest, MentionsEveryKey) {
         "checkpoint_interval_s", "eval_interval_s", "max_eval_examples", "threads", "address",
         "public_key", "round_interval_s", "local_steps", "merge", "mixing", "codec", "max_delta_norm",
         "pull_timeout_s", "max_backoff_s", "on_battery", "max_cpu_percent", "idle_only", "active_hours",
-        "power_supply_dir"}) {
+        "power_supply_dir", "lr_decay_steps", "lr_final"}) {
     const bool active = text.find("\n" + std::string(key) + " = ") != std::string::npos;
     const bool commented = text.find("\n# " + std::string(key) + " = ") != std::string::npos;
     EXPECT_TRUE(active || commented) << key << " is not in the example config";

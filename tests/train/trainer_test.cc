@@ -196,6 +196,21 @@ TEST(Trainer, CpuCapHoldsTheTrainingThreadUnderItsShare) {
   EXPECT_GT(share, 0.05) << "CPU share " << share;
 }
 
+TEST(Trainer, LearningRateDecaysToItsFloorAndStaysThere) {
+  Fixture f;
+  f.options.training.lr = 0.1;
+  f.options.training.lr_final = 0.002;
+  f.options.training.lr_decay_steps = 200;
+  auto trainer = f.MakeTrainer();
+  ASSERT_TRUE(f.store->Add(LoadT10k(trainer->example_shape())).ok());
+  ASSERT_TRUE(trainer->TrainStepsForBenchmark(1).ok());
+  EXPECT_DOUBLE_EQ(trainer->Stats().learning_rate, 0.1);  // step 0: the initial rate
+  ASSERT_TRUE(trainer->TrainStepsForBenchmark(100).ok());
+  EXPECT_NEAR(trainer->Stats().learning_rate, 0.051, 1e-9);  // step 100 of 200: half way (cosine)
+  ASSERT_TRUE(trainer->TrainStepsForBenchmark(200).ok());
+  EXPECT_DOUBLE_EQ(trainer->Stats().learning_rate, 0.002);  // past the decay: the floor, still learning
+}
+
 TEST(Trainer, ClassifyRejectsWrongWidth) {
   Fixture f;
   auto trainer = f.MakeTrainer();
