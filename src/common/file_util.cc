@@ -27,19 +27,9 @@ absl::Status ErrnoStatus(int err, std::string_view op, std::string_view path) {
   }
 }
 
-namespace {
-
-class FdCloser {
- public:
-  explicit FdCloser(int fd) : fd_(fd) {}
-  ~FdCloser() { if (fd_ >= 0) ::close(fd_); }
-  FdCloser(const FdCloser&) = delete;
-  FdCloser& operator=(const FdCloser&) = delete;
-  int get() const { return fd_; }
-  int release() { int fd = fd_; fd_ = -1; return fd; }
- private:
-  int fd_;
-};
+ScopedFd::~ScopedFd() {
+  if (fd_ >= 0) ::close(fd_);
+}
 
 std::string DirName(const std::string& path) {
   auto pos = path.find_last_of('/');
@@ -48,15 +38,13 @@ std::string DirName(const std::string& path) {
   return path.substr(0, pos);
 }
 
-}  // namespace
-
 Env* Env::Default() {
   static Env* env = new Env();
   return env;
 }
 
 absl::StatusOr<std::string> Env::ReadFile(const std::string& path) {
-  FdCloser fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return ErrnoStatus(errno, "open", path);
   std::string out;
   char buf[1 << 16];
@@ -75,7 +63,7 @@ absl::StatusOr<std::string> Env::ReadFile(const std::string& path) {
 absl::Status Env::WriteFileAtomically(const std::string& path, std::string_view data) {
   std::random_device rd;
   std::string tmp = absl::StrCat(path, ".tmp-", rd() % 1000000);
-  FdCloser fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  ScopedFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (fd.get() < 0) return ErrnoStatus(errno, "create", tmp);
   const char* p = data.data();
   size_t left = data.size();
@@ -102,7 +90,7 @@ absl::Status Env::WriteFileAtomically(const std::string& path, std::string_view 
     return ErrnoStatus(err, "rename", tmp);
   }
   std::string dir = DirName(path);
-  FdCloser dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ScopedFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dfd.get() < 0) return ErrnoStatus(errno, "open", dir);
   if (::fsync(dfd.get()) != 0) return ErrnoStatus(errno, "fsync", dir);
   return absl::OkStatus();

@@ -34,6 +34,23 @@ class Env {
   virtual absl::Status CreateDirs(const std::string& dir, int mode);
 };
 
+// Owns a file descriptor and closes it on destruction.
+class ScopedFd {
+ public:
+  explicit ScopedFd(int fd) : fd_(fd) {}
+  ~ScopedFd();
+  ScopedFd(const ScopedFd&) = delete;
+  ScopedFd& operator=(const ScopedFd&) = delete;
+  int get() const { return fd_; }
+  int release() { int fd = fd_; fd_ = -1; return fd; }
+
+ private:
+  int fd_;
+};
+
+// The directory part of `path`: "." without a slash, "/" for a top-level name.
+std::string DirName(const std::string& path);
+
 // Frames `payload` with magic, length and checksum.
 std::string FrameChecksummed(std::string_view magic8, std::string_view payload);
 // Verifies a framed buffer and returns the payload; DataLoss names `what` on a bad checksum.

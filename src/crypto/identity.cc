@@ -50,23 +50,6 @@ class SecureBuffer {
   unsigned char* p_;
 };
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { if (fd_ >= 0) ::close(fd_); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
- private:
-  int fd_;
-};
-
-std::string DirName(const std::string& path) {
-  auto pos = path.find_last_of('/');
-  if (pos == std::string::npos) return ".";
-  if (pos == 0) return "/";
-  return path.substr(0, pos);
-}
 
 absl::Status ReadExactly(int fd, unsigned char* buf, size_t len, const std::string& path) {
   size_t done = 0;
@@ -99,7 +82,7 @@ absl::Status WriteAll(int fd, const unsigned char* buf, size_t len, const std::s
 }
 
 absl::Status FsyncDir(const std::string& dir) {
-  Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ScopedFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dfd.get() < 0) return ErrnoStatus(errno, "open", dir);
   if (::fsync(dfd.get()) != 0) return ErrnoStatus(errno, "fsync", dir);
   return absl::OkStatus();
@@ -118,7 +101,7 @@ absl::Status WriteNewKeyFile(const std::string& path, const unsigned char* sk) {
   std::string tmpl = path + ".tmp-XXXXXX";
   int raw_fd = ::mkostemp(tmpl.data(), O_CLOEXEC);
   if (raw_fd < 0) return ErrnoStatus(errno, "create", tmpl);
-  Fd fd(raw_fd);
+  ScopedFd fd(raw_fd);
   const std::string tmp = tmpl;
   auto fail = [&](absl::Status s) {
     ::unlink(tmp.c_str());
@@ -226,7 +209,7 @@ absl::StatusOr<std::unique_ptr<Identity>> Identity::LoadOrCreate(const std::stri
   // Two attempts: if another process creates the file between our failed
   // open and our link, the second pass loads its key.
   for (int attempt = 0; attempt < 2; ++attempt) {
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));  // a FIFO must not hang us
+    ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));  // a FIFO must not hang us
     if (fd.get() >= 0) {
       SecureBuffer sk(crypto_sign_SECRETKEYBYTES);
       if (sk.get() == nullptr) return absl::ResourceExhaustedError("sodium_malloc failed");
