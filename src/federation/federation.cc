@@ -19,17 +19,9 @@ namespace {
 // one codec header (dense_f32: 12 bytes).
 constexpr int64_t kKeyframeSlack = 64;
 
-struct Mirror {
-  bool initialized = false;
-  uint64_t epoch = 0;
-  uint64_t seq = 0;
+// A neighbour's mirror: what mirror_stats() reports, plus the weights.
+struct Mirror : MirrorStats {
   std::vector<float> m;  // empty until initialized, then size() values
-  int64_t samples_trained = 0;
-  int32_t degree = 0;
-  int64_t deltas_applied = 0;
-  int64_t keyframes_applied = 0;
-  int64_t refused = 0;
-  std::string last_refusal;
 };
 
 struct LogEntry {
@@ -413,19 +405,8 @@ std::pair<uint64_t, uint64_t> Federation::Cursor(int peer) const {
 
 MirrorStats Federation::mirror_stats(int peer) const {
   std::lock_guard<std::mutex> lock(mu_);
-  MirrorStats out;
-  if (peer < 0 || static_cast<size_t>(peer) >= state_->mirrors.size()) return out;
-  const Mirror& m = state_->mirrors[static_cast<size_t>(peer)];
-  out.initialized = m.initialized;
-  out.epoch = m.epoch;
-  out.seq = m.seq;
-  out.samples_trained = m.samples_trained;
-  out.degree = m.degree;
-  out.deltas_applied = m.deltas_applied;
-  out.keyframes_applied = m.keyframes_applied;
-  out.refused = m.refused;
-  out.last_refusal = m.last_refusal;
-  return out;
+  if (peer < 0 || static_cast<size_t>(peer) >= state_->mirrors.size()) return MirrorStats();
+  return static_cast<const MirrorStats&>(state_->mirrors[static_cast<size_t>(peer)]);
 }
 
 std::vector<float> Federation::mirror(int peer) const {

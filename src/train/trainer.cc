@@ -120,7 +120,7 @@ struct Trainer::Impl {
 
   absl::Status Init();
   absl::Status Restore();
-  std::string EncodeCheckpoint(bool final);
+  absl::StatusOr<std::string> EncodeCheckpoint(bool final);
   absl::Status WriteCheckpoint(const char* why, bool final = false);
   void CopyShared(std::vector<float>* out);
   double LearningRate(int64_t step) const;
@@ -214,7 +214,7 @@ void Trainer::Impl::WriteShared(const std::vector<float>& in) {
   }
 }
 
-std::string Trainer::Impl::EncodeCheckpoint(bool final) {
+absl::StatusOr<std::string> Trainer::Impl::EncodeCheckpoint(bool final) {
   Sections sections;
   std::string meta;
   meta += MetaLine("version", "1");
@@ -223,7 +223,9 @@ std::string Trainer::Impl::EncodeCheckpoint(bool final) {
   meta += MetaLine("steps", std::to_string(stats.steps));
   meta += MetaLine("samples_trained", std::to_string(stats.samples_trained));
   auto params = model::SaveTensors(model->parameters());
-  sections.Put("params", params.ok() ? *params : std::string());
+  // A checkpoint without weights would be worse than none: fail it instead.
+  if (!params.ok()) return Annotate(params.status(), "serializing weights");
+  sections.Put("params", *std::move(params));
   std::ostringstream os;
   torch::serialize::OutputArchive archive;
   optimizer->save(archive);
@@ -282,12 +284,15 @@ absl::Status Trainer::Impl::Restore() {
 
 absl::Status Trainer::Impl::WriteCheckpoint(const char* why, bool final) {
   std::string payload;
+  absl::Status s;
   try {
-    payload = EncodeCheckpoint(final);
+    auto encoded = EncodeCheckpoint(final);
+    if (encoded.ok()) payload = *std::move(encoded);
+    else s = Annotate(encoded.status(), "encoding checkpoint");
   } catch (const c10::Error& e) {
-    return absl::InternalError(std::string("encoding checkpoint: ") + e.what_without_backtrace());
+    s = absl::InternalError(std::string("encoding checkpoint: ") + e.what_without_backtrace());
   }
-  absl::Status s = checkpointer.Save(payload);
+  if (s.ok()) s = checkpointer.Save(payload);
   std::lock_guard<std::mutex> lock(mu);
   if (s.ok()) {
     stats.checkpoints_written++;
