@@ -31,12 +31,26 @@ absl::Status Refuse(const std::string& reason, const std::string& detail) {
   return absl::InvalidArgumentError(reason + ": " + detail);
 }
 
+// The reason word a refusal starts with, from a fixed vocabulary: error text
+// can come from the other end (a neighbour's refusal, or anyone on the path,
+// since gRPC errors are not authenticated), so an unknown word counts as
+// "error" and the per-reason counters stay bounded.
 std::string Reason(const absl::Status& s) {
+  static const char* const kReasons[] = {
+      // crypto::Session
+      "malformed", "wrong_recipient", "unpinned_key", "stale", "bad_signature", "replayed", "tampered",
+      "truncated", "wrong_version",
+      // this file
+      "fingerprint_mismatch", "bad_shape",
+      // federation::Federation::Apply and codecs
+      "non_finite", "norm_bound", "out_of_order", "codec_mismatch", "bad_epoch", "bad_seq", "bad_counts",
+      "bad_peer"};
   std::string msg(s.message());
-  auto colon = msg.find(':');
-  std::string word = colon == std::string::npos ? "" : msg.substr(0, colon);
-  bool is_word = !word.empty() && word.find(' ') == std::string::npos;
-  return is_word ? word : "error";
+  std::string word = msg.substr(0, msg.find(':'));
+  for (const char* r : kReasons) {
+    if (word == r) return word;
+  }
+  return "error";
 }
 
 }  // namespace

@@ -1229,6 +1229,49 @@ TEST(GossipPairTest, TwoNodesConvergeTowardTheirAverage) {
   a->gossip->Stop();  // idempotent
 }
 
+// gRPC errors are not authenticated: whoever answers on the neighbour's
+// address can put any words in them. A new word on every pull must not grow
+// the per-reason counters: unknown words count as "error".
+class InventiveRefuser final : public Peer::Service {
+ public:
+  InventiveRefuser() {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+  }
+  ~InventiveRefuser() override {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    server_->Wait();
+  }
+  grpc::Status Pull(grpc::ServerContext*, const PullRequest*, grpc::ServerWriter<PullChunk>*) override {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "made_up_" + std::to_string(calls_++) + ": go away");
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  int calls() const { return calls_.load(); }
+
+ private:
+  int port_ = 0;
+  std::atomic<int> calls_{0};
+  std::unique_ptr<grpc::Server> server_;
+};
+
+TEST(GossipPairTest, UnknownRefusalWordsCountAsErrorSoCountersStayBounded) {
+  InventiveRefuser refuser;
+  auto stranger = NewIdentity();
+  config::FederationOptions fast = FastOptions();
+  fast.max_backoff_s = 0.02;  // retry every round: many different words
+  auto a = MakeNode("A", NewIdentity(), Ramp(0.0f, 0.0f), Ramp(1.0f, 0.0f), "",
+                    {PeerAt("R", refuser.address(), *stranger)}, {}, fast);
+  ASSERT_TRUE(WaitFor([&] { return refuser.calls() >= 5; }));
+  PeerStatus p = a->peer(0);
+  EXPECT_EQ(p.state, "rejected");
+  std::string words;
+  for (const auto& [reason, n] : p.refusals) words += reason + "=" + std::to_string(n) + " ";
+  ASSERT_EQ(p.refusals.size(), 1u) << words;
+  EXPECT_GE(p.refusals.at("error"), 5);
+}
+
 TEST(GossipPairTest, NeighbourThatDoesNotPinUsRefusesAndWeCountIt) {
   auto a_id = NewIdentity();
   auto b_id = NewIdentity();
