@@ -167,7 +167,15 @@ struct Gossip::Impl : public Peer::Service {
   }
 
   // ---- client ----
-  absl::Status PullFrom(int j) {
+  // What one pull brought in. PullAndMerge books it together with the pull's
+  // outcome under one lock, so a status snapshot never shows half a pull.
+  struct Pulled {
+    int64_t bytes = 0;
+    bool keyframe = false;
+    int64_t deltas = 0;
+  };
+
+  absl::Status PullFrom(int j, Pulled* pulled) {
     const auto& peer = options.peers[j];
     auto [epoch, after] = fed.Cursor(j);
     PullParams params;
@@ -185,13 +193,10 @@ struct Gossip::Impl : public Peer::Service {
     req.set_hello(session->hello());
     auto reader = stubs[j]->Pull(&ctx, req);
     PullChunk chunk;
-    int64_t received = 0;
+    int64_t& received = pulled->bytes;
     auto fail = [&](absl::Status s) {
       ctx.TryCancel();
       reader->Finish();
-      std::lock_guard<std::mutex> lock(mu);
-      status[j].bytes_received += received;
-      totals.bytes_received += received;
       return s;
     };
     if (!reader->Read(&chunk)) {
@@ -244,14 +249,10 @@ struct Gossip::Impl : public Peer::Service {
     // Before reader->Finish(): fail() finishes the call itself (finishing twice aborts in gRPC).
     if (auto s = DecodePayload(payload, header.keyframe(), header.count(), &answer); !s.ok()) return fail(s);
     grpc::Status gs = reader->Finish();
-    absl::Status applied = fed.Apply(j, answer);
-    std::lock_guard<std::mutex> lock(mu);
-    status[j].bytes_received += received;
-    totals.bytes_received += received;
-    if (!applied.ok()) return applied;
-    if (answer.keyframe) status[j].keyframes_accepted++;
-    else status[j].deltas_accepted += static_cast<int64_t>(answer.deltas.size());
     (void)gs;
+    MYCEL_RETURN_IF_ERROR(fed.Apply(j, answer));
+    pulled->keyframe = answer.keyframe;
+    pulled->deltas = answer.keyframe ? 0 : static_cast<int64_t>(answer.deltas.size());
     return absl::OkStatus();
   }
 
@@ -278,10 +279,15 @@ struct Gossip::Impl : public Peer::Service {
         if (stop) return;
         if (now < next_try[j]) continue;
       }
-      absl::Status s = PullFrom(static_cast<int>(j));
+      Pulled pulled;
+      absl::Status s = PullFrom(static_cast<int>(j), &pulled);
       std::lock_guard<std::mutex> lock(mu);
       PeerStatus& ps = status[j];
+      ps.bytes_received += pulled.bytes;
+      totals.bytes_received += pulled.bytes;
       if (s.ok()) {
+        if (pulled.keyframe) ps.keyframes_accepted++;
+        ps.deltas_accepted += pulled.deltas;
         if (ps.state != "connected") Logger("peer")->info("{} ({}) connected", ps.name, ps.address);
         ps.state = "connected";
         ps.last_error.clear();
