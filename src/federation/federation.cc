@@ -21,6 +21,7 @@ constexpr int64_t kKeyframeSlack = 64;
 
 // A neighbour's mirror: what mirror_stats() reports, plus the weights.
 struct Mirror : MirrorStats {
+  std::string key;       // the neighbour's public key; "" for anonymous peers
   std::vector<float> m;  // empty until initialized, then size() values
 };
 
@@ -36,6 +37,23 @@ uint64_t RandomEpoch(uint64_t avoid) {
     uint64_t e = (static_cast<uint64_t>(rd()) << 32) ^ static_cast<uint64_t>(rd());
     if (e != 0 && e != avoid) return e;
   }
+}
+
+// The mirrors for neighbours `keys`, in that order: each takes the old mirror
+// of the same key if there is one (counted in *kept), else starts empty.
+std::vector<Mirror> RekeyMirrors(std::vector<Mirror> old, const std::vector<std::string>& keys, int* kept) {
+  std::vector<Mirror> out(keys.size());
+  *kept = 0;
+  for (size_t j = 0; j < keys.size(); ++j) {
+    auto it = std::find_if(old.begin(), old.end(), [&](const Mirror& m) { return !m.key.empty() && m.key == keys[j]; });
+    if (it != old.end()) {
+      out[j] = std::move(*it);
+      it->key.clear();  // a key listed twice gets its mirror once
+      ++*kept;
+    }
+    out[j].key = keys[j];
+  }
+  return out;
 }
 
 bool AllFinite(const float* v, size_t n) {
@@ -76,10 +94,13 @@ void AddScaledDifference(float* __restrict x, const float* __restrict m,
 //   u64 log_count, log_count × (u64 seq, u64 len, len bytes)
 //   u32 mirror_count, mirror_count × (u8 initialized, u64 epoch, u64 seq,
 //       i64 samples_trained, i32 degree, i64 deltas_applied, i64 keyframes_applied,
-//       i64 refused, u32 len + last_refusal, [size × f32 m if initialized])
+//       i64 refused, u32 len + last_refusal, u32 len + key (version 2 on),
+//       [size × f32 m if initialized])
 // No trailing bytes. The checkpointer adds the checksum around it.
+// Version 1 had no keys; its mirrors are matched by position.
 constexpr char kSnapshotMagic[8] = {'M', 'Y', 'C', 'E', 'L', 'F', 'E', 'D'};
-constexpr uint32_t kSnapshotVersion = 1;
+constexpr uint32_t kSnapshotVersion = 2;
+constexpr uint32_t kMaxKeyBytes = 256;
 
 }  // namespace
 
@@ -395,6 +416,22 @@ absl::Status Federation::Apply(int peer, const PullAnswerView& answer) {
   return absl::OkStatus();
 }
 
+int Federation::SetPeers(const std::vector<std::string>& keys) {
+  std::lock_guard<std::mutex> lock(mu_);
+  int kept = 0;
+  auto& mirrors = state_->mirrors;
+  const bool anonymous = std::all_of(mirrors.begin(), mirrors.end(), [](const Mirror& m) { return m.key.empty(); });
+  if (anonymous && mirrors.size() == keys.size()) {
+    // Naming the peers we had: each keeps its mirror.
+    for (size_t j = 0; j < keys.size(); ++j) mirrors[j].key = keys[j];
+    kept = static_cast<int>(keys.size());
+  } else {
+    mirrors = RekeyMirrors(std::move(mirrors), keys, &kept);
+  }
+  state_->degree = static_cast<int32_t>(keys.size());
+  return kept;
+}
+
 std::pair<uint64_t, uint64_t> Federation::Cursor(int peer) const {
   std::lock_guard<std::mutex> lock(mu_);
   if (peer < 0 || static_cast<size_t>(peer) >= state_->mirrors.size()) return {0, 0};
@@ -467,6 +504,8 @@ std::string Federation::Serialize(bool clean) const {
     wire::AppendInt<int64_t>(&out, m.refused);
     wire::AppendInt<uint32_t>(&out, static_cast<uint32_t>(m.last_refusal.size()));
     out += m.last_refusal;
+    wire::AppendInt<uint32_t>(&out, static_cast<uint32_t>(m.key.size()));
+    out += m.key;
     if (m.initialized) wire::AppendFloats(&out, m.m.data(), size_);
   }
   return out;
@@ -483,10 +522,10 @@ absl::Status Federation::Restore(std::string_view bytes) {
     return r.Floats(size_, v->data()) && AllFinite(v->data(), size_);
   };
 
-  size_t num_peers;  // fixed at Create; Restore never changes it
+  std::vector<std::string> keys;  // the peers as configured; Restore never changes them
   {
     std::lock_guard<std::mutex> lock(mu_);
-    num_peers = state_->mirrors.size();
+    for (const Mirror& m : state_->mirrors) keys.push_back(m.key);
   }
 
   wire::Reader r(bytes);
@@ -500,8 +539,8 @@ absl::Status Federation::Restore(std::string_view bytes) {
   uint8_t clean = 0;
   int64_t samples = 0;
   if (!r.Int(&version)) return corrupt("truncated header");
-  if (version != kSnapshotVersion) {
-    return corrupt(absl::StrCat("unsupported version ", version, " (want ", kSnapshotVersion, ")"));
+  if (version < 1 || version > kSnapshotVersion) {
+    return corrupt(absl::StrCat("unsupported version ", version, " (want 1 to ", kSnapshotVersion, ")"));
   }
   if (!r.Int(&size) || !r.Int(&epoch) || !r.Int(&seq) || !r.Int(&clean) || !r.Int(&samples)) {
     return corrupt("truncated header");
@@ -547,11 +586,12 @@ absl::Status Federation::Restore(std::string_view bytes) {
   for (uint32_t i = 0; i < mirror_count; ++i) {
     Mirror m;
     uint8_t init = 0;
-    uint32_t why_len = 0;
-    std::string_view why;
+    uint32_t why_len = 0, key_len = 0;
+    std::string_view why, key;
     if (!r.Int(&init) || !r.Int(&m.epoch) || !r.Int(&m.seq) || !r.Int(&m.samples_trained) ||
         !r.Int(&m.degree) || !r.Int(&m.deltas_applied) || !r.Int(&m.keyframes_applied) ||
-        !r.Int(&m.refused) || !r.Int(&why_len) || !r.Bytes(why_len, &why)) {
+        !r.Int(&m.refused) || !r.Int(&why_len) || !r.Bytes(why_len, &why) ||
+        (version >= 2 && (!r.Int(&key_len) || key_len > kMaxKeyBytes || !r.Bytes(key_len, &key)))) {
       return corrupt(absl::StrCat("truncated mirror ", i));
     }
     if (init > 1 || m.samples_trained < 0 || m.degree < 0 || m.deltas_applied < 0 ||
@@ -560,11 +600,11 @@ absl::Status Federation::Restore(std::string_view bytes) {
     }
     m.initialized = init == 1;
     m.last_refusal = std::string(why);
+    m.key = std::string(key);
     if (m.initialized && !read_vector(r, &m.m)) {
       return corrupt(absl::StrCat("truncated or non-finite mirror ", i));
     }
-    // Only keep what we will use: the count check below may drop them all.
-    if (mirror_count == num_peers) mirrors.push_back(std::move(m));
+    mirrors.push_back(std::move(m));
   }
   if (r.remaining() != 0) return corrupt(absl::StrCat(r.remaining(), " trailing bytes"));
 
@@ -585,15 +625,25 @@ absl::Status Federation::Restore(std::string_view bytes) {
   }
   fresh->TrimLog(options_.max_log_bytes);
 
+  // Mirrors follow their neighbour's key, so peers added, removed or
+  // reordered since the snapshot keep what was learnt of them; anonymous
+  // peers (no keys) are matched by position when the count is unchanged.
+  const bool keyed = std::all_of(keys.begin(), keys.end(), [](const std::string& k) { return !k.empty(); });
+  int kept = 0;
+  if (keyed) {
+    fresh->mirrors = RekeyMirrors(std::move(mirrors), keys, &kept);
+  } else if (mirrors.size() == keys.size()) {
+    fresh->mirrors = std::move(mirrors);
+    kept = static_cast<int>(keys.size());
+  } else {
+    fresh->mirrors.assign(keys.size(), Mirror{});
+  }
+  if (kept != static_cast<int>(keys.size()) || mirror_count != keys.size()) {
+    log->info("restore: snapshot has {} mirrors, config has {} peers; {} kept, the rest start empty",
+              mirror_count, keys.size(), kept);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   fresh->degree = state_->degree;
-  if (mirror_count == num_peers) {
-    fresh->mirrors = std::move(mirrors);
-  } else {
-    log->info("restore: snapshot has {} mirrors, config now has {} peers; mirrors start empty",
-              mirror_count, num_peers);
-    fresh->mirrors.assign(num_peers, Mirror{});
-  }
   state_ = std::move(fresh);
   return absl::OkStatus();
 }

@@ -125,6 +125,14 @@ class Federation {
   absl::Status Apply(int peer, const PullAnswer& answer);
   // The same from views (no copy of the payload needed first).
   absl::Status Apply(int peer, const PullAnswerView& answer);
+  // Names the neighbours by public key, in the order their indices follow from
+  // now on, and sets our degree to their count: a neighbour kept (same key)
+  // keeps its mirror under its new index, a new one starts empty, one no
+  // longer listed is forgotten. Until called, peers are anonymous and
+  // Restore matches mirrors by position; naming as many anonymous peers as
+  // there are keeps their mirrors in order. Returns how many mirrors were kept.
+  // Call between rounds: indices given before it no longer hold after it.
+  int SetPeers(const std::vector<std::string>& keys);
   // What to ask neighbour `peer` for next: (epoch, after_seq).
   std::pair<uint64_t, uint64_t> Cursor(int peer) const;
 

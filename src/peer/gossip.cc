@@ -53,6 +53,37 @@ std::string Reason(const absl::Status& s) {
   return "error";
 }
 
+// The pinned neighbours, as one immutable value: the server reads the one in
+// force without holding a lock across a pull, and SetPeers swaps in another.
+struct Roster {
+  std::vector<config::PeerOptions> peers;          // index = mirror index
+  std::vector<std::string> pinned;                 // raw keys, same index
+  std::vector<std::shared_ptr<Peer::Stub>> stubs;  // same index
+};
+
+std::shared_ptr<const Roster> MakeRoster(const std::vector<config::PeerOptions>& peers) {
+  auto r = std::make_shared<Roster>();
+  r->peers = peers;
+  for (const auto& p : peers) {
+    r->pinned.push_back(p.public_key);
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(8 << 20);
+    // Reconnect attempts follow our own backoff; keep gRPC's short so a
+    // neighbour that comes back is seen at the next due round.
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+    r->stubs.push_back(Peer::NewStub(grpc::CreateCustomChannel(p.address, grpc::InsecureChannelCredentials(), args)));
+  }
+  return r;
+}
+
+PeerStatus NewPeerStatus(const config::PeerOptions& p) {
+  PeerStatus ps;
+  ps.name = p.name;
+  ps.address = p.address;
+  ps.key_fingerprint = crypto::KeyFingerprint(p.public_key);
+  return ps;
+}
+
 }  // namespace
 
 struct Gossip::Impl : public Peer::Service {
@@ -65,12 +96,15 @@ struct Gossip::Impl : public Peer::Service {
   SharedParametersFn with_shared;
   crypto::ReplayGuard replay;
   ReceiveBuffer rx;                                      // pulled payloads land here; loop thread only
-  std::vector<std::string> pinned;                       // raw keys, index = peer index
-  std::vector<std::unique_ptr<Peer::Stub>> stubs;
 
   mutable std::mutex mu;
   std::condition_variable cv;
   bool stop = false;                                     // guarded by mu
+  // Written by the loop thread only (between rounds), under mu; it may read
+  // it without. Indices into status, next_try, failures and the
+  // federation's mirrors all follow it.
+  std::shared_ptr<const Roster> roster;
+  std::shared_ptr<const Roster> pending;                 // SetPeers' list, not yet in force; guarded by mu
   std::vector<PeerStatus> status;                        // guarded by mu
   std::vector<double> next_try;                          // guarded by mu (monotonic s)
   std::vector<int> failures;                             // guarded by mu
@@ -81,11 +115,48 @@ struct Gossip::Impl : public Peer::Service {
   std::thread loop;
   bool started = false, stopped = false;
 
-  int PeerIndex(std::string_view key) const {
-    for (size_t i = 0; i < pinned.size(); ++i) {
-      if (pinned[i] == key) return static_cast<int>(i);
+  std::shared_ptr<const Roster> CurrentRoster() const {
+    std::lock_guard<std::mutex> lock(mu);
+    return roster;
+  }
+
+  // The index of the neighbour with this key in the roster in force, or -1. Caller holds mu.
+  int PeerIndexLocked(std::string_view key) const {
+    for (size_t i = 0; i < roster->pinned.size(); ++i) {
+      if (roster->pinned[i] == key) return static_cast<int>(i);
     }
     return -1;
+  }
+
+  // Puts SetPeers' list in force: loop thread, between rounds, so the
+  // federation's mirror indices change together with ours. A neighbour kept
+  // (same key) keeps its counters and its mirror.
+  void ApplyPendingRoster() {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!pending) return;
+    std::shared_ptr<const Roster> next = std::move(pending);
+    pending.reset();
+    std::vector<PeerStatus> next_status;
+    std::vector<double> next_try_;
+    std::vector<int> next_failures;
+    for (const auto& p : next->peers) {
+      int old = PeerIndexLocked(p.public_key);
+      PeerStatus ps = old >= 0 ? status[old] : NewPeerStatus(p);
+      const bool moved = old >= 0 && ps.address != p.address;
+      ps.name = p.name;
+      ps.address = p.address;
+      if (moved) ps.state = "never";
+      next_status.push_back(std::move(ps));
+      next_try_.push_back(old >= 0 && !moved ? next_try[old] : 0);
+      next_failures.push_back(old >= 0 && !moved ? failures[old] : 0);
+    }
+    const int kept = fed.SetPeers(next->pinned);
+    Logger("peer")->info("peer list reloaded: {} neighbour(s), {} kept with their mirror, {} new, {} dropped",
+                         next->peers.size(), kept, next->peers.size() - kept, roster->peers.size() - kept);
+    roster = std::move(next);
+    status = std::move(next_status);
+    next_try = std::move(next_try_);
+    failures = std::move(next_failures);
   }
 
   // Counts a refusal and logs it the first time per (who, reason). Caller holds mu.
@@ -105,7 +176,8 @@ struct Gossip::Impl : public Peer::Service {
   // ---- server ----
   grpc::Status Pull(grpc::ServerContext* ctx, const PullRequest* req, grpc::ServerWriter<PullChunk>* writer) override {
     int64_t now = Clock::Real()->UnixSeconds();
-    auto session = crypto::ServerSession::Accept(identity, pinned, replay, req->hello(), now);
+    const std::shared_ptr<const Roster> in_force = CurrentRoster();
+    auto session = crypto::ServerSession::Accept(identity, in_force->pinned, replay, req->hello(), now);
     if (!session.ok()) {
       std::string reason = crypto::RefusalReason(session.status());
       // A refused Hello is not authenticated: attribute it to a pinned peer
@@ -114,16 +186,17 @@ struct Gossip::Impl : public Peer::Service {
       CountRefusal(-1, reason, std::string(session.status().message()));
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, reason + ": request refused");
     }
-    int peer = PeerIndex((*session)->hello().sender_pk);
+    // Booked by key: the roster may change while we answer.
+    const std::string sender = (*session)->hello().sender_pk;
     PullParams params;
     if (!params.ParseFromString((*session)->hello().request)) {
       std::lock_guard<std::mutex> lock(mu);
-      CountRefusal(peer, "malformed", "pull parameters do not parse");
+      CountRefusal(PeerIndexLocked(sender), "malformed", "pull parameters do not parse");
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed: pull parameters do not parse");
     }
     if (params.fingerprint() != options.fingerprint) {
       std::lock_guard<std::mutex> lock(mu);
-      CountRefusal(peer, "fingerprint_mismatch",
+      CountRefusal(PeerIndexLocked(sender), "fingerprint_mismatch",
                    "their model " + params.fingerprint() + " is not ours " + options.fingerprint);
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                           "fingerprint_mismatch: model " + params.fingerprint() + " is not " + options.fingerprint);
@@ -159,7 +232,7 @@ struct Gossip::Impl : public Peer::Service {
     if (!delivered) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
     std::lock_guard<std::mutex> lock(mu);
     totals.bytes_sent += sent;
-    if (peer >= 0) {
+    if (int peer = PeerIndexLocked(sender); peer >= 0) {
       status[peer].bytes_sent += sent;
       status[peer].served++;
     }
@@ -175,8 +248,8 @@ struct Gossip::Impl : public Peer::Service {
     int64_t deltas = 0;
   };
 
-  absl::Status PullFrom(int j, Pulled* pulled) {
-    const auto& peer = options.peers[j];
+  absl::Status PullFrom(const Roster& r, int j, Pulled* pulled) {
+    const auto& peer = r.peers[j];
     auto [epoch, after] = fed.Cursor(j);
     PullParams params;
     params.set_epoch(epoch);
@@ -191,7 +264,7 @@ struct Gossip::Impl : public Peer::Service {
                      std::chrono::milliseconds(static_cast<int64_t>(options.federation.pull_timeout_s * 1000)));
     PullRequest req;
     req.set_hello(session->hello());
-    auto reader = stubs[j]->Pull(&ctx, req);
+    auto reader = r.stubs[j]->Pull(&ctx, req);
     PullChunk chunk;
     int64_t& received = pulled->bytes;
     auto fail = [&](absl::Status s) {
@@ -273,14 +346,14 @@ struct Gossip::Impl : public Peer::Service {
 
   void PullAndMerge() {
     const double now = Clock::Real()->MonotonicSeconds();
-    for (size_t j = 0; j < options.peers.size(); ++j) {
+    for (size_t j = 0; j < roster->peers.size(); ++j) {
       {
         std::lock_guard<std::mutex> lock(mu);
         if (stop) return;
         if (now < next_try[j]) continue;
       }
       Pulled pulled;
-      absl::Status s = PullFrom(static_cast<int>(j), &pulled);
+      absl::Status s = PullFrom(*roster, static_cast<int>(j), &pulled);
       std::lock_guard<std::mutex> lock(mu);
       PeerStatus& ps = status[j];
       ps.bytes_received += pulled.bytes;
@@ -344,6 +417,12 @@ struct Gossip::Impl : public Peer::Service {
       // The next round boundary; a slow round skips ahead rather than bursting.
       double start = (std::floor(wall() / period) + 1) * period;
       if (!SleepUntil(start)) return;
+      ApplyPendingRoster();
+      if (options.hold_rounds && options.hold_rounds()) {
+        std::lock_guard<std::mutex> lock(mu);
+        totals.rounds_held++;
+        continue;
+      }
       OpenLocalSteps();
       if (!SleepUntil(start + period / 4)) return;
       Publish();
@@ -361,22 +440,12 @@ absl::StatusOr<std::unique_ptr<Gossip>> Gossip::Create(const GossipOptions& opti
                                                        federation::Federation& federation,
                                                        SharedParametersFn with_shared) {
   auto impl = std::make_unique<Impl>(options, identity, federation, std::move(with_shared));
+  impl->roster = MakeRoster(options.peers);
+  federation.SetPeers(impl->roster->pinned);  // index = mirror index: names them in order
   for (const auto& p : options.peers) {
-    impl->pinned.push_back(p.public_key);
-    PeerStatus ps;
-    ps.name = p.name;
-    ps.address = p.address;
-    ps.key_fingerprint = crypto::KeyFingerprint(p.public_key);
-    impl->status.push_back(ps);
+    impl->status.push_back(NewPeerStatus(p));
     impl->next_try.push_back(0);
     impl->failures.push_back(0);
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(8 << 20);
-    // Reconnect attempts follow our own backoff; keep gRPC's short so a
-    // neighbour that comes back is seen at the next due round.
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-    impl->stubs.push_back(
-        Peer::NewStub(grpc::CreateCustomChannel(p.address, grpc::InsecureChannelCredentials(), args)));
   }
   return std::unique_ptr<Gossip>(new Gossip(std::move(impl)));
 }
@@ -402,8 +471,14 @@ absl::Status Gossip::Start() {
                          port, impl->options.peers.size());
   }
   impl->started = true;
-  if (!impl->options.peers.empty()) impl->loop = std::thread([impl] { impl->Loop(); });
+  impl->loop = std::thread([impl] { impl->Loop(); });
   return absl::OkStatus();
+}
+
+void Gossip::SetPeers(const std::vector<config::PeerOptions>& peers) {
+  std::shared_ptr<const Roster> next = MakeRoster(peers);  // channels are made here, not on the loop
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->pending = std::move(next);
 }
 
 void Gossip::Stop() {

@@ -56,6 +56,9 @@ struct GossipOptions {
   config::FederationOptions federation;
   std::vector<config::PeerOptions> peers;  // pinned neighbours, index = mirror index
   int64_t max_answer_bytes = int64_t{1} << 31;  // refuse replies claiming more
+  // When set and true at a round's start, the round is skipped: no local
+  // steps, publish, pull or merge. Serving neighbours goes on.
+  std::function<bool()> hold_rounds;
 };
 
 struct PeerStatus {
@@ -84,6 +87,7 @@ struct GossipTotals {
   int64_t rounds = 0;
   int64_t bytes_sent = 0;
   int64_t bytes_received = 0;
+  int64_t rounds_held = 0;                 // rounds skipped by hold_rounds
   int64_t refused_unknown = 0;             // requests from keys that are not pinned, or unparseable
   int listen_port = 0;
 };
@@ -100,6 +104,11 @@ class Gossip {
 
   // Starts the peer server (if listen is set) and the round loop.
   absl::Status Start();
+  // Replaces the pinned neighbours from the next round on (SIGHUP). A
+  // neighbour kept (same key) keeps its counters and its mirror, under its
+  // new index; a new one starts from a keyframe; one dropped is refused
+  // from then on. Thread-safe.
+  void SetPeers(const std::vector<config::PeerOptions>& peers);
   // Stops the round loop (after the current round), then the server. Idempotent.
   void Stop();
 

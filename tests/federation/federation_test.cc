@@ -520,6 +520,58 @@ TEST_F(Snapshot, PeerCountChangeStartsMirrorsEmpty) {
   EXPECT_EQ(b3->Cursor(1), (std::pair<uint64_t, uint64_t>{0, 0}));
 }
 
+TEST_F(Snapshot, KeyedMirrorsFollowTheirNeighbourAcrossAPeerListChange) {
+  // b names the neighbours it had (each keeps its mirror); the snapshot carries the keys.
+  b_->SetPeers({"key-a", "key-c"});
+  ASSERT_TRUE(b_->mirror_stats(1).initialized);
+  const std::vector<float> mirror_c = b_->mirror(1);
+  // Restarted with c first, a gone and d new: c's mirror follows c.
+  auto b3 = Make(std::vector<float>(kN, 0.5f), 0, 0);
+  b3->SetPeers({"key-c", "key-d"});
+  ASSERT_TRUE(b3->Restore(b_->Serialize(true)).ok());
+  EXPECT_EQ(b3->mirror(0), mirror_c);
+  EXPECT_EQ(b3->mirror_stats(0).samples_trained, 30);
+  EXPECT_EQ(b3->Cursor(0), b_->Cursor(1));
+  EXPECT_FALSE(b3->mirror_stats(1).initialized);
+  EXPECT_EQ(b3->Cursor(1), (std::pair<uint64_t, uint64_t>{0, 0}));
+  // The next pull from c is deltas on top of the kept mirror, not a keyframe.
+  std::vector<float> x(kN, 2.0f);
+  a_->Publish(x.data(), 40);
+  ASSERT_TRUE(Pull(*a_, *b3, 0).ok());
+  EXPECT_EQ(b3->mirror(0), a_->public_copy());
+  EXPECT_EQ(b3->mirror_stats(0).keyframes_applied, b_->mirror_stats(1).keyframes_applied);
+}
+
+TEST(Federation, SetPeersKeepsMirrorsByKeyAndSetsTheDegree) {
+  auto a = Make({1, 1}, 0, 0);
+  auto b = Make({0, 0}, 0, 0);
+  auto c = Make({0, 0}, 0, 0);
+  a->SetPeers({"b", "c"});
+  std::vector<float> xb{4, 4}, xc{8, 8};
+  b->Publish(xb.data(), 1);
+  c->Publish(xc.data(), 1);
+  ASSERT_TRUE(Pull(*b, *a, 0).ok());
+  ASSERT_TRUE(Pull(*c, *a, 1).ok());
+  EXPECT_EQ(a->Answer(0, 0).degree, 2);
+
+  // c moves to the front, b leaves, d joins.
+  EXPECT_EQ(a->SetPeers({"c", "d"}), 1);
+  EXPECT_EQ(a->mirror(0), xc);
+  EXPECT_FALSE(a->mirror_stats(1).initialized);
+  EXPECT_EQ(a->Answer(0, 0).degree, 2);
+  // Only c takes part in a merge (Metropolis, both of degree <= 2: w = 1/3).
+  std::vector<float> x{1, 1};
+  a->Publish(x.data(), 1);
+  EXPECT_EQ(a->Merge(x.data()), 1);
+  EXPECT_FLOAT_EQ(x[0], 1.0f + (8.0f - 1.0f) / 3.0f);
+
+  // Down to one neighbour: the degree follows.
+  EXPECT_EQ(a->SetPeers({"d"}), 1);
+  EXPECT_EQ(a->Answer(0, 0).degree, 1);
+  EXPECT_EQ(a->SetPeers({}), 0);
+  EXPECT_EQ(a->Merge(x.data()), 0);
+}
+
 TEST_F(Snapshot, SizeMismatchRefused) {
   auto other = Make(std::vector<float>(kN + 1, 0.5f), 2, 2);
   EXPECT_FALSE(other->Restore(a_->Serialize(true)).ok());

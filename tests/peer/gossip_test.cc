@@ -1290,4 +1290,129 @@ TEST(GossipPairTest, NeighbourThatDoesNotPinUsRefusesAndWeCountIt) {
 }
 
 }  // namespace
+
+// ------------------------------------------------------------ reload (SIGHUP)
+
+// A pulls from B, then its peer list is reloaded twice. B and C pin A at a
+// dead address, so they never merge and serve fixed weights: their public
+// copies stay x_b and x_c.
+class GossipReloadTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    initial_ = Ramp(0.0f, 0.0078125f);
+    x_a_ = Ramp(0.5f, 0.0078125f);
+    x_b_ = Ramp(1.0f, 0.015625f);
+    x_c_ = Ramp(-1.0f, 0.0078125f);
+    auto a_id = NewIdentity();
+    const std::string a_addr = DeadAddress(), b_addr = DeadAddress(), c_addr = DeadAddress();
+    auto b_id = NewIdentity(), c_id = NewIdentity();
+    peer_a_ = PeerAt("A", a_addr, *a_id);
+    peer_b_ = PeerAt("B", b_addr, *b_id);
+    peer_c_ = PeerAt("C", c_addr, *c_id);
+    config::PeerOptions a_nowhere = peer_a_;
+    a_nowhere.address = DeadAddress();
+    b_ = MakeNode("B", std::move(b_id), initial_, x_b_, b_addr, {a_nowhere});
+    c_ = MakeNode("C", std::move(c_id), initial_, x_c_, c_addr, {a_nowhere});
+    a_ = MakeNode("A", std::move(a_id), initial_, x_a_, a_addr, {peer_b_});
+  }
+  void TearDown() override {
+    a_.reset();
+    b_.reset();
+    c_.reset();
+  }
+  std::vector<std::string> Names() {
+    std::vector<std::string> n;
+    for (const auto& p : a_->gossip->Peers()) n.push_back(p.name);
+    return n;
+  }
+
+  std::vector<float> initial_, x_a_, x_b_, x_c_;
+  config::PeerOptions peer_a_, peer_b_, peer_c_;
+  std::unique_ptr<Node> a_, b_, c_;
+};
+
+TEST_F(GossipReloadTest, NewListTakesEffectAndKeptNeighboursKeepTheirMirror) {
+  ASSERT_TRUE(WaitFor([&] { return a_->peer(0).pulls_ok >= 2; }));
+  ASSERT_EQ(a_->fed->mirror(0), x_b_);
+  ASSERT_EQ(a_->peer(0).keyframes_accepted, 1);
+  const int64_t b_pulls = a_->peer(0).pulls_ok;
+
+  // C joins in front of B.
+  a_->gossip->SetPeers({peer_c_, peer_b_});
+  ASSERT_TRUE(WaitFor([&] {
+    auto peers = a_->gossip->Peers();
+    return peers.size() == 2 && peers[0].pulls_ok >= 1 && peers[1].pulls_ok > b_pulls;
+  }));
+  EXPECT_EQ(Names(), (std::vector<std::string>{"C", "B"}));
+  EXPECT_EQ(a_->fed->mirror(0), x_c_);
+  EXPECT_EQ(a_->fed->mirror(1), x_b_);
+  // B's mirror was kept: it went on with deltas, no second keyframe, and
+  // its counters carried over.
+  EXPECT_EQ(a_->peer(1).keyframes_accepted, 1);
+  EXPECT_GE(a_->peer(1).pulls_ok, b_pulls);
+  EXPECT_EQ(a_->peer(0).keyframes_accepted, 1);
+  EXPECT_EQ(a_->fed->Answer(0, 0).degree, 2);
+  // Metropolis with both at degree <= 2: each weighs 1/3, and the model
+  // settles at the mean of B and C (only A moves).
+  ASSERT_TRUE(WaitFor([&] {
+    auto x = a_->shared.Get();
+    for (size_t i = 0; i < kSize; ++i) {
+      if (std::fabs(x[i] - (x_b_[i] + x_c_[i]) / 2) > 1e-3f) return false;
+    }
+    return true;
+  })) << "A did not move toward the mean of B and C";
+
+  // B leaves: A stops pulling from it, and refuses B's pulls from now on.
+  auto stub = Peer::NewStub(grpc::CreateChannel(a_->address(), grpc::InsecureChannelCredentials()));
+  ASSERT_TRUE(RawPull(*stub, Begin(*b_->id, a_->id->public_key(), Params(0, 0))->hello()).status.ok());
+  const int64_t refused_before = a_->gossip->Totals().refused_unknown;
+  a_->gossip->SetPeers({peer_c_});
+  ASSERT_TRUE(WaitFor([&] { return a_->gossip->Peers().size() == 1; }));
+  EXPECT_EQ(Names(), (std::vector<std::string>{"C"}));
+  EXPECT_EQ(a_->fed->mirror(0), x_c_);
+  EXPECT_EQ(a_->fed->Answer(0, 0).degree, 1);
+  PullResult r = RawPull(*stub, Begin(*b_->id, a_->id->public_key(), Params(0, 0))->hello());
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(r.status.error_message(), StartsWith("unpinned_key:"));
+  EXPECT_EQ(a_->gossip->Totals().refused_unknown, refused_before + 1);
+}
+
+TEST(GossipHoldTest, HeldRoundsNeitherTrainNorMergeButServingGoesOn) {
+  std::atomic<bool> held{true};
+  std::vector<float> initial = Ramp(0.0f, 0.0078125f), x_a = Ramp(0.5f, 0.0078125f),
+                     x_b = Ramp(1.0f, 0.015625f);
+  auto a_id = NewIdentity(), b_id = NewIdentity();
+  const std::string a_addr = DeadAddress(), b_addr = DeadAddress();
+  auto peer_a = PeerAt("A", a_addr, *a_id), peer_b = PeerAt("B", b_addr, *b_id);
+  auto b = MakeNode("B", std::move(b_id), initial, x_b, b_addr, {peer_a}, {}, FastOptions(), false);
+  auto a = MakeNode("A", std::move(a_id), initial, x_a, a_addr, {peer_b}, {}, FastOptions(), false);
+  // A is held (training held by policy, with gossip_when_held = false).
+  // Its gossip options are fixed at Create, so rebuild A's gossip with the hook.
+  a->gossip.reset();
+  GossipOptions o;
+  o.node_name = "A";
+  o.listen = a_addr;
+  o.fingerprint = kFingerprint;
+  o.federation = FastOptions();
+  o.peers = {peer_b};
+  o.hold_rounds = [&] { return held.load(); };
+  a->gossip = std::move(Gossip::Create(o, *a->id, *a->fed, a->shared.Fn())).value();
+  ASSERT_TRUE(a->gossip->Start().ok());
+  ASSERT_TRUE(b->gossip->Start().ok());
+
+  // While held: no rounds, no local steps opened, no pulls, x untouched; B still pulls A.
+  ASSERT_TRUE(WaitFor([&] { return a->gossip->Totals().rounds_held >= 5; }));
+  ASSERT_TRUE(WaitFor([&] { return b->peer(0).pulls_ok >= 2; })) << "A stopped serving while held";
+  EXPECT_EQ(a->gossip->Totals().rounds, 0);
+  EXPECT_EQ(a->shared.Calls(), 0);
+  EXPECT_EQ(a->peer(0).pulls_ok + a->peer(0).pulls_failed, 0);
+  EXPECT_EQ(a->shared.Get(), x_a);
+
+  // Released: rounds resume and A merges toward B.
+  held = false;
+  ASSERT_TRUE(WaitFor([&] { return a->gossip->Totals().rounds >= 2 && a->peer(0).pulls_ok >= 1; }));
+  EXPECT_GT(a->shared.Calls(), 0);
+  EXPECT_NE(a->shared.Get(), x_a);
+}
+
 }  // namespace mycel::peer
