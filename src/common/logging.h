@@ -1,8 +1,10 @@
 // The one logging module: hands out named spdlog loggers ("train", "peer",
-// "control", ...) that all write to stderr (journald picks it up).
+// "control", ...) that all write to stderr (journald picks it up) and, once
+// LogToFile is called, to a rotating file as well.
 // Thread-safe: loggers are created once under spdlog's registry lock.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -27,6 +29,12 @@ namespace mycel {
 
 // Returns the logger named `name`, creating it on first use.
 std::shared_ptr<spdlog::logger> Logger(const std::string& name);
+
+// Also writes every logger's lines to `path`, rotated past `max_bytes` with
+// `max_files` older files kept (myceld.log: myceld.1.log, myceld.2.log, ...);
+// creates the directory.
+// Call before other threads log (the daemon does, at start).
+absl::Status LogToFile(const std::string& path, int64_t max_bytes, int64_t max_files);
 
 // Sets the level of every mycel logger: "trace", "debug", "info", "warn", "error", "off".
 absl::Status SetLogLevel(const std::string& level);

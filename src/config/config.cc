@@ -411,6 +411,20 @@ std::vector<Field> NodeFields(NodeOptions* o) {
                   [](const std::string& v) { return v.empty() ? "" : CheckHostPort(v, 0); }),
       StringField("log_level", &o->log_level,
                   OneOf({"trace", "debug", "info", "warn", "error", "off"})),
+      PathField("log_file", &o->log_file, /*allow_empty=*/true),
+      IntField("log_max_bytes", &o->log_max_bytes, IntIn(4096, int64_t{1} << 40)),
+      IntField("log_max_files", &o->log_max_files, IntIn(1, 100)),
+      // Metrics say how and when this laptop trains: never off the machine.
+      StringField("metrics_listen", &o->metrics_listen, [](const std::string& v) -> std::string {
+        if (v.empty()) return "";
+        std::string bad = CheckHostPort(v, 0);
+        if (!bad.empty()) return bad;
+        std::string host = v.substr(0, v.rfind(':'));
+        if (host != "127.0.0.1" && host != "localhost" && host != "[::1]") {
+          return "must be a loopback address, 127.0.0.1:PORT or [::1]:PORT (got '" + v + "')";
+        }
+        return "";
+      }),
   };
 }
 
@@ -442,7 +456,6 @@ std::vector<Field> TrainingFields(TrainingOptions* o) {
       RealField("checkpoint_interval_s", &o->checkpoint_interval_s, RealPositive()),
       RealField("eval_interval_s", &o->eval_interval_s, RealPositive()),
       IntField("max_eval_examples", &o->max_eval_examples, IntAtLeast(1)),
-      IntField("threads", &o->threads, IntIn(1, 256)),
   };
 }
 
@@ -463,6 +476,7 @@ std::vector<Field> PolicyFields(PolicyOptions* o) {
   return {
       StringField("on_battery", &o->on_battery, OneOf({"pause", "continue"})),
       RealField("max_cpu_percent", &o->max_cpu_percent, RealIn(0, 100, /*hi_open=*/false)),
+      IntField("threads", &o->threads, IntIn(1, 256)),
       BoolField("idle_only", &o->idle_only),
       StringField("active_hours", &o->active_hours, [](const std::string& v) -> std::string {
         if (v.empty()) return "";
@@ -474,6 +488,7 @@ std::vector<Field> PolicyFields(PolicyOptions* o) {
         return ok ? "" : "must be \"HH:MM-HH:MM\" (got \"" + v + "\")";
       }),
       PathField("power_supply_dir", &o->power_supply_dir, /*allow_empty=*/false),
+      BoolField("gossip_when_held", &o->gossip_when_held),
   };
 }
 

@@ -21,6 +21,10 @@ struct NodeOptions {
   std::string state_dir;               // default: $XDG_STATE_HOME/mycel (~/.local/state/mycel)
   std::string listen;                  // peer address "host:port" (port 0: any free port); empty: no peer server
   std::string log_level = "info";      // trace, debug, info, warn, error, off
+  std::string log_file;                // also log here, rotated; "" = stderr only
+  int64_t log_max_bytes = 10 << 20;    // rotate log_file past this size
+  int64_t log_max_files = 3;           // rotated files kept besides log_file
+  std::string metrics_listen;          // Prometheus endpoint, loopback "127.0.0.1:port"; "" = off
 };
 
 struct ModelOptions {
@@ -48,7 +52,6 @@ struct TrainingOptions {
   double checkpoint_interval_s = 60;   // seconds between periodic checkpoints
   double eval_interval_s = 5;          // seconds between validation passes
   int64_t max_eval_examples = 10000;   // validation examples used per pass
-  int threads = 1;                     // intra-op threads for libtorch
 };
 
 struct FederationOptions {
@@ -65,9 +68,11 @@ struct FederationOptions {
 struct PolicyOptions {
   std::string on_battery = "pause";    // pause | continue: train on battery power or not
   double max_cpu_percent = 100;        // duty-cycle cap of the training thread, in (0, 100]
+  int threads = 1;                     // intra-op threads libtorch may train with
   bool idle_only = false;              // train only while the machine is otherwise idle (/proc/stat)
   std::string active_hours;            // "" (always) or "HH:MM-HH:MM", local time; may wrap midnight
   std::string power_supply_dir = "/sys/class/power_supply";  // where the power state is read (Linux)
+  bool gossip_when_held = true;        // serve, pull and merge while training is held; false: serve only
 };
 
 struct PeerOptions {

@@ -99,6 +99,8 @@ struct Trainer::Impl {
   PolicyDecision decision;
   std::atomic<int64_t> steps_since_round{0};
   std::atomic<double> max_cpu_percent{100};
+  std::atomic<int> threads_wanted{1};
+  int threads_set = 0;  // trainer thread only
   int64_t shared_numel = 0;
   // Held while the model's weights are read or written: for each step on the
   // trainer thread, for each posted task, and by WithSharedParameters, which
@@ -141,7 +143,7 @@ struct Trainer::Impl {
 
 absl::Status Trainer::Impl::Init() {
   try {
-    torch::set_num_threads(options.training.threads);
+    torch::set_num_threads(options.threads);
     MYCEL_ASSIGN_OR_RETURN(model, model::Model::Create(options.model));
     shape = model->example_shape();
     std::vector<torch::Tensor> params;
@@ -171,6 +173,7 @@ absl::Status Trainer::Impl::Init() {
     return absl::InternalError(std::string("trainer: libtorch: ") + e.what_without_backtrace());
   }
   max_cpu_percent = options.max_cpu_percent;
+  threads_wanted = options.threads;
   stats.model_kind = options.model.kind;
   stats.parameters = model->parameter_count();
   stats.shared_parameters = model->shared_parameter_count();
@@ -453,6 +456,10 @@ void Trainer::Impl::Loop() {
       force_refresh = data_dirty;
       data_dirty = false;
     }
+    if (const int t = threads_wanted.load(); t != threads_set) {
+      torch::set_num_threads(t);  // between two steps, on the thread that trains
+      threads_set = t;
+    }
     double now = clock->MonotonicSeconds();
     MaybeRefresh(now, force_refresh);
     if (now - last_policy_time >= kPolicyPeriodS) {
@@ -575,6 +582,8 @@ TrainerStats Trainer::Stats() const {
 }
 
 data::ExampleShape Trainer::example_shape() const { return impl_->shape; }
+
+void Trainer::SetThreads(int threads) { impl_->threads_wanted = std::max(1, threads); }
 
 void Trainer::SetMaxCpuPercent(double percent) {
   impl_->max_cpu_percent = percent;

@@ -61,6 +61,7 @@ struct TrainerOptions {
   // Duty-cycle cap of the training thread, in (0, 100]: after each step it
   // sleeps long enough that its CPU time stays under this share of wall time.
   double max_cpu_percent = 100;
+  int threads = 1;               // libtorch intra-op threads for training ([policy] threads)
 };
 
 struct TrainerStats {
@@ -110,6 +111,8 @@ class Trainer {
   void Wake();
   // Changes the duty-cycle cap (SIGHUP reload).
   void SetMaxCpuPercent(double percent);
+  // Changes the training threads, from the next step on (SIGHUP reload).
+  void SetThreads(int threads);
 
   absl::StatusOr<EvalResult> Evaluate(const std::vector<data::Example>& examples);
   // Top-k (label, probability) for one example.

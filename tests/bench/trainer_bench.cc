@@ -683,7 +683,7 @@ int main(int argc, char** argv) {
   topt.training.momentum = args.momentum;
   topt.training.batch_size = args.batch;
   topt.training.replay_fraction = args.replay_fraction;
-  topt.training.threads = args.threads;
+  topt.threads = args.threads;
   topt.training.checkpoint_interval_s = 1e9;
   topt.training.eval_interval_s = 1e9;
   topt.lowest_priority = false;

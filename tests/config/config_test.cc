@@ -97,7 +97,12 @@ void ExpectSameOptions(const Config& a, const Config& b) {
   EXPECT_EQ(a.training.checkpoint_interval_s, b.training.checkpoint_interval_s);
   EXPECT_EQ(a.training.eval_interval_s, b.training.eval_interval_s);
   EXPECT_EQ(a.training.max_eval_examples, b.training.max_eval_examples);
-  EXPECT_EQ(a.training.threads, b.training.threads);
+  EXPECT_EQ(a.policy.threads, b.policy.threads);
+  EXPECT_EQ(a.policy.gossip_when_held, b.policy.gossip_when_held);
+  EXPECT_EQ(a.node.log_file, b.node.log_file);
+  EXPECT_EQ(a.node.log_max_bytes, b.node.log_max_bytes);
+  EXPECT_EQ(a.node.log_max_files, b.node.log_max_files);
+  EXPECT_EQ(a.node.metrics_listen, b.node.metrics_listen);
   EXPECT_EQ(a.federation.round_interval_s, b.federation.round_interval_s);
   EXPECT_EQ(a.federation.local_steps, b.federation.local_steps);
   EXPECT_EQ(a.federation.merge, b.federation.merge);
@@ -143,6 +148,10 @@ name = "bob's laptop"
 state_dir = "/var/tmp/mycel-x"
 listen = "[::1]:7420"
 log_level = "debug"
+log_file = "logs/myceld.log"
+log_max_bytes = 4096
+log_max_files = 100
+metrics_listen = "127.0.0.1:9464"
 
 [model]
 kind = "torchscript"
@@ -166,7 +175,10 @@ max_examples = 100
 checkpoint_interval_s = 30
 eval_interval_s = 0.5
 max_eval_examples = 1
+
+[policy]
 threads = 256
+gossip_when_held = false
 
 [[peers]]
 name = "alice"
@@ -201,7 +213,12 @@ public_key = ")" + kKeyB + "\"\n");
   EXPECT_EQ(c->training.checkpoint_interval_s, 30.0);
   EXPECT_EQ(c->training.eval_interval_s, 0.5);
   EXPECT_EQ(c->training.max_eval_examples, 1);
-  EXPECT_EQ(c->training.threads, 256);
+  EXPECT_EQ(c->policy.threads, 256);
+  EXPECT_FALSE(c->policy.gossip_when_held);
+  EXPECT_EQ(c->node.log_file, dir_ + "/logs/myceld.log");
+  EXPECT_EQ(c->node.log_max_bytes, 4096);
+  EXPECT_EQ(c->node.log_max_files, 100);
+  EXPECT_EQ(c->node.metrics_listen, "127.0.0.1:9464");
   ASSERT_EQ(c->peers.size(), 2u);
   EXPECT_EQ(c->peers[0].name, "alice");
   EXPECT_EQ(c->peers[0].address, "alice.local:7420");
@@ -282,9 +299,16 @@ std::vector<BadCase> BadCases() {
       {hdr + "[training]\ncheckpoint_interval_s = 0\n", 4, "[training] checkpoint_interval_s", "must be > 0"},
       {hdr + "[training]\neval_interval_s = -1\n", 4, "[training] eval_interval_s", "must be > 0"},
       {hdr + "[training]\nmax_eval_examples = 0\n", 4, "[training] max_eval_examples", "must be >= 1"},
-      {hdr + "[training]\nthreads = 0\n", 4, "[training] threads", "must be in [1, 256]"},
-      {hdr + "[training]\nthreads = 257\n", 4, "[training] threads", "must be in [1, 256]"},
-      {hdr + "[training]\nthreads = 4294967297\n", 4, "[training] threads", "must be in [1, 256]"},
+      {hdr + "[policy]\nthreads = 0\n", 4, "[policy] threads", "must be in [1, 256]"},
+      {hdr + "[policy]\nthreads = 257\n", 4, "[policy] threads", "must be in [1, 256]"},
+      {hdr + "[policy]\nthreads = 4294967297\n", 4, "[policy] threads", "must be in [1, 256]"},
+      {hdr + "[training]\nthreads = 2\n", 4, "'threads'", "unknown key 'threads' in [training]"},
+      {hdr + "[policy]\ngossip_when_held = \"no\"\n", 4, "[policy] gossip_when_held", "true or false"},
+      {hdr + "[node]\nmetrics_listen = \"0.0.0.0:9464\"\n", 4, "[node] metrics_listen", "loopback"},
+      {hdr + "[node]\nmetrics_listen = \"192.168.1.2:9464\"\n", 4, "[node] metrics_listen", "loopback"},
+      {hdr + "[node]\nmetrics_listen = \"127.0.0.1\"\n", 4, "[node] metrics_listen", "host:port"},
+      {hdr + "[node]\nlog_max_bytes = 100\n", 4, "[node] log_max_bytes", "must be in"},
+      {hdr + "[node]\nlog_max_files = 0\n", 4, "[node] log_max_files", "must be in [1, 100]"},
       // [[peers]]: name on line 4, address on 5, public_key on 6.
       {hdr + PeerToml("", "a:1", kKeyA), 4, "[[peers]] #1 name", "must not be empty"},
       {hdr + PeerToml("a", "a", kKeyA), 5, "[[peers]] #1 address", "host:port"},
@@ -384,10 +408,10 @@ TEST_F(ConfigFileTest, MessagesReadAsDocumented) {
 }
 
 TEST_F(ConfigFileTest, ReportsTheFirstErrorInFileOrder) {
-  // toml++ keeps keys sorted; "threads" sorts after "batch_size" but comes first in the file.
-  auto c = Load("[training]\nthreads = 0\nbatch_size = 0\n");
+  // toml++ keeps keys sorted; "momentum" sorts after "batch_size" but comes first in the file.
+  auto c = Load("[training]\nmomentum = 2\nbatch_size = 0\n");
   ASSERT_FALSE(c.ok());
-  EXPECT_THAT(std::string(c.status().message()), HasSubstr(":2: [training] threads"));
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr(":2: [training] momentum"));
   c = Load("[training]\nlr = 1\n[model]\nkind = \"x\"\n[federation]\n");
   ASSERT_FALSE(c.ok());
   EXPECT_THAT(std::string(c.status().message()), HasSubstr(":4: [model] kind"));

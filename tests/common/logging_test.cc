@@ -1,0 +1,69 @@
+#include "common/logging.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace mycel {
+namespace {
+
+using ::testing::HasSubstr;
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// One process-wide sink list: this test adds the file sink once.
+TEST(LoggingTest, LogFileGetsEveryLoggerAndRotatesWithinItsBound) {
+  char tmpl[] = "/tmp/mycel-log-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string path = dir + "/logs/myceld.log";  // the directory is created
+
+  auto before = Logger("before-file");  // exists before the file is set
+  ASSERT_TRUE(LogToFile(path, 4096, 2).ok());
+  auto after = Logger("after-file");
+  before->info("first line from an old logger");
+  after->warn("a line from a new logger");
+  before->flush();
+  after->flush();
+  std::string text = Slurp(path);
+  EXPECT_THAT(text, HasSubstr("[before-file] first line from an old logger"));
+  EXPECT_THAT(text, HasSubstr("W [after-file] a line from a new logger"));
+
+  // 100 KB of lines: rotated into myceld.1.log and myceld.2.log, never a third.
+  for (int i = 0; i < 1000; ++i) after->info("line {} {}", i, std::string(80, 'x'));
+  after->flush();
+  EXPECT_TRUE(Exists(dir + "/logs/myceld.1.log"));
+  EXPECT_TRUE(Exists(dir + "/logs/myceld.2.log"));
+  EXPECT_FALSE(Exists(dir + "/logs/myceld.3.log"));
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_LE(st.st_size, 4096);
+  EXPECT_THAT(Slurp(path), HasSubstr("line 999 "));
+
+  // A file where the directory should be: a clear error naming the path.
+  std::ofstream(dir + "/plain") << "x";
+  absl::Status s = LogToFile(dir + "/plain/myceld.log", 4096, 2);
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr(dir + "/plain/myceld.log"));
+  std::system(("rm -rf " + dir).c_str());
+}
+
+}  // namespace
+}  // namespace mycel
