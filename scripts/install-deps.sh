@@ -10,9 +10,11 @@ PACKAGES=(
   libopenblas0-openmp     # libtorch otherwise falls back to reference BLAS: ~16x slower matmul
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libsodium-dev libspdlog-dev libsqlite3-dev libtomlplusplus-dev libcli11-dev
+  libmicrohttpd-dev       # the loopback Prometheus endpoint ([node] metrics_listen)
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   python3-torch           # optional consumer: benchmarks compare to PyTorch, tests load exports
+  python3-prometheus-client  # tests parse the metrics endpoint with Prometheus' own parser
   sqlite3
 )
 

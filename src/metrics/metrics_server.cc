@@ -1,0 +1,109 @@
+#include "metrics/metrics_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+
+#include <microhttpd.h>
+
+#include "common/logging.h"
+#include "metrics/exposition.h"
+
+namespace mycel::metrics {
+
+struct Handler {
+  // libmicrohttpd's own errors go to our log, not raw to stderr.
+  static void Log(void* /*cls*/, const char* fmt, va_list ap) {
+    char buf[512];
+    std::vsnprintf(buf, sizeof(buf), fmt, ap);
+    std::string line(buf);
+    while (!line.empty() && line.back() == '\n') line.pop_back();
+    Logger("metrics")->warn("{}", line);
+  }
+
+  static MHD_Result Reply(MHD_Connection* connection, unsigned int code, const std::string& body,
+                          const char* content_type) {
+    MHD_Response* response =
+        MHD_create_response_from_buffer(body.size(), const_cast<char*>(body.data()), MHD_RESPMEM_MUST_COPY);
+    if (response == nullptr) return MHD_NO;
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    if (code == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    MHD_Result r = MHD_queue_response(connection, code, response);
+    MHD_destroy_response(response);
+    return r;
+  }
+
+  static MHD_Result Access(void* cls, MHD_Connection* connection, const char* url, const char* method,
+                           const char* /*version*/, const char* /*upload_data*/, size_t* upload_data_size,
+                           void** /*con_cls*/) {
+    auto* server = static_cast<MetricsServer*>(cls);
+    const bool get = std::strcmp(method, MHD_HTTP_METHOD_GET) == 0;
+    const bool head = std::strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    if (!get && !head) {
+      *upload_data_size = 0;  // any body is ignored
+      return Reply(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET /metrics\n", "text/plain");
+    }
+    if (std::strcmp(url, "/metrics") != 0) {
+      return Reply(connection, MHD_HTTP_NOT_FOUND, "not found: try /metrics\n", "text/plain");
+    }
+    return Reply(connection, MHD_HTTP_OK, server->render_(), kContentType);
+  }
+};
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& listen,
+                                                                   std::function<std::string()> render) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos) return absl::InvalidArgumentError("metrics_listen: not host:port: " + listen);
+  const std::string host = listen.substr(0, colon);
+  int port = 0;
+  try {
+    port = std::stoi(listen.substr(colon + 1));
+  } catch (const std::exception&) {
+    return absl::InvalidArgumentError("metrics_listen: bad port in " + listen);
+  }
+  if (port < 0 || port > 65535) return absl::InvalidArgumentError("metrics_listen: bad port in " + listen);
+
+  sockaddr_in v4{};
+  sockaddr_in6 v6{};
+  const sockaddr* addr = nullptr;
+  unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG;
+  if (host == "127.0.0.1" || host == "localhost") {
+    v4.sin_family = AF_INET;
+    v4.sin_port = htons(static_cast<uint16_t>(port));
+    v4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr = reinterpret_cast<const sockaddr*>(&v4);
+  } else if (host == "[::1]") {
+    v6.sin6_family = AF_INET6;
+    v6.sin6_port = htons(static_cast<uint16_t>(port));
+    v6.sin6_addr = in6addr_loopback;
+    addr = reinterpret_cast<const sockaddr*>(&v6);
+    flags |= MHD_USE_IPv6;
+  } else {
+    return absl::InvalidArgumentError("metrics_listen: " + listen + " is not a loopback address");
+  }
+
+  std::unique_ptr<MetricsServer> server(new MetricsServer());
+  server->render_ = std::move(render);
+  server->daemon_ = MHD_start_daemon(flags, static_cast<uint16_t>(port), nullptr, nullptr, &Handler::Access,
+                                     server.get(), MHD_OPTION_SOCK_ADDR, addr,
+                                     MHD_OPTION_CONNECTION_LIMIT, 8u,
+                                     MHD_OPTION_CONNECTION_TIMEOUT, 10u,
+                                     MHD_OPTION_EXTERNAL_LOGGER, &Handler::Log, nullptr, MHD_OPTION_END);
+  if (server->daemon_ == nullptr) {
+    return absl::UnavailableError("metrics_listen: cannot listen on " + listen +
+                                  " (address in use, or not permitted)");
+  }
+  const MHD_DaemonInfo* info = MHD_get_daemon_info(server->daemon_, MHD_DAEMON_INFO_BIND_PORT);
+  server->port_ = info != nullptr ? info->port : port;
+  return server;
+}
+
+MetricsServer::~MetricsServer() {
+  if (daemon_ != nullptr) MHD_stop_daemon(daemon_);
+}
+
+}  // namespace mycel::metrics
