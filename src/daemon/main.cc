@@ -1,4 +1,5 @@
-// myceld: the mycel daemon. Runs in the foreground, logs to stderr.
+// myceld: the mycel daemon. Runs in the foreground, logs to stderr (and to
+// [node] log_file, rotated, when set).
 //
 // Signals only wake the main thread: they are blocked before any thread
 // starts and collected with sigwait. The first SIGTERM/SIGINT starts the
@@ -56,6 +57,14 @@ int main(int argc, char** argv) {
   if (auto s = mycel::SetLogLevel(config->node.log_level); !s.ok()) {
     std::fprintf(stderr, "myceld: %s\n", std::string(s.message()).c_str());
     return 2;
+  }
+  if (!config->node.log_file.empty()) {
+    // Before any other thread starts: loggers gain the file sink here.
+    if (auto s = mycel::LogToFile(config->node.log_file, config->node.log_max_bytes, config->node.log_max_files);
+        !s.ok()) {
+      std::fprintf(stderr, "myceld: %s\n", std::string(s.message()).c_str());
+      return 2;
+    }
   }
 
   auto node = mycel::Node::Create(*config);
