@@ -384,7 +384,8 @@ absl::Status ExampleStore::InsertRow(const Example& example, int split) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples) {
+absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples,
+                                            const AddProgressFn& progress) {
   AddResult result;
   result.offered = static_cast<int64_t>(examples.size());
   if (examples.empty()) return result;
@@ -405,7 +406,12 @@ absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples
   const int64_t saved_count[2] = {count_[0], count_[1]};
   auto body = [&]() -> absl::Status {
     MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    for (const Example& e : examples) {
+    const int64_t total = static_cast<int64_t>(examples.size());
+    for (int64_t done = 0; done < total; ++done) {
+      if (progress && done > 0 && done % kAddProgressEvery == 0 && !progress(done, total)) {
+        return absl::CancelledError(absl::StrCat("cancelled after ", done, " of ", total, " examples"));
+      }
+      const Example& e = examples[static_cast<size_t>(done)];
       ++seen_;
       int split = static_cast<int>(SplitOf(e, options_.validation_fraction));
       if (count_[0] + count_[1] >= options_.max_examples) {
@@ -428,6 +434,9 @@ absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples
       sqlite3_bind_blob(s, 2, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
       int rc = sqlite3_step(s);
       if (rc != SQLITE_DONE) return SqlError(rc, "recording the reservoir count");
+    }
+    if (progress && !progress(total, total)) {
+      return absl::CancelledError(absl::StrCat("cancelled after all ", total, " examples, before the commit"));
     }
     return Exec("COMMIT");
   };

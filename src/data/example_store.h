@@ -11,9 +11,13 @@
 //
 // Thread-safe: every method takes an internal mutex (one sqlite3 connection).
 // A small key/value meta table holds daemon state such as the pause flag.
+//
+// A long Add reports its progress through a callback, which may also cancel
+// it; a cancelled Add rolls back like a failed one, so it stores nothing.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -43,6 +47,19 @@ struct AddResult {
   int64_t validation = 0;  // ... and to the validation split
 };
 
+// Called by Add with how many of its `total` examples are in its transaction
+// so far (written, not yet committed): after every kAddProgressEvery examples
+// and once with done == total just before the commit; never for an empty Add.
+// Runs on Add's thread with the store's mutex held, so it must not call the
+// store. Returning false cancels the Add: it rolls back and returns kCancelled.
+using AddProgressFn = std::function<bool(int64_t done, int64_t total)>;
+
+// Examples between two progress reports. Measured with Fashion-MNIST's 60k:
+// 1000 take 6 ms into an empty store on an idle machine (17 ms with a build
+// running) and ~20 ms into a full one, where each insert also evicts; well
+// under the ~100 ms at which a progress display redraws.
+constexpr int64_t kAddProgressEvery = 1000;
+
 class ExampleStore {
  public:
   ~ExampleStore();
@@ -53,8 +70,8 @@ class ExampleStore {
   // corrupt) is an error naming the path, and the file is left as it was.
   static absl::StatusOr<std::unique_ptr<ExampleStore>> Open(const ExampleStoreOptions& options);
 
-  // Stores `examples` atomically (all or none).
-  absl::StatusOr<AddResult> Add(const std::vector<Example>& examples);
+  // Stores `examples` atomically (all or none). `progress` may be empty.
+  absl::StatusOr<AddResult> Add(const std::vector<Example>& examples, const AddProgressFn& progress = nullptr);
 
   int64_t Count(Split split);
   // Rows of `split` with id > after_id, in id order, at most `limit` (>= 0).

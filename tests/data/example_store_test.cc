@@ -278,15 +278,41 @@ TEST(ExampleStore, AddsSixtyThousandFashionMnistExamplesQuickly) {
   std::printf("Add(60000 Fashion-MNIST examples): %.3f s\n", seconds);
 }
 
+// A new store at `o.path` holding examples 0..99.
+std::unique_ptr<ExampleStore> OpenWithFirstHundred(const ExampleStoreOptions& o) {
+  auto store = OpenOrDie(o);
+  if (store) {
+    EXPECT_TRUE(store->Add(MakeRange(0, 100)).ok());
+  }
+  return store;
+}
+
+// After a failed Add: the store (from OpenWithFirstHundred) still holds
+// examples 0..99 and nothing else, takes 100..199, and a reopen finds 0..199.
+void ExpectFirstHundredOnlyAndStillWorking(std::unique_ptr<ExampleStore>& store, const ExampleStoreOptions& o) {
+  ASSERT_EQ(store->Count(Split::kTrain) + store->Count(Split::kValidation), 100);
+  EXPECT_EQ(ReadAllRows(*store, Split::kTrain).size(), static_cast<size_t>(store->Count(Split::kTrain)));
+  auto again = store->Add(MakeRange(100, 200));
+  ASSERT_TRUE(again.ok()) << again.status();
+  store.reset();
+  store = OpenOrDie(o);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->Count(Split::kTrain) + store->Count(Split::kValidation), 200);
+  std::set<int64_t> ids;
+  for (Split s : {Split::kTrain, Split::kValidation}) {
+    for (const auto& row : ReadAllRows(*store, s)) ids.insert(IndexOf(row.example));
+  }
+  EXPECT_EQ(ids.size(), 200u);
+  EXPECT_EQ(*ids.rbegin(), 199);
+}
+
 // A real failure half-way through a transaction: RLIMIT_FSIZE makes the WAL
 // write fail (EFBIG) like a full disk would.
 TEST(ExampleStore, FailedAddLeavesNothingBehind) {
   ExampleStoreOptions o;
   o.path = TempDir() + "/a.db";
-  auto store = OpenOrDie(o);
+  auto store = OpenWithFirstHundred(o);
   ASSERT_TRUE(store);
-  ASSERT_TRUE(store->Add(MakeRange(0, 100)).ok());
-  const int64_t train = store->Count(Split::kTrain), validation = store->Count(Split::kValidation);
 
   struct rlimit old_limit;
   ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old_limit), 0);
@@ -300,23 +326,102 @@ TEST(ExampleStore, FailedAddLeavesNothingBehind) {
 
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find(o.path), std::string::npos) << r.status();
-  EXPECT_EQ(store->Count(Split::kTrain), train);
-  EXPECT_EQ(store->Count(Split::kValidation), validation);
-  EXPECT_EQ(ReadAllRows(*store, Split::kTrain).size(), static_cast<size_t>(train));
+  ExpectFirstHundredOnlyAndStillWorking(store, o);
+}
 
-  // The store still works, and what is on disk agrees.
-  auto again = store->Add(MakeRange(100, 200));
-  ASSERT_TRUE(again.ok()) << again.status();
-  store.reset();
+// Rows another connection sees: what a crash at this moment would leave.
+int64_t CommittedRows(const std::string& path) {
+  sqlite3* db = nullptr;
+  int64_t n = -1;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM examples", -1, &s, nullptr) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW) {
+      n = sqlite3_column_int64(s, 0);
+    }
+    sqlite3_finalize(s);
+  }
+  sqlite3_close_v2(db);
+  return n;
+}
+
+struct ProgressCall {
+  int64_t done, total, committed;
+};
+
+// Adds `examples`, recording every progress call and, at each, how many rows
+// another connection could see.
+std::vector<ProgressCall> AddRecordingProgress(ExampleStore& store, const std::string& path,
+                                               const std::vector<Example>& examples) {
+  std::vector<ProgressCall> calls;
+  auto r = store.Add(examples, [&](int64_t done, int64_t total) {
+    calls.push_back({done, total, CommittedRows(path)});
+    return true;
+  });
+  EXPECT_TRUE(r.ok()) << r.status();
+  if (r.ok()) {
+    EXPECT_EQ(r->offered, static_cast<int64_t>(examples.size()));
+  }
+  return calls;
+}
+
+// Progress counts rise in steps of kAddProgressEvery to the total, always
+// about rows still inside the transaction: nobody else sees them until the
+// commit, so a progress bar never means a partial ingest.
+TEST(ExampleStore, AddReportsProgressInRisingCountsEndingAtTheTotalBeforeTheCommit) {
+  ExampleStoreOptions o;
+  o.path = TempDir() + "/p.db";
+  auto store = OpenOrDie(o);
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(store->Add(MakeRange(0, 100)).ok());
+  const int64_t n = 5 * kAddProgressEvery + 321;
+  std::vector<ProgressCall> calls = AddRecordingProgress(*store, o.path, MakeRange(100, 100 + n));
+  ASSERT_EQ(calls.size(), 6u);
+  for (size_t i = 0; i < calls.size(); ++i) {
+    SCOPED_TRACE("call " + std::to_string(i));
+    EXPECT_EQ(calls[i].total, n);
+    EXPECT_EQ(calls[i].done, i + 1 < calls.size() ? static_cast<int64_t>(i + 1) * kAddProgressEvery : n);
+    EXPECT_EQ(calls[i].committed, 100) << "progress reported rows another reader could already see";
+  }
+  EXPECT_EQ(CommittedRows(o.path), 100 + n);
+
+  // The same when the reservoir is full and examples are skipped or evict:
+  // progress counts examples offered, not rows written.
+  o.path = TempDir() + "/full.db";
+  o.max_examples = 1500;
   store = OpenOrDie(o);
   ASSERT_TRUE(store);
-  EXPECT_EQ(store->Count(Split::kTrain) + store->Count(Split::kValidation), 200);
-  std::set<int64_t> ids;
-  for (Split s : {Split::kTrain, Split::kValidation}) {
-    for (const auto& row : ReadAllRows(*store, s)) ids.insert(IndexOf(row.example));
+  ASSERT_TRUE(store->Add(MakeRange(0, 1500, 32)).ok());
+  calls = AddRecordingProgress(*store, o.path, MakeRange(1500, 4500, 32));
+  ASSERT_EQ(calls.size(), 3u);
+  EXPECT_EQ(calls[0].done, kAddProgressEvery);
+  EXPECT_EQ(calls[1].done, 2 * kAddProgressEvery);
+  EXPECT_EQ(calls[2].done, 3000);
+  EXPECT_EQ(calls[2].total, 3000);
+}
+
+// A progress callback that says stop (the client went away) rolls the Add
+// back: nothing of it is stored, now or after a reopen, and the store works on.
+// Stopping at a report in the middle, or at the last one just before the
+// commit.
+TEST(ExampleStore, CancelledAddStoresNothing) {
+  for (int64_t stop_at : {2 * kAddProgressEvery, int64_t{2500}}) {
+    SCOPED_TRACE("stop at " + std::to_string(stop_at));
+    ExampleStoreOptions o;
+    o.path = TempDir() + "/c.db";
+    auto store = OpenWithFirstHundred(o);
+    ASSERT_TRUE(store);
+    int64_t last = 0;
+    auto r = store->Add(MakeRange(100, 2600), [&](int64_t done, int64_t) {
+      last = done;
+      return done < stop_at;
+    });
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled) << r.status();
+    EXPECT_EQ(last, stop_at) << "called again after it said stop";
+    EXPECT_EQ(CommittedRows(o.path), 100);
+    ExpectFirstHundredOnlyAndStillWorking(store, o);
   }
-  EXPECT_EQ(ids.size(), 200u);
-  EXPECT_EQ(*ids.rbegin(), 199);
 }
 
 TEST(ExampleStore, RejectsInvalidExamplesWithoutStoringAny) {
