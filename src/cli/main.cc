@@ -2,6 +2,7 @@
 // control socket (gRPC on a Unix socket in the state directory); `id` works
 // without a daemon. Exit 0 on success; otherwise a one-line message on stderr
 // and exit 1 (2 for usage or config errors).
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -18,6 +19,7 @@
 #include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
 
+#include "cli/progress_bar.h"
 #include "common/file_util.h"
 #include "config/config.h"
 #include "control.grpc.pb.h"
@@ -126,19 +128,38 @@ struct Client {
   }
 };
 
-std::string ReadFileOrFail(const std::string& path) {
+// Bytes in `paths` together, for the upload's percentage; a file that cannot
+// be read counts 0 here and fails later with the reader's message.
+int64_t TotalFileSize(const std::vector<std::string>& paths) {
+  int64_t total = 0;
+  for (const auto& p : paths) {
+    struct stat st;
+    if (::stat(p.c_str(), &st) == 0) total += static_cast<int64_t>(st.st_size);
+  }
+  return total;
+}
+
+// Fails (after erasing `bar`'s line, if any) when `path` cannot be read.
+std::string ReadFileOrFail(const std::string& path, mycel::cli::ProgressBar* bar = nullptr) {
   auto bytes = mycel::Env::Default()->ReadFile(path);
-  if (!bytes.ok()) Fail(std::string(bytes.status().message()));
+  if (!bytes.ok()) {
+    if (bar) bar->Clear();
+    Fail(std::string(bytes.status().message()));
+  }
   return *bytes;
 }
 
 // Streams files as FileChunks of 1 MiB, well under gRPC's 4 MB message limit.
+// `bar` (if set) shows the upload: bytes handed to gRPC so far, which its
+// flow control keeps within a few chunks of what the daemon has received.
 template <typename Writer>
 void SendFiles(Writer* writer, const std::vector<std::string>& paths, const std::string& format,
-               const std::vector<int64_t>& keep_labels = {}) {
+               const std::vector<int64_t>& keep_labels = {}, mycel::cli::ProgressBar* bar = nullptr) {
   constexpr size_t kChunk = 1 << 20;
+  const int64_t total = bar ? TotalFileSize(paths) : 0;
+  int64_t sent = 0;
   for (size_t i = 0; i < paths.size(); ++i) {
-    std::string bytes = ReadFileOrFail(paths[i]);
+    std::string bytes = ReadFileOrFail(paths[i], bar);
     size_t off = 0;
     do {
       mycel::control::FileChunk chunk;
@@ -150,6 +171,8 @@ void SendFiles(Writer* writer, const std::vector<std::string>& paths, const std:
       }
       chunk.set_data(bytes.substr(off, kChunk));
       if (!writer->Write(chunk)) return;  // the server ended the stream; Finish() says why
+      sent += static_cast<int64_t>(chunk.data().size());
+      if (bar) bar->Update("upload", sent, total, mycel::cli::ProgressUnit::kBytes);
       off += kChunk;
     } while (off < bytes.size());
   }
@@ -207,6 +230,9 @@ int main(int argc, char** argv) {
   ingest_cmd->add_option("--format", format, "idx | csv | text (guessed when omitted)")
       ->check(CLI::IsMember({"idx", "csv", "text"}));
   ingest_cmd->add_flag("--json", json, "print JSON");
+  bool no_progress = false;
+  ingest_cmd->add_flag("--no-progress", no_progress,
+                       "no progress bar (it is drawn on stderr only when that is a terminal, never with --json)");
   std::string labels_arg;
   ingest_cmd->add_option("--labels", labels_arg, "store only examples with these labels (e.g. --labels 0,1)");
 
@@ -343,11 +369,35 @@ int main(int argc, char** argv) {
   if (cmd == "ingest" || cmd == "eval") {
     auto ctx = client.Context(3600);
     if (cmd == "ingest") {
+      using mycel::cli::ProgressBar;
+      using mycel::cli::ProgressUnit;
+      ProgressBar bar(STDERR_FILENO, ProgressBar::ShouldDraw(STDERR_FILENO, json || no_progress));
+      auto stream = client.stub->Ingest(ctx.get());
+      SendFiles(stream.get(), files, format, keep_labels, &bar);
+      stream->WritesDone();
+      mycel::control::IngestProgress progress;
       mycel::control::IngestReply r;
-      auto writer = client.stub->Ingest(ctx.get(), &r);
-      SendFiles(writer.get(), files, format, keep_labels);
-      writer->WritesDone();
-      client.Check(writer->Finish());
+      bool done = false;
+      while (stream->Read(&progress)) {
+        switch (progress.phase()) {
+          case mycel::control::IngestProgress::PARSING:
+            bar.Update("parsing", 0, 0, ProgressUnit::kExamples);
+            break;
+          case mycel::control::IngestProgress::STORING:
+            bar.Update("storing", progress.done(), progress.total(), ProgressUnit::kExamples);
+            break;
+          case mycel::control::IngestProgress::DONE:
+            r = progress.reply();
+            done = true;
+            break;
+          default:
+            break;  // a phase from a newer daemon: nothing to show
+        }
+      }
+      grpc::Status status = stream->Finish();
+      bar.Clear();
+      client.Check(status);
+      if (!done) Fail("myceld ended the ingest without a result");
       if (json) {
         std::printf("%s\n", Json().Int("offered", r.offered()).Int("stored", r.stored()).Int("evicted", r.evicted())
                                 .Int("train", r.train()).Int("validation", r.validation())

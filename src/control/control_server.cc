@@ -8,6 +8,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "common/clock.h"
 #include "common/file_util.h"
 #include "common/logging.h"
 #include "common/status.h"
@@ -22,8 +23,10 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-// Reassembles files streamed as FileChunks.
-absl::Status ReadFiles(grpc::ServerReader<FileChunk>* reader, int64_t max_bytes,
+// Reassembles files streamed as FileChunks (from an Eval's ServerReader or an
+// Ingest's ServerReaderWriter).
+template <typename Reader>
+absl::Status ReadFiles(Reader* reader, int64_t max_bytes,
                        std::vector<UploadedFile>* files, std::string* format,
                        std::vector<int64_t>* keep_labels = nullptr) {
   FileChunk chunk;
@@ -52,6 +55,36 @@ absl::Status ReadFiles(grpc::ServerReader<FileChunk>* reader, int64_t max_bytes,
   return absl::OkStatus();
 }
 
+// Sends an Ingest's progress to its client: each change of phase, the last
+// report of a phase (done == total, so a display can end at 100%), and
+// otherwise at most every kIngestProgressInterval. Says false once the client
+// is gone, which cancels the ingest.
+class IngestProgressSender {
+ public:
+  IngestProgressSender(grpc::ServerContext* context, grpc::ServerReaderWriter<IngestProgress, FileChunk>* stream)
+      : context_(context), stream_(stream) {}
+
+  bool Send(IngestProgress::Phase phase, int64_t done, int64_t total) {
+    if (context_->IsCancelled()) return false;
+    const double now = Clock::Real()->MonotonicSeconds();
+    if (phase == last_phase_ && done != total && now - last_sent_ < kIngestProgressInterval) return true;
+    IngestProgress message;
+    message.set_phase(phase);
+    message.set_done(done);
+    message.set_total(total);
+    if (!stream_->Write(message)) return false;
+    last_phase_ = phase;
+    last_sent_ = now;
+    return true;
+  }
+
+ private:
+  grpc::ServerContext* context_;
+  grpc::ServerReaderWriter<IngestProgress, FileChunk>* stream_;
+  IngestProgress::Phase last_phase_ = IngestProgress::PHASE_UNSPECIFIED;
+  double last_sent_ = 0;
+};
+
 class Service final : public Control::Service {
  public:
   Service(ControlHandler& handler, const ControlServerOptions& options)
@@ -71,16 +104,29 @@ class Service final : public Control::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Ingest(grpc::ServerContext*, grpc::ServerReader<FileChunk>* reader,
-                      IngestReply* reply) override {
+  grpc::Status Ingest(grpc::ServerContext* context,
+                      grpc::ServerReaderWriter<IngestProgress, FileChunk>* stream) override {
     std::vector<UploadedFile> files;
     std::string format;
     std::vector<int64_t> keep_labels;
-    absl::Status s = ReadFiles(reader, options_.max_upload_bytes, &files, &format, &keep_labels);
+    const double started = Clock::Real()->MonotonicSeconds();
+    absl::Status s = ReadFiles(stream, options_.max_upload_bytes, &files, &format, &keep_labels);
     if (!s.ok()) return ToGrpc(s);
-    auto r = handler_.Ingest(files, format, keep_labels);
+    int64_t bytes = 0;
+    for (const auto& f : files) bytes += static_cast<int64_t>(f.bytes.size());
+    Logger("control")->debug("ingest: received {} bytes in {} file(s) in {:.3f} s", bytes, files.size(),
+                             Clock::Real()->MonotonicSeconds() - started);
+    IngestProgressSender sender(context, stream);
+    auto r = handler_.Ingest(files, format, keep_labels,
+                             [&sender](IngestProgress::Phase phase, int64_t done, int64_t total) {
+                               return sender.Send(phase, done, total);
+                             });
     if (!r.ok()) return ToGrpc(r.status());
-    *reply = std::move(r).value();
+    IngestProgress last;
+    last.set_phase(IngestProgress::DONE);
+    *last.mutable_reply() = std::move(r).value();
+    // Committed: whether the client is still there to hear it changes nothing.
+    stream->Write(last);
     return grpc::Status::OK;
   }
 

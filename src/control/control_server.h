@@ -9,8 +9,13 @@
 //
 // Thread-safety: the handler is called from gRPC's thread pool, concurrently.
 // Shutdown() stops accepting RPCs and waits (bounded) for running ones.
+//
+// Ingest streams progress back: the handler reports through an
+// IngestProgressFn, which sends at most every kIngestProgressInterval (and at
+// each change of phase) and tells the handler to stop when the client is gone.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,15 +30,27 @@ struct UploadedFile {
   std::string bytes;
 };
 
+// What an ingest is doing: `phase` PARSING, or STORING `done` of `total`
+// examples. Called by the handler on the RPC's thread; returns false when the
+// client has gone away, and the handler then stops and stores nothing.
+using IngestProgressFn =
+    std::function<bool(mycel::control::IngestProgress::Phase phase, int64_t done, int64_t total)>;
+
+// The least time between two progress messages of one phase: a terminal
+// redraw rate that looks live without flooding a slow client.
+constexpr double kIngestProgressInterval = 0.1;
+
 class ControlHandler {
  public:
   virtual ~ControlHandler() = default;
   virtual absl::StatusOr<mycel::control::StatusReply> GetStatus() = 0;
   virtual absl::StatusOr<mycel::control::PauseReply> SetPaused(bool paused) = 0;
   // `keep_labels`: store only examples with these labels (empty: all).
+  // All or nothing; `progress` (never empty) hears of each phase.
   virtual absl::StatusOr<mycel::control::IngestReply> Ingest(const std::vector<UploadedFile>& files,
                                                              const std::string& format,
-                                                             const std::vector<int64_t>& keep_labels) = 0;
+                                                             const std::vector<int64_t>& keep_labels,
+                                                             const IngestProgressFn& progress) = 0;
   virtual absl::StatusOr<mycel::control::EvalReply> Eval(const std::vector<UploadedFile>& files,
                                                          const std::string& format) = 0;
   virtual absl::StatusOr<mycel::control::PredictReply> Predict(

@@ -242,8 +242,12 @@ absl::StatusOr<control::PauseReply> Node::SetPaused(bool paused) {
 
 absl::StatusOr<control::IngestReply> Node::Ingest(const std::vector<control::UploadedFile>& files,
                                                   const std::string& format,
-                                                  const std::vector<int64_t>& keep_labels) {
+                                                  const std::vector<int64_t>& keep_labels,
+                                                  const control::IngestProgressFn& progress) {
   MYCEL_ASSIGN_OR_RETURN(auto fmt, data::ParseFormat(format));
+  const absl::Status cancelled = absl::CancelledError("ingest cancelled by the client; nothing stored");
+  if (!progress(control::IngestProgress::PARSING, 0, 0)) return cancelled;
+  const double parse_start = Clock::Real()->MonotonicSeconds();
   auto examples = data::ImportFiles(ToBlobs(files), fmt, trainer_->example_shape());
   if (!examples.ok()) {
     Logger("control")->warn("ingest refused: {}", examples.status().message());
@@ -257,11 +261,19 @@ absl::StatusOr<control::IngestReply> Node::Ingest(const std::vector<control::Upl
     examples->swap(kept);
     if (examples->empty()) return absl::InvalidArgumentError("no example has one of the --labels given");
   }
-  auto added = store_->Add(*examples);
+  const double store_start = Clock::Real()->MonotonicSeconds();
+  auto added = store_->Add(*examples, [&progress](int64_t done, int64_t total) {
+    return progress(control::IngestProgress::STORING, done, total);
+  });
+  if (absl::IsCancelled(added.status())) {
+    Logger("control")->warn("ingest cancelled by the client, nothing stored ({})", added.status().message());
+    return cancelled;
+  }
   if (!added.ok()) {
     Logger("control")->error("ingest failed, nothing stored: {}", added.status().message());
     return added.status();
   }
+  const double store_end = Clock::Real()->MonotonicSeconds();
   trainer_->Wake();
   control::IngestReply r;
   r.set_offered(added->offered);
@@ -271,8 +283,10 @@ absl::StatusOr<control::IngestReply> Node::Ingest(const std::vector<control::Upl
   r.set_validation(added->validation);
   r.set_examples_train(store_->Count(data::Split::kTrain));
   r.set_examples_val(store_->Count(data::Split::kValidation));
-  Logger("control")->info("ingested {} examples from {} file(s): {} train, {} validation, {} evicted",
-                          added->stored, files.size(), added->train, added->validation, added->evicted);
+  Logger("control")->info(
+      "ingested {} examples from {} file(s): {} train, {} validation, {} evicted (parse {:.2f} s, store {:.2f} s)",
+      added->stored, files.size(), added->train, added->validation, added->evicted, store_start - parse_start,
+      store_end - store_start);
   return r;
 }
 

@@ -46,7 +46,8 @@ class Node : public control::ControlHandler {
   absl::StatusOr<control::PauseReply> SetPaused(bool paused) override;
   absl::StatusOr<control::IngestReply> Ingest(const std::vector<control::UploadedFile>& files,
                                               const std::string& format,
-                                              const std::vector<int64_t>& keep_labels) override;
+                                              const std::vector<int64_t>& keep_labels,
+                                              const control::IngestProgressFn& progress) override;
   absl::StatusOr<control::EvalReply> Eval(const std::vector<control::UploadedFile>& files,
                                           const std::string& format) override;
   absl::StatusOr<control::PredictReply> Predict(const control::PredictRequest& request) override;
