@@ -312,6 +312,7 @@ int main(int argc, char** argv) {
                               .Int("rounds", r.rounds()).Int("bytes_sent", r.bytes_sent())
                               .Int("bytes_received", r.bytes_received()).Int("peers", r.peers())
                               .Int("peers_connected", r.peers_connected()).Int("listen_port", r.listen_port())
+                              .Str("metrics_url", r.metrics_url())
                               .Done().c_str());
     } else {
       std::printf("node        %s\n", r.node_name().c_str());
@@ -333,6 +334,7 @@ int main(int argc, char** argv) {
                     static_cast<long long>(r.rounds()), r.peers_connected(), r.peers(),
                     Bytes(r.bytes_sent()).c_str(), Bytes(r.bytes_received()).c_str());
       }
+      if (!r.metrics_url().empty()) std::printf("metrics     %s\n", r.metrics_url().c_str());
       std::printf("uptime      %s\n", Duration(r.uptime_s()).c_str());
     }
     if (!watch) return 0;
@@ -516,7 +518,7 @@ int main(int argc, char** argv) {
       peers += "]";
       std::printf("%s\n", Json().Raw("peers", peers).Int("rounds", r.rounds()).Int("bytes_sent", r.bytes_sent())
                               .Int("bytes_received", r.bytes_received()).Int("refused_unknown", r.refused_unknown())
-                              .Int("listen_port", r.listen_port()).Done().c_str());
+                              .Int("listen_port", r.listen_port()).Int("rounds_held", r.rounds_held()).Done().c_str());
       return 0;
     }
     if (r.peers_size() == 0) {

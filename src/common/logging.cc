@@ -1,5 +1,6 @@
 #include "common/logging.h"
 
+#include <chrono>
 #include <mutex>
 #include <vector>
 
@@ -10,6 +11,7 @@ namespace mycel {
 namespace {
 std::mutex g_mu;
 spdlog::level::level_enum g_level = spdlog::level::info;
+bool g_flush_on_info = false;  // once a log file is set
 
 // Every logger writes to all of these: stderr, and the log file once set.
 std::vector<spdlog::sink_ptr>& Sinks() {
@@ -24,6 +26,7 @@ std::shared_ptr<spdlog::logger> Logger(const std::string& name) {
   auto logger = std::make_shared<spdlog::logger>(name, Sinks().begin(), Sinks().end());
   logger->set_level(g_level);
   logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%L%$ [%n] %v");
+  if (g_flush_on_info) logger->flush_on(spdlog::level::info);
   spdlog::register_logger(logger);
   return logger;
 }
@@ -42,6 +45,11 @@ absl::Status LogToFile(const std::string& path, int64_t max_bytes, int64_t max_f
     l->sinks().push_back(sink);
     l->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%L%$ [%n] %v");  // applies to the new sink too
   });
+  // The file is buffered: info and above reach it at once (a daemon logs a
+  // few lines a minute), debug and trace within a second.
+  g_flush_on_info = true;
+  spdlog::apply_all([](std::shared_ptr<spdlog::logger> l) { l->flush_on(spdlog::level::info); });
+  spdlog::flush_every(std::chrono::seconds(1));
   return absl::OkStatus();
 }
 

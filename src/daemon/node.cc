@@ -13,9 +13,11 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "crypto/identity.h"
+#include "daemon/node_metrics.h"
 #include "data/example_store.h"
 #include "data/importers.h"
 #include "federation/federation.h"
+#include "metrics/metrics_server.h"
 #include "peer/gossip.h"
 #include "train/checkpointer.h"
 #include "train/policy.h"
@@ -34,11 +36,12 @@ class FederationState : public train::CheckpointParticipant {
     options_.mixing = config.federation.mixing;
     options_.codec = config.federation.codec;
     options_.max_delta_norm = config.federation.max_delta_norm;
-    num_peers_ = static_cast<int>(config.peers.size());
+    for (const auto& p : config.peers) peer_keys_.push_back(p.public_key);
   }
   absl::Status Init(std::vector<float> initial_shared) override {
-    MYCEL_ASSIGN_OR_RETURN(fed_, federation::Federation::Create(options_, std::move(initial_shared), num_peers_,
-                                                                num_peers_));
+    const int n = static_cast<int>(peer_keys_.size());
+    MYCEL_ASSIGN_OR_RETURN(fed_, federation::Federation::Create(options_, std::move(initial_shared), n, n));
+    fed_->SetPeers(peer_keys_);  // before Load: a snapshot's mirrors follow their neighbour's key
     return absl::OkStatus();
   }
   std::string Save(bool final) override { return fed_->Serialize(final); }
@@ -47,7 +50,7 @@ class FederationState : public train::CheckpointParticipant {
 
  private:
   federation::FederationOptions options_;
-  int num_peers_ = 0;
+  std::vector<std::string> peer_keys_;
   std::unique_ptr<federation::Federation> fed_;
 };
 
@@ -114,6 +117,7 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
   to.model = config.model;
   to.training = config.training;
   to.max_cpu_percent = config.policy.max_cpu_percent;
+  to.threads = config.policy.threads;
   if (!config.peers.empty()) {
     node->federation_ = std::make_unique<FederationState>(config);
     to.participant = node->federation_.get();
@@ -129,6 +133,10 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
     go.fingerprint = node->trainer_->Stats().fingerprint;
     go.federation = config.federation;
     go.peers = config.peers;
+    // While training is held, rounds go on unless [policy] gossip_when_held = false.
+    Node* self = node.get();
+    self->gossip_when_held_ = config.policy.gossip_when_held;
+    go.hold_rounds = [self] { return !self->gossip_when_held_.load() && !self->policy_->Decide().allowed; };
     train::Trainer* trainer = node->trainer_.get();
     MYCEL_ASSIGN_OR_RETURN(
         node->gossip_,
@@ -148,6 +156,18 @@ absl::Status Node::Start() {
   control::ControlServerOptions co;
   co.socket_path = config_.SocketPath();
   MYCEL_ASSIGN_OR_RETURN(control_, control::ControlServer::Start(co, *this));
+  if (!config_.node.metrics_listen.empty()) {
+    // Optional: a taken port is logged, and the daemon goes on training.
+    auto metrics = metrics::MetricsServer::Start(config_.node.metrics_listen, [this] { return MetricsText(); });
+    if (metrics.ok()) {
+      metrics_ = std::move(metrics).value();
+      metrics_url_ = "http://" + config_.node.metrics_listen.substr(0, config_.node.metrics_listen.rfind(':')) +
+                     ":" + std::to_string(metrics_->port()) + "/metrics";
+      Logger("node")->info("metrics on {}", metrics_url_);
+    } else {
+      Logger("node")->error("no metrics endpoint: {}", metrics.status().message());
+    }
+  }
   auto stats = trainer_->Stats();
   Logger("node")->info("myceld running: {} model, {} parameters, {} examples stored{}", stats.model_kind,
                        stats.parameters, store_->Count(data::Split::kTrain) + store_->Count(data::Split::kValidation),
@@ -158,20 +178,34 @@ absl::Status Node::Start() {
 void Node::Reload(const config::Config& config) {
   policy_->Reconfigure(ResourceOptions(config.policy));
   trainer_->SetMaxCpuPercent(config.policy.max_cpu_percent);
+  trainer_->SetThreads(config.policy.threads);
+  gossip_when_held_ = config.policy.gossip_when_held;
   trainer_->Wake();
   (void)SetLogLevel(config.node.log_level);
-  config_.policy = config.policy;
-  config_.node.log_level = config.node.log_level;
-  bool same_peers = config.peers.size() == config_.peers.size();
-  for (size_t i = 0; same_peers && i < config.peers.size(); ++i) {
-    same_peers = config.peers[i].public_key == config_.peers[i].public_key &&
-                 config.peers[i].address == config_.peers[i].address;
+  std::string applied = "[policy], log_level";
+  if (gossip_) {
+    gossip_->SetPeers(config.peers);  // from the next round on
+    applied += ", [[peers]] (" + std::to_string(config.peers.size()) + ")";
   }
-  if (!same_peers || config.model.kind != config_.model.kind || config.node.state_dir != config_.node.state_dir) {
-    Logger("node")->warn("reload: [policy] and log_level applied; changes to peers, model or state_dir "
-                         "take effect at the next restart");
+  // What a running daemon cannot change: said, not silently ignored.
+  std::vector<std::string> restart;
+  if (!gossip_ && !config.peers.empty()) restart.push_back("the first [[peers]] of a node started without any");
+  if (config.node.listen != config_.node.listen) restart.push_back("[node] listen");
+  if (config.node.state_dir != config_.node.state_dir) restart.push_back("[node] state_dir");
+  if (config.node.metrics_listen != config_.node.metrics_listen) restart.push_back("[node] metrics_listen");
+  if (config.node.log_file != config_.node.log_file) restart.push_back("[node] log_file");
+  if (config.node.name != config_.node.name) restart.push_back("[node] name");
+  if (config.model.kind != config_.model.kind || config.model.hidden != config_.model.hidden ||
+      config.model.seed != config_.model.seed || config.model.input_shape != config_.model.input_shape ||
+      config.model.classes != config_.model.classes || config.model.path != config_.model.path) {
+    restart.push_back("[model]");
+  }
+  if (restart.empty()) {
+    Logger("node")->info("reload: applied {}", applied);
   } else {
-    Logger("node")->info("reload: [policy] and log_level applied");
+    std::string list;
+    for (const auto& r : restart) list += (list.empty() ? "" : ", ") + r;
+    Logger("node")->warn("reload: applied {}; {} changed and take(s) effect at the next restart", applied, list);
   }
 }
 
@@ -179,6 +213,7 @@ absl::Status Node::Shutdown() {
   if (shut_down_) return absl::OkStatus();
   shut_down_ = true;
   Logger("node")->info("shutting down");
+  metrics_.reset();                              // 0. no more scrapes
   if (control_) control_->Shutdown();            // 1. no new control RPCs
   if (gossip_) gossip_->Stop();                  // 2. no more rounds; peer server stopped
   absl::Status s = trainer_ ? trainer_->Stop()   // 3. trainer stops between steps, final checkpoint
@@ -215,15 +250,17 @@ absl::StatusOr<control::StatusReply> Node::GetStatus() {
   r.set_last_checkpoint_step(st.last_checkpoint_step);
   r.set_eval_examples(st.eval_examples);
   r.set_state_dir(config_.node.state_dir);
-  r.set_peers(static_cast<int32_t>(config_.peers.size()));
+  r.set_metrics_url(metrics_url_);
   if (gossip_) {
     auto totals = gossip_->Totals();
     r.set_rounds(totals.rounds);
     r.set_bytes_sent(totals.bytes_sent);
     r.set_bytes_received(totals.bytes_received);
     r.set_listen_port(totals.listen_port);
+    auto peers = gossip_->Peers();  // the list in force (SIGHUP may change it)
     int connected = 0;
-    for (const auto& p : gossip_->Peers()) connected += p.state == "connected";
+    for (const auto& p : peers) connected += p.state == "connected";
+    r.set_peers(static_cast<int32_t>(peers.size()));
     r.set_peers_connected(connected);
   }
   return r;
@@ -355,6 +392,7 @@ absl::StatusOr<control::PeersReply> Node::GetPeers() {
   r.set_bytes_sent(totals.bytes_sent);
   r.set_bytes_received(totals.bytes_received);
   r.set_refused_unknown(totals.refused_unknown);
+  r.set_rounds_held(totals.rounds_held);
   r.set_listen_port(totals.listen_port);
   for (const auto& p : gossip_->Peers()) {
     auto* info = r.add_peers();
@@ -379,6 +417,13 @@ absl::StatusOr<control::PeersReply> Node::GetPeers() {
     info->set_next_retry_s(p.next_retry_s);
   }
   return r;
+}
+
+std::string Node::MetricsText() {
+  auto status = GetStatus();
+  auto peers = GetPeers();
+  if (!status.ok() || !peers.ok()) return "";
+  return RenderMetrics(*status, *peers);
 }
 
 absl::StatusOr<std::string> Node::Export() {

@@ -13,6 +13,7 @@
 // control server; they touch the model only through the Trainer.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -25,6 +26,7 @@ namespace crypto { class Identity; }
 namespace data { class ExampleStore; }
 namespace train { class Checkpointer; class PausePolicy; class ResourcePolicy; class Trainer; }
 namespace peer { class Gossip; }
+namespace metrics { class MetricsServer; }
 class FederationState;
 
 class Node : public control::ControlHandler {
@@ -35,8 +37,8 @@ class Node : public control::ControlHandler {
   Node& operator=(const Node&) = delete;
 
   absl::Status Start();
-  // SIGHUP: applies a new config's policy and log level without a restart;
-  // other sections need one (said in the log). The caller validated `config`.
+  // SIGHUP: applies a new config's [policy], log level and [[peers]] without
+  // a restart; what needs one is said in the log. The caller validated `config`.
   void Reload(const config::Config& config);
   // Idempotent; returns the final checkpoint's status.
   absl::Status Shutdown();
@@ -56,8 +58,10 @@ class Node : public control::ControlHandler {
 
  private:
   explicit Node(const config::Config& config);
+  // The Prometheus text of GET /metrics (metrics server thread).
+  std::string MetricsText();
 
-  config::Config config_;                                // replaced in parts by Reload
+  config::Config config_;                                // as started; Reload applies changes elsewhere
   double started_at_ = 0;
   int lock_fd_ = -1;                                    // flock on <state_dir>/myceld.lock
   std::unique_ptr<crypto::Identity> identity_;
@@ -69,6 +73,9 @@ class Node : public control::ControlHandler {
   std::unique_ptr<train::Trainer> trainer_;
   std::unique_ptr<peer::Gossip> gossip_;
   std::unique_ptr<control::ControlServer> control_;
+  std::unique_ptr<metrics::MetricsServer> metrics_;
+  std::string metrics_url_;                              // set in Start, then read-only
+  std::atomic<bool> gossip_when_held_{true};             // [policy], reloadable
   bool shut_down_ = false;
 };
 

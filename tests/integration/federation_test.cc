@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,20 +16,6 @@
 
 namespace mycel::it {
 namespace {
-
-// A port that was free a moment ago (bound to 0, read back, closed).
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // [model], [training] and [federation] of configs/federation.toml: the
 // measured settings the demo uses too.
@@ -204,6 +191,75 @@ TEST(FederationTest, AnIntruderWithAnUnpinnedKeyGetsNothingAndChangesNothing) {
   auto after = fed[0].node->Mycel({"eval", "--json", T10kImages(), T10kLabels()});
   EXPECT_EQ(before.out, after.out);  // same weights, to the last digit
   EXPECT_NE(fed[0].node->daemon().Log().find("unpinned_key"), std::string::npos);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(fed[i].node->daemon().Stop(), 0);
+}
+
+// `mycel peers --json` of a node, parsed; the test fails if it does not parse.
+std::optional<Json> Peers(const TestNode& node) {
+  auto r = node.Mycel({"peers", "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  return ParseJson(r.out);
+}
+
+// The state `node` reports for neighbour `name`, or "" if it is not listed.
+std::string PeerState(const TestNode& node, const std::string& name) {
+  auto pj = Peers(node);
+  if (!pj || !pj->Find("peers")) return "";
+  for (const Json& p : pj->Find("peers")->array) {
+    if (p.Str("name") == name) return p.Str("state");
+  }
+  return "";
+}
+
+TEST(FederationTest, SighupReloadsThePeerListKeepingWhatWasLearnt) {
+  TempDir tmp;
+  Federation fed(tmp.path());
+  fed.Add("a");
+  fed.Add("b");
+  fed.Add("c");
+  fed.WriteConfig(0, {1});     // a pins b only
+  fed.WriteConfig(1, {0});
+  fed.WriteConfig(2, {0});     // c pins a, which does not pin it yet
+  for (size_t i = 0; i < 3; ++i) ASSERT_TRUE(fed[i].node->daemon().Start());
+  TestNode& a = *fed[0].node;
+  ASSERT_TRUE(PollUntil([&] { return PeerState(a, "b") == "connected"; }, 60, 0.5));
+  ASSERT_TRUE(PollUntil([&] { return PeerState(*fed[2].node, "a") == "rejected"; }, 60, 0.5));
+  const double rounds = a.StatusNum("rounds");
+  auto before = Peers(a);
+  ASSERT_TRUE(before.has_value());
+  const double b_keyframes = before->Find("peers")->array.at(0).Num("keyframes_accepted");
+  EXPECT_EQ(b_keyframes, 1);
+
+  // a now pins c too (in front of b): no restart.
+  fed.WriteConfig(0, {2, 1});
+  a.daemon().Signal(SIGHUP);
+  ASSERT_TRUE(PollUntil([&] { return PeerState(a, "c") == "connected"; }, 60, 0.5)) << a.daemon().LogSinceStart();
+  ASSERT_TRUE(PollUntil([&] { return PeerState(*fed[2].node, "a") == "connected"; }, 60, 0.5))
+      << fed[2].node->Mycel({"peers"}).out;
+  auto after = Peers(a);
+  ASSERT_TRUE(after.has_value());
+  const auto& list = after->Find("peers")->array;
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].Str("name"), "c");
+  EXPECT_EQ(list[1].Str("name"), "b");
+  // b kept its mirror: still the one keyframe, deltas since.
+  EXPECT_EQ(list[1].Num("keyframes_accepted"), b_keyframes);
+  EXPECT_EQ(list[1].Str("state"), "connected");
+  EXPECT_TRUE(a.daemon().Running());
+  EXPECT_GT(a.StatusNum("rounds"), rounds);  // the same process went on
+  EXPECT_NE(a.daemon().LogSinceStart().find("peer list reloaded: 2 neighbour(s), 1 kept"), std::string::npos)
+      << a.daemon().LogSinceStart();
+
+  // b is dropped: a refuses it from then on.
+  fed.WriteConfig(0, {2});
+  a.daemon().Signal(SIGHUP);
+  ASSERT_TRUE(PollUntil([&] { return Peers(a)->Find("peers")->array.size() == 1; }, 30, 0.5));
+  ASSERT_TRUE(PollUntil([&] {
+    auto r = fed[1].node->Mycel({"peers", "--json"});
+    return r.out.find("unpinned_key") != std::string::npos;
+  }, 60, 0.5)) << fed[1].node->Mycel({"peers"}).out;
+  EXPECT_EQ(PeerState(a, "c"), "connected");
+
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(fed[i].node->daemon().Stop(), 0);
 }
 

@@ -116,6 +116,19 @@ struct CommandResult {
 // the capture files.
 CommandResult RunCommand(const std::vector<std::string>& argv, const std::string& scratch_dir, double timeout_s = 120);
 
+// -------------------------------------------------------------------- network
+
+// A loopback TCP port that was free a moment ago (bound to 0, read back, closed).
+int FreePort();
+
+struct HttpReply {
+  int status = 0;     // 0: no connection or no HTTP reply
+  std::string head;   // status line and headers
+  std::string body;
+};
+// One HTTP/1.0 request to 127.0.0.1:port over a plain socket.
+HttpReply HttpRequest(int port, const std::string& method, const std::string& path);
+
 // ---------------------------------------------------------------------- JSON
 
 // Just enough JSON for `mycel ... --json`: objects, arrays, strings, numbers,
@@ -151,6 +164,7 @@ struct ConfigSpec {
   double eval_interval_s = 1;           // fast feedback for val_accuracy polls
   int64_t max_eval_examples = 1000;     // keeps the periodic evaluation cheap
   std::string extra_training;           // appended verbatim to [training]
+  std::string extra_node;               // appended verbatim to [node]
 };
 
 // myceld on one config; the log file collects stderr of every start.

@@ -1,0 +1,89 @@
+#include "daemon/node_metrics.h"
+
+#include "metrics/exposition.h"
+
+namespace mycel {
+
+std::string RenderMetrics(const control::StatusReply& s, const control::PeersReply& p) {
+  metrics::Exposition e;
+  auto one = [&e](const char* name, const char* type, const char* help, double v) {
+    e.Family(name, type, help);
+    e.Sample(v);
+  };
+  e.Family("mycel_info", "gauge", "Constant 1, labelled with what this node is.");
+  e.Sample(1, {{"node", s.node_name()}, {"model", s.model_kind()}});
+  e.Family("mycel_training_state", "gauge", "1 for the state training is in now, 0 for the others.");
+  bool known = false;
+  for (const char* state : kTrainingStates) {
+    known |= s.state() == state;
+    e.Sample(s.state() == state ? 1 : 0, {{"state", state}});
+  }
+  if (!known) e.Sample(1, {{"state", s.state()}});
+  one("mycel_training_steps_total", "counter", "Training steps taken.", static_cast<double>(s.steps()));
+  one("mycel_training_samples_total", "counter", "Examples trained on, counting repeats.",
+      static_cast<double>(s.samples_trained()));
+  one("mycel_training_steps_per_second", "gauge", "Recent training rate.", s.steps_per_s());
+  one("mycel_train_loss", "gauge", "Moving average of the training loss (NaN before the first step).",
+      s.train_loss());
+  one("mycel_validation_loss", "gauge", "Loss of the last validation pass (NaN before the first).", s.val_loss());
+  one("mycel_validation_accuracy_ratio", "gauge", "Accuracy of the last validation pass, 0 to 1.",
+      s.val_accuracy());
+  one("mycel_learning_rate", "gauge", "Learning rate of the last step.", s.learning_rate());
+  e.Family("mycel_examples", "gauge", "Examples in the store, by split.");
+  e.Sample(static_cast<double>(s.examples_train()), {{"split", "train"}});
+  e.Sample(static_cast<double>(s.examples_val()), {{"split", "validation"}});
+  e.Family("mycel_model_parameters", "gauge", "Model parameters; shared ones are exchanged with neighbours.");
+  e.Sample(static_cast<double>(s.parameters()), {{"kind", "all"}});
+  e.Sample(static_cast<double>(s.shared_parameters()), {{"kind", "shared"}});
+  one("mycel_checkpoints_written_total", "counter", "Checkpoints written since start.",
+      static_cast<double>(s.checkpoints_written()));
+  one("mycel_uptime_seconds", "gauge", "Seconds since the daemon started.", s.uptime_s());
+
+  one("mycel_peers", "gauge", "Pinned neighbours.", s.peers());
+  one("mycel_peers_connected", "gauge", "Neighbours whose last pull succeeded.", s.peers_connected());
+  one("mycel_gossip_rounds_total", "counter", "Gossip rounds completed (publish, pull, merge).",
+      static_cast<double>(p.rounds()));
+  one("mycel_gossip_rounds_held_total", "counter", "Gossip rounds skipped while training was held.",
+      static_cast<double>(p.rounds_held()));
+  one("mycel_gossip_sent_bytes_total", "counter", "Bytes served to neighbours.", static_cast<double>(p.bytes_sent()));
+  one("mycel_gossip_received_bytes_total", "counter", "Bytes pulled from neighbours.",
+      static_cast<double>(p.bytes_received()));
+  one("mycel_gossip_refused_unauthenticated_total", "counter",
+      "Requests refused before any pinned key was authenticated.", static_cast<double>(p.refused_unknown()));
+  if (p.peers_size() == 0) return e.Take();
+
+  auto per_peer = [&](const char* name, const char* type, const char* help, auto value) {
+    e.Family(name, type, help);
+    for (const auto& peer : p.peers()) e.Sample(static_cast<double>(value(peer)), {{"peer", peer.name()}});
+  };
+  using Peer = control::PeerInfo;
+  per_peer("mycel_peer_up", "gauge", "1 while the last pull from the neighbour succeeded.",
+           [](const Peer& q) { return q.state() == "connected" ? 1 : 0; });
+  e.Family("mycel_peer_pulls_total", "counter", "Pulls from the neighbour, by result.");
+  for (const auto& peer : p.peers()) {
+    e.Sample(static_cast<double>(peer.pulls_ok()), {{"peer", peer.name()}, {"result", "ok"}});
+    e.Sample(static_cast<double>(peer.pulls_failed()), {{"peer", peer.name()}, {"result", "failed"}});
+  }
+  per_peer("mycel_peer_served_total", "counter", "Pulls of ours the neighbour was served.",
+           [](const Peer& q) { return q.served(); });
+  per_peer("mycel_peer_sent_bytes_total", "counter", "Bytes served to the neighbour.",
+           [](const Peer& q) { return q.bytes_sent(); });
+  per_peer("mycel_peer_received_bytes_total", "counter", "Bytes pulled from the neighbour.",
+           [](const Peer& q) { return q.bytes_received(); });
+  per_peer("mycel_peer_deltas_accepted_total", "counter", "Deltas from the neighbour applied to its mirror.",
+           [](const Peer& q) { return q.deltas_accepted(); });
+  per_peer("mycel_peer_keyframes_accepted_total", "counter", "Keyframes from the neighbour applied to its mirror.",
+           [](const Peer& q) { return q.keyframes_accepted(); });
+  per_peer("mycel_peer_samples_trained", "gauge", "Examples the neighbour says it has trained on.",
+           [](const Peer& q) { return q.samples_trained(); });
+  e.Family("mycel_peer_refusals_total", "counter",
+           "Requests or updates of the neighbour refused, by reason (a fixed vocabulary).");
+  for (const auto& peer : p.peers()) {
+    for (const auto& [reason, count] : peer.refusals()) {
+      e.Sample(static_cast<double>(count), {{"peer", peer.name()}, {"reason", reason}});
+    }
+  }
+  return e.Take();
+}
+
+}  // namespace mycel
