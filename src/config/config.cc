@@ -386,7 +386,9 @@ absl::Status ReadTable(const Parser& p, const toml::table& table, const std::str
     auto it = std::find_if(fields.begin(), fields.end(),
                            [&](const Field& f) { return f.key == key; });
     if (it == fields.end()) {
-      return p.Error(e.line, absl::StrCat("unknown key '", key, "' in ", label));
+      // Keys that moved keep a pointer to their new place.
+      const char* moved = label == "[training]" && key == "threads" ? " (moved to [policy] threads)" : "";
+      return p.Error(e.line, absl::StrCat("unknown key '", key, "' in ", label, moved));
     }
     MYCEL_RETURN_IF_ERROR(it->read(p, *e.value, absl::StrCat(label, " ", key)));
   }

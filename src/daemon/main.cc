@@ -82,6 +82,10 @@ int main(int argc, char** argv) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGUSR1 && shutdown_thread.joinable()) break;  // shutdown finished
+    if (sig == SIGHUP && shutdown_thread.joinable()) {
+      log->info("SIGHUP during shutdown: ignored");
+      continue;
+    }
     if (sig == SIGHUP) {
       // Reload: a config that does not validate is refused and the old one stays.
       auto fresh = mycel::config::LoadConfig(config_path);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <tuple>
 
 #include "common/clock.h"
 #include "common/file_util.h"
@@ -64,6 +65,23 @@ train::ResourcePolicyOptions ResourceOptions(const config::PolicyOptions& p) {
   o.active_hours = p.active_hours;
   o.power_supply_dir = p.power_supply_dir;
   return o;
+}
+
+bool SameTraining(const config::TrainingOptions& a, const config::TrainingOptions& b) {
+  auto tie = [](const config::TrainingOptions& o) {
+    return std::tie(o.optimizer, o.lr, o.lr_decay_steps, o.lr_final, o.momentum, o.batch_size, o.validation_fraction,
+                    o.replay_fraction, o.max_examples, o.checkpoint_interval_s, o.eval_interval_s,
+                    o.max_eval_examples);
+  };
+  return tie(a) == tie(b);
+}
+
+bool SameFederation(const config::FederationOptions& a, const config::FederationOptions& b) {
+  auto tie = [](const config::FederationOptions& o) {
+    return std::tie(o.round_interval_s, o.local_steps, o.merge, o.mixing, o.codec, o.max_delta_norm,
+                    o.pull_timeout_s, o.max_backoff_s);
+  };
+  return tie(a) == tie(b);
 }
 
 std::vector<data::NamedBlob> ToBlobs(const std::vector<control::UploadedFile>& files) {
@@ -160,10 +178,9 @@ absl::Status Node::Start() {
     // Optional: a taken port is logged, and the daemon goes on training.
     auto metrics = metrics::MetricsServer::Start(config_.node.metrics_listen, [this] { return MetricsText(); });
     if (metrics.ok()) {
+      metrics_port_ = (*metrics)->port();  // scrapes may already read it: an atomic
       metrics_ = std::move(metrics).value();
-      metrics_url_ = "http://" + config_.node.metrics_listen.substr(0, config_.node.metrics_listen.rfind(':')) +
-                     ":" + std::to_string(metrics_->port()) + "/metrics";
-      Logger("node")->info("metrics on {}", metrics_url_);
+      Logger("node")->info("metrics on {}", MetricsUrl());
     } else {
       Logger("node")->error("no metrics endpoint: {}", metrics.status().message());
     }
@@ -194,7 +211,13 @@ void Node::Reload(const config::Config& config) {
   if (config.node.state_dir != config_.node.state_dir) restart.push_back("[node] state_dir");
   if (config.node.metrics_listen != config_.node.metrics_listen) restart.push_back("[node] metrics_listen");
   if (config.node.log_file != config_.node.log_file) restart.push_back("[node] log_file");
+  if (config.node.log_max_bytes != config_.node.log_max_bytes ||
+      config.node.log_max_files != config_.node.log_max_files) {
+    restart.push_back("[node] log_max_bytes/log_max_files");
+  }
   if (config.node.name != config_.node.name) restart.push_back("[node] name");
+  if (!SameTraining(config.training, config_.training)) restart.push_back("[training]");
+  if (!SameFederation(config.federation, config_.federation)) restart.push_back("[federation]");
   if (config.model.kind != config_.model.kind || config.model.hidden != config_.model.hidden ||
       config.model.seed != config_.model.seed || config.model.input_shape != config_.model.input_shape ||
       config.model.classes != config_.model.classes || config.model.path != config_.model.path) {
@@ -250,7 +273,7 @@ absl::StatusOr<control::StatusReply> Node::GetStatus() {
   r.set_last_checkpoint_step(st.last_checkpoint_step);
   r.set_eval_examples(st.eval_examples);
   r.set_state_dir(config_.node.state_dir);
-  r.set_metrics_url(metrics_url_);
+  r.set_metrics_url(MetricsUrl());
   if (gossip_) {
     auto totals = gossip_->Totals();
     r.set_rounds(totals.rounds);
@@ -417,6 +440,13 @@ absl::StatusOr<control::PeersReply> Node::GetPeers() {
     info->set_next_retry_s(p.next_retry_s);
   }
   return r;
+}
+
+std::string Node::MetricsUrl() const {
+  const int port = metrics_port_.load();
+  if (port == 0) return "";
+  const std::string& listen = config_.node.metrics_listen;
+  return "http://" + listen.substr(0, listen.rfind(':')) + ":" + std::to_string(port) + "/metrics";
 }
 
 std::string Node::MetricsText() {

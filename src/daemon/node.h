@@ -60,6 +60,8 @@ class Node : public control::ControlHandler {
   explicit Node(const config::Config& config);
   // The Prometheus text of GET /metrics (metrics server thread).
   std::string MetricsText();
+  // "http://127.0.0.1:PORT/metrics", or "" without an endpoint. Any thread.
+  std::string MetricsUrl() const;
 
   config::Config config_;                                // as started; Reload applies changes elsewhere
   double started_at_ = 0;
@@ -74,7 +76,7 @@ class Node : public control::ControlHandler {
   std::unique_ptr<peer::Gossip> gossip_;
   std::unique_ptr<control::ControlServer> control_;
   std::unique_ptr<metrics::MetricsServer> metrics_;
-  std::string metrics_url_;                              // set in Start, then read-only
+  std::atomic<int> metrics_port_{0};                     // bound port; 0 while there is no endpoint
   std::atomic<bool> gossip_when_held_{true};             // [policy], reloadable
   bool shut_down_ = false;
 };

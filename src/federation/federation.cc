@@ -629,6 +629,13 @@ absl::Status Federation::Restore(std::string_view bytes) {
   // reordered since the snapshot keep what was learnt of them; anonymous
   // peers (no keys) are matched by position when the count is unchanged.
   const bool keyed = std::all_of(keys.begin(), keys.end(), [](const std::string& k) { return !k.empty(); });
+  const bool snapshot_anonymous =
+      std::all_of(mirrors.begin(), mirrors.end(), [](const Mirror& m) { return m.key.empty(); });
+  if (keyed && snapshot_anonymous && mirrors.size() == keys.size()) {
+    // A version 1 snapshot (or one written before the peers were named):
+    // same count, so by position, as it was written.
+    for (size_t j = 0; j < keys.size(); ++j) mirrors[j].key = keys[j];
+  }
   int kept = 0;
   if (keyed) {
     fresh->mirrors = RekeyMirrors(std::move(mirrors), keys, &kept);

@@ -115,9 +115,11 @@ struct Gossip::Impl : public Peer::Service {
   std::thread loop;
   bool started = false, stopped = false;
 
-  std::shared_ptr<const Roster> CurrentRoster() const {
+  // The keys a caller is authenticated against: SetPeers' list as soon as it
+  // is given (a dropped neighbour is refused at once), else the one in force.
+  std::shared_ptr<const Roster> PinnedRoster() const {
     std::lock_guard<std::mutex> lock(mu);
-    return roster;
+    return pending ? pending : roster;
   }
 
   // The index of the neighbour with this key in the roster in force, or -1. Caller holds mu.
@@ -176,8 +178,8 @@ struct Gossip::Impl : public Peer::Service {
   // ---- server ----
   grpc::Status Pull(grpc::ServerContext* ctx, const PullRequest* req, grpc::ServerWriter<PullChunk>* writer) override {
     int64_t now = Clock::Real()->UnixSeconds();
-    const std::shared_ptr<const Roster> in_force = CurrentRoster();
-    auto session = crypto::ServerSession::Accept(identity, in_force->pinned, replay, req->hello(), now);
+    const std::shared_ptr<const Roster> pinned = PinnedRoster();
+    auto session = crypto::ServerSession::Accept(identity, pinned->pinned, replay, req->hello(), now);
     if (!session.ok()) {
       std::string reason = crypto::RefusalReason(session.status());
       // A refused Hello is not authenticated: attribute it to a pinned peer
@@ -499,12 +501,13 @@ void Gossip::Stop() {
 
 std::vector<PeerStatus> Gossip::Peers() const {
   std::vector<PeerStatus> out;
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    out = impl_->status;
-    double now = Clock::Real()->MonotonicSeconds();
-    for (size_t j = 0; j < out.size(); ++j) out[j].next_retry_s = std::max(0.0, impl_->next_try[j] - now);
-  }
+  // Under mu (then the federation's lock, the order ApplyPendingRoster takes
+  // too), so a reload between the two cannot pair one neighbour's counters
+  // with another's mirror.
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  out = impl_->status;
+  double now = Clock::Real()->MonotonicSeconds();
+  for (size_t j = 0; j < out.size(); ++j) out[j].next_retry_s = std::max(0.0, impl_->next_try[j] - now);
   for (size_t j = 0; j < out.size(); ++j) {
     auto m = impl_->fed.mirror_stats(static_cast<int>(j));
     out[j].epoch = m.epoch;

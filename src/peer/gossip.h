@@ -104,10 +104,10 @@ class Gossip {
 
   // Starts the peer server (if listen is set) and the round loop.
   absl::Status Start();
-  // Replaces the pinned neighbours from the next round on (SIGHUP). A
-  // neighbour kept (same key) keeps its counters and its mirror, under its
-  // new index; a new one starts from a keyframe; one dropped is refused
-  // from then on. Thread-safe.
+  // Replaces the pinned neighbours (SIGHUP): callers are authenticated
+  // against the new list at once; pulls and merges follow it from the next
+  // round on. A neighbour kept (same key) keeps its counters and its mirror,
+  // under its new index; a new one starts from a keyframe. Thread-safe.
   void SetPeers(const std::vector<config::PeerOptions>& peers);
   // Stops the round loop (after the current round), then the server. Idempotent.
   void Stop();

@@ -302,7 +302,7 @@ std::vector<BadCase> BadCases() {
       {hdr + "[policy]\nthreads = 0\n", 4, "[policy] threads", "must be in [1, 256]"},
       {hdr + "[policy]\nthreads = 257\n", 4, "[policy] threads", "must be in [1, 256]"},
       {hdr + "[policy]\nthreads = 4294967297\n", 4, "[policy] threads", "must be in [1, 256]"},
-      {hdr + "[training]\nthreads = 2\n", 4, "'threads'", "unknown key 'threads' in [training]"},
+      {hdr + "[training]\nthreads = 2\n", 4, "'threads'", "unknown key 'threads' in [training] (moved to [policy] threads)"},
       {hdr + "[policy]\ngossip_when_held = \"no\"\n", 4, "[policy] gossip_when_held", "true or false"},
       {hdr + "[node]\nmetrics_listen = \"0.0.0.0:9464\"\n", 4, "[node] metrics_listen", "loopback"},
       {hdr + "[node]\nmetrics_listen = \"192.168.1.2:9464\"\n", 4, "[node] metrics_listen", "loopback"},

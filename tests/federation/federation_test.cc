@@ -542,6 +542,21 @@ TEST_F(Snapshot, KeyedMirrorsFollowTheirNeighbourAcrossAPeerListChange) {
   EXPECT_EQ(b3->mirror_stats(0).keyframes_applied, b_->mirror_stats(1).keyframes_applied);
 }
 
+TEST_F(Snapshot, AnonymousSnapshotIntoNamedPeersOfTheSameCountKeepsMirrorsByPosition) {
+  // What an upgrade from a version 1 snapshot (no keys) looks like: the
+  // daemon names its peers before restoring.
+  auto b3 = Make(std::vector<float>(kN, 0.5f), 0, 0);
+  b3->SetPeers({"key-a", "key-c"});
+  ASSERT_TRUE(b3->Restore(b_->Serialize(true)).ok());
+  EXPECT_EQ(b3->mirror(1), b_->mirror(1));
+  EXPECT_EQ(b3->Cursor(1), b_->Cursor(1));
+  // A different count: nothing to go by, the mirrors start empty.
+  auto b4 = Make(std::vector<float>(kN, 0.5f), 0, 0);
+  b4->SetPeers({"key-a", "key-c", "key-d"});
+  ASSERT_TRUE(b4->Restore(b_->Serialize(true)).ok());
+  for (int p = 0; p < 3; ++p) EXPECT_FALSE(b4->mirror_stats(p).initialized);
+}
+
 TEST(Federation, SetPeersKeepsMirrorsByKeyAndSetsTheDegree) {
   auto a = Make({1, 1}, 0, 0);
   auto b = Make({0, 0}, 0, 0);

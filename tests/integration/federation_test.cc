@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <memory>
 #include <optional>
 #include <string>
@@ -261,6 +262,42 @@ TEST(FederationTest, SighupReloadsThePeerListKeepingWhatWasLearnt) {
   EXPECT_EQ(PeerState(a, "c"), "connected");
 
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(fed[i].node->daemon().Stop(), 0);
+}
+
+TEST(FederationTest, HeldNodeWithGossipWhenHeldOffSkipsRoundsButStillServes) {
+  TempDir tmp;
+  Federation fed(tmp.path());
+  fed.Add("a");
+  fed.Add("b");
+  fed.WriteConfig(0, {1});
+  fed.WriteConfig(1, {0});
+  TestNode& a = *fed[0].node;
+  TestNode& b = *fed[1].node;
+  WriteFileOrDie(a.config_path(), ReadFileOrDie(a.config_path()) + "\n[policy]\ngossip_when_held = false\n");
+  for (size_t i = 0; i < 2; ++i) ASSERT_TRUE(fed[i].node->daemon().Start());
+  auto num = [](const TestNode& n, const std::string& key) {
+    auto pj = Peers(n);
+    return pj ? pj->Num(key) : std::nan("");
+  };
+  ASSERT_TRUE(PollUntil([&] { return num(a, "rounds") > 5; }, 60, 0.2));
+  EXPECT_EQ(num(a, "rounds_held"), 0);  // waiting for data is not a hold
+
+  // Paused by the user: a's rounds stop, its held rounds count, and b keeps pulling from it.
+  ASSERT_EQ(a.Mycel({"pause"}).exit_code, 0);
+  ASSERT_TRUE(PollUntil([&] { return num(a, "rounds_held") > 0; }, 30, 0.2));
+  const double rounds = num(a, "rounds");
+  const double b_pulls = Peers(b)->Find("peers")->array.at(0).Num("pulls_ok");
+  ASSERT_TRUE(PollUntil([&] { return num(a, "rounds_held") > 20; }, 30, 0.2));
+  EXPECT_LE(num(a, "rounds"), rounds + 1);  // at most the round already under way
+  auto bp = Peers(b);
+  ASSERT_TRUE(bp.has_value());
+  EXPECT_GT(bp->Find("peers")->array.at(0).Num("pulls_ok"), b_pulls + 5) << "a stopped serving while held";
+  EXPECT_EQ(bp->Find("peers")->array.at(0).Str("state"), "connected");
+
+  // Resumed: rounds go on.
+  ASSERT_EQ(a.Mycel({"resume"}).exit_code, 0);
+  EXPECT_TRUE(PollUntil([&] { return num(a, "rounds") > rounds + 10; }, 30, 0.2));
+  for (size_t i = 0; i < 2; ++i) EXPECT_EQ(fed[i].node->daemon().Stop(), 0);
 }
 
 }  // namespace
