@@ -41,7 +41,13 @@ uint64_t RandomEpoch(uint64_t avoid) {
 
 // The mirrors for neighbours `keys`, in that order: each takes the old mirror
 // of the same key if there is one (counted in *kept), else starts empty.
+// Anonymous mirrors (peers never named, or a version 1 snapshot) of the same
+// count are named by position first: that is the order they were made in.
 std::vector<Mirror> RekeyMirrors(std::vector<Mirror> old, const std::vector<std::string>& keys, int* kept) {
+  if (old.size() == keys.size() &&
+      std::all_of(old.begin(), old.end(), [](const Mirror& m) { return m.key.empty(); })) {
+    for (size_t j = 0; j < keys.size(); ++j) old[j].key = keys[j];
+  }
   std::vector<Mirror> out(keys.size());
   *kept = 0;
   for (size_t j = 0; j < keys.size(); ++j) {
@@ -419,15 +425,7 @@ absl::Status Federation::Apply(int peer, const PullAnswerView& answer) {
 int Federation::SetPeers(const std::vector<std::string>& keys) {
   std::lock_guard<std::mutex> lock(mu_);
   int kept = 0;
-  auto& mirrors = state_->mirrors;
-  const bool anonymous = std::all_of(mirrors.begin(), mirrors.end(), [](const Mirror& m) { return m.key.empty(); });
-  if (anonymous && mirrors.size() == keys.size()) {
-    // Naming the peers we had: each keeps its mirror.
-    for (size_t j = 0; j < keys.size(); ++j) mirrors[j].key = keys[j];
-    kept = static_cast<int>(keys.size());
-  } else {
-    mirrors = RekeyMirrors(std::move(mirrors), keys, &kept);
-  }
+  state_->mirrors = RekeyMirrors(std::move(state_->mirrors), keys, &kept);
   state_->degree = static_cast<int32_t>(keys.size());
   return kept;
 }
@@ -629,13 +627,6 @@ absl::Status Federation::Restore(std::string_view bytes) {
   // reordered since the snapshot keep what was learnt of them; anonymous
   // peers (no keys) are matched by position when the count is unchanged.
   const bool keyed = std::all_of(keys.begin(), keys.end(), [](const std::string& k) { return !k.empty(); });
-  const bool snapshot_anonymous =
-      std::all_of(mirrors.begin(), mirrors.end(), [](const Mirror& m) { return m.key.empty(); });
-  if (keyed && snapshot_anonymous && mirrors.size() == keys.size()) {
-    // A version 1 snapshot (or one written before the peers were named):
-    // same count, so by position, as it was written.
-    for (size_t j = 0; j < keys.size(); ++j) mirrors[j].key = keys[j];
-  }
   int kept = 0;
   if (keyed) {
     fresh->mirrors = RekeyMirrors(std::move(mirrors), keys, &kept);
