@@ -1263,7 +1263,12 @@ TEST(GossipPairTest, UnknownRefusalWordsCountAsErrorSoCountersStayBounded) {
   fast.max_backoff_s = 0.02;  // retry every round: many different words
   auto a = MakeNode("A", NewIdentity(), Ramp(0.0f, 0.0f), Ramp(1.0f, 0.0f), "",
                     {PeerAt("R", refuser.address(), *stranger)}, {}, fast);
-  ASSERT_TRUE(WaitFor([&] { return refuser.calls() >= 5; }));
+  // Wait on A's own count: the refuser counts a call before A has booked its refusal.
+  ASSERT_TRUE(WaitFor([&] {
+    auto q = a->peer(0);
+    return q.pulls_failed >= 5;
+  }));
+  EXPECT_GE(refuser.calls(), 5);
   PeerStatus p = a->peer(0);
   EXPECT_EQ(p.state, "rejected");
   std::string words;
