@@ -1337,25 +1337,37 @@ class GossipReloadTest : public ::testing::Test {
 };
 
 TEST_F(GossipReloadTest, NewListTakesEffectAndKeptNeighboursKeepTheirMirror) {
-  ASSERT_TRUE(WaitFor([&] { return a_->peer(0).pulls_ok >= 2; }));
+  // Enough updates applied to B's mirror that a fresh mirror could not
+  // catch up between the swap and the check below. (How many are keyframes
+  // depends on load: a reader that misses a round of dense deltas gets one.)
+  ASSERT_TRUE(WaitFor([&] {
+    auto m = a_->fed->mirror_stats(0);
+    return m.keyframes_applied + m.deltas_applied >= 40;
+  }));
   ASSERT_EQ(a_->fed->mirror(0), x_b_);
-  ASSERT_EQ(a_->peer(0).keyframes_accepted, 1);
   const int64_t b_pulls = a_->peer(0).pulls_ok;
+  const int64_t b_keyframes = a_->peer(0).keyframes_accepted;
+  const auto b_mirror = a_->fed->mirror_stats(0);
 
   // C joins in front of B.
   a_->gossip->SetPeers({peer_c_, peer_b_});
+  ASSERT_TRUE(WaitFor([&] { return a_->gossip->Peers().size() == 2; }));
+  // B's mirror was kept under its new index: its update counts went on from
+  // where they were (a new mirror would start from zero).
+  const auto kept = a_->fed->mirror_stats(1);
+  EXPECT_GE(kept.keyframes_applied + kept.deltas_applied, b_mirror.keyframes_applied + b_mirror.deltas_applied);
+  EXPECT_GE(kept.keyframes_applied, b_mirror.keyframes_applied);
   ASSERT_TRUE(WaitFor([&] {
     auto peers = a_->gossip->Peers();
-    return peers.size() == 2 && peers[0].pulls_ok >= 1 && peers[1].pulls_ok > b_pulls;
+    return peers[0].pulls_ok >= 1 && peers[1].pulls_ok > b_pulls;
   }));
   EXPECT_EQ(Names(), (std::vector<std::string>{"C", "B"}));
   EXPECT_EQ(a_->fed->mirror(0), x_c_);
   EXPECT_EQ(a_->fed->mirror(1), x_b_);
-  // B's mirror was kept: it went on with deltas, no second keyframe, and
-  // its counters carried over.
-  EXPECT_EQ(a_->peer(1).keyframes_accepted, 1);
+  // B's counters carried over too.
+  EXPECT_GE(a_->peer(1).keyframes_accepted, b_keyframes);
   EXPECT_GE(a_->peer(1).pulls_ok, b_pulls);
-  EXPECT_EQ(a_->peer(0).keyframes_accepted, 1);
+  EXPECT_GE(a_->peer(0).keyframes_accepted, 1);
   EXPECT_EQ(a_->fed->Answer(0, 0).degree, 2);
   // Metropolis with both at degree <= 2: each weighs 1/3, and the model
   // settles at the mean of B and C (only A moves).
