@@ -518,7 +518,8 @@ int main(int argc, char** argv) {
       peers += "]";
       std::printf("%s\n", Json().Raw("peers", peers).Int("rounds", r.rounds()).Int("bytes_sent", r.bytes_sent())
                               .Int("bytes_received", r.bytes_received()).Int("refused_unknown", r.refused_unknown())
-                              .Int("listen_port", r.listen_port()).Int("rounds_held", r.rounds_held()).Done().c_str());
+                              .Int("listen_port", r.listen_port()).Int("rounds_held", r.rounds_held())
+                              .Int("rounds_missed", r.rounds_missed()).Done().c_str());
       return 0;
     }
     if (r.peers_size() == 0) {
@@ -543,6 +544,11 @@ int main(int argc, char** argv) {
     std::printf("%lld rounds; %s sent, %s received; %lld requests refused from unknown callers\n",
                 static_cast<long long>(r.rounds()), Bytes(r.bytes_sent()).c_str(), Bytes(r.bytes_received()).c_str(),
                 static_cast<long long>(r.refused_unknown()));
+    if (r.rounds_missed() > 0) {
+      std::printf("%lld rounds missed because the previous round still ran: round_interval_s is short for this "
+                  "machine\n",
+                  static_cast<long long>(r.rounds_missed()));
+    }
     return 0;
   }
 

@@ -467,6 +467,7 @@ std::vector<Field> FederationFields(FederationOptions* o) {
       IntField("local_steps", &o->local_steps, IntIn(0, 1000000)),
       StringField("merge", &o->merge, OneOf({"metropolis", "fedavg"})),
       RealField("mixing", &o->mixing, RealIn(0, 1, /*hi_open=*/false)),
+      RealField("drift_correction", &o->drift_correction, RealIn(0, 1, /*hi_open=*/true)),
       StringField("codec", &o->codec, OneOf({"dense_f32"})),
       RealField("max_delta_norm", &o->max_delta_norm, RealPositive()),
       RealField("pull_timeout_s", &o->pull_timeout_s, RealPositive()),

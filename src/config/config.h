@@ -59,6 +59,7 @@ struct FederationOptions {
   int64_t local_steps = 1;             // training steps between two merges; 0 = unpaced (measured: README, "Pacing")
   std::string merge = "metropolis";    // metropolis | fedavg (weighted by samples trained)
   double mixing = 1.0;                 // γ: how far each merge moves toward the neighbours, in (0, 1]
+  double drift_correction = 0.9;       // β in [0, 1): D²-style correction of each node's pull toward its own data; 0 = plain gossip
   std::string codec = "dense_f32";     // wire codec of published deltas
   double max_delta_norm = 1e4;         // L2 bound on one received delta; larger ones are refused
   double pull_timeout_s = 5;           // deadline of one pull from a neighbour

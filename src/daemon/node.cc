@@ -35,6 +35,7 @@ class FederationState : public train::CheckpointParticipant {
   FederationState(const config::Config& config) {
     options_.merge = config.federation.merge;
     options_.mixing = config.federation.mixing;
+    options_.drift_correction = config.federation.drift_correction;
     options_.codec = config.federation.codec;
     options_.max_delta_norm = config.federation.max_delta_norm;
     for (const auto& p : config.peers) peer_keys_.push_back(p.public_key);
@@ -78,7 +79,7 @@ bool SameTraining(const config::TrainingOptions& a, const config::TrainingOption
 
 bool SameFederation(const config::FederationOptions& a, const config::FederationOptions& b) {
   auto tie = [](const config::FederationOptions& o) {
-    return std::tie(o.round_interval_s, o.local_steps, o.merge, o.mixing, o.codec, o.max_delta_norm,
+    return std::tie(o.round_interval_s, o.local_steps, o.merge, o.mixing, o.drift_correction, o.codec, o.max_delta_norm,
                     o.pull_timeout_s, o.max_backoff_s);
   };
   return tie(a) == tie(b);
@@ -416,6 +417,7 @@ absl::StatusOr<control::PeersReply> Node::GetPeers() {
   r.set_bytes_received(totals.bytes_received);
   r.set_refused_unknown(totals.refused_unknown);
   r.set_rounds_held(totals.rounds_held);
+  r.set_rounds_missed(totals.rounds_missed);
   r.set_listen_port(totals.listen_port);
   for (const auto& p : gossip_->Peers()) {
     auto* info = r.add_peers();

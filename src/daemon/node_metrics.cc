@@ -45,6 +45,9 @@ std::string RenderMetrics(const control::StatusReply& s, const control::PeersRep
       static_cast<double>(p.rounds()));
   one("mycel_gossip_rounds_held_total", "counter", "Gossip rounds skipped while training was held.",
       static_cast<double>(p.rounds_held()));
+  one("mycel_gossip_rounds_missed_total", "counter",
+      "Round boundaries passed while the previous round still ran (round_interval_s too short).",
+      static_cast<double>(p.rounds_missed()));
   one("mycel_gossip_sent_bytes_total", "counter", "Bytes served to neighbours.", static_cast<double>(p.bytes_sent()));
   one("mycel_gossip_received_bytes_total", "counter", "Bytes pulled from neighbours.",
       static_cast<double>(p.bytes_received()));

@@ -102,10 +102,12 @@ void AddScaledDifference(float* __restrict x, const float* __restrict m,
 //       i64 samples_trained, i32 degree, i64 deltas_applied, i64 keyframes_applied,
 //       i64 refused, u32 len + last_refusal, u32 len + key (version 2 on),
 //       [size × f32 m if initialized])
+//   u8 has_correction, [size × f32 c if has_correction]   (version 3 on)
 // No trailing bytes. The checkpointer adds the checksum around it.
-// Version 1 had no keys; its mirrors are matched by position.
+// Version 1 had no keys; its mirrors are matched by position. Before version
+// 3 there was no drift correction; it restores as zero.
 constexpr char kSnapshotMagic[8] = {'M', 'Y', 'C', 'E', 'L', 'F', 'E', 'D'};
-constexpr uint32_t kSnapshotVersion = 2;
+constexpr uint32_t kSnapshotVersion = 3;
 constexpr uint32_t kMaxKeyBytes = 256;
 
 }  // namespace
@@ -120,6 +122,7 @@ struct Federation::State {
   std::vector<Mirror> mirrors;
   int64_t samples_trained = 0;  // ours, as of the last Publish
   int32_t degree = 0;           // ours, from the config
+  std::vector<float> correction;  // c: size() values while β > 0, else empty
   // Scratch buffers reused across calls so a round does not allocate size() floats.
   std::vector<float> scratch_a;
   std::vector<float> scratch_b;
@@ -158,6 +161,10 @@ absl::StatusOr<std::unique_ptr<Federation>> Federation::Create(const FederationO
     return absl::InvalidArgumentError(
         absl::StrCat("federation.mixing: must be in (0, 1], got ", options.mixing));
   }
+  if (!(options.drift_correction >= 0.0 && options.drift_correction < 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "federation.drift_correction: must be in [0, 1), got ", options.drift_correction));
+  }
   if (options.max_log_bytes < 0) {
     return absl::InvalidArgumentError("federation.max_log_bytes: must be >= 0");
   }
@@ -176,12 +183,15 @@ absl::StatusOr<std::unique_ptr<Federation>> Federation::Create(const FederationO
   f->state_->codec = std::move(codec);
   f->state_->xhat = std::move(initial);
   f->state_->epoch = RandomEpoch(0);
+  if (options.drift_correction > 0) f->state_->correction.assign(f->size_, 0.0f);
   return f;
 }
 
-void Federation::Publish(const float* x, int64_t samples_trained) {
+bool Federation::Publish(float* x, int64_t samples_trained) {
   std::lock_guard<std::mutex> lock(mu_);
   State& s = *state_;
+  const bool corrected = !s.correction.empty();
+  if (corrected) AddInto(x, s.correction.data(), size_);
   s.samples_trained = std::max<int64_t>(0, samples_trained);
   s.scratch_a.resize(size_);
   s.scratch_b.resize(size_);
@@ -195,7 +205,7 @@ void Federation::Publish(const float* x, int64_t samples_trained) {
   if (!st.ok()) {
     // Only a non-finite x gets here; publishing it would poison every neighbour.
     Logger("federation")->error("publish skipped at seq {}: {}", s.seq, st.message());
-    return;
+    return corrected;
   }
   float* xhm = s.xhat.data();
   const float* dec = s.scratch_b.data();
@@ -204,16 +214,21 @@ void Federation::Publish(const float* x, int64_t samples_trained) {
   s.log_bytes += static_cast<int64_t>(q.size());
   s.log.push_back(LogEntry{s.seq, std::make_shared<const std::string>(std::move(q))});
   s.TrimLog(options_.max_log_bytes);
+  return corrected;
 }
 
 int Federation::Merge(float* x) {
   std::lock_guard<std::mutex> lock(mu_);
-  const State& s = *state_;
+  State& s = *state_;
+  const float beta = static_cast<float>(options_.drift_correction);
   std::vector<const Mirror*> parts;
   for (const Mirror& m : s.mirrors) {
     if (m.initialized) parts.push_back(&m);
   }
-  if (parts.empty()) return 0;
+  if (parts.empty()) {
+    for (float& c : s.correction) c *= beta;  // nothing to correct for: fade to plain SGD
+    return 0;
+  }
   // Our degree as configured, but never below the number of mirrors taking
   // part, so the neighbour weights can never sum past 1.
   const int64_t deg_i = std::max<int64_t>(s.degree, static_cast<int64_t>(parts.size()));
@@ -236,10 +251,22 @@ int Federation::Merge(float* x) {
   // Blocked so x and x̂ stay in cache while every mirror streams through once.
   constexpr size_t kBlock = 4096;
   const float* xh = s.xhat.data();
+  const bool corrected = !s.correction.empty();
+  float d[kBlock];  // with drift correction: this block of d, then x += d, c = β(c + d)
   for (size_t b = 0; b < size_; b += kBlock) {
     size_t n = std::min(kBlock, size_ - b);
+    float* out = x + b;
+    if (corrected) {
+      std::fill(d, d + n, 0.0f);
+      out = d;
+    }
     for (size_t j = 0; j < parts.size(); ++j) {
-      AddScaledDifference(x + b, parts[j]->m.data() + b, xh + b, coeff[j], n);
+      AddScaledDifference(out, parts[j]->m.data() + b, xh + b, coeff[j], n);
+    }
+    if (corrected) {
+      AddInto(x + b, d, n);
+      float* c = s.correction.data() + b;
+      for (size_t k = 0; k < n; ++k) c[k] = beta * (c[k] + d[k]);
     }
   }
   return static_cast<int>(parts.size());
@@ -465,6 +492,11 @@ std::vector<float> Federation::public_copy() const {
   return state_->xhat;
 }
 
+std::vector<float> Federation::correction() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return state_->correction;
+}
+
 std::string Federation::Serialize(bool clean) const {
   std::lock_guard<std::mutex> lock(mu_);
   const State& s = *state_;
@@ -506,6 +538,8 @@ std::string Federation::Serialize(bool clean) const {
     out += m.key;
     if (m.initialized) wire::AppendFloats(&out, m.m.data(), size_);
   }
+  wire::AppendInt<uint8_t>(&out, s.correction.empty() ? 0 : 1);
+  if (!s.correction.empty()) wire::AppendFloats(&out, s.correction.data(), size_);
   return out;
 }
 
@@ -603,6 +637,20 @@ absl::Status Federation::Restore(std::string_view bytes) {
       return corrupt(absl::StrCat("truncated or non-finite mirror ", i));
     }
     mirrors.push_back(std::move(m));
+  }
+  uint8_t has_correction = 0;
+  if (version >= 3) {
+    if (!r.Int(&has_correction) || has_correction > 1) return corrupt("truncated or bad drift correction flag");
+    if (has_correction == 1 && !read_vector(r, &fresh->correction)) {
+      return corrupt("truncated or non-finite drift correction");
+    }
+  }
+  // The correction follows the options, not the snapshot: β switched on
+  // starts from zero, switched off drops what was saved.
+  if (options_.drift_correction == 0) {
+    fresh->correction.clear();
+  } else if (fresh->correction.empty()) {
+    fresh->correction.assign(size_, 0.0f);
   }
   if (r.remaining() != 0) return corrupt(absl::StrCat(r.remaining(), " trailing bytes"));
 

@@ -339,8 +339,7 @@ struct Gossip::Impl : public Peer::Service {
   void Publish() {
     absl::Status s = with_shared(
         [this](std::vector<float>& x, int64_t samples) {
-          fed.Publish(x.data(), samples);
-          return false;
+          return fed.Publish(x.data(), samples);  // true: drift correction changed x
         },
         /*opens_round=*/false);
     if (!s.ok()) Logger("peer")->error("publish failed: {}", s.message());
@@ -415,9 +414,22 @@ struct Gossip::Impl : public Peer::Service {
     auto wall = [] {
       return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     };
+    int64_t last = -1;  // index of the last round begun (round k starts at k·period)
     for (;;) {
-      // The next round boundary; a slow round skips ahead rather than bursting.
-      double start = (std::floor(wall() / period) + 1) * period;
+      // The next round: the one under way if its publish point is still
+      // ahead (a round that ran a little long then costs nothing; joining
+      // late only shortens the local steps), else the next boundary. A slow
+      // round skips ahead rather than bursting, and says so in rounds_missed:
+      // every missed round leaves the neighbours a stale mirror of us.
+      const double now = wall();
+      const auto current = static_cast<int64_t>(std::floor(now / period));
+      const int64_t k = (current > last && now < (static_cast<double>(current) + 0.25) * period) ? current : current + 1;
+      if (last >= 0 && k > last + 1) {
+        std::lock_guard<std::mutex> lock(mu);
+        totals.rounds_missed += k - last - 1;
+      }
+      last = k;
+      const double start = static_cast<double>(k) * period;
       if (!SleepUntil(start)) return;
       ApplyPendingRoster();
       if (options.hold_rounds && options.hold_rounds()) {

@@ -88,6 +88,7 @@ struct GossipTotals {
   int64_t bytes_sent = 0;
   int64_t bytes_received = 0;
   int64_t rounds_held = 0;                 // rounds skipped by hold_rounds
+  int64_t rounds_missed = 0;               // round boundaries passed while the previous round still ran
   int64_t refused_unknown = 0;             // requests from keys that are not pinned, or unparseable
   int listen_port = 0;
 };

@@ -107,6 +107,7 @@ void ExpectSameOptions(const Config& a, const Config& b) {
   EXPECT_EQ(a.federation.local_steps, b.federation.local_steps);
   EXPECT_EQ(a.federation.merge, b.federation.merge);
   EXPECT_EQ(a.federation.mixing, b.federation.mixing);
+  EXPECT_EQ(a.federation.drift_correction, b.federation.drift_correction);
   EXPECT_EQ(a.federation.codec, b.federation.codec);
   EXPECT_EQ(a.federation.max_delta_norm, b.federation.max_delta_norm);
   EXPECT_EQ(a.federation.pull_timeout_s, b.federation.pull_timeout_s);
@@ -347,6 +348,8 @@ std::vector<BadCase> BadCases() {
       {hdr + "[federation]\nmerge = \"mean\"\n", 4, "[federation] merge", "metropolis"},
       {hdr + "[federation]\nmixing = 1.5\n", 4, "[federation] mixing", "1.5"},
       {hdr + "[federation]\nmixing = 0\n", 4, "[federation] mixing", "must be > 0"},
+      {hdr + "[federation]\ndrift_correction = 1.0\n", 4, "[federation] drift_correction", "must be in [0, 1) (got 1)"},
+      {hdr + "[federation]\ndrift_correction = -0.1\n", 4, "[federation] drift_correction", "-0.1"},
       {hdr + "[federation]\ncodec = \"zip\"\n", 4, "[federation] codec", "dense_f32"},
       {hdr + "[federation]\nlocal_steps = 1.5\n", 4, "[federation] local_steps", "expected an integer"},
       {hdr + "[policy]\non_battery = \"sometimes\"\n", 4, "[policy] on_battery", "pause"},
@@ -533,7 +536,7 @@ TEST(ExampleConfigTest, MentionsEveryKey) {
         "seed", "path", "local_layers", "context", "embedding", "optimizer", "lr", "momentum",
         "batch_size", "validation_fraction", "replay_fraction", "max_examples",
         "checkpoint_interval_s", "eval_interval_s", "max_eval_examples", "threads", "address",
-        "public_key", "round_interval_s", "local_steps", "merge", "mixing", "codec", "max_delta_norm",
+        "public_key", "round_interval_s", "local_steps", "merge", "mixing", "drift_correction", "codec", "max_delta_norm",
         "pull_timeout_s", "max_backoff_s", "on_battery", "max_cpu_percent", "idle_only", "active_hours",
         "power_supply_dir", "lr_decay_steps", "lr_final"}) {
     const bool active = text.find("\n" + std::string(key) + " = ") != std::string::npos;

@@ -433,6 +433,130 @@ TEST(Gossip, RingConvergesToTheGlobalAverage) {
   }
 }
 
+// ---------------------------------------------------------------- drift correction
+
+FederationOptions Corrected(double beta) {
+  FederationOptions o;
+  o.merge = "metropolis";
+  o.mixing = 1.0;
+  o.drift_correction = beta;
+  return o;
+}
+
+TEST(DriftCorrection, CreateRefusesBetaOfOneOrMore) {
+  EXPECT_FALSE(Federation::Create(Corrected(1.0), {1, 2}, 1, 1).ok());
+  EXPECT_FALSE(Federation::Create(Corrected(-0.1), {1, 2}, 1, 1).ok());
+  EXPECT_TRUE(Federation::Create(Corrected(0.99), {1, 2}, 1, 1).ok());
+}
+
+// One neighbour (w = 1/(1+max(1,1)) = ½), β = ½, one parameter:
+//   publish x = 1 (c = 0) → x stays 1; neighbour at 3: d = ½(3−1) = 1 → x = 2, c = ½(0+1) = ½
+//   a step moves x to 2.5; publish → x = 3 (x̂ = 3); neighbour at 4: d = ½(4−3) = ½
+//   → x = 3.5, c = ½(½+½) = ½
+TEST(DriftCorrection, MatchesHandComputation) {
+  auto f = Make({0}, 1, 1, Corrected(0.5));
+  std::vector<float> x = {1};
+  EXPECT_TRUE(f->Publish(x.data(), 1));
+  EXPECT_EQ(x, std::vector<float>{1});
+  ASSERT_TRUE(f->Apply(0, Keyframe({3}, 1, 1)).ok());
+  ASSERT_EQ(f->Merge(x.data()), 1);
+  EXPECT_EQ(x, std::vector<float>{2});
+  EXPECT_EQ(f->correction(), std::vector<float>{0.5f});
+  x[0] = 2.5f;
+  EXPECT_TRUE(f->Publish(x.data(), 2));
+  EXPECT_EQ(x, std::vector<float>{3});
+  EXPECT_EQ(f->public_copy(), std::vector<float>{3});  // neighbours see the corrected weights
+  ASSERT_TRUE(f->Apply(0, Keyframe({4}, 2, 1, /*epoch=*/8)).ok());
+  ASSERT_EQ(f->Merge(x.data()), 1);
+  EXPECT_EQ(x, std::vector<float>{3.5f});
+  EXPECT_EQ(f->correction(), std::vector<float>{0.5f});
+}
+
+TEST(DriftCorrection, OffLeavesThePublishedWeightsAlone) {
+  auto f = Make({0, 0}, 1, 1, Corrected(0.0));
+  std::vector<float> x = {1, 2};
+  EXPECT_FALSE(f->Publish(x.data(), 1));
+  EXPECT_EQ(x, (std::vector<float>{1, 2}));
+  ASSERT_TRUE(f->Apply(0, Keyframe({3, 2}, 1, 1)).ok());
+  ASSERT_EQ(f->Merge(x.data()), 1);
+  EXPECT_EQ(x, (std::vector<float>{2, 2}));
+  EXPECT_TRUE(f->correction().empty());
+}
+
+TEST(DriftCorrection, WithoutNeighboursItFadesAndMergeChangesNothing) {
+  auto f = Make({0}, 1, 1, Corrected(0.5));
+  std::vector<float> x = {1};
+  f->Publish(x.data(), 1);
+  ASSERT_TRUE(f->Apply(0, Keyframe({3}, 1, 1)).ok());
+  f->Merge(x.data());
+  ASSERT_EQ(f->correction(), std::vector<float>{0.5f});
+  f->SetPeers({});  // the only neighbour is gone
+  x = {7};
+  EXPECT_EQ(f->Merge(x.data()), 0);
+  EXPECT_EQ(x, std::vector<float>{7});
+  EXPECT_EQ(f->correction(), std::vector<float>{0.25f});
+}
+
+// Five nodes on a ring, node i minimising ½‖x − a_i‖² by one gradient step
+// per round (lr α), then publish, pull both neighbours, merge. The federation's
+// minimum is mean(a). Plain gossip settles each node off it, pulled toward its
+// own a_i by an amount that grows with α and with how different the a_i are;
+// drift correction cancels most of that pull. With 10% of pulls missed at
+// random (asymmetric merges) β = 1 would integrate the errors without bound;
+// β = 0.9 stays close to the minimum.
+double RingErrorAfter(double beta, double miss_rate, int rounds) {
+  const int kNodes = 5;
+  const size_t n = 8;
+  const float lr = 0.2f;
+  std::mt19937 rng(3);
+  std::bernoulli_distribution miss(miss_rate);
+  std::vector<std::unique_ptr<Federation>> nodes;
+  std::vector<std::vector<float>> x, a;
+  std::vector<double> target(n, 0.0);
+  for (int i = 0; i < kNodes; ++i) {
+    nodes.push_back(Make(std::vector<float>(n, 0.0f), 2, 2, Corrected(beta)));
+    x.emplace_back(n, 0.0f);
+    a.push_back(RandomVector(rng, n, 5.0f));
+    for (size_t k = 0; k < n; ++k) target[k] += a[i][k] / kNodes;
+  }
+  for (int round = 0; round < rounds; ++round) {
+    for (int i = 0; i < kNodes; ++i) {
+      for (size_t k = 0; k < n; ++k) x[i][k] -= lr * (x[i][k] - a[i][k]);
+      nodes[i]->Publish(x[i].data(), 0);
+    }
+    for (int i = 0; i < kNodes; ++i) {
+      if (!miss(rng)) {
+        EXPECT_TRUE(Pull(*nodes[(i + kNodes - 1) % kNodes], *nodes[i], 0).ok());
+      }
+      if (!miss(rng)) {
+        EXPECT_TRUE(Pull(*nodes[(i + 1) % kNodes], *nodes[i], 1).ok());
+      }
+    }
+    for (int i = 0; i < kNodes; ++i) nodes[i]->Merge(x[i].data());
+  }
+  double worst = 0;
+  for (int i = 0; i < kNodes; ++i) {
+    double d2 = 0;
+    for (size_t k = 0; k < n; ++k) d2 += (x[i][k] - target[k]) * (x[i][k] - target[k]);
+    worst = std::max(worst, std::sqrt(d2));
+  }
+  return worst;
+}
+
+TEST(DriftCorrection, RingOfDifferentLocalLossesSettlesNearTheGlobalMinimum) {
+  const double plain = RingErrorAfter(0.0, 0.0, 400);
+  const double corrected = RingErrorAfter(0.9, 0.0, 400);
+  EXPECT_GT(plain, 1.0);  // the heterogeneity bias is real at this lr
+  EXPECT_LT(corrected, plain / 5) << "plain " << plain;
+}
+
+TEST(DriftCorrection, KeepsItsGainWhenPullsAreMissed) {
+  const double plain = RingErrorAfter(0.0, 0.1, 2000);
+  const double corrected = RingErrorAfter(0.9, 0.1, 2000);
+  EXPECT_TRUE(std::isfinite(corrected));
+  EXPECT_LT(corrected, plain / 5) << "plain " << plain;
+}
+
 // ---------------------------------------------------------------- snapshots
 
 class Snapshot : public ::testing::Test {
@@ -585,6 +709,39 @@ TEST(Federation, SetPeersKeepsMirrorsByKeyAndSetsTheDegree) {
   EXPECT_EQ(a->Answer(0, 0).degree, 1);
   EXPECT_EQ(a->SetPeers({}), 0);
   EXPECT_EQ(a->Merge(x.data()), 0);
+}
+
+TEST(DriftCorrectionSnapshot, CorrectionSurvivesARestartAndFollowsTheOptions) {
+  auto f = Make({0, 0}, 1, 1, Corrected(0.5));
+  std::vector<float> x = {1, 2};
+  f->Publish(x.data(), 1);
+  ASSERT_TRUE(f->Apply(0, Keyframe({3, 6}, 1, 1)).ok());
+  f->Merge(x.data());
+  const std::vector<float> c = f->correction();
+  ASSERT_EQ(c, (std::vector<float>{0.5f, 1.0f}));
+  const std::string bytes = f->Serialize(true);
+
+  auto same = Make({0, 0}, 1, 1, Corrected(0.5));
+  ASSERT_TRUE(same->Restore(bytes).ok());
+  EXPECT_EQ(same->correction(), c);
+  auto off = Make({0, 0}, 1, 1, Corrected(0.0));  // switched off: dropped
+  ASSERT_TRUE(off->Restore(bytes).ok());
+  EXPECT_TRUE(off->correction().empty());
+  // Switched on over a snapshot without one (version 2, or taken with β = 0): zero.
+  const std::string plain = off->Serialize(true);
+  auto on = Make({0, 0}, 1, 1, Corrected(0.5));
+  ASSERT_TRUE(on->Restore(plain).ok());
+  EXPECT_EQ(on->correction(), (std::vector<float>{0, 0}));
+  std::string v2 = plain.substr(0, plain.size() - 1);  // version 2 ended before the flag
+  const uint32_t two = 2;
+  std::memcpy(v2.data() + 8, &two, sizeof(two));
+  auto old = Make({0, 0}, 1, 1, Corrected(0.5));
+  ASSERT_TRUE(old->Restore(v2).ok());
+  EXPECT_EQ(old->correction(), (std::vector<float>{0, 0}));
+  EXPECT_EQ(old->mirror(0), (std::vector<float>{3, 6}));
+  // A version 3 snapshot cut before its flag is refused.
+  EXPECT_FALSE(same->Restore(plain.substr(0, plain.size() - 1)).ok());
+  EXPECT_EQ(same->correction(), c);
 }
 
 TEST_F(Snapshot, SizeMismatchRefused) {

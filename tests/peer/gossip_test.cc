@@ -565,7 +565,8 @@ class EvilPeer final : public Peer::Service {
   EvilPeer(std::unique_ptr<crypto::Identity> me, std::string client_pk, const std::vector<float>& xhat)
       : me_(std::move(me)), pinned_{std::move(client_pk)} {
     fed_ = std::move(federation::Federation::Create({}, xhat, 1, 1)).value();
-    fed_->Publish(xhat.data(), 42);  // seq 1, public copy = xhat
+    std::vector<float> x = xhat;
+    fed_->Publish(x.data(), 42);  // seq 1, public copy = xhat
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(this);
@@ -1432,4 +1433,58 @@ TEST(GossipHoldTest, HeldRoundsNeitherTrainNorMergeButServingGoesOn) {
   EXPECT_NE(a->shared.Get(), x_a);
 }
 
+// Rounds start on wall-clock boundaries. One that runs past the next boundary
+// joins the round under way while its publish point is still ahead, and only
+// beyond that skips to the next boundary, counting what it missed: a missed
+// round leaves the neighbours a stale mirror of us.
+class GossipOverrunTest : public ::testing::Test {
+ protected:
+  // A with no reachable neighbour, whose merges take `merge_s` seconds.
+  std::unique_ptr<Node> StartWithSlowMerges(double period, double merge_s) {
+    auto a_id = NewIdentity();
+    auto stranger = NewIdentity();
+    const std::vector<float> initial = Ramp(0.0f, 0.0f);
+    auto a = MakeNode("A", std::move(a_id), initial, initial, "", {PeerAt("S", DeadAddress(), *stranger)}, {},
+                      FastOptions(), false);
+    a->gossip.reset();
+    GossipOptions o;
+    o.node_name = "A";
+    o.fingerprint = kFingerprint;
+    o.federation = FastOptions();
+    o.federation.round_interval_s = period;
+    o.peers = {PeerAt("S", DeadAddress(), *stranger)};
+    auto inner = a->shared.Fn();
+    auto closing_calls = std::make_shared<std::atomic<int64_t>>(0);
+    SharedParametersFn slow = [inner, closing_calls, merge_s](auto fn, bool opens_round) {
+      // Each round: open, publish, merge; every second closing call is a merge.
+      if (!opens_round && ++*closing_calls % 2 == 0) {
+        std::this_thread::sleep_for(std::chrono::duration<double>(merge_s));
+      }
+      return inner(std::move(fn), opens_round);
+    };
+    a->gossip = std::move(Gossip::Create(o, *a->id, *a->fed, slow)).value();
+    EXPECT_TRUE(a->gossip->Start().ok());
+    return a;
+  }
+};
+
+TEST_F(GossipOverrunTest, ARoundThatEndsJustPastTheBoundaryJoinsTheNext) {
+  // Merge at 0.05 s into a 0.1 s round, 0.06 s long: it ends ~0.01 s into
+  // the next round, before that round's publish point (0.025 s).
+  auto a = StartWithSlowMerges(0.1, 0.06);
+  ASSERT_TRUE(WaitFor([&] { return a->gossip->Totals().rounds >= 12; }, 30));
+  a->gossip->Stop();
+  const GossipTotals t = a->gossip->Totals();
+  // Skipping to the following boundary would miss one round per round.
+  EXPECT_LT(t.rounds_missed * 2, t.rounds) << t.rounds_missed << " missed in " << t.rounds;
+}
+
+TEST_F(GossipOverrunTest, ARoundThatRunsLongSkipsAheadAndCountsWhatItMissed) {
+  // 0.25 s merges in 0.1 s rounds: two boundaries pass during each.
+  auto a = StartWithSlowMerges(0.1, 0.25);
+  ASSERT_TRUE(WaitFor([&] { return a->gossip->Totals().rounds >= 4; }, 30));
+  a->gossip->Stop();
+  const GossipTotals t = a->gossip->Totals();
+  EXPECT_GE(t.rounds_missed, 2 * (t.rounds - 1)) << t.rounds_missed << " missed in " << t.rounds;
+}
 }  // namespace mycel::peer
