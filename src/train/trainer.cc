@@ -393,9 +393,9 @@ void Trainer::Impl::ValidationPass() {
 }
 
 // Cosine decay from lr to lr_final over lr_decay_steps, then lr_final: the
-// early steps move fast, the late ones settle (measured on the five-node ring:
-// 0.1 → 0.002 over 600 steps brings every node to 80% where a constant 0.01
-// leaves the worst swinging between 60 and 77%; README, "Pacing").
+// early steps move fast, the late ones settle (measured on the five-node ring,
+// README "Pacing": a constant 0.01 left the worst node swinging between 60
+// and 77%; configs/federation.toml decays 0.1 → 0.01 over 600 steps).
 double Trainer::Impl::LearningRate(int64_t step) const {
   const auto& t = options.training;
   if (t.lr_decay_steps <= 0) return t.lr;

@@ -159,8 +159,20 @@ def converged(means, window, min_gain):
     return max(means[-window:]) - max(means[:-window]) <= min_gain
 
 
+def decay_steps(settings):
+    """[training] lr_decay_steps of the run's config (0 when absent)."""
+    if not settings:
+        return 0
+    import tomllib
+    cfg = tomllib.loads(json.loads(settings)["config"])
+    return int(cfg.get("training", {}).get("lr_decay_steps", 0))
+
+
 def cmd_watch(args):
     nodes = [tuple(s.split("=", 1)) for s in args.node]
+    # A node still decaying its learning rate has not converged, however flat
+    # its accuracy looks: the convergence test waits for every node's decay.
+    min_steps = decay_steps(args.settings)
     test = [os.path.join(args.data, "t10k-images-idx3-ubyte.gz"),
             os.path.join(args.data, "t10k-labels-idx1-ubyte.gz")]
     base = {r["node"]: r["status"] for r in snapshot(args, nodes, None)}
@@ -183,7 +195,8 @@ def cmd_watch(args):
         mean_rounds = sum(rounds) / len(rounds)
         print(f"  {elapsed:5.0f}s {mean_rounds:7.0f} {sum(steps) // len(steps):8d} {min(accs):5.1f}% "
               f"{mean:5.1f}% {max(accs):5.1f}%  " + " ".join(f"{a:.1f}" for a in accs), flush=True)
-        if converged(means, args.window, args.min_gain):
+        decayed = all(r["status"]["steps"] >= min_steps for r in rows)
+        if decayed and converged(means, args.window, args.min_gain):
             reason = (f"converged: mean accuracy gained <= {args.min_gain} points over the last "
                       f"{args.window} evaluations")
         elif args.max_rounds and len(nodes) > 1 and mean_rounds >= args.max_rounds:

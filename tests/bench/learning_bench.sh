@@ -12,8 +12,9 @@
 #
 # Model/training/federation settings are configs/federation.toml's, with
 # rounds every 0.02 s (override with --set federation.round_interval_s=...). A
-# scenario stops when the nodes' mean test accuracy has not gained more than
-# 0.3 points over the last 3 evaluations (one every --eval-interval s), or at
+# scenario stops when every node has finished its learning-rate decay
+# ([training] lr_decay_steps) and the nodes' mean test accuracy has not gained
+# more than 0.3 points over the last 3 evaluations (one every --eval-interval s), or at
 # --max-rounds / --max-seconds (reported as capped). Rounds, steps and bytes
 # are counted from the moment every node holds its data.
 #
