@@ -168,8 +168,15 @@ TEST(FederationTest, AnIntruderWithAnUnpinnedKeyGetsNothingAndChangesNothing) {
   for (size_t i = 0; i < 2; ++i) ASSERT_EQ(fed[i].node->Mycel({"pause"}).exit_code, 0);
   ASSERT_TRUE(PollUntil([&] { return fed[0].node->Status()->Str("state") == "paused" &&
                                      fed[1].node->Status()->Str("state") == "paused"; }, 30, 0.2));
-  SleepSeconds(1);  // merges settle: a and b hold the same weights now
+  // Merges go on while paused until a and b hold the same weights; with drift
+  // correction that takes a few dozen rounds, while the correction fades.
   auto before = fed[0].node->Mycel({"eval", "--json", T10kImages(), T10kLabels()});
+  ASSERT_TRUE(PollUntil([&] {
+    auto now = fed[0].node->Mycel({"eval", "--json", T10kImages(), T10kLabels()});
+    const bool settled = now.out == before.out;
+    before = now;
+    return settled;
+  }, 60, 1)) << "a's weights never settled while paused: " << before.out;
 
   ASSERT_TRUE(fed[2].node->daemon().Start());
   ASSERT_TRUE(PollUntil([&] {
