@@ -423,7 +423,8 @@ struct Gossip::Impl : public Peer::Service {
       // every missed round leaves the neighbours a stale mirror of us.
       const double now = wall();
       const auto current = static_cast<int64_t>(std::floor(now / period));
-      const int64_t k = (current > last && now < (static_cast<double>(current) + 0.25) * period) ? current : current + 1;
+      const bool before_publish = now < (static_cast<double>(current) + 0.25) * period;
+      const int64_t k = (current > last && before_publish) ? current : current + 1;
       if (last >= 0 && k > last + 1) {
         std::lock_guard<std::mutex> lock(mu);
         totals.rounds_missed += k - last - 1;

@@ -395,7 +395,8 @@ void Trainer::Impl::ValidationPass() {
 // Cosine decay from lr to lr_final over lr_decay_steps, then lr_final: the
 // early steps move fast, the late ones settle (measured on the five-node ring,
 // README "Pacing": a constant 0.01 left the worst node swinging between 60
-// and 77%; configs/federation.toml decays 0.1 → 0.01 over 600 steps).
+// and 77%; with drift correction configs/federation.toml decays 0.1 → 0.001
+// over 10000 steps, README "Drift correction").
 double Trainer::Impl::LearningRate(int64_t step) const {
   const auto& t = options.training;
   if (t.lr_decay_steps <= 0) return t.lr;
