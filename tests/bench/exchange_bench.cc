@@ -26,6 +26,14 @@
 // Each stage also reports its minor page faults (fresh memory first touched),
 // and a last line times reference pieces (copies, decode, norm) on the same
 // payload, so the split can be read against them.
+// Codecs: Codec::EncodeInto + Decode of one weight difference per codec
+// (federation/codec.h) against memcpy of the same fp32 bytes, warm buffers on
+// both sides, each codec timed right after its own memcpy (ratio = memcpy
+// time / codec time, median over rounds), at the model's size and at 100k
+// values (in cache). One line per codec and size:
+//   "codec int8: encode+decode 0.62x memcpy (X GB/s vs memcpy Y GB/s), ..."
+// and a "floor" line: one read of the n floats plus one write of n floats
+// (memset), which any encode + decode does at least.
 // The reply header stands in for the PullHeader proto (same fields, fixed
 // layout); gRPC framing and its copies are not included.
 //
@@ -495,6 +503,118 @@ Pieces MeasurePieces(size_t params, int reps) {
   return {Median(cw), Median(cf), Median(de), Median(fi), Median(l2), Median(ac)};
 }
 
+// ------------------------------------------------------------- codecs --
+
+const char* const kBenchCodecs[] = {"dense_f32", "fp16", "int8", "sign", "topk:0.01", "topk:0.01+int8"};
+constexpr size_t kFloor = sizeof(kBenchCodecs) / sizeof(kBenchCodecs[0]);  // the floor's slot
+
+struct CodecTimes {
+  std::string name;
+  double ratio = 0;      // median of memcpy time / (encode + decode time)
+  double codec_s = 0;    // median encode + decode, seconds per pass
+  double encode_s = 0, decode_s = 0;
+  double memcpy_s = 0;   // median memcpy of the n fp32 values
+  size_t payload = 0;    // encoded bytes
+};
+
+// A weight difference: N(0, 1e-3) with a scale that changes every 64k values
+// (10^U(-1, 1)), as layers differ. Selection and quantisation see realistic
+// magnitudes; the timings hardly depend on them.
+std::vector<float> CodecInput(size_t n) {
+  std::mt19937_64 rng(7);
+  std::normal_distribution<float> g(0.0f, 1e-3f);
+  std::uniform_real_distribution<float> e(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  float scale = 1;
+  for (size_t i = 0; i < n; ++i) {
+    if (i % 65536 == 0) scale = std::pow(10.0f, e(rng));
+    v[i] = g(rng) * scale;
+  }
+  return v;
+}
+
+// `rounds` rounds; in each, every codec (order rotated) is timed right after a
+// memcpy of the same bytes, so both see the same machine load. Small n repeats
+// each operation so a timing covers at least ~4M values.
+std::vector<CodecTimes> MeasureCodecs(size_t n, int rounds) {
+  const int iters = static_cast<int>(std::max<size_t>(1, 4000000 / n));
+  const std::vector<float> src = CodecInput(n);
+  std::vector<float> copy(n), out(n);
+  const size_t count = kFloor + 1;
+  std::vector<std::unique_ptr<federation::Codec>> codecs;
+  std::vector<std::string> payloads(count);
+  for (size_t c = 0; c < kFloor; ++c) {
+    auto made = federation::MakeCodec(kBenchCodecs[c]);
+    if (!made.ok()) Die("MakeCodec(" + std::string(kBenchCodecs[c]) + ") failed");
+    codecs.push_back(std::move(*made));
+    // Warm-up (untimed): touches the payload and output buffers.
+    codecs[c]->EncodeInto(src.data(), n, &payloads[c]);
+    absl::Status st = codecs[c]->Decode(payloads[c], n, out.data());
+    if (!st.ok()) Die(std::string(kBenchCodecs[c]) + " does not decode: " + std::string(st.message()));
+  }
+  std::memcpy(copy.data(), src.data(), n * sizeof(float));
+  std::vector<std::vector<double>> ratio(count), total(count), enc(count), dec(count), mem(count);
+  for (int r = 0; r < rounds; ++r) {
+    for (size_t j = 0; j < count; ++j) {
+      const size_t c = (j + static_cast<size_t>(r)) % count;
+      auto t0 = SteadyClock::now();
+      for (int it = 0; it < iters; ++it) std::memcpy(copy.data(), src.data(), n * sizeof(float));
+      g_sink = g_sink + copy[n / 2];
+      const double m = Since(t0) / iters;
+      t0 = SteadyClock::now();
+      double e = 0, d = 0;
+      for (int it = 0; it < iters; ++it) {
+        if (c == kFloor) {
+          // Read every value: an OR of their bits, 16 bytes at a time (GCC
+          // vector extensions: this target is not built with -ftree-vectorize).
+          typedef uint32_t U32x4 __attribute__((vector_size(16)));
+          U32x4 acc[4] = {};
+          size_t i = 0;
+          for (; i + 16 <= n; i += 16) {
+            for (int j = 0; j < 4; ++j) {
+              U32x4 x;
+              std::memcpy(&x, &src[i + 4 * j], sizeof x);
+              acc[j] |= x;
+            }
+          }
+          uint32_t any = 0;
+          for (; i < n; ++i) any |= static_cast<uint32_t>(src[i] != 0);
+          for (const U32x4& a : acc) any |= a[0] | a[1] | a[2] | a[3];
+          g_sink = g_sink + any;
+          const auto t1 = SteadyClock::now();
+          std::memset(out.data(), 0, n * sizeof(float));
+          const auto t2 = SteadyClock::now();
+          e += std::chrono::duration<double>(t1 - t0).count();
+          d += std::chrono::duration<double>(t2 - t1).count();
+          t0 = t2;
+          continue;
+        }
+        codecs[c]->EncodeInto(src.data(), n, &payloads[c]);
+        const auto t1 = SteadyClock::now();
+        if (!codecs[c]->Decode(payloads[c], n, out.data()).ok()) Die("decode failed");
+        const auto t2 = SteadyClock::now();
+        e += std::chrono::duration<double>(t1 - t0).count();
+        d += std::chrono::duration<double>(t2 - t1).count();
+        t0 = t2;
+      }
+      g_sink = g_sink + out[n / 3];
+      e /= iters;
+      d /= iters;
+      ratio[c].push_back(m / (e + d));
+      total[c].push_back(e + d);
+      enc[c].push_back(e);
+      dec[c].push_back(d);
+      mem[c].push_back(m);
+    }
+  }
+  std::vector<CodecTimes> result(count);
+  for (size_t c = 0; c < count; ++c) {
+    result[c] = {c == kFloor ? "floor" : kBenchCodecs[c], Median(ratio[c]), Median(total[c]), Median(enc[c]),
+                 Median(dec[c]), Median(mem[c]), payloads[c].size()};
+  }
+  return result;
+}
+
 std::string Rate(double bytes_per_s) {
   char buf[32];
   if (bytes_per_s >= 1e9) std::snprintf(buf, sizeof buf, "%.2f GB/s", bytes_per_s / 1e9);
@@ -601,6 +721,24 @@ int main(int argc, char** argv) {
               "Codec::Decode %.1f, naive isfinite scan %.1f, naive double L2 norm %.1f, float accumulate %.1f\n",
               bytes / 1e6, p.copy_warm * 1e3, p.copy_fresh * 1e3, p.decode * 1e3, p.finite * 1e3,
               p.l2norm * 1e3, p.accumulate * 1e3);
+  for (size_t n : {args.params, size_t{100000}}) {
+    if (n == 100000 && args.params == 100000) continue;
+    std::printf("\ncodecs on %zu values (%.1f MB fp32), median of %d round(s):\n", n, n * 4 / 1e6,
+                args.smoke ? 1 : 5);
+    for (const CodecTimes& c : MeasureCodecs(n, args.smoke ? 1 : 5)) {
+      if (c.name == "floor") {
+        std::printf("floor (read n floats, then memset n floats): %.2fx memcpy (%s vs memcpy %s; read %.3f ms, "
+                    "write %.3f ms)\n",
+                    c.ratio, Rate(4.0 * n / c.codec_s).c_str(), Rate(4.0 * n / c.memcpy_s).c_str(),
+                    c.encode_s * 1e3, c.decode_s * 1e3);
+        continue;
+      }
+      std::printf("codec %s: encode+decode %.2fx memcpy (%s vs memcpy %s), %.1f KB per 100k values "
+                  "(encode %.3f ms, decode %.3f ms, n=%zu)\n",
+                  c.name.c_str(), c.ratio, Rate(4.0 * n / c.codec_s).c_str(), Rate(4.0 * n / c.memcpy_s).c_str(),
+                  c.payload * (1e5 / n) / 1e3, c.encode_s * 1e3, c.decode_s * 1e3, n);
+    }
+  }
   std::printf("load average at end: %s\n", LoadAvg().c_str());
   std::printf("exchange/aead ratio: %.2f (exchange %.2g params/s = %.0f MB/s, xchacha20poly1305 enc+dec %.0f MB/s; "
               "keyframe %.2f)\n",
