@@ -160,8 +160,9 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
     MYCEL_ASSIGN_OR_RETURN(
         node->gossip_,
         peer::Gossip::Create(go, *node->identity_, node->federation_->fed(),
-                             [trainer](std::function<bool(std::vector<float>&, int64_t)> fn, bool opens_round) {
-                               return trainer->WithSharedParameters(std::move(fn), opens_round);
+                             [trainer](std::function<bool(std::vector<float>&, int64_t, double)> fn, bool opens_round,
+                                        std::vector<float> drift) {
+                               return trainer->WithSharedParameters(std::move(fn), opens_round, std::move(drift));
                              }));
   } else if (!config.node.listen.empty()) {
     Logger("node")->warn("[node] listen is set but no [[peers]] are pinned: not serving peers");

@@ -105,15 +105,40 @@ void AddScaledDifference(float* __restrict x, const float* __restrict m,
 //   u8 has_correction, [size × f32 c if has_correction]   (version 3 on)
 // No trailing bytes. The checkpointer adds the checksum around it.
 // Version 1 had no keys; its mirrors are matched by position. Before version
-// 3 there was no drift correction; it restores as zero.
+// 3 there was no drift correction; it restores as zero. Version 3 kept c in
+// weight units (added whole at publish); version 4 keeps it per unit of
+// learning rate, so a version 3 correction restores as zero too: it rebuilds
+// within a few dozen rounds.
 constexpr char kSnapshotMagic[8] = {'M', 'Y', 'C', 'E', 'L', 'F', 'E', 'D'};
-constexpr uint32_t kSnapshotVersion = 3;
+constexpr uint32_t kSnapshotVersion = 4;
 constexpr uint32_t kMaxKeyBytes = 256;
 
 }  // namespace
 
+// Codecs neighbours used, by name, so a node decodes whatever each sends.
+// Bounded: a name is a parameter space (topk:F), and a neighbour cycling
+// through names must not grow memory; the oldest entry makes room.
+constexpr size_t kMaxDecoders = 8;
+
 struct Federation::State {
-  std::unique_ptr<Codec> codec;
+  std::unique_ptr<Codec> codec;                                  // ours, for publishing
+  std::deque<std::pair<std::string, std::unique_ptr<Codec>>> decoders;  // neighbours', most recent last
+
+  // The codec a neighbour named, or nullptr with *why set ("unknown_codec: ...").
+  const Codec* Decoder(const std::string& name, std::string* why) {
+    if (name == codec->name()) return codec.get();
+    for (const auto& [n, c] : decoders) {
+      if (n == name) return c.get();
+    }
+    absl::StatusOr<std::unique_ptr<Codec>> made = MakeCodec(name);
+    if (!made.ok()) {
+      *why = absl::StrCat("unknown_codec: ", made.status().message());
+      return nullptr;
+    }
+    if (decoders.size() >= kMaxDecoders) decoders.pop_front();
+    decoders.emplace_back(name, std::move(*made));
+    return decoders.back().second.get();
+  }
   std::vector<float> xhat;
   uint64_t epoch = 0;
   uint64_t seq = 0;
@@ -187,11 +212,9 @@ absl::StatusOr<std::unique_ptr<Federation>> Federation::Create(const FederationO
   return f;
 }
 
-bool Federation::Publish(float* x, int64_t samples_trained) {
+void Federation::Publish(const float* x, int64_t samples_trained) {
   std::lock_guard<std::mutex> lock(mu_);
   State& s = *state_;
-  const bool corrected = !s.correction.empty();
-  if (corrected) AddInto(x, s.correction.data(), size_);
   s.samples_trained = std::max<int64_t>(0, samples_trained);
   s.scratch_a.resize(size_);
   s.scratch_b.resize(size_);
@@ -205,7 +228,7 @@ bool Federation::Publish(float* x, int64_t samples_trained) {
   if (!st.ok()) {
     // Only a non-finite x gets here; publishing it would poison every neighbour.
     Logger("federation")->error("publish skipped at seq {}: {}", s.seq, st.message());
-    return corrected;
+    return;
   }
   float* xhm = s.xhat.data();
   const float* dec = s.scratch_b.data();
@@ -214,13 +237,14 @@ bool Federation::Publish(float* x, int64_t samples_trained) {
   s.log_bytes += static_cast<int64_t>(q.size());
   s.log.push_back(LogEntry{s.seq, std::make_shared<const std::string>(std::move(q))});
   s.TrimLog(options_.max_log_bytes);
-  return corrected;
 }
 
-int Federation::Merge(float* x) {
+int Federation::Merge(float* x, double step_scale) {
   std::lock_guard<std::mutex> lock(mu_);
   State& s = *state_;
   const float beta = static_cast<float>(options_.drift_correction);
+  // A scale that is not a positive number would poison c; weight units then.
+  const float inv_scale = step_scale > 0 && std::isfinite(step_scale) ? static_cast<float>(1.0 / step_scale) : 1.0f;
   std::vector<const Mirror*> parts;
   for (const Mirror& m : s.mirrors) {
     if (m.initialized) parts.push_back(&m);
@@ -252,7 +276,7 @@ int Federation::Merge(float* x) {
   constexpr size_t kBlock = 4096;
   const float* xh = s.xhat.data();
   const bool corrected = !s.correction.empty();
-  float d[kBlock];  // with drift correction: this block of d, then x += d, c = β(c + d)
+  float d[kBlock];  // with drift correction: this block of d, then x += d, c = β(c + d/η)
   for (size_t b = 0; b < size_; b += kBlock) {
     size_t n = std::min(kBlock, size_ - b);
     float* out = x + b;
@@ -266,7 +290,7 @@ int Federation::Merge(float* x) {
     if (corrected) {
       AddInto(x + b, d, n);
       float* c = s.correction.data() + b;
-      for (size_t k = 0; k < n; ++k) c[k] = beta * (c[k] + d[k]);
+      for (size_t k = 0; k < n; ++k) c[k] = beta * (c[k] + inv_scale * d[k]);
     }
   }
   return static_cast<int>(parts.size());
@@ -395,10 +419,9 @@ absl::Status Federation::Apply(int peer, const PullAnswerView& answer) {
     return absl::OkStatus();
   }
 
-  if (answer.codec != s.codec->name()) {
-    return refuse(absl::StrCat("codec_mismatch: got \"", answer.codec, "\", we use \"",
-                               s.codec->name(), "\""));
-  }
+  std::string why;
+  const Codec* decoder = answer.deltas.empty() ? s.codec.get() : s.Decoder(answer.codec, &why);
+  if (decoder == nullptr) return refuse(why);
   if (!mir.initialized || answer.epoch != mir.epoch || answer.from_seq != mir.seq) {
     return refuse(absl::StrCat("out_of_order: deltas after (", absl::Hex(answer.epoch), ", ",
                                answer.from_seq, "), mirror is at (", absl::Hex(mir.epoch), ", ",
@@ -412,7 +435,7 @@ absl::Status Federation::Apply(int peer, const PullAnswerView& answer) {
   // Each delta is decoded and checked (codec, finite, norm) before it counts.
   std::vector<float>& dec = s.scratch_b;
   auto decode = [&](size_t i) -> absl::Status {
-    absl::Status st = s.codec->Decode(answer.deltas[i], size_, dec.data());
+    absl::Status st = decoder->Decode(answer.deltas[i], size_, dec.data());
     if (!st.ok()) {
       return refuse(absl::StrCat(std::string(st.message()), " (delta seq ",
                                  answer.from_seq + i + 1, ")"));
@@ -595,7 +618,10 @@ absl::Status Federation::Restore(std::string_view bytes) {
   if (!r.Int(&codec_len) || !r.Bytes(codec_len, &codec_name)) return corrupt("truncated codec");
   if (codec_len == 0 || codec_len > 64 ||
       !std::all_of(codec_name.begin(), codec_name.end(),
-                   [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'; })) {
+                   [](char c) {
+                     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == ':' || c == '.' ||
+                            c == '+';
+                   })) {
     return corrupt("bad codec name");
   }
   uint64_t log_count = 0;
@@ -646,10 +672,10 @@ absl::Status Federation::Restore(std::string_view bytes) {
     }
   }
   // The correction follows the options, not the snapshot: β switched on
-  // starts from zero, switched off drops what was saved.
-  if (options_.drift_correction == 0) {
-    fresh->correction.clear();
-  } else if (fresh->correction.empty()) {
+  // starts from zero, switched off drops what was saved; a version 3 one was
+  // in other units.
+  if (options_.drift_correction == 0 || version < 4) fresh->correction.clear();
+  if (options_.drift_correction > 0 && fresh->correction.empty()) {
     fresh->correction.assign(size_, 0.0f);
   }
   if (r.remaining() != 0) return corrupt(absl::StrCat(r.remaining(), " trailing bytes"));

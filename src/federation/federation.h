@@ -8,16 +8,25 @@
 //          fell behind gets a keyframe (all of x̂) instead.
 //   m_j    mirror of neighbour j's public copy, advanced by what we pull.
 //
-// Publish (trainer thread, each round): x += c; q = Q(x − x̂); x̂ += Q⁻¹(q); log q.
-// Merge (trainer thread, each round):   d = γ · Σ_j w_j · (m_j − x̂); x += d;
-//                                       c = β · (c + d)
+// Publish (each round, the model between two steps): q = Q(x − x̂);
+//                                       x̂ += Q⁻¹(q); log q.
+// Merge (each round, likewise):         d = γ · Σ_j w_j · (m_j − x̂); x += d;
+//                                       c = β · (c + d / η)
+// η is the round's learning rate summed over its local steps (K · lr), so c
+// is a rate per unit of learning rate, as a gradient is: the trainer adds
+// lr · c after each local step (Trainer::WithSharedParameters), which over a
+// round is what the merges moved us by, at today's learning rate. Spread over
+// the steps the correction steers every step, as gradient tracking with local
+// steps does (K-GT, SCAFFOLD), instead of arriving once after K steps spent
+// drifting toward local data; in learning-rate units it shrinks as the
+// learning rate decays instead of keeping a size learnt at a higher one.
 //   weights: "metropolis" w_j = 1 / (1 + max(deg_i, deg_j));
 //            "fedavg"     w_j = n_j / (n_i + Σ_k n_k), n = samples trained
 //   (uniform 1/(deg+1) while nobody has trained). Only mirrors that hold
 //   something take part.
 // Drift correction c (β = drift_correction; β = 0: plain gossip, c stays 0):
-// with β = 1 this is D² (Tang et al., ICML 2018), x_{t+1} = W(2x_t − x_{t−1}
-// − α(g_t − g_{t−1})) for one step per round: c carries what the last merge
+// with β = 1 and one local step this is D² (Tang et al., ICML 2018),
+// x_{t+1} = W(2x_t − x_{t−1} − α(g_t − g_{t−1})): c carries what the merges
 // moved us by, so each node's bias toward its own data cancels out and every
 // node heads for the minimum of the federation's loss rather than a blend of
 // local minima. β = 1 is exact only for perfectly synchronous, symmetric
@@ -65,7 +74,7 @@ struct PullAnswer {
   uint64_t from_seq = 0;              // deltas cover (from_seq, to_seq]; keyframe: from_seq = 0
   uint64_t to_seq = 0;
   bool keyframe = false;
-  std::string codec;                  // codec of `deltas`; keyframes are dense_f32
+  std::string codec;                  // codec of `deltas` (the publisher's); keyframes are dense_f32
   std::vector<std::string> deltas;    // encoded q's, in order (when !keyframe)
   std::vector<float> public_copy;     // x̂ at to_seq (when keyframe)
   int64_t samples_trained = 0;        // n for fedavg weights
@@ -123,15 +132,15 @@ class Federation {
 
   size_t size() const { return size_; }
 
-  // x += c; q = Q(x − x̂), x̂ += Q⁻¹(q), appended as seq+1. `x` has size()
-  // values. Returns true if it changed x (drift correction on), so the caller
-  // writes x back into the model.
-  bool Publish(float* x, int64_t samples_trained);
-  // d = γ Σ_j w_j (m_j − x̂); x += d; c = β (c + d). Returns how many mirrors
-  // took part.
-  int Merge(float* x);
-  // A copy of the drift correction c (empty while β = 0): for tests and
-  // diagnostics.
+  // q = Q(x − x̂), x̂ += Q⁻¹(q), appended as seq+1. `x` has size() values
+  // and already holds this round's drift correction (the trainer added it).
+  void Publish(const float* x, int64_t samples_trained);
+  // d = γ Σ_j w_j (m_j − x̂); x += d; c = β (c + d / step_scale), with
+  // step_scale > 0 the round's summed learning rate (1: c in weight units).
+  // Returns how many mirrors took part.
+  int Merge(float* x, double step_scale = 1.0);
+  // A copy of the drift correction c (empty while β = 0), per unit of
+  // learning rate: the trainer adds lr · c after each local step.
   std::vector<float> correction() const;
 
   // Our answer to a neighbour who has (epoch, after_seq): deltas if our log
@@ -140,6 +149,7 @@ class Federation {
   // The same answer, with the deltas shared with the log instead of copied.
   SharedPullAnswer AnswerShared(uint64_t epoch, uint64_t after_seq) const;
   // Applies a neighbour's answer to mirror `peer`; on error nothing changes.
+  // Deltas are decoded with the codec the answer names, whatever ours is.
   absl::Status Apply(int peer, const PullAnswer& answer);
   // The same from views (no copy of the payload needed first).
   absl::Status Apply(int peer, const PullAnswerView& answer);

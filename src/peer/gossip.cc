@@ -43,8 +43,8 @@ std::string Reason(const absl::Status& s) {
       // this file
       "fingerprint_mismatch", "bad_shape",
       // federation::Federation::Apply and codecs
-      "non_finite", "norm_bound", "out_of_order", "codec_mismatch", "bad_epoch", "bad_seq", "bad_counts",
-      "bad_peer"};
+      "non_finite", "norm_bound", "out_of_order", "unknown_codec", "bad_index", "bad_epoch", "bad_seq",
+      "bad_counts", "bad_peer"};
   std::string msg(s.message());
   std::string word = msg.substr(0, msg.find(':'));
   for (const char* r : kReasons) {
@@ -332,16 +332,19 @@ struct Gossip::Impl : public Peer::Service {
   }
 
   void OpenLocalSteps() {
-    absl::Status s = with_shared(nullptr, /*opens_round=*/true);
+    // The drift correction rides along: the trainer spreads it over the
+    // round's local steps (Trainer::WithSharedParameters).
+    absl::Status s = with_shared(nullptr, /*opens_round=*/true, fed.correction());
     if (!s.ok()) Logger("peer")->error("opening local steps failed: {}", s.message());
   }
 
   void Publish() {
     absl::Status s = with_shared(
-        [this](std::vector<float>& x, int64_t samples) {
-          return fed.Publish(x.data(), samples);  // true: drift correction changed x
+        [this](std::vector<float>& x, int64_t samples, double) {
+          fed.Publish(x.data(), samples);
+          return false;  // publishing reads x, never changes it
         },
-        /*opens_round=*/false);
+        /*opens_round=*/false, {});
     if (!s.ok()) Logger("peer")->error("publish failed: {}", s.message());
   }
 
@@ -388,11 +391,13 @@ struct Gossip::Impl : public Peer::Service {
       next_try[j] = now + backoff;
     }
     absl::Status merged = with_shared(
-        [this](std::vector<float>& x, int64_t) {
-          fed.Merge(x.data());
+        [this](std::vector<float>& x, int64_t, double lr) {
+          // The correction learns per unit of the learning rate a round sums
+          // to, which the next round's steps multiply back by theirs.
+          fed.Merge(x.data(), lr * static_cast<double>(std::max<int64_t>(1, options.federation.local_steps)));
           return true;
         },
-        /*opens_round=*/false);
+        /*opens_round=*/false, {});
     std::lock_guard<std::mutex> lock(mu);
     if (!merged.ok()) {
       Logger("peer")->error("round {}: merge failed: {}", totals.rounds, merged.message());

@@ -43,11 +43,16 @@ namespace federation { class Federation; }
 
 namespace peer {
 
-// Runs fn(shared, samples_trained) on the model between two training steps;
-// writes back if fn returns true. `opens_round` opens the trainer's next
-// local-steps budget (fn may then be null).
+// Runs fn(shared, samples_trained, learning_rate) on the model between two
+// training steps; writes back if fn returns true. `opens_round` opens the
+// trainer's next local-steps budget (fn may then be null) and hands it
+// `drift`, the federation's drift correction per unit of learning rate, to
+// add lr · drift after each of those steps (empty: none); any call that does
+// not open a round first closes the one under way, adding what its untrained
+// steps did not (Trainer::WithSharedParameters).
 using SharedParametersFn =
-    std::function<absl::Status(std::function<bool(std::vector<float>&, int64_t)>, bool opens_round)>;
+    std::function<absl::Status(std::function<bool(std::vector<float>&, int64_t, double)>, bool opens_round,
+                               std::vector<float> drift)>;
 
 struct GossipOptions {
   std::string node_name;

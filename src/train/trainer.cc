@@ -21,6 +21,8 @@
 
 #include <torch/torch.h>
 
+#include "absl/strings/str_cat.h"
+
 #include "common/logging.h"
 #include "common/status.h"
 #include "data/sampler.h"
@@ -98,6 +100,10 @@ struct Trainer::Impl {
   int64_t rate_window_steps = 0;
   PolicyDecision decision;
   std::atomic<int64_t> steps_since_round{0};
+  // This round's drift (WithSharedParameters), lr · drift after each local
+  // step; guarded by model_mu, like the weights it moves.
+  std::vector<float> round_drift;
+  int64_t round_drift_shares = 0;               // steps of this round that added theirs
   std::atomic<double> max_cpu_percent{100};
   std::atomic<int> threads_wanted{1};
   int threads_set = 0;  // trainer thread only
@@ -128,6 +134,12 @@ struct Trainer::Impl {
   double LearningRate(int64_t step) const;
   void ApplyLearningRate(double lr);
   void WriteShared(const std::vector<float>& in);
+  // Shared weights += scale · in (flattened as CopyShared); model_mu held.
+  void AddShared(const std::vector<float>& in, float scale);
+  // How much of round_drift (a multiple of it, at the current learning rate)
+  // the steps of this round did not add: what closing the round must still
+  // add; 0 without a drift. model_mu held.
+  float CloseDrift();
   void Loop();
   void Step();
   void MaybeRefresh(double now, bool force);
@@ -204,6 +216,29 @@ void Trainer::Impl::CopyShared(std::vector<float>* out) {
     std::memcpy(dst, t.data_ptr<float>(), t.numel() * sizeof(float));
     dst += t.numel();
   }
+}
+
+void Trainer::Impl::AddShared(const std::vector<float>& in, float scale) {
+  torch::NoGradGuard no_grad;
+  const float* src = in.data();
+  for (const auto& p : model->parameters()) {
+    if (!p.shared) continue;
+    auto view = torch::from_blob(const_cast<float*>(src), p.tensor.sizes(), torch::kFloat);
+    p.tensor.add_(view, scale);
+    src += p.tensor.numel();
+  }
+}
+
+float Trainer::Impl::CloseDrift() {
+  if (round_drift.empty()) return 0;
+  const int64_t k = std::max<int64_t>(1, options.local_steps);
+  const int64_t untrained = k - std::min(round_drift_shares, k);
+  int64_t steps;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    steps = stats.steps;
+  }
+  return static_cast<float>(static_cast<double>(untrained) * LearningRate(steps));
 }
 
 void Trainer::Impl::WriteShared(const std::vector<float>& in) {
@@ -423,6 +458,10 @@ void Trainer::Impl::Step() {
   torch::Tensor loss = model->Loss(x_batch, y_batch);
   loss.backward();
   optimizer->step();
+  if (!round_drift.empty() && options.local_steps > 0 && round_drift_shares < options.local_steps) {
+    AddShared(round_drift, static_cast<float>(lr));
+    round_drift_shares++;
+  }
   double l = loss.item<double>();
   loss_ema = std::isnan(loss_ema) ? l : (1 - kLossEmaAlpha) * loss_ema + kLossEmaAlpha * l;
   rate_window_steps++;
@@ -688,19 +727,38 @@ absl::Status Trainer::Export(const std::string& path) {
 }
 
 absl::Status Trainer::WithSharedParameters(
-    std::function<bool(std::vector<float>& shared, int64_t samples_trained)> fn, bool opens_round) {
+    std::function<bool(std::vector<float>& shared, int64_t samples_trained, double learning_rate)> fn,
+    bool opens_round, std::vector<float> drift) {
   Impl* impl = impl_.get();
+  if (!drift.empty() && (!opens_round || static_cast<int64_t>(drift.size()) != impl->shared_numel)) {
+    return absl::InvalidArgumentError(absl::StrCat("drift of ", drift.size(), " values for ", impl->shared_numel,
+                                                   " shared parameters", opens_round ? "" : " outside a round's opening"));
+  }
   try {
     std::lock_guard<std::mutex> model_lock(impl->model_mu);  // waits for at most one step
+    // Any call closes the round under way (an opening one too, should the
+    // last round never have closed): its untrained share of the drift lands now.
+    const float rest = impl->CloseDrift();
     if (fn) {
       std::vector<float> shared;
       impl->CopyShared(&shared);
-      int64_t samples;
+      if (rest > 0) {
+        for (size_t k = 0; k < shared.size(); ++k) shared[k] += rest * impl->round_drift[k];
+      }
+      int64_t samples, steps;
       {
         std::lock_guard<std::mutex> lock(impl->mu);
         samples = impl->stats.samples_trained;
+        steps = impl->stats.steps;
       }
-      if (fn(shared, samples)) impl->WriteShared(shared);
+      if (fn(shared, samples, impl->LearningRate(steps)) || rest > 0) impl->WriteShared(shared);
+    } else if (rest > 0) {
+      impl->AddShared(impl->round_drift, rest);
+    }
+    impl->round_drift.clear();
+    if (opens_round) {
+      impl->round_drift = std::move(drift);
+      impl->round_drift_shares = 0;
     }
     if (!opens_round) {
       // Publish and merge close the round's local steps: the model rests

@@ -135,11 +135,15 @@ struct Shared {
   int64_t calls = 0;
 
   SharedParametersFn Fn() {
-    return [this](std::function<bool(std::vector<float>&, int64_t)> fn, bool opens_round) {
+    return [this](std::function<bool(std::vector<float>&, int64_t, double)> fn, bool opens_round,
+                  std::vector<float> drift) {
       std::lock_guard<std::mutex> lock(mu);
+      // No local steps here and a learning rate of 1: a round's drift lands in
+      // full when it opens.
+      for (size_t k = 0; k < drift.size() && k < x.size(); ++k) x[k] += drift[k];
       if (fn) {
         std::vector<float> copy = x;
-        if (fn(copy, samples)) x = copy;
+        if (fn(copy, samples, 1.0)) x = copy;
       }
       if (opens_round) ++calls;
       return absl::OkStatus();
@@ -994,13 +998,22 @@ TEST_F(GossipClientDeltaTest, BytesAfterTheLastDeltaAreMalformed) {
                "malformed");
 }
 
-TEST_F(GossipClientDeltaTest, DeltaWithAnotherCodecIsRefused) {
+TEST_F(GossipClientDeltaTest, DeltaLabelledWithAnotherCodecIsRefused) {
   RunDeltaCase(
       [](const PullParams&, Craft& c) {
         c.header.set_codec("int8");
         c.payload = Delta(std::vector<float>(kSize, 0.1f));
       },
-      "codec_mismatch");
+      "bad_shape");
+}
+
+TEST_F(GossipClientDeltaTest, DeltaWithAnUnknownCodecIsRefused) {
+  RunDeltaCase(
+      [](const PullParams&, Craft& c) {
+        c.header.set_codec("zstd");
+        c.payload = Delta(std::vector<float>(kSize, 0.1f));
+      },
+      "unknown_codec");
 }
 
 TEST_F(GossipClientDeltaTest, DeltaThatSkipsSequencesIsRefused) {
@@ -1455,12 +1468,12 @@ class GossipOverrunTest : public ::testing::Test {
     o.peers = {PeerAt("S", DeadAddress(), *stranger)};
     auto inner = a->shared.Fn();
     auto closing_calls = std::make_shared<std::atomic<int64_t>>(0);
-    SharedParametersFn slow = [inner, closing_calls, merge_s](auto fn, bool opens_round) {
+    SharedParametersFn slow = [inner, closing_calls, merge_s](auto fn, bool opens_round, std::vector<float> drift) {
       // Each round: open, publish, merge; every second closing call is a merge.
       if (!opens_round && ++*closing_calls % 2 == 0) {
         std::this_thread::sleep_for(std::chrono::duration<double>(merge_s));
       }
-      return inner(std::move(fn), opens_round);
+      return inner(std::move(fn), opens_round, std::move(drift));
     };
     a->gossip = std::move(Gossip::Create(o, *a->id, *a->fed, slow)).value();
     EXPECT_TRUE(a->gossip->Start().ok());

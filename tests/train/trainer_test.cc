@@ -211,6 +211,74 @@ TEST(Trainer, LearningRateDecaysToItsFloorAndStaysThere) {
   EXPECT_DOUBLE_EQ(trainer->Stats().learning_rate, 0.002);  // past the decay: the floor, still learning
 }
 
+// A round's drift (the federation's correction, per unit of learning rate)
+// lands as lr · drift after each of the round's K local steps, never more than
+// K of them, and the untrained steps' when the round closes. Watched through
+// the output bias of one class: at a learning rate of 1e-6 the gradient steps
+// move nothing visible, a drift of 1e6 moves class 3's bias by 1 a step, and
+// raising that bias by b raises log(p3 / p0) by exactly b.
+TEST(Trainer, ADriftIsSpreadOverTheRoundsLocalSteps) {
+  Fixture f;
+  f.options.training.lr = 1e-6;
+  f.options.training.momentum = 0;
+  f.options.local_steps = 4;
+  auto trainer = f.MakeTrainer();
+  const auto examples = LoadT10k(trainer->example_shape());
+  ASSERT_TRUE(f.store->Add(std::vector<data::Example>(examples.begin(), examples.begin() + 500)).ok());
+  const int64_t n = trainer->shared_size();
+  ASSERT_GT(n, 10);
+  std::vector<float> drift(static_cast<size_t>(n), 0.0f);
+  drift[static_cast<size_t>(n - 10 + 3)] = 1e6f;  // the last parameter is the output bias
+  auto log_odds = [&] {
+    auto top = trainer->Classify(examples[0], 10);
+    EXPECT_TRUE(top.ok()) << top.status();
+    double p0 = 0, p3 = 0;
+    for (const auto& [label, p] : *top) {
+      if (label == 0) p0 = p;
+      if (label == 3) p3 = p;
+    }
+    return std::log(p3 / p0);
+  };
+  double lr_seen = 0;
+  auto close_round = [&] {
+    return trainer->WithSharedParameters([&](std::vector<float>&, int64_t, double lr) {
+      lr_seen = lr;
+      return false;
+    });
+  };
+  const double base = log_odds();
+
+  ASSERT_TRUE(trainer->WithSharedParameters(nullptr, /*opens_round=*/true, drift).ok());
+  constexpr double kTol = 1e-3;
+  EXPECT_NEAR(log_odds() - base, 0.0, kTol);   // nothing before the first step
+  ASSERT_TRUE(trainer->TrainStepsForBenchmark(1).ok());
+  EXPECT_NEAR(log_odds() - base, 1.0, kTol);   // one step's
+  ASSERT_TRUE(trainer->TrainStepsForBenchmark(3).ok());
+  EXPECT_NEAR(log_odds() - base, 4.0, kTol);   // all four
+  ASSERT_TRUE(trainer->TrainStepsForBenchmark(3).ok());
+  EXPECT_NEAR(log_odds() - base, 4.0, kTol);   // never more than the round's steps
+  ASSERT_TRUE(close_round().ok());
+  EXPECT_NEAR(log_odds() - base, 4.0, kTol);   // nothing left to add
+  EXPECT_DOUBLE_EQ(lr_seen, 1e-6);             // the closing call sees the learning rate
+
+  // A round that trained one step: closing adds the three it did not.
+  ASSERT_TRUE(trainer->WithSharedParameters(nullptr, true, drift).ok());
+  ASSERT_TRUE(trainer->TrainStepsForBenchmark(1).ok());
+  EXPECT_NEAR(log_odds() - base, 5.0, kTol);
+  ASSERT_TRUE(close_round().ok());
+  EXPECT_NEAR(log_odds() - base, 8.0, kTol);
+
+  // A round that never trained (a busy laptop) still gets all of it, here when
+  // the next round opens.
+  ASSERT_TRUE(trainer->WithSharedParameters(nullptr, true, drift).ok());
+  ASSERT_TRUE(trainer->WithSharedParameters(nullptr, true, {}).ok());
+  EXPECT_NEAR(log_odds() - base, 12.0, kTol);
+
+  // A drift of the wrong size is refused, and changes nothing.
+  EXPECT_FALSE(trainer->WithSharedParameters(nullptr, true, std::vector<float>(3, 1.0f)).ok());
+  EXPECT_NEAR(log_odds() - base, 12.0, kTol);
+}
+
 TEST(Trainer, ClassifyRejectsWrongWidth) {
   Fixture f;
   auto trainer = f.MakeTrainer();
