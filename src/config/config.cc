@@ -137,6 +137,33 @@ Rule<std::string> OneOf(std::vector<std::string> allowed) {
   };
 }
 
+// A wire codec name, as federation/codec.h defines them: dense_f32, fp16,
+// int8, sign, or topk:F with F a decimal in (0, 1], optionally +fp16, +int8
+// or +sign for the kept values. Checked here so a typo names its line; the
+// daemon builds the codec from the same name at start (federation::MakeCodec).
+Rule<std::string> CodecName() {
+  return [](const std::string& v) -> std::string {
+    const std::string known = "dense_f32, fp16, int8, sign, topk:F, topk:F+fp16, topk:F+int8, topk:F+sign";
+    for (const char* base : {"dense_f32", "fp16", "int8", "sign"}) {
+      if (v == base) return "";
+    }
+    if (v.rfind("topk:", 0) == 0) {
+      const size_t plus = v.find('+');
+      const std::string f = v.substr(5, plus == std::string::npos ? std::string::npos : plus - 5);
+      const std::string values = plus == std::string::npos ? "" : v.substr(plus + 1);
+      const bool digits = !f.empty() && f.size() <= 11 &&
+                          std::all_of(f.begin(), f.end(), [](char c) { return (c >= '0' && c <= '9') || c == '.'; }) &&
+                          std::count(f.begin(), f.end(), '.') <= 1 && f.front() != '.' && f.back() != '.';
+      const double fraction = digits ? std::strtod(f.c_str(), nullptr) : 0;
+      if (!(fraction > 0 && fraction <= 1)) {
+        return absl::StrCat("topk wants a fraction in (0, 1] such as topk:0.01 (got '", v, "')");
+      }
+      if (plus == std::string::npos || values == "fp16" || values == "int8" || values == "sign") return "";
+    }
+    return absl::StrCat("must be one of ", known, " (got '", v, "')");
+  };
+}
+
 // Non-empty, no control characters (UTF-8 beyond ASCII is fine).
 Rule<std::string> PrintableName() {
   return [](const std::string& v) -> std::string {
@@ -468,7 +495,7 @@ std::vector<Field> FederationFields(FederationOptions* o) {
       StringField("merge", &o->merge, OneOf({"metropolis", "fedavg"})),
       RealField("mixing", &o->mixing, RealIn(0, 1, /*hi_open=*/false)),
       RealField("drift_correction", &o->drift_correction, RealIn(0, 1, /*hi_open=*/true)),
-      StringField("codec", &o->codec, OneOf({"dense_f32"})),
+      StringField("codec", &o->codec, CodecName()),
       RealField("max_delta_norm", &o->max_delta_norm, RealPositive()),
       RealField("pull_timeout_s", &o->pull_timeout_s, RealPositive()),
       RealField("max_backoff_s", &o->max_backoff_s, RealPositive()),
