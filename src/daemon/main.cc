@@ -9,11 +9,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
+#include <string>
 #include <thread>
 
 #include <CLI/CLI.hpp>
 
+#include "common/fd_limit.h"
 #include "common/logging.h"
 #include "config/config.h"
 #include "daemon/node.h"
@@ -65,6 +68,16 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "myceld: %s\n", std::string(s.message()).c_str());
       return 2;
     }
+  }
+
+  // Descriptors: the soft limit (1024 by default on Linux) is what a flood
+  // of idle connections exhausted (issue 13); the hard limit is the most we
+  // may use. The peer listener keeps its connections to a quarter of it.
+  if (auto fds = mycel::RaiseFdLimit(); fds.ok()) {
+    log->info("descriptor limit {} (was {}, hard {})", fds->soft, fds->soft_before,
+              fds->hard == UINT64_MAX ? std::string("unlimited") : std::to_string(fds->hard));
+  } else {
+    log->warn("descriptor limit not raised: {}", fds.status().message());
   }
 
   auto node = mycel::Node::Create(*config);
