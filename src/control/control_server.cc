@@ -7,6 +7,7 @@
 #include <map>
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
 
 #include "common/clock.h"
 #include "common/file_util.h"
@@ -174,6 +175,26 @@ class Service final : public Control::Service {
   ControlServerOptions options_;
 };
 
+// Bounds on the control server. Only the owner can reach the socket (0600),
+// so these are not a defence against strangers but a fence against a
+// runaway script of the user's own: the daemon must keep training and
+// checkpointing whatever a client does.
+void ApplyControlServerLimits(grpc::ServerBuilder* builder) {
+  grpc::ResourceQuota quota("mycel-control");
+  // Room for a few 64 MiB Predict messages (the receive limit) and ingest
+  // chunks in flight; past it gRPC shrinks windows and reclaims.
+  quota.Resize(size_t{256} << 20);
+  // `mycel` makes one call at a time; a dashboard polls status and peers.
+  // A call past 16 concurrent ones gets RESOURCE_EXHAUSTED, not a thread.
+  quota.SetMaxThreads(16);
+  builder->SetResourceQuota(quota);
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 16);
+  // A client left connected without calls is let go after 10 minutes; the
+  // CLI connects per command, and a channel reconnects by itself.
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, 10 * 60 * 1000);
+  builder->AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, 16 << 10);
+}
+
 }  // namespace
 
 struct ControlServer::Impl {
@@ -203,6 +224,7 @@ absl::StatusOr<std::unique_ptr<ControlServer>> ControlServer::Start(const Contro
   builder.AddListeningPort("unix:" + options.socket_path, grpc::InsecureServerCredentials());
   builder.RegisterService(impl->service.get());
   builder.SetMaxReceiveMessageSize(64 << 20);  // Predict carries a small file inline
+  ApplyControlServerLimits(&builder);
   // Restrict the socket from the moment it exists; chmod below is the guarantee.
   mode_t old_umask = ::umask(0077);
   impl->server = builder.BuildAndStart();
