@@ -20,6 +20,7 @@
 #include "federation/federation.h"
 #include "peer.grpc.pb.h"
 #include "peer/payload.h"
+#include "peer/server_limits.h"
 
 namespace mycel::peer {
 namespace {
@@ -112,6 +113,7 @@ struct Gossip::Impl : public Peer::Service {
   GossipTotals totals;                                   // guarded by mu
 
   std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<PeerListener> listener;  // accepts for server, within PeerServerLimits
   std::thread loop;
   bool started = false, stopped = false;
 
@@ -475,16 +477,21 @@ absl::Status Gossip::Start() {
   if (impl->started) return absl::OkStatus();
   if (!impl->options.listen.empty()) {
     grpc::ServerBuilder builder;
-    int port = 0;
     // Transport encryption is our own (crypto::Session): the payload is sealed
     // end to end and every exchange is authenticated by pinned keys.
-    builder.AddListeningPort(impl->options.listen, grpc::InsecureServerCredentials(), &port);
+    // PeerListener, not AddListeningPort: gRPC 1.51's listener has no
+    // connection cap and stops for good on EMFILE (peer/server_limits.h).
+    const PeerServerLimits limits;
+    MYCEL_ASSIGN_OR_RETURN(impl->listener, PeerListener::Bind(impl->options.listen, limits));
+    const int port = impl->listener->port();
     builder.RegisterService(impl);
     builder.SetMaxReceiveMessageSize(kMaxRequestMessage);
+    ApplyPeerServerLimits(limits, &builder);
     impl->server = builder.BuildAndStart();
     if (!impl->server || port == 0) {
       return absl::UnavailableError("cannot listen for peers on " + impl->options.listen);
     }
+    impl->listener->Start(impl->server.get());
     std::lock_guard<std::mutex> lock(impl->mu);
     impl->totals.listen_port = port;
     Logger("peer")->info("peer service listening on {} (port {}), {} pinned neighbour(s)", impl->options.listen,
@@ -511,6 +518,7 @@ void Gossip::Stop() {
   }
   impl->cv.notify_all();
   if (impl->loop.joinable()) impl->loop.join();
+  if (impl->listener) impl->listener->Stop();  // no new connections while the server drains
   if (impl->server) {
     impl->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     impl->server->Wait();
