@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -139,6 +140,176 @@ bool PeerPortSpeaksHttp2(int port, double timeout_s) {
   }
   ::close(fd);
   return ok;
+}
+
+
+// ------------------------------------------------------------ raw HTTP/2
+
+// A minimal HTTP/2 client that speaks just enough to make a gRPC server hold
+// memory: the preface, HEADERS of a Pull call, and DATA within the flow
+// control windows the server grants (an attacker who overruns them is simply
+// disconnected, so it obeys them). It answers SETTINGS and PINGs like a live
+// client, so keepalive does not end it early.
+class H2Conn {
+ public:
+  explicit H2Conn(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    linger lg{1, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      Close();
+      return;
+    }
+    ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
+    Send("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    Frame(0x4, 0, 0, "");  // SETTINGS, none
+  }
+  ~H2Conn() { Close(); }
+  H2Conn(const H2Conn&) = delete;
+  H2Conn& operator=(const H2Conn&) = delete;
+  bool alive() const { return fd_ >= 0; }
+
+  // Opens a Pull stream and leaves it unfinished (no END_STREAM, no DATA).
+  uint32_t OpenPull() {
+    const uint32_t id = next_stream_;
+    next_stream_ += 2;
+    std::string h;
+    h += '\x83';                                      // :method POST
+    h += '\x86';                                      // :scheme http
+    h += '\x04'; Str(&h, "/mycel.peer.Peer/Pull");    // :path, literal, indexed name 4
+    h += '\x01'; Str(&h, "127.0.0.1");                // :authority
+    h += '\x0f'; h += '\x10'; Str(&h, "application/grpc");  // content-type (static 31)
+    h += '\x00'; Str(&h, "te"); Str(&h, "trailers");
+    Frame(0x1, 0x4, id, h);                           // HEADERS, END_HEADERS
+    windows_[id] = initial_window_;
+    return id;
+  }
+
+  // Starts a gRPC message on `id` that claims `claimed` bytes.
+  void StartMessage(uint32_t id, uint32_t claimed) {
+    std::string prefix(5, '\0');
+    for (int i = 0; i < 4; ++i) prefix[1 + i] = static_cast<char>((claimed >> (24 - 8 * i)) & 0xff);
+    SendData(id, prefix);
+  }
+
+  // Sends as much of a never-ending message on `id` as the windows allow.
+  // Returns the bytes sent.
+  int64_t Pump(uint32_t id) {
+    int64_t sent = 0;
+    static const std::string kJunk(16384, 'x');
+    for (int i = 0; i < 64 && alive(); ++i) {
+      const int64_t n = std::min<int64_t>({16384, conn_window_, windows_[id]});
+      if (n <= 0 || !SendData(id, kJunk.substr(0, n))) break;
+      sent += n;
+    }
+    return sent;
+  }
+
+  // Reads what the server sent: windows, settings, pings, resets.
+  void Read() {
+    char buf[65536];
+    while (alive()) {
+      ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) return Close();
+      if (n < 0) break;
+      in_.append(buf, n);
+    }
+    while (in_.size() >= 9) {
+      const uint8_t* b = reinterpret_cast<const uint8_t*>(in_.data());
+      const size_t len = (b[0] << 16) | (b[1] << 8) | b[2];
+      if (in_.size() < 9 + len) break;
+      const uint8_t type = b[3], flags = b[4];
+      const uint32_t sid = ((b[5] & 0x7f) << 24) | (b[6] << 16) | (b[7] << 8) | b[8];
+      const std::string payload = in_.substr(9, len);
+      in_.erase(0, 9 + len);
+      const uint8_t* p = reinterpret_cast<const uint8_t*>(payload.data());
+      if (type == 0x4 && !(flags & 1)) {                 // SETTINGS
+        for (size_t i = 0; i + 6 <= len; i += 6) {
+          const int id = (p[i] << 8) | p[i + 1];
+          const int64_t v = (int64_t{p[i + 2]} << 24) | (p[i + 3] << 16) | (p[i + 4] << 8) | p[i + 5];
+          if (id == 0x4) {
+            for (auto& w : windows_) w.second += v - initial_window_;
+            initial_window_ = v;
+          }
+        }
+        Frame(0x4, 0x1, 0, "");
+      } else if (type == 0x8 && len == 4) {              // WINDOW_UPDATE
+        const int64_t inc = ((p[0] & 0x7f) << 24) | (p[1] << 16) | (p[2] << 8) | p[3];
+        (sid == 0 ? conn_window_ : windows_[sid]) += inc;
+      } else if (type == 0x6 && !(flags & 1)) {          // PING
+        Frame(0x6, 0x1, 0, payload);
+      } else if (type == 0x3) {                          // RST_STREAM
+        windows_[sid] = -1;
+      } else if (type == 0x7) {                          // GOAWAY
+        return Close();
+      }
+    }
+  }
+  bool StreamReset(uint32_t id) { return windows_[id] < 0; }
+
+ private:
+  static void Str(std::string* out, const std::string& s) {
+    *out += static_cast<char>(s.size());  // all ours are < 127 bytes: one-byte length, no Huffman
+    *out += s;
+  }
+  bool SendData(uint32_t id, const std::string& data) {
+    if (!Frame(0x0, 0, id, data)) return false;
+    conn_window_ -= data.size();
+    windows_[id] -= data.size();
+    return true;
+  }
+  bool Frame(uint8_t type, uint8_t flags, uint32_t id, const std::string& payload) {
+    std::string f(9, '\0');
+    f[0] = static_cast<char>(payload.size() >> 16);
+    f[1] = static_cast<char>(payload.size() >> 8);
+    f[2] = static_cast<char>(payload.size());
+    f[3] = static_cast<char>(type);
+    f[4] = static_cast<char>(flags);
+    for (int i = 0; i < 4; ++i) f[5 + i] = static_cast<char>(id >> (24 - 8 * i));
+    return Send(f + payload);
+  }
+  // All or nothing; a frame the socket cannot take now is dropped with the
+  // connection (the attacker opens no more than the kernel buffers).
+  bool Send(const std::string& bytes) {
+    size_t off = 0;
+    for (int tries = 0; off < bytes.size() && alive() && tries < 1000; ++tries) {
+      ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+      if (n > 0) {
+        off += n;
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        pollfd p{fd_, POLLOUT, 0};
+        ::poll(&p, 1, 10);
+      } else {
+        Close();
+      }
+    }
+    if (off < bytes.size()) Close();
+    return alive();
+  }
+  void Close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+  int fd_ = -1;
+  uint32_t next_stream_ = 1;
+  int64_t initial_window_ = 65535, conn_window_ = 65535;
+  std::map<uint32_t, int64_t> windows_;  // -1: reset by the server
+  std::string in_;
+};
+
+// Resident set size of a process in bytes (Linux /proc), 0 if unknown.
+int64_t RssBytes(pid_t pid) {
+  std::string status;
+  if (!Exists("/proc/" + std::to_string(pid) + "/status")) return 0;
+  status = ReadFileOrDie("/proc/" + std::to_string(pid) + "/status");
+  size_t at = status.find("VmRSS:");
+  if (at == std::string::npos) return 0;
+  return std::stoll(status.substr(at + 6)) * 1024;
 }
 
 struct Node {
@@ -280,6 +451,71 @@ TEST(PeerFloodTest, IdleConnectionsAtTenTimesTheFdLimitLeaveControlCheckpointsAn
   EXPECT_EQ(honest.node->daemon().Stop(), 0);
   std::printf("flood: %s; status ok %d/%d; checkpoints %g -> %g; neighbour pulled %.1f s after\n", flood_summary.c_str(),
               status_ok, status_ok + status_failed, checkpoints_at_start, checkpoints_at_end, recovered_after);
+}
+
+
+// Issue 13: eight oversized Pull requests took RSS from 273 MB to 1.38 GB,
+// and 50 connections × 400 unfinished streams to 2.0 GB. Both at once, held
+// 10 s: the victim's RSS must stay within 64 MB of its baseline.
+// DISABLED: not there yet. Measured (baseline 169 MiB): main 1776 MiB peak;
+// with the peer limits 497 MiB. Apart: 8 oversized Pulls +89 MiB (the
+// resource quota resets 7 of 8 after ~176 MiB pushed); the unfinished streams
+// +232 MiB, because this client never ACKs the server's SETTINGS, so gRPC
+// 1.51 does not yet enforce MAX_CONCURRENT_STREAMS on it and accepts all 400
+// streams per connection (~12 KB each, waiting for their request message).
+TEST(PeerFloodTest, DISABLED_UnfinishedStreamsAndOversizedPullsKeepRssBounded) {
+  if (RaiseOwnFdLimit() < 512) GTEST_SKIP() << "the test needs 512 descriptors";
+  TempDir tmp;
+  Node victim = MakeNode(tmp.path(), "victim");
+  Node honest = MakeNode(tmp.path(), "honest");  // pinned, never started: the victim only serves
+  WriteConfig(victim, honest);
+  ASSERT_TRUE(victim.node->daemon().Start());
+  const pid_t pid = victim.node->daemon().pid();
+  // Training paused: RSS then moves only with what callers make it hold.
+  ASSERT_EQ(victim.node->Mycel({"pause"}).exit_code, 0);
+  SleepSeconds(2);
+  int64_t baseline = 0;
+  for (int i = 0; i < 5; ++i, SleepSeconds(0.2)) baseline = std::max(baseline, RssBytes(pid));
+  ASSERT_GT(baseline, 0);
+
+  constexpr int kOversized = 8, kStreamConns = 50, kStreamsEach = 400;
+  std::vector<std::unique_ptr<H2Conn>> big, many;
+  std::vector<uint32_t> big_stream;
+  for (int i = 0; i < kOversized; ++i) {
+    big.push_back(std::make_unique<H2Conn>(victim.port));
+    big_stream.push_back(big.back()->OpenPull());
+    big.back()->StartMessage(big_stream.back(), 1u << 30);  // claims 1 GiB, far past the 64 KiB hello limit
+  }
+  for (int i = 0; i < kStreamConns; ++i) {
+    many.push_back(std::make_unique<H2Conn>(victim.port));
+    for (int j = 0; j < kStreamsEach && many.back()->alive(); ++j) many.back()->OpenPull();
+  }
+  int64_t peak = baseline, pushed = 0;
+  const double start = Now();
+  while (Now() - start < 10) {
+    for (size_t i = 0; i < big.size(); ++i) {
+      big[i]->Read();
+      if (big[i]->alive() && !big[i]->StreamReset(big_stream[i])) pushed += big[i]->Pump(big_stream[i]);
+    }
+    for (auto& c : many) c->Read();
+    peak = std::max(peak, RssBytes(pid));
+    SleepSeconds(0.05);
+  }
+  int big_alive = 0, many_alive = 0;
+  for (auto& c : big) big_alive += c->alive();
+  for (auto& c : many) many_alive += c->alive();
+  big.clear();
+  many.clear();
+  const int64_t kMiB = 1 << 20;
+  std::printf("RSS baseline %lld MiB, peak %lld MiB; %lld MiB of oversized Pulls pushed; connections alive at the "
+              "end: %d/%d oversized, %d/%d with unfinished streams\n",
+              static_cast<long long>(baseline / kMiB), static_cast<long long>(peak / kMiB),
+              static_cast<long long>(pushed / kMiB), big_alive, kOversized, many_alive, kStreamConns);
+  EXPECT_LE(peak, baseline + 64 * kMiB) << "RSS grew from " << baseline / kMiB << " MiB to " << peak / kMiB
+                                        << " MiB";
+  EXPECT_TRUE(PeerPortSpeaksHttp2(victim.port, 2));
+  EXPECT_TRUE(TryStatus(*victim.node, 10).has_value());
+  EXPECT_EQ(victim.node->daemon().Stop(), 0);
 }
 
 }  // namespace
