@@ -61,7 +61,8 @@ struct PeerServerLimits {
   // HTTP/2 streams one connection may have open. A neighbour runs one Pull at
   // a time; 4 leaves room for a retry overlapping a slow reply. gRPC's
   // default is unlimited: 50 connections × 400 unfinished streams reached
-  // 2.0 GB RSS (issue 13).
+  // 2.0 GB RSS (issue 13). gRPC 1.51 enforces it only once the client has
+  // ACKed our SETTINGS, so a client that never does still gets its streams.
   int max_concurrent_streams = 4;
   // Memory gRPC may account to this server: read buffers, per-call arenas,
   // flow-control windows. Past it gRPC shrinks windows and then closes the
@@ -73,10 +74,12 @@ struct PeerServerLimits {
   // RESOURCE_EXHAUSTED. Serving is a short crypto check plus a sealed copy
   // of the log, so a few threads serve many neighbours.
   int max_threads = 16;
-  // Per-stream receive window announced before a message starts, and the cap
-  // the transport holds to once BDP probing is off: a Pull request (≤ 64
-  // KiB) fits in one window, and a caller can make us buffer no more than
-  // this per stream before the message-size check runs.
+  // Per-stream receive window announced before a message starts (BDP
+  // probing is off): a Pull request (≤ 64 KiB) fits in one. It does not cap
+  // a message that claims more: gRPC 1.51 widens the window to the claimed
+  // length and checks the size only once the message is in; the memory quota
+  // is what resets such a connection (measured: ~22 MiB pushed per
+  // connection before the reset, tests/adversarial).
   int stream_lookahead_bytes = 64 << 10;
   // A connection with no call for this long is closed (GOAWAY). It also
   // ends raw TCP connections that never speak HTTP/2. 30 s is well above a
