@@ -243,8 +243,11 @@ int Federation::Merge(float* x, double step_scale) {
   std::lock_guard<std::mutex> lock(mu_);
   State& s = *state_;
   const float beta = static_cast<float>(options_.drift_correction);
-  // A scale that is not a positive number would poison c; weight units then.
-  const float inv_scale = step_scale > 0 && std::isfinite(step_scale) ? static_cast<float>(1.0 / step_scale) : 1.0f;
+  // No local steps this round (held, busy): nothing for c to learn from the
+  // move, which is pure consensus; it fades. A scale that is not a finite
+  // positive number counts as none.
+  const bool learn = step_scale > 0 && std::isfinite(step_scale);
+  const float inv_scale = learn ? static_cast<float>(1.0 / step_scale) : 0.0f;
   std::vector<const Mirror*> parts;
   for (const Mirror& m : s.mirrors) {
     if (m.initialized) parts.push_back(&m);

@@ -12,10 +12,11 @@
 //                                       x̂ += Q⁻¹(q); log q.
 // Merge (each round, likewise):         d = γ · Σ_j w_j · (m_j − x̂); x += d;
 //                                       c = β · (c + d / η)
-// η is the round's learning rate summed over its local steps (K · lr), so c
+// η is the learning rate summed over the round's local steps (K · lr), so c
 // is a rate per unit of learning rate, as a gradient is: the trainer adds
 // lr · c after each local step (Trainer::WithSharedParameters), which over a
-// round is what the merges moved us by, at today's learning rate. Spread over
+// round is what the merges moved us by, at today's learning rate; a round
+// without steps (held) neither applies c nor learns from its merge. Spread over
 // the steps the correction steers every step, as gradient tracking with local
 // steps does (K-GT, SCAFFOLD), instead of arriving once after K steps spent
 // drifting toward local data; in learning-rate units it shrinks as the
@@ -136,8 +137,9 @@ class Federation {
   // and already holds this round's drift correction (the trainer added it).
   void Publish(const float* x, int64_t samples_trained);
   // d = γ Σ_j w_j (m_j − x̂); x += d; c = β (c + d / step_scale), with
-  // step_scale > 0 the round's summed learning rate (1: c in weight units).
-  // Returns how many mirrors took part.
+  // step_scale the round's local steps' learning rates summed (1: c in
+  // weight units); a round without local steps (step_scale ≤ 0) only fades c:
+  // c = β c. Returns how many mirrors took part.
   int Merge(float* x, double step_scale = 1.0);
   // A copy of the drift correction c (empty while β = 0), per unit of
   // learning rate: the trainer adds lr · c after each local step.

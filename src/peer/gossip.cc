@@ -393,10 +393,10 @@ struct Gossip::Impl : public Peer::Service {
       next_try[j] = now + backoff;
     }
     absl::Status merged = with_shared(
-        [this](std::vector<float>& x, int64_t, double lr) {
-          // The correction learns per unit of the learning rate a round sums
-          // to, which the next round's steps multiply back by theirs.
-          fed.Merge(x.data(), lr * static_cast<double>(std::max<int64_t>(1, options.federation.local_steps)));
+        [this](std::vector<float>& x, int64_t, double round_lr) {
+          // The correction learns per unit of the learning rate this round's
+          // steps summed to; the next round's steps multiply it back by theirs.
+          fed.Merge(x.data(), round_lr);
           return true;
         },
         /*opens_round=*/false, {});

@@ -43,13 +43,13 @@ namespace federation { class Federation; }
 
 namespace peer {
 
-// Runs fn(shared, samples_trained, learning_rate) on the model between two
-// training steps; writes back if fn returns true. `opens_round` opens the
+// Runs fn(shared, samples_trained, round_lr) on the model between two
+// training steps, round_lr being the learning rate the round's local steps
+// summed to; writes back if fn returns true. `opens_round` opens the
 // trainer's next local-steps budget (fn may then be null) and hands it
 // `drift`, the federation's drift correction per unit of learning rate, to
-// add lr · drift after each of those steps (empty: none); any call that does
-// not open a round first closes the one under way, adding what its untrained
-// steps did not (Trainer::WithSharedParameters).
+// add lr · drift after each of those steps (empty: none); see
+// Trainer::WithSharedParameters.
 using SharedParametersFn =
     std::function<absl::Status(std::function<bool(std::vector<float>&, int64_t, double)>, bool opens_round,
                                std::vector<float> drift)>;

@@ -101,9 +101,12 @@ struct Trainer::Impl {
   PolicyDecision decision;
   std::atomic<int64_t> steps_since_round{0};
   // This round's drift (WithSharedParameters), lr · drift after each local
-  // step; guarded by model_mu, like the weights it moves.
+  // step, and the learning rate those steps summed to; guarded by model_mu,
+  // like the weights they move.
   std::vector<float> round_drift;
-  int64_t round_drift_shares = 0;               // steps of this round that added theirs
+  bool round_open = false;                      // between a round's opening and its first closing call
+  int64_t round_steps = 0;                      // local steps of the round under way
+  double round_lr = 0;                          // their learning rates, summed
   std::atomic<double> max_cpu_percent{100};
   std::atomic<int> threads_wanted{1};
   int threads_set = 0;  // trainer thread only
@@ -136,10 +139,7 @@ struct Trainer::Impl {
   void WriteShared(const std::vector<float>& in);
   // Shared weights += scale · in (flattened as CopyShared); model_mu held.
   void AddShared(const std::vector<float>& in, float scale);
-  // How much of round_drift (a multiple of it, at the current learning rate)
-  // the steps of this round did not add: what closing the round must still
-  // add; 0 without a drift. model_mu held.
-  float CloseDrift();
+
   void Loop();
   void Step();
   void MaybeRefresh(double now, bool force);
@@ -227,18 +227,6 @@ void Trainer::Impl::AddShared(const std::vector<float>& in, float scale) {
     p.tensor.add_(view, scale);
     src += p.tensor.numel();
   }
-}
-
-float Trainer::Impl::CloseDrift() {
-  if (round_drift.empty()) return 0;
-  const int64_t k = std::max<int64_t>(1, options.local_steps);
-  const int64_t untrained = k - std::min(round_drift_shares, k);
-  int64_t steps;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    steps = stats.steps;
-  }
-  return static_cast<float>(static_cast<double>(untrained) * LearningRate(steps));
 }
 
 void Trainer::Impl::WriteShared(const std::vector<float>& in) {
@@ -458,9 +446,12 @@ void Trainer::Impl::Step() {
   torch::Tensor loss = model->Loss(x_batch, y_batch);
   loss.backward();
   optimizer->step();
-  if (!round_drift.empty() && options.local_steps > 0 && round_drift_shares < options.local_steps) {
-    AddShared(round_drift, static_cast<float>(lr));
-    round_drift_shares++;
+  // The round's local steps: paced, its budget of them (a step past it, as
+  // in a benchmark, is not one); unpaced, every step until the round closes.
+  if (round_open && (options.local_steps == 0 || round_steps < options.local_steps)) {
+    if (!round_drift.empty()) AddShared(round_drift, static_cast<float>(lr));
+    round_steps++;
+    round_lr += lr;
   }
   double l = loss.item<double>();
   loss_ema = std::isnan(loss_ema) ? l : (1 - kLossEmaAlpha) * loss_ema + kLossEmaAlpha * l;
@@ -727,7 +718,7 @@ absl::Status Trainer::Export(const std::string& path) {
 }
 
 absl::Status Trainer::WithSharedParameters(
-    std::function<bool(std::vector<float>& shared, int64_t samples_trained, double learning_rate)> fn,
+    std::function<bool(std::vector<float>& shared, int64_t samples_trained, double round_lr)> fn,
     bool opens_round, std::vector<float> drift) {
   Impl* impl = impl_.get();
   if (!drift.empty() && (!opens_round || static_cast<int64_t>(drift.size()) != impl->shared_numel)) {
@@ -736,29 +727,23 @@ absl::Status Trainer::WithSharedParameters(
   }
   try {
     std::lock_guard<std::mutex> model_lock(impl->model_mu);  // waits for at most one step
-    // Any call closes the round under way (an opening one too, should the
-    // last round never have closed): its untrained share of the drift lands now.
-    const float rest = impl->CloseDrift();
     if (fn) {
       std::vector<float> shared;
       impl->CopyShared(&shared);
-      if (rest > 0) {
-        for (size_t k = 0; k < shared.size(); ++k) shared[k] += rest * impl->round_drift[k];
-      }
-      int64_t samples, steps;
+      int64_t samples;
       {
         std::lock_guard<std::mutex> lock(impl->mu);
         samples = impl->stats.samples_trained;
-        steps = impl->stats.steps;
       }
-      if (fn(shared, samples, impl->LearningRate(steps)) || rest > 0) impl->WriteShared(shared);
-    } else if (rest > 0) {
-      impl->AddShared(impl->round_drift, rest);
+      if (fn(shared, samples, impl->round_lr)) impl->WriteShared(shared);
     }
-    impl->round_drift.clear();
     if (opens_round) {
       impl->round_drift = std::move(drift);
-      impl->round_drift_shares = 0;
+      impl->round_open = true;
+      impl->round_steps = 0;
+      impl->round_lr = 0;
+    } else {
+      impl->round_open = false;  // round_lr stays for the merge that follows the publish
     }
     if (!opens_round) {
       // Publish and merge close the round's local steps: the model rests

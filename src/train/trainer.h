@@ -123,27 +123,27 @@ class Trainer {
       const std::string& prompt, int top_k, int generate);
   absl::Status Export(const std::string& path);
 
-  // Runs fn(shared, samples_trained, learning_rate) between two steps (on
-  // the calling thread, holding the model lock for at most one step's wait),
-  // with the shared parameters flattened in Model::parameters() order and the
-  // learning rate of the next step; if fn returns true the values are written
-  // back into the model. This is how publishes and merges reach the weights.
-  // With `opens_round` it counts a new round and opens its local_steps budget
-  // (fn may then be null: no copy); without, it closes the budget until the
-  // next round opens.
+  // Runs fn(shared, samples_trained, round_lr) between two steps (on the
+  // calling thread, holding the model lock for at most one step's wait), with
+  // the shared parameters flattened in Model::parameters() order and the
+  // learning rate summed over the local steps the round under way has taken
+  // (0 if none); if fn returns true the values are written back into the
+  // model. This is how publishes and merges reach the weights. With
+  // `opens_round` it counts a new round and opens its local_steps budget (fn
+  // may then be null: no copy); without, it closes the budget until the next
+  // round opens.
   //
   // `drift` (opening a round only; empty = none, else shared_size() values)
   // is a rate per unit of learning rate, as a gradient is: after each of the
-  // round's local steps the shared weights move by lr · drift, so a
-  // correction steers every step rather than jolting the model once
-  // (federation's drift correction: with K local steps a node would
-  // otherwise spend the round drifting toward its own data before the
-  // correction pulls it back). The steps the round did not train add theirs
-  // when it closes (at the current lr, before fn runs), so every round applies
-  // K · lr · drift however busy the laptop was; with local_steps = 0
-  // (unpaced) one step's worth is added then.
+  // round's local steps (every step when unpaced) the shared weights move by
+  // lr · drift, so a correction steers every step rather than jolting the
+  // model once (federation's drift correction: with K local steps a node
+  // would otherwise spend the round drifting toward its own data before the
+  // correction pulls it back). A round that trains fewer steps applies less
+  // of it, and one that trains none (held, busy) none: the correction is for
+  // gradient steps, and round_lr tells the merge how many were taken.
   absl::Status WithSharedParameters(
-      std::function<bool(std::vector<float>& shared, int64_t samples_trained, double learning_rate)> fn,
+      std::function<bool(std::vector<float>& shared, int64_t samples_trained, double round_lr)> fn,
       bool opens_round = false, std::vector<float> drift = {});
   int64_t shared_size() const;
   absl::Status CheckpointNow();

@@ -495,6 +495,21 @@ TEST(DriftCorrection, OffLeavesNoCorrection) {
   EXPECT_TRUE(f->correction().empty());
 }
 
+// c is per unit of the learning rate the round's steps summed to; a round
+// that took no steps (held) only fades it.
+TEST(DriftCorrection, LearnsPerUnitOfLearningRateAndOnlyFadesWithoutSteps) {
+  auto f = Make({0}, 1, 1, Corrected(0.5));
+  std::vector<float> x = {1};
+  f->Publish(x.data(), 1);
+  ASSERT_TRUE(f->Apply(0, Keyframe({3}, 1, 1)).ok());
+  ASSERT_EQ(f->Merge(x.data(), /*step_scale=*/0.25), 1);  // d = ½(3−1) = 1
+  EXPECT_EQ(x, std::vector<float>{2});
+  EXPECT_EQ(f->correction(), std::vector<float>{2.0f});  // ½(0 + 1/0.25)
+  ASSERT_EQ(f->Merge(x.data(), /*step_scale=*/0), 1);    // no steps: d = ½(3−x̂) = 1 moves x, c only fades
+  EXPECT_EQ(x, std::vector<float>{3});
+  EXPECT_EQ(f->correction(), std::vector<float>{1.0f});
+}
+
 TEST(DriftCorrection, WithoutNeighboursItFadesAndMergeChangesNothing) {
   auto f = Make({0}, 1, 1, Corrected(0.5));
   std::vector<float> x = {1};
@@ -548,7 +563,7 @@ double RingErrorAfter(double beta, double miss_rate, int rounds, int local_steps
       for (int step = 0; step < local_steps; ++step) {
         for (size_t k = 0; k < n; ++k) {
           x[i][k] -= lr * h[i] * (x[i][k] - a[i][k]);
-          if (spread && !c.empty()) x[i][k] += c[k] / static_cast<float>(local_steps);
+          if (spread && !c.empty()) x[i][k] += lr * c[k];  // as the trainer does: lr · c a step
         }
       }
       if (!spread) AddCorrection(*nodes[i], &x[i]);
@@ -562,7 +577,8 @@ double RingErrorAfter(double beta, double miss_rate, int rounds, int local_steps
         EXPECT_TRUE(Pull(*nodes[(i + 1) % kNodes], *nodes[i], 1).ok());
       }
     }
-    for (int i = 0; i < kNodes; ++i) nodes[i]->Merge(x[i].data());
+    // Spread, c is per unit of the learning rate the round's steps summed to.
+    for (int i = 0; i < kNodes; ++i) nodes[i]->Merge(x[i].data(), spread ? lr * local_steps : 1.0);
   }
   double worst = 0;
   for (int i = 0; i < kNodes; ++i) {
