@@ -18,7 +18,7 @@
 //                          first EMFILE ("Failed accept4: Too many open
 //                          files"; newer gRPC retries): a flood of idle
 //                          connections used to leave the peer port and the
-//                          control socket deaf until a restart (issue 13).
+//                          control socket deaf until a restart.
 //                          PeerListener never reaches the descriptor limit,
 //                          and on EMFILE from elsewhere it backs off and
 //                          goes on.
@@ -61,7 +61,7 @@ struct PeerServerLimits {
   // HTTP/2 streams one connection may have open. A neighbour runs one Pull at
   // a time; 4 leaves room for a retry overlapping a slow reply. gRPC's
   // default is unlimited: 50 connections × 400 unfinished streams reached
-  // 2.0 GB RSS (issue 13). gRPC 1.51 enforces it only once the client has
+  // 2.0 GB RSS. gRPC 1.51 enforces it only once the client has
   // ACKed our SETTINGS, so a client that never does still gets its streams.
   int max_concurrent_streams = 4;
   // Memory gRPC may account to this server: read buffers, per-call arenas,

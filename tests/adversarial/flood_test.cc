@@ -1,10 +1,10 @@
-// Red-team tests of the peer port (issue 13): an unauthenticated caller on
+// Red-team tests of the peer port: an unauthenticated caller on
 // loopback tries to exhaust the victim daemon's descriptors, and the test
 // checks what must keep working — the control socket, checkpoints, and an
 // honest neighbour's exchanges once the flood stops.
 //
 // The victim runs under `prlimit --nofile=256:256` so ten times its limit is
-// a flood the test binary can hold (2560 sockets) in seconds; the issue saw
+// a flood the test binary can hold (2560 sockets) in seconds; a review saw
 // the same failure at 1024 with 1500 connections and at 256 with 300.
 #include <fcntl.h>
 #include <netinet/in.h>
