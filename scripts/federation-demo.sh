@@ -27,10 +27,10 @@ free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0));
 
 # Pacing and model come from configs/federation.toml (measured defaults, see
 # README), except that the learning rate anneals over the demo's length
-# instead of 10000 steps (about 16 local steps a second here on 2 cores): at
-# a still-high learning rate the nodes swing by several points from one table
-# to the next, which says little about where they are heading.
-DECAY_STEPS=$(( SECONDS_TO_RUN * 16 ))
+# instead of 500 rounds (local_steps / round_interval_s = 80 local steps a
+# second): at a still-high learning rate the nodes swing by several points
+# from one table to the next, which says little about where they are heading.
+DECAY_STEPS=$(( SECONDS_TO_RUN * 80 ))
 write_config() {  # name dir port peers_toml
   cat > "$2/mycel.toml" <<TOML
 [node]

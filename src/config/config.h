@@ -55,12 +55,13 @@ struct TrainingOptions {
 };
 
 struct FederationOptions {
-  double round_interval_s = 1.0;       // seconds between gossip rounds (publish, pull, merge); fractions allowed
-  int64_t local_steps = 1;             // training steps between two merges; 0 = unpaced (measured: README, "Pacing")
+  double round_interval_s = 10.0;      // seconds between gossip rounds (publish, pull, merge); fractions allowed
+  int64_t local_steps = 40;            // training steps between two merges; 0 = unpaced (measured: README, "Pacing")
   std::string merge = "metropolis";    // metropolis | fedavg (weighted by samples trained)
   double mixing = 1.0;                 // γ: how far each merge moves toward the neighbours, in (0, 1]
-  double drift_correction = 0.9;       // β in [0, 1): D²-style correction of each node's pull toward its own data; 0 = plain gossip
-  std::string codec = "dense_f32";     // wire codec of published deltas
+  double drift_correction = 0.99;      // β in [0, 1): correction of each node's pull toward its own data, spread over the local steps; 0 = plain gossip
+  std::string codec = "fp16";          // wire codec of published deltas (federation/codec.h)
+  int64_t max_stale_rounds = 3;        // a neighbour not pulled from in this many merges sits them out; 0 = never
   double max_delta_norm = 1e4;         // L2 bound on one received delta; larger ones are refused
   double pull_timeout_s = 5;           // deadline of one pull from a neighbour
   double max_backoff_s = 30;           // retry delay cap for an unreachable neighbour

@@ -38,6 +38,7 @@ class FederationState : public train::CheckpointParticipant {
     options_.drift_correction = config.federation.drift_correction;
     options_.codec = config.federation.codec;
     options_.max_delta_norm = config.federation.max_delta_norm;
+    options_.max_stale_rounds = static_cast<int>(config.federation.max_stale_rounds);
     for (const auto& p : config.peers) peer_keys_.push_back(p.public_key);
   }
   absl::Status Init(std::vector<float> initial_shared) override {
@@ -80,7 +81,7 @@ bool SameTraining(const config::TrainingOptions& a, const config::TrainingOption
 bool SameFederation(const config::FederationOptions& a, const config::FederationOptions& b) {
   auto tie = [](const config::FederationOptions& o) {
     return std::tie(o.round_interval_s, o.local_steps, o.merge, o.mixing, o.drift_correction, o.codec, o.max_delta_norm,
-                    o.pull_timeout_s, o.max_backoff_s);
+                    o.max_stale_rounds, o.pull_timeout_s, o.max_backoff_s);
   };
   return tie(a) == tie(b);
 }

@@ -190,6 +190,9 @@ absl::StatusOr<std::unique_ptr<Federation>> Federation::Create(const FederationO
     return absl::InvalidArgumentError(absl::StrCat(
         "federation.drift_correction: must be in [0, 1), got ", options.drift_correction));
   }
+  if (options.max_stale_rounds < 0) {
+    return absl::InvalidArgumentError("federation.max_stale_rounds: must be >= 0");
+  }
   if (options.max_log_bytes < 0) {
     return absl::InvalidArgumentError("federation.max_log_bytes: must be >= 0");
   }
@@ -249,8 +252,10 @@ int Federation::Merge(float* x, double step_scale) {
   const bool learn = step_scale > 0 && std::isfinite(step_scale);
   const float inv_scale = learn ? static_cast<float>(1.0 / step_scale) : 0.0f;
   std::vector<const Mirror*> parts;
-  for (const Mirror& m : s.mirrors) {
-    if (m.initialized) parts.push_back(&m);
+  for (Mirror& m : s.mirrors) {
+    const bool fresh = options_.max_stale_rounds <= 0 || m.stale_rounds < options_.max_stale_rounds;
+    if (m.initialized && fresh) parts.push_back(&m);
+    m.stale_rounds++;  // until the next successful Apply
   }
   if (parts.empty()) {
     for (float& c : s.correction) c *= beta;  // nothing to correct for: fade to plain SGD
@@ -413,6 +418,7 @@ absl::Status Federation::Apply(int peer, const PullAnswerView& answer) {
                                  options_.max_keyframe_norm));
     }
     mir.m.swap(p);
+    mir.stale_rounds = 0;
     mir.initialized = true;
     mir.epoch = answer.epoch;
     mir.seq = answer.to_seq;
@@ -472,6 +478,7 @@ absl::Status Federation::Apply(int peer, const PullAnswerView& answer) {
   mir.samples_trained = answer.samples_trained;
   mir.degree = answer.degree;
   mir.deltas_applied += static_cast<int64_t>(answer.deltas.size());
+  mir.stale_rounds = 0;  // up to date, even when there was nothing new
   return absl::OkStatus();
 }
 

@@ -24,7 +24,7 @@
 //   weights: "metropolis" w_j = 1 / (1 + max(deg_i, deg_j));
 //            "fedavg"     w_j = n_j / (n_i + Σ_k n_k), n = samples trained
 //   (uniform 1/(deg+1) while nobody has trained). Only mirrors that hold
-//   something take part.
+//   something and were refreshed within max_stale_rounds merges take part.
 // Drift correction c (β = drift_correction; β = 0: plain gossip, c stays 0):
 // with β = 1 and one local step this is D² (Tang et al., ICML 2018),
 // x_{t+1} = W(2x_t − x_{t−1} − α(g_t − g_{t−1})): c carries what the merges
@@ -67,6 +67,12 @@ struct FederationOptions {
   int64_t max_log_bytes = 64 << 20;   // DeltaLog bound; older deltas fall out (readers get keyframes)
   double max_delta_norm = 1e4;        // L2 bound on one decoded delta; larger ones are refused
   double max_keyframe_norm = 1e6;     // L2 bound on a keyframe (whole public copy)
+  // A mirror not refreshed by the last this-many merges (its neighbour asleep,
+  // unreachable, refusing) takes no part in merges until a pull succeeds
+  // again: with drift correction near 1, merging toward a frozen mirror round
+  // after round would be integrated into c and amplified (up to 1/(1 − β)
+  // times). 0 = mirrors always take part.
+  int max_stale_rounds = 3;
 };
 
 // What a node answers to "everything after (epoch, seq)".
@@ -118,6 +124,7 @@ struct MirrorStats {
   int64_t keyframes_applied = 0;
   int64_t refused = 0;
   std::string last_refusal;
+  int64_t stale_rounds = 0;           // merges since the mirror was last refreshed (not persisted)
 };
 
 class Federation {

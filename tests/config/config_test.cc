@@ -110,6 +110,7 @@ void ExpectSameOptions(const Config& a, const Config& b) {
   EXPECT_EQ(a.federation.drift_correction, b.federation.drift_correction);
   EXPECT_EQ(a.federation.codec, b.federation.codec);
   EXPECT_EQ(a.federation.max_delta_norm, b.federation.max_delta_norm);
+  EXPECT_EQ(a.federation.max_stale_rounds, b.federation.max_stale_rounds);
   EXPECT_EQ(a.federation.pull_timeout_s, b.federation.pull_timeout_s);
   EXPECT_EQ(a.federation.max_backoff_s, b.federation.max_backoff_s);
   EXPECT_EQ(a.policy.on_battery, b.policy.on_battery);
@@ -351,6 +352,7 @@ std::vector<BadCase> BadCases() {
       {hdr + "[federation]\ndrift_correction = 1.0\n", 4, "[federation] drift_correction", "must be in [0, 1) (got 1)"},
       {hdr + "[federation]\ndrift_correction = -0.1\n", 4, "[federation] drift_correction", "-0.1"},
       {hdr + "[federation]\ncodec = \"zip\"\n", 4, "[federation] codec", "dense_f32, fp16, int8"},
+      {hdr + "[federation]\nmax_stale_rounds = -1\n", 4, "[federation] max_stale_rounds", "must be in [0, 1000000]"},
       {hdr + "[federation]\ncodec = \"topk:0\"\n", 4, "[federation] codec", "fraction in (0, 1]"},
       {hdr + "[federation]\ncodec = \"topk:1.5\"\n", 4, "[federation] codec", "topk:1.5"},
       {hdr + "[federation]\ncodec = \"topk:abc\"\n", 4, "[federation] codec", "fraction"},
@@ -540,7 +542,7 @@ TEST(ExampleConfigTest, MentionsEveryKey) {
         "seed", "path", "local_layers", "context", "embedding", "optimizer", "lr", "momentum",
         "batch_size", "validation_fraction", "replay_fraction", "max_examples",
         "checkpoint_interval_s", "eval_interval_s", "max_eval_examples", "threads", "address",
-        "public_key", "round_interval_s", "local_steps", "merge", "mixing", "drift_correction", "codec", "max_delta_norm",
+        "public_key", "round_interval_s", "local_steps", "merge", "mixing", "drift_correction", "codec", "max_delta_norm", "max_stale_rounds",
         "pull_timeout_s", "max_backoff_s", "on_battery", "max_cpu_percent", "idle_only", "active_hours",
         "power_supply_dir", "lr_decay_steps", "lr_final"}) {
     const bool active = text.find("\n" + std::string(key) + " = ") != std::string::npos;

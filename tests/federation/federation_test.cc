@@ -495,6 +495,28 @@ TEST(DriftCorrection, OffLeavesNoCorrection) {
   EXPECT_TRUE(f->correction().empty());
 }
 
+// A neighbour that stops answering (asleep, gone) leaves a frozen mirror;
+// after max_stale_rounds merges without a refresh it takes no part, and a
+// successful pull, even one with nothing new, brings it back.
+TEST(Merge, AMirrorNotRefreshedForMaxStaleRoundsTakesNoPart) {
+  FederationOptions o;
+  o.max_stale_rounds = 2;
+  auto a = Make({0}, 1, 1, o);
+  auto b = Make({0}, 1, 1, o);
+  std::vector<float> xb = {4};
+  b->Publish(xb.data(), 1);
+  ASSERT_TRUE(Pull(*b, *a, 0).ok());  // a keyframe: a's mirror of b is 4
+  std::vector<float> x = {0};
+  EXPECT_EQ(a->Merge(x.data()), 1);
+  EXPECT_EQ(a->Merge(x.data()), 1);  // one merge without a refresh: still fresh enough
+  EXPECT_EQ(a->Merge(x.data()), 0);  // two: it sits out
+  const std::vector<float> before = x;
+  EXPECT_EQ(a->Merge(x.data()), 0);
+  EXPECT_EQ(x, before);
+  ASSERT_TRUE(Pull(*b, *a, 0).ok());  // b answers again (nothing new)
+  EXPECT_EQ(a->Merge(x.data()), 1);
+}
+
 // c is per unit of the learning rate the round's steps summed to; a round
 // that took no steps (held) only fades it.
 TEST(DriftCorrection, LearnsPerUnitOfLearningRateAndOnlyFadesWithoutSteps) {
@@ -853,7 +875,9 @@ TEST_F(Snapshot, GarbageAndTruncationsRefusedWithoutCrashOrChange) {
 
 TEST(MergeSpeed, TenMillionParametersTwoMirrors) {
   const size_t n = 10'000'000;
-  auto f = Make(std::vector<float>(n, 0.0f), 2, 2);
+  FederationOptions o;
+  o.max_stale_rounds = 0;  // the same two keyframes merged six times
+  auto f = Make(std::vector<float>(n, 0.0f), 2, 2, o);
   ASSERT_TRUE(f->Apply(0, Keyframe(std::vector<float>(n, 1.0f), 0, 2)).ok());
   ASSERT_TRUE(f->Apply(1, Keyframe(std::vector<float>(n, 2.0f), 0, 2)).ok());
   std::vector<float> x(n, 0.0f);

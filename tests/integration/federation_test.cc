@@ -108,7 +108,7 @@ TEST(FederationTest, RingOfFiveLearnsAllTenClassesWhileANodeAloneCannot) {
 
   // Mid-run, node 2 stops and comes back: it resumes from its final
   // checkpoint and catches up from its neighbours.
-  ASSERT_TRUE(PollUntil([&] { return fed[2].node->StatusNum("rounds") > 300; }, 120, 1));
+  ASSERT_TRUE(PollUntil([&] { return fed[2].node->StatusNum("rounds") > 100; }, 120, 1));
   EXPECT_EQ(fed[2].node->daemon().Stop(), 0);
   SleepSeconds(3);
   ASSERT_TRUE(fed[2].node->daemon().Start());
@@ -139,13 +139,13 @@ TEST(FederationTest, RingOfFiveLearnsAllTenClassesWhileANodeAloneCannot) {
   ASSERT_EQ(list->array.size(), 2u);
   for (const Json& p : list->array) {
     EXPECT_EQ(p.Str("state"), "connected") << peers.out;
-    EXPECT_GT(p.Num("deltas_accepted") + p.Num("keyframes_accepted"), 100) << peers.out;
+    EXPECT_GT(p.Num("deltas_accepted") + p.Num("keyframes_accepted"), 50) << peers.out;
     EXPECT_GT(p.Num("bytes_received"), 0);
     EXPECT_GT(p.Num("seq_applied"), 0);
   }
   auto st = fed[0].node->Status();
   ASSERT_TRUE(st.has_value());
-  EXPECT_GT(st->Num("rounds"), 300);
+  EXPECT_GT(st->Num("rounds"), 100);
   EXPECT_GT(st->Num("bytes_sent"), 0);
   EXPECT_GT(st->Num("bytes_received"), 0);
 
