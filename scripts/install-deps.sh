@@ -15,6 +15,7 @@ PACKAGES=(
   dataset-fashion-mnist
   python3-torch           # optional consumer: benchmarks compare to PyTorch, tests load exports
   python3-prometheus-client  # tests parse the metrics endpoint with Prometheus' own parser
+  python3-matplotlib      # the learning benchmark draws accuracy against rounds and bytes
   sqlite3
 )
 

@@ -10,18 +10,28 @@
 #   dirichlet  six nodes on a ring, classes split by Dirichlet(0.3) (seeded)
 #              goal: every node within 3 points of central
 #
-# Model/training/federation settings are configs/federation.toml's, with
-# rounds every 0.02 s (override with --set federation.round_interval_s=...). A
-# scenario stops when every node has finished its learning-rate decay
+# Model/training/federation settings are configs/federation.toml's (override
+# with --set, --codec, --local-steps). A scenario stops when every node has
+# finished its learning-rate decay
 # ([training] lr_decay_steps) and the nodes' mean test accuracy has not gained
 # more than 0.3 points over the last 3 evaluations (one every --eval-interval s), or at
 # --max-rounds / --max-seconds (reported as capped). Rounds, steps and bytes
-# are counted from the moment every node holds its data.
+# are counted from the moment every node holds its data. For each federation
+# it prints the rounds and bytes it took every node to reach the target
+# (ring2: 85%; Dirichlet: 2 points below central), bytes per node per round,
+# and draws accuracy against rounds and against bytes per node as a PNG beside
+# the result JSON.
 #
 # Usage: tests/bench/learning_bench.sh [--scenario ring2|dirichlet|central|all]
 #          [--max-rounds N] [--max-seconds S] [--central-max-seconds S]
-#          [--eval-interval S] [--set section.key=value]... [--seed N]
+#          [--eval-interval S] [--codec C] [--local-steps K]
+#          [--set section.key=value]... [--seed N]
 #          [--baseline RESULT.json] [--out RESULT.json] [--keep]
+#   --codec      [federation] codec of every node (dense_f32, fp16, int8, sign,
+#                topk:F, topk:F+int8, ...)
+#   --local-steps  [federation] local_steps of every node (the learning-rate
+#                decay keeps its length in rounds: lr_decay_steps is scaled by
+#                K / the config's local_steps)
 #   --set        override a setting of configs/federation.toml for every node
 #                (e.g. --set training.lr=0.02 --set 'model.hidden=[64]')
 #   --stretch-set  after a federation converges, restart its nodes from their
@@ -43,11 +53,8 @@ MYCEL=$BIN/mycel
 PY=${MYCEL_PYTHON:-/usr/bin/python3}
 HELPER=$ROOT/tests/bench/learning_bench.py
 
-SCENARIO=all MAX_ROUNDS=0 MAX_SECONDS=540 CENTRAL_MAX_SECONDS=300 INTERVAL=20 KEEP=0 SEED=1
-# Rounds every 0.02 s on loopback (a later --set wins): accuracy follows
-# rounds, not seconds, and at configs/federation.toml's 0.05 s the wall-clock
-# convergence test stopped ring2 at ~2400 rounds, before it had converged.
-OUT="" BASELINE="" SETS=(--set federation.round_interval_s=0.02) STRETCH_SETS=() STRETCH_SECONDS=180
+SCENARIO=all MAX_ROUNDS=0 MAX_SECONDS=540 CENTRAL_MAX_SECONDS=300 INTERVAL=10 KEEP=0 SEED=1
+OUT="" BASELINE="" SETS=() STRETCH_SETS=() STRETCH_SECONDS=180 LOCAL_STEPS=
 COMMAND="tests/bench/learning_bench.sh $*"
 while [ $# -gt 0 ]; do
   case $1 in
@@ -57,6 +64,8 @@ while [ $# -gt 0 ]; do
     --central-max-seconds) CENTRAL_MAX_SECONDS=$2; shift 2 ;;
     --eval-interval) INTERVAL=$2; shift 2 ;;
     --set) SETS+=(--set "$2"); shift 2 ;;
+    --codec) SETS+=(--set "federation.codec=\"$2\""); shift 2 ;;
+    --local-steps) LOCAL_STEPS=$2; shift 2 ;;
     --stretch-set) STRETCH_SETS+=(--set "$2"); shift 2 ;;
     --stretch-seconds) STRETCH_SECONDS=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
@@ -76,6 +85,14 @@ for f in "$MYCELD" "$MYCEL"; do
   [ -x "$f" ] || { echo "learning_bench: $f not built (set MYCEL_BIN_DIR)" >&2; exit 2; }
 done
 "$PY" -c 'import numpy' 2>/dev/null || { echo "learning_bench: $PY lacks numpy (set MYCEL_PYTHON)" >&2; exit 2; }
+
+if [ -n "$LOCAL_STEPS" ]; then
+  # Same schedule in rounds: the decay spans as many rounds as the config's does.
+  read -r base_k base_decay < <("$PY" -c 'import sys,tomllib; c=tomllib.load(open(sys.argv[1],"rb"))
+print(c["federation"]["local_steps"], c["training"]["lr_decay_steps"])' "$ROOT/configs/federation.toml")
+  SETS=(--set "federation.local_steps=$LOCAL_STEPS"
+        --set "training.lr_decay_steps=$(( base_decay * LOCAL_STEPS / (base_k > 0 ? base_k : 1) ))" "${SETS[@]}")
+fi
 
 BASE=$(mktemp -d /tmp/mycel-learning.XXXXXX)
 OUT=${OUT:-$ROOT/build/learning_bench-$(date +%Y%m%d-%H%M%S).json}
