@@ -87,10 +87,10 @@ void AddInto(float* __restrict a, const float* __restrict d, size_t n) {
   for (size_t k = 0; k < n; ++k) a[k] += d[k];
 }
 
-// x[k] += c * (m[k] - xh[k]) — the inner loop of Merge, kept alias-free so it vectorises.
-void AddScaledDifference(float* __restrict x, const float* __restrict m,
-                         const float* __restrict xh, float c, size_t n) {
-  for (size_t k = 0; k < n; ++k) x[k] += c * (m[k] - xh[k]);
+// d[k] += c * (m[k] - x[k]) — the inner loop of Merge, kept alias-free so it vectorises.
+void AddScaledDifference(float* __restrict d, const float* __restrict m,
+                         const float* __restrict x, float c, size_t n) {
+  for (size_t k = 0; k < n; ++k) d[k] += c * (m[k] - x[k]);
 }
 
 // Snapshot format (all integers little-endian):
@@ -280,23 +280,28 @@ int Federation::Merge(float* x, double step_scale) {
       coeff[j] = static_cast<float>(options_.mixing * w);
     }
   }
-  // Blocked so x and x̂ stay in cache while every mirror streams through once.
+  // d = γ Σ_j w_j (m_j − x): each neighbour's public copy against our own
+  // weights, not against our public copy x̂ as CHOCO-SGD writes it. With an
+  // exact codec the two are the same (x̂ = x right after publishing); with a
+  // lossy one x − x̂ holds what the codec has not sent yet, and merging
+  // against x̂ pulls every node by the difference of those residuals.
+  // Measured (PyTorch simulation, five-node ring, two classes per node, 40
+  // local steps, drift correction 0.95, round 500): topk:0.1 against x̂
+  // diverges at γ = 1 and reaches 58–70% at γ = 0.5; against x it reaches
+  // 79–81% at γ = 1 (dense: 82–84%), and int8 matches dense.
+  // Blocked so x stays in cache while every mirror streams through once; the
+  // block of d is summed before x moves, so every mirror sees the same x.
   constexpr size_t kBlock = 4096;
-  const float* xh = s.xhat.data();
   const bool corrected = !s.correction.empty();
-  float d[kBlock];  // with drift correction: this block of d, then x += d, c = β(c + d/η)
+  float d[kBlock];  // this block of d, then x += d, and with drift correction c = β(c + d/η)
   for (size_t b = 0; b < size_; b += kBlock) {
-    size_t n = std::min(kBlock, size_ - b);
-    float* out = x + b;
-    if (corrected) {
-      std::fill(d, d + n, 0.0f);
-      out = d;
-    }
+    const size_t n = std::min(kBlock, size_ - b);
+    std::fill(d, d + n, 0.0f);
     for (size_t j = 0; j < parts.size(); ++j) {
-      AddScaledDifference(out, parts[j]->m.data() + b, xh + b, coeff[j], n);
+      AddScaledDifference(d, parts[j]->m.data() + b, x + b, coeff[j], n);
     }
+    AddInto(x + b, d, n);
     if (corrected) {
-      AddInto(x + b, d, n);
       float* c = s.correction.data() + b;
       for (size_t k = 0; k < n; ++k) c[k] = beta * (c[k] + inv_scale * d[k]);
     }

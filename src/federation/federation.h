@@ -10,7 +10,7 @@
 //
 // Publish (each round, the model between two steps): q = Q(x − x̂);
 //                                       x̂ += Q⁻¹(q); log q.
-// Merge (each round, likewise):         d = γ · Σ_j w_j · (m_j − x̂); x += d;
+// Merge (each round, likewise):         d = γ · Σ_j w_j · (m_j − x); x += d;
 //                                       c = β · (c + d / η)
 // η is the learning rate summed over the round's local steps (K · lr), so c
 // is a rate per unit of learning rate, as a gradient is: the trainer adds
@@ -143,7 +143,7 @@ class Federation {
   // q = Q(x − x̂), x̂ += Q⁻¹(q), appended as seq+1. `x` has size() values
   // and already holds this round's drift correction (the trainer added it).
   void Publish(const float* x, int64_t samples_trained);
-  // d = γ Σ_j w_j (m_j − x̂); x += d; c = β (c + d / step_scale), with
+  // d = γ Σ_j w_j (m_j − x); x += d; c = β (c + d / step_scale), with
   // step_scale the round's local steps' learning rates summed (1: c in
   // weight units); a round without local steps (step_scale ≤ 0) only fades c:
   // c = β c. Returns how many mirrors took part.
