@@ -13,6 +13,12 @@ constexpr char kMagic[] = "MYCELCK1";
 constexpr char kPrefix[] = "ckpt-";
 constexpr char kSuffix[] = ".bin";
 
+// Sequences we could ever write: one checkpoint a second for 30 million years.
+// A name past it (ckpt-99999999999999999999999.bin, or 2^64 − 1, after which
+// the next sequence would wrap to 0 and every new checkpoint would be deleted
+// as the oldest) is not one of ours and is left alone.
+constexpr uint64_t kMaxSeq = 999'999'999'999'999;
+
 bool ParseSeq(const std::string& name, uint64_t* seq) {
   const size_t plen = sizeof(kPrefix) - 1, slen = sizeof(kSuffix) - 1;
   if (name.size() <= plen + slen || name.compare(0, plen, kPrefix) != 0 ||
@@ -20,8 +26,13 @@ bool ParseSeq(const std::string& name, uint64_t* seq) {
     return false;
   }
   std::string digits = name.substr(plen, name.size() - plen - slen);
-  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return false;
-  *seq = std::stoull(digits);
+  if (digits.empty() || digits.size() > 18 || digits.find_first_not_of("0123456789") != std::string::npos) {
+    return false;
+  }
+  uint64_t v = 0;
+  for (char c : digits) v = v * 10 + static_cast<uint64_t>(c - '0');  // ≤ 18 digits: no overflow
+  if (v > kMaxSeq) return false;
+  *seq = v;
   return true;
 }
 }  // namespace
@@ -54,7 +65,11 @@ absl::StatusOr<std::vector<uint64_t>> Checkpointer::ListSeqs() {
   std::vector<uint64_t> seqs;
   for (const auto& name : names) {
     uint64_t seq;
-    if (ParseSeq(name, &seq)) seqs.push_back(seq);
+    if (ParseSeq(name, &seq)) {
+      seqs.push_back(seq);
+    } else if (name.rfind(kPrefix, 0) == 0 && name.find(".tmp-") == std::string::npos) {
+      Logger("train")->warn("ignoring {}/{}: not a checkpoint name this daemon writes", options_.dir, name);
+    }
   }
   std::sort(seqs.begin(), seqs.end());
   return seqs;

@@ -105,6 +105,32 @@ TEST(Checkpointer, OpenRemovesStaleTempFiles) {
   EXPECT_FALSE((*(*c)->LoadNewest()).has_value());
 }
 
+// File names a daemon never writes must not stop it: a sequence that does not
+// fit 64 bits used to abort every start (uncaught std::out_of_range), and
+// 2^64 − 1 made the next sequence wrap to 0, so each new checkpoint was deleted
+// as the oldest right after it was written.
+TEST(Checkpointer, HostileNamesAreIgnoredAndNewCheckpointsSurvive) {
+  CheckpointerOptions o;
+  o.dir = TempDir() + "/ckpt";
+  ASSERT_TRUE(Env::Default()->CreateDirs(o.dir, 0700).ok());
+  for (const char* name : {"ckpt-99999999999999999999999.bin", "ckpt-18446744073709551615.bin",
+                           "ckpt-1000000000000000.bin", "ckpt-12x.bin"}) {
+    std::ofstream(o.dir + "/" + name) << "not a checkpoint";
+  }
+  auto c = Checkpointer::Open(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->Save("first").ok());
+  ASSERT_TRUE((*c)->Save("second").ok());
+  auto loaded = (*c)->LoadNewest();
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_TRUE(loaded->has_value());
+  EXPECT_EQ((*loaded)->payload, "second");
+  EXPECT_EQ((*loaded)->seq, 2u);
+  auto names = Env::Default()->ListDir(o.dir);
+  ASSERT_TRUE(names.ok());
+  EXPECT_EQ(names->size(), 6u);  // the four strangers untouched, and our two
+}
+
 TEST(Sections, RoundTripAndTruncation) {
   Sections s;
   s.Put("meta", "steps=3");
