@@ -130,6 +130,15 @@ Rule<double> RealIn(double lo, double hi, bool hi_open) {
   };
 }
 
+// A duration in seconds: at least 10 ms (shorter ones only spin a core) and
+// at most a year (longer ones overflow clock arithmetic).
+Rule<double> Seconds() {
+  return [](const double& v) -> std::string {
+    if (v >= 0.01 && v <= 365.0 * 86400) return "";
+    return absl::StrCat("must be a duration in [0.01, 31536000] seconds (got ", v, ")");
+  };
+}
+
 Rule<std::string> OneOf(std::vector<std::string> allowed) {
   return [allowed = std::move(allowed)](const std::string& v) -> std::string {
     if (std::find(allowed.begin(), allowed.end(), v) != allowed.end()) return "";
@@ -482,15 +491,15 @@ std::vector<Field> TrainingFields(TrainingOptions* o) {
       RealField("validation_fraction", &o->validation_fraction, RealIn(0, 0.9, false)),
       RealField("replay_fraction", &o->replay_fraction, RealIn(0, 1, false)),
       IntField("max_examples", &o->max_examples, IntAtLeast(100)),
-      RealField("checkpoint_interval_s", &o->checkpoint_interval_s, RealPositive()),
-      RealField("eval_interval_s", &o->eval_interval_s, RealPositive()),
+      RealField("checkpoint_interval_s", &o->checkpoint_interval_s, Seconds()),
+      RealField("eval_interval_s", &o->eval_interval_s, Seconds()),
       IntField("max_eval_examples", &o->max_eval_examples, IntAtLeast(1)),
   };
 }
 
 std::vector<Field> FederationFields(FederationOptions* o) {
   return {
-      RealField("round_interval_s", &o->round_interval_s, RealPositive()),
+      RealField("round_interval_s", &o->round_interval_s, Seconds()),
       IntField("local_steps", &o->local_steps, IntIn(0, 1000000)),
       StringField("merge", &o->merge, OneOf({"metropolis", "fedavg"})),
       RealField("mixing", &o->mixing, RealIn(0, 1, /*hi_open=*/false)),
@@ -498,8 +507,8 @@ std::vector<Field> FederationFields(FederationOptions* o) {
       StringField("codec", &o->codec, CodecName()),
       IntField("max_stale_rounds", &o->max_stale_rounds, IntIn(0, 1000000)),
       RealField("max_delta_norm", &o->max_delta_norm, RealPositive()),
-      RealField("pull_timeout_s", &o->pull_timeout_s, RealPositive()),
-      RealField("max_backoff_s", &o->max_backoff_s, RealPositive()),
+      RealField("pull_timeout_s", &o->pull_timeout_s, Seconds()),
+      RealField("max_backoff_s", &o->max_backoff_s, Seconds()),
   };
 }
 
