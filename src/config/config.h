@@ -59,7 +59,7 @@ struct FederationOptions {
   int64_t local_steps = 40;            // training steps between two merges; 0 = unpaced (measured: README, "Pacing")
   std::string merge = "metropolis";    // metropolis | fedavg (weighted by samples trained)
   double mixing = 1.0;                 // γ: how far each merge moves toward the neighbours, in (0, 1]
-  double drift_correction = 0.99;      // β in [0, 1): correction of each node's pull toward its own data, spread over the local steps; 0 = plain gossip
+  double drift_correction = 0.95;      // β in [0, 1): correction of each node's pull toward its own data, spread over the local steps; 0 = plain gossip
   std::string codec = "fp16";          // wire codec of published deltas (federation/codec.h)
   int64_t max_stale_rounds = 3;        // a neighbour not pulled from in this many merges sits them out; 0 = never
   double max_delta_norm = 1e4;         // L2 bound on one received delta; larger ones are refused

@@ -11,6 +11,7 @@ learning_bench.sh starts and stops the myceld nodes; this file does the rest:
            the mean accuracy stops improving (or a round/time cap), then
            write the scenario's result JSON
   report   per-scenario table and summary line, goals, the combined JSON
+  plot     one PNG of the federations of several result files (one per codec)
 
 Needs numpy only for `split`; run it with /usr/bin/python3 (Debian's numpy).
 """
@@ -385,12 +386,13 @@ def plot(results, central, path):
             ax.axhline(c, color="gray", linewidth=0.8, label=f"central {c:.1f}%")
     ax1.axvline(ROUNDS_GOAL, color="black", linewidth=0.6, linestyle=":")
     ax1.set_xlabel("rounds")
-    ax2.set_xlabel("MiB sent per node")
+    ax2.set_xlabel("MiB sent per node (log scale)")
+    ax2.set_xscale("log")
     for ax in (ax1, ax2):
         ax.set_ylabel("test accuracy (%)")
         ax.set_ylim(50, 92)
         ax.grid(alpha=0.3)
-    ax1.legend(fontsize=7, loc="lower right")
+    ax2.legend(fontsize=6, loc="lower right")
     fig.suptitle("mycel federation on Fashion-MNIST (real myceld on loopback)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -437,6 +439,20 @@ def cmd_report(args):
     print(f"results: {args.out}" + (f", plot: {png}" if png else ""))
 
 
+def cmd_plot(args):
+    """One PNG of every federation in several report files (e.g. one run per codec)."""
+    runs, central = {}, None
+    for path in args.reports:
+        with open(path) as f:
+            report = json.load(f)
+        for name, r in report.get("scenarios", {}).items():
+            if name == "central":
+                central = central or r
+            else:
+                runs[f"{path}:{name}"] = r
+    print(f"plot: {plot(runs, central, args.out)}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -468,8 +484,12 @@ def main():
     r.add_argument("--baseline")
     r.add_argument("--command", default="")
     r.add_argument("--out", required=True)
+    pl = sub.add_parser("plot")
+    pl.add_argument("reports", nargs="+", help="result files written by learning_bench.sh --out")
+    pl.add_argument("--out", required=True)
     args = ap.parse_args()
-    {"config": cmd_config, "split": cmd_split, "watch": cmd_watch, "report": cmd_report}[args.cmd](args)
+    {"config": cmd_config, "split": cmd_split, "watch": cmd_watch, "report": cmd_report,
+     "plot": cmd_plot}[args.cmd](args)
 
 
 if __name__ == "__main__":
