@@ -152,6 +152,13 @@ TEST(FederationTest, RingOfFiveLearnsAllTenClassesWhileANodeAloneCannot) {
   for (size_t i = 0; i < kRing; ++i) EXPECT_EQ(fed[i].node->daemon().Stop(), 0);
 }
 
+// `mycel peers --json` of a node, parsed; the test fails if it does not parse.
+std::optional<Json> Peers(const TestNode& node) {
+  auto r = node.Mycel({"peers", "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  return ParseJson(r.out);
+}
+
 TEST(FederationTest, AnIntruderWithAnUnpinnedKeyGetsNothingAndChangesNothing) {
   TempDir tmp;
   Federation fed(tmp.path());
@@ -161,22 +168,25 @@ TEST(FederationTest, AnIntruderWithAnUnpinnedKeyGetsNothingAndChangesNothing) {
   fed.WriteConfig(0, {1});
   fed.WriteConfig(1, {0});
   fed.WriteConfig(2, {0});  // the intruder pins a, but a does not pin it
+  // Paused, a runs no rounds of its own, so nothing but a caller could change
+  // its weights. (With rounds on, a paused pair keeps merging toward each
+  // other for minutes: the lossy codec's residual and the correction fade by
+  // ulps, and no fixed wait makes two evaluations agree.)
+  TestNode& a = *fed[0].node;
+  WriteFileOrDie(a.config_path(), ReadFileOrDie(a.config_path()) + "\n[policy]\ngossip_when_held = false\n");
   for (size_t i = 0; i < 2; ++i) ASSERT_TRUE(fed[i].node->daemon().Start());
-  Ingest(*fed[0].node, "0,1");
+  Ingest(a, "0,1");
   Ingest(*fed[1].node, "2,3");
-  ASSERT_TRUE(PollUntil([&] { return fed[0].node->StatusNum("rounds") > 50; }, 120, 0.5));
-  for (size_t i = 0; i < 2; ++i) ASSERT_EQ(fed[i].node->Mycel({"pause"}).exit_code, 0);
-  ASSERT_TRUE(PollUntil([&] { return fed[0].node->Status()->Str("state") == "paused" &&
-                                     fed[1].node->Status()->Str("state") == "paused"; }, 30, 0.2));
-  // Merges go on while paused until a and b hold the same weights; with drift
-  // correction that takes a few dozen rounds, while the correction fades.
-  auto before = fed[0].node->Mycel({"eval", "--json", T10kImages(), T10kLabels()});
-  ASSERT_TRUE(PollUntil([&] {
-    auto now = fed[0].node->Mycel({"eval", "--json", T10kImages(), T10kLabels()});
-    const bool settled = now.out == before.out;
-    before = now;
-    return settled;
-  }, 60, 1)) << "a's weights never settled while paused: " << before.out;
+  ASSERT_TRUE(PollUntil([&] { return a.StatusNum("rounds") > 20; }, 120, 0.5));
+  ASSERT_EQ(a.Mycel({"pause"}).exit_code, 0);
+  auto held = [&] {
+    auto pj = Peers(a);
+    return pj ? pj->Num("rounds_held") : 0.0;
+  };
+  ASSERT_TRUE(PollUntil([&] { return held() > 1; }, 30, 0.2));  // the round under way has ended
+  const double rounds = a.StatusNum("rounds");
+  auto before = a.Mycel({"eval", "--json", T10kImages(), T10kLabels()});
+  ASSERT_EQ(before.exit_code, 0) << before.Describe();
 
   ASSERT_TRUE(fed[2].node->daemon().Start());
   ASSERT_TRUE(PollUntil([&] {
@@ -196,17 +206,12 @@ TEST(FederationTest, AnIntruderWithAnUnpinnedKeyGetsNothingAndChangesNothing) {
   ASSERT_TRUE(ap.has_value());
   EXPECT_GT(ap->Num("refused_unknown"), 0);
   EXPECT_EQ(ap->Find("peers")->array.size(), 1u);  // only b is a neighbour
-  auto after = fed[0].node->Mycel({"eval", "--json", T10kImages(), T10kLabels()});
+  auto after = a.Mycel({"eval", "--json", T10kImages(), T10kLabels()});
   EXPECT_EQ(before.out, after.out);  // same weights, to the last digit
+  EXPECT_EQ(a.StatusNum("rounds"), rounds);  // and a ran no round that could explain a change
+  EXPECT_GT(held(), 5);
   EXPECT_NE(fed[0].node->daemon().Log().find("unpinned_key"), std::string::npos);
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(fed[i].node->daemon().Stop(), 0);
-}
-
-// `mycel peers --json` of a node, parsed; the test fails if it does not parse.
-std::optional<Json> Peers(const TestNode& node) {
-  auto r = node.Mycel({"peers", "--json"});
-  EXPECT_EQ(r.exit_code, 0) << r.Describe();
-  return ParseJson(r.out);
 }
 
 // The state `node` reports for neighbour `name`, or "" if it is not listed.
