@@ -3,11 +3,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <map>
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/resource_quota.h>
+
+#include "absl/cleanup/cleanup.h"
 
 #include "common/clock.h"
 #include "common/file_util.h"
@@ -24,36 +27,59 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-// Reassembles files streamed as FileChunks (from an Eval's ServerReader or an
-// Ingest's ServerReaderWriter).
+// Reassembles files sent as FileChunks, in a stream (Eval, Ingest) or inline
+// (Predict). A chunk's file_index is the client's name for its file, any
+// uint32: files are numbered in order of first appearance, never by the index
+// itself, so a hostile index cannot size anything.
+class FileAssembler {
+ public:
+  FileAssembler(int64_t max_bytes, std::vector<UploadedFile>* files) : max_bytes_(max_bytes), files_(files) {}
+
+  absl::Status Add(const FileChunk& chunk) {
+    auto it = index_of_.find(chunk.file_index());
+    if (it == index_of_.end()) {
+      if (index_of_.size() >= kMaxFiles) {
+        return absl::InvalidArgumentError("more than " + std::to_string(kMaxFiles) + " files in one request");
+      }
+      it = index_of_.emplace(chunk.file_index(), files_->size()).first;
+      files_->push_back(UploadedFile{chunk.name(), {}});
+    }
+    total_ += static_cast<int64_t>(chunk.data().size());
+    if (total_ > max_bytes_) {
+      return absl::ResourceExhaustedError("upload larger than " + std::to_string(max_bytes_) + " bytes");
+    }
+    (*files_)[it->second].bytes += chunk.data();
+    return absl::OkStatus();
+  }
+
+  absl::Status Finish() const {
+    return files_->empty() ? absl::InvalidArgumentError("no files sent") : absl::OkStatus();
+  }
+
+ private:
+  static constexpr size_t kMaxFiles = 1024;
+  const int64_t max_bytes_;
+  std::vector<UploadedFile>* files_;
+  int64_t total_ = 0;
+  std::map<uint32_t, size_t> index_of_;
+};
+
 template <typename Reader>
 absl::Status ReadFiles(Reader* reader, int64_t max_bytes,
                        std::vector<UploadedFile>* files, std::string* format,
                        std::vector<int64_t>* keep_labels = nullptr) {
   FileChunk chunk;
-  int64_t total = 0;
+  FileAssembler assembler(max_bytes, files);
   bool first = true;
-  std::map<uint32_t, size_t> index_of;
   while (reader->Read(&chunk)) {
     if (first) {
       *format = chunk.format();
       if (keep_labels) keep_labels->assign(chunk.keep_labels().begin(), chunk.keep_labels().end());
       first = false;
     }
-    auto it = index_of.find(chunk.file_index());
-    if (it == index_of.end()) {
-      if (index_of.size() >= 1024) return absl::InvalidArgumentError("more than 1024 files in one request");
-      it = index_of.emplace(chunk.file_index(), files->size()).first;
-      files->push_back(UploadedFile{chunk.name(), {}});
-    }
-    total += static_cast<int64_t>(chunk.data().size());
-    if (total > max_bytes) {
-      return absl::ResourceExhaustedError("upload larger than " + std::to_string(max_bytes) + " bytes");
-    }
-    (*files)[it->second].bytes += chunk.data();
+    MYCEL_RETURN_IF_ERROR(assembler.Add(chunk));
   }
-  if (files->empty()) return absl::InvalidArgumentError("no files sent");
-  return absl::OkStatus();
+  return assembler.Finish();
 }
 
 // Sends an Ingest's progress to its client: each change of phase, the last
@@ -107,6 +133,13 @@ class Service final : public Control::Service {
 
   grpc::Status Ingest(grpc::ServerContext* context,
                       grpc::ServerReaderWriter<IngestProgress, FileChunk>* stream) override {
+    if (ingests_running_.fetch_add(1) >= options_.max_concurrent_ingests) {
+      ingests_running_.fetch_sub(1);
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "another ingest is running (at most " + std::to_string(options_.max_concurrent_ingests) +
+                              " at a time); retry when it has finished");
+    }
+    absl::Cleanup done = [this] { ingests_running_.fetch_sub(1); };
     std::vector<UploadedFile> files;
     std::string format;
     std::vector<int64_t> keep_labels;
@@ -143,7 +176,15 @@ class Service final : public Control::Service {
   }
 
   grpc::Status Predict(grpc::ServerContext*, const PredictRequest* req, PredictReply* reply) override {
-    auto r = handler_.Predict(*req);
+    std::vector<UploadedFile> files;
+    if (req->files_size() > 0) {
+      FileAssembler assembler(options_.max_upload_bytes, &files);
+      for (const FileChunk& chunk : req->files()) {
+        absl::Status s = assembler.Add(chunk);
+        if (!s.ok()) return ToGrpc(s);
+      }
+    }
+    auto r = handler_.Predict(*req, files);
     if (!r.ok()) return ToGrpc(r.status());
     *reply = std::move(r).value();
     return grpc::Status::OK;
@@ -173,6 +214,7 @@ class Service final : public Control::Service {
  private:
   ControlHandler& handler_;
   ControlServerOptions options_;
+  std::atomic<int> ingests_running_{0};
 };
 
 // Bounds on the control server. Only the owner can reach the socket (0600),

@@ -53,8 +53,9 @@ class ControlHandler {
                                                              const IngestProgressFn& progress) = 0;
   virtual absl::StatusOr<mycel::control::EvalReply> Eval(const std::vector<UploadedFile>& files,
                                                          const std::string& format) = 0;
+  // `files`: the request's inline FileChunks reassembled (empty if none).
   virtual absl::StatusOr<mycel::control::PredictReply> Predict(
-      const mycel::control::PredictRequest& request) = 0;
+      const mycel::control::PredictRequest& request, const std::vector<UploadedFile>& files) = 0;
   // The current model as TorchScript bytes.
   virtual absl::StatusOr<std::string> Export() = 0;
   virtual absl::StatusOr<mycel::control::PeersReply> GetPeers() = 0;
@@ -63,6 +64,10 @@ class ControlHandler {
 struct ControlServerOptions {
   std::string socket_path;                       // created mode 0600; a stale one is replaced
   int64_t max_upload_bytes = int64_t{4} << 30;   // per Ingest/Eval stream, all files together
+  // Ingests held in memory at once; one more is refused (RESOURCE_EXHAUSTED)
+  // before any of its bytes are read. The store takes one writer at a time
+  // anyway, so a second concurrent upload would only wait holding memory.
+  int max_concurrent_ingests = 1;
 };
 
 class ControlServer {

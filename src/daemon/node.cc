@@ -365,7 +365,15 @@ absl::StatusOr<control::EvalReply> Node::Eval(const std::vector<control::Uploade
   return r;
 }
 
-absl::StatusOr<control::PredictReply> Node::Predict(const control::PredictRequest& request) {
+absl::StatusOr<control::PredictReply> Node::Predict(const control::PredictRequest& request,
+                                                    const std::vector<control::UploadedFile>& files) {
+  // The CLI's own bound: a greedy continuation runs on the trainer thread,
+  // so an absurd length would hold training for as long as it takes.
+  constexpr int kMaxGenerate = 10000;
+  if (request.generate() < 0 || request.generate() > kMaxGenerate) {
+    return absl::InvalidArgumentError("predict: generate must be in [0, " + std::to_string(kMaxGenerate) +
+                                      "], got " + std::to_string(request.generate()));
+  }
   control::PredictReply r;
   r.set_true_label(-1);
   int top_k = request.top_k() > 0 ? request.top_k() : 3;
@@ -383,13 +391,7 @@ absl::StatusOr<control::PredictReply> Node::Predict(const control::PredictReques
     return r;
   }
   data::Example example;
-  if (request.files_size() > 0) {
-    std::vector<control::UploadedFile> files;
-    for (const auto& f : request.files()) {
-      if (f.file_index() >= files.size()) files.resize(f.file_index() + 1);
-      files[f.file_index()].name = f.name();
-      files[f.file_index()].bytes += f.data();
-    }
+  if (!files.empty()) {
     MYCEL_ASSIGN_OR_RETURN(auto fmt, data::ParseFormat(request.files(0).format()));
     MYCEL_ASSIGN_OR_RETURN(auto examples, data::ImportFiles(ToBlobs(files), fmt, trainer_->example_shape()));
     if (request.index() < 0 || request.index() >= static_cast<int64_t>(examples.size())) {

@@ -52,7 +52,8 @@ class Node : public control::ControlHandler {
                                               const control::IngestProgressFn& progress) override;
   absl::StatusOr<control::EvalReply> Eval(const std::vector<control::UploadedFile>& files,
                                           const std::string& format) override;
-  absl::StatusOr<control::PredictReply> Predict(const control::PredictRequest& request) override;
+  absl::StatusOr<control::PredictReply> Predict(const control::PredictRequest& request,
+                                                const std::vector<control::UploadedFile>& files) override;
   absl::StatusOr<std::string> Export() override;
   absl::StatusOr<control::PeersReply> GetPeers() override;
 

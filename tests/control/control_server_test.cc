@@ -44,11 +44,15 @@ class ScriptedHandler : public ControlHandler {
   absl::StatusOr<EvalReply> Eval(const std::vector<UploadedFile>&, const std::string&) override {
     return absl::UnimplementedError("eval");
   }
-  absl::StatusOr<PredictReply> Predict(const PredictRequest&) override { return absl::UnimplementedError("predict"); }
+  absl::StatusOr<PredictReply> Predict(const PredictRequest&, const std::vector<UploadedFile>& files) override {
+    predict_files = files;
+    return PredictReply();
+  }
   absl::StatusOr<std::string> Export() override { return absl::UnimplementedError("export"); }
   absl::StatusOr<PeersReply> GetPeers() override { return absl::UnimplementedError("peers"); }
 
   std::atomic<int> files_received{0};
+  std::vector<UploadedFile> predict_files;
 };
 
 class ControlServerTest : public ::testing::Test {
@@ -185,6 +189,81 @@ TEST_F(ControlServerTest, ClientThatGoesAwayStopsTheHandler) {
               static_cast<long long>(reports_after_cancel.load()));
   // The server waits for the handler on shutdown; it must be done by now.
   server_.reset();
+}
+
+// A file_index is the client's label, not a size: 0xFFFFFFFF once crashed the
+// daemon by resizing a vector to it (the index wrapped to 0 after + 1).
+// Chunks of one index are joined in order; indices number files by first use.
+TEST_F(ControlServerTest, PredictFileIndicesAreLabelsNotSizes) {
+  PredictRequest req;
+  auto add = [&req](uint32_t index, const std::string& name, const std::string& data) {
+    FileChunk* c = req.add_files();
+    c->set_file_index(index);
+    c->set_name(name);
+    c->set_data(data);
+  };
+  add(0xFFFFFFFFu, "images", "ab");
+  add(7, "labels", "xy");
+  add(0xFFFFFFFFu, "images", "cd");
+  grpc::ClientContext ctx;
+  PredictReply reply;
+  grpc::Status status = stub_->Predict(&ctx, req, &reply);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(handler_.predict_files.size(), 2u);
+  EXPECT_EQ(handler_.predict_files[0].name, "images");
+  EXPECT_EQ(handler_.predict_files[0].bytes, "abcd");
+  EXPECT_EQ(handler_.predict_files[1].name, "labels");
+  EXPECT_EQ(handler_.predict_files[1].bytes, "xy");
+
+  PredictRequest many;
+  for (uint32_t i = 0; i < 1025; ++i) {
+    FileChunk* c = many.add_files();
+    c->set_file_index(i * 4000000u);
+  }
+  grpc::ClientContext ctx2;
+  status = stub_->Predict(&ctx2, many, &reply);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "more than 1024 files in one request");
+}
+
+// One ingest at a time: a second stream is refused before its bytes are
+// buffered, with a message that says what to do; once the first is done, the
+// next one goes through.
+TEST_F(ControlServerTest, ASecondConcurrentIngestIsRefusedUntilTheFirstEnds) {
+  std::atomic<bool> release{false};
+  std::atomic<int> calls{0};
+  handler_.script = [&](const IngestProgressFn& progress) -> absl::StatusOr<IngestReply> {
+    ++calls;
+    progress(IngestProgress::PARSING, 0, 0);
+    const Clock::time_point start = Clock::now();
+    while (!release && SecondsSince(start) < 20) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return IngestReply();
+  };
+  grpc::ClientContext first_ctx;
+  auto first = StartIngest(&first_ctx);
+  IngestProgress m;
+  ASSERT_TRUE(first->Read(&m));  // the first is inside the handler now
+  EXPECT_EQ(m.phase(), IngestProgress::PARSING);
+
+  grpc::ClientContext second_ctx;
+  auto second = StartIngest(&second_ctx);
+  while (second->Read(&m)) {
+  }
+  grpc::Status status = second->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(status.error_message(), "another ingest is running (at most 1 at a time); retry when it has finished");
+  EXPECT_EQ(calls.load(), 1);
+
+  release = true;
+  while (first->Read(&m)) {
+  }
+  EXPECT_TRUE(first->Finish().ok());
+  grpc::ClientContext third_ctx;
+  auto third = StartIngest(&third_ctx);
+  while (third->Read(&m)) {
+  }
+  EXPECT_TRUE(third->Finish().ok());
+  EXPECT_EQ(calls.load(), 2);
 }
 
 }  // namespace
