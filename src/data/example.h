@@ -35,4 +35,16 @@ struct ExampleShape {
   int64_t classes = 10;   // labels must be in [0, classes) when !text
 };
 
+// Whether `e` can be fed to a model of `shape`: its width, dtype and label.
+// Rows stored under another [model] (a changed `classes` or input shape)
+// fail this and are skipped wherever stored rows meet the model.
+inline bool Fits(const Example& e, const ExampleShape& shape) {
+  const auto bytes = static_cast<int64_t>(e.data.size());
+  if (shape.text) return e.dtype == DType::kU8 && bytes == shape.width;
+  if (e.label < 0 || e.label >= shape.classes) return false;
+  if (e.dtype == DType::kU8) return bytes == shape.width;
+  if (e.dtype == DType::kF32) return bytes == 4 * shape.width;
+  return false;
+}
+
 }  // namespace mycel::data

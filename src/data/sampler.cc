@@ -62,15 +62,6 @@ Sampler::Sampler(const SamplerOptions& options)
 
 int64_t Sampler::size() const { return pool_size() + fresh(); }
 
-bool Sampler::Fits(const Example& e) const {
-  const ExampleShape& shape = options_.shape;
-  if (shape.text) return e.dtype == DType::kU8 && static_cast<int64_t>(e.data.size()) == shape.width;
-  if (e.label < 0 || e.label >= shape.classes) return false;
-  if (e.dtype == DType::kU8) return static_cast<int64_t>(e.data.size()) == shape.width;
-  if (e.dtype == DType::kF32) return static_cast<int64_t>(e.data.size()) == 4 * shape.width;
-  return false;
-}
-
 void Sampler::PromoteToF32() {
   CompactFresh();
   auto convert = [](std::vector<uint8_t>& rows) {
@@ -136,7 +127,7 @@ absl::StatusOr<int64_t> Sampler::Refresh(ExampleStore& store) {
     MYCEL_ASSIGN_OR_RETURN(std::vector<StoredExample> rows,
                            store.ReadSince(Split::kTrain, last_id_, kRefreshChunk));
     for (const StoredExample& row : rows) {
-      if (!Fits(row.example)) {
+      if (!Fits(row.example, options_.shape)) {
         ++skipped;
         last_id_ = row.id;
         continue;

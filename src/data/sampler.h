@@ -57,7 +57,6 @@ class Sampler {
   bool Pick(int64_t batch);
   void Retire(int64_t fresh_count);  // moves consumed fresh rows to the replay pool
   const uint8_t* RowPtr(bool fresh, int64_t row) const;
-  bool Fits(const Example& e) const;  // width, dtype and label suit options_.shape
   void Append(const Example& e);      // to the fresh queue, in the current row format
   void PromoteToF32();                // converts every held row to float32, once
   void CompactFresh();                // drops the consumed prefix of the fresh queue

@@ -357,7 +357,19 @@ void Trainer::Impl::MaybeRefresh(double now, bool force) {
     if (rows.ok()) {
       std::vector<data::Example> examples;
       examples.reserve(rows->size());
-      for (auto& r : *rows) examples.push_back(std::move(r.example));
+      int64_t skipped = 0;
+      for (auto& r : *rows) {
+        if (data::Fits(r.example, shape)) {
+          examples.push_back(std::move(r.example));
+        } else {
+          ++skipped;
+        }
+      }
+      if (skipped > 0) {
+        Logger("train")->warn("validation: skipped {} of {} stored examples that do not fit the model ({} values, "
+                              "labels in [0, {})); they were stored under another [model]",
+                              skipped, rows->size(), shape.width, shape.classes);
+      }
       auto [x, y] = ToTensors(examples);
       val_x = x;
       val_y = y;
@@ -632,6 +644,14 @@ void Trainer::Wake() {
 absl::StatusOr<EvalResult> Trainer::Evaluate(const std::vector<data::Example>& examples) {
   if (examples.empty()) return absl::InvalidArgumentError("no examples to evaluate");
   Impl* impl = impl_.get();
+  for (size_t i = 0; i < examples.size(); ++i) {
+    if (!data::Fits(examples[i], impl->shape)) {
+      return absl::InvalidArgumentError(
+          "example " + std::to_string(i) + " does not fit the model: label " + std::to_string(examples[i].label) +
+          " with " + std::to_string(examples[i].width()) + " values; the model takes " +
+          std::to_string(impl->shape.width) + " values and labels in [0, " + std::to_string(impl->shape.classes) + ")");
+    }
+  }
   return impl->RunOnTrainer<absl::StatusOr<EvalResult>>([impl, &examples]() -> absl::StatusOr<EvalResult> {
     try {
       auto [x, y] = impl->ToTensors(examples);
