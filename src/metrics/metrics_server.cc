@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <cctype>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +15,24 @@
 #include "metrics/exposition.h"
 
 namespace mycel::metrics {
+
+bool IsLoopbackHost(std::string_view host) {
+  // Strip ":port" (after the bracket for IPv6).
+  std::string_view name = host;
+  if (!name.empty() && name.front() == '[') {
+    const size_t close = name.find(']');
+    if (close == std::string_view::npos) return false;
+    const std::string_view rest = name.substr(close + 1);
+    if (!rest.empty() && rest.front() != ':') return false;
+    name = name.substr(0, close + 1);
+  } else if (const size_t colon = name.find(':'); colon != std::string_view::npos) {
+    name = name.substr(0, colon);
+  }
+  std::string lower(name);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!lower.empty() && lower.back() == '.') lower.pop_back();  // "localhost." is the same name
+  return lower == "127.0.0.1" || lower == "localhost" || lower == "[::1]";
+}
 
 struct Handler {
   // libmicrohttpd's own errors go to our log, not raw to stderr.
@@ -46,6 +65,15 @@ struct Handler {
     if (!get && !head) {
       *upload_data_size = 0;  // any body is ignored
       return Reply(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET /metrics\n", "text/plain");
+    }
+    // A browser on a page of any site can be pointed at 127.0.0.1 by DNS
+    // rebinding; it still sends the site's name as Host, so only loopback
+    // names are answered. Non-browser scrapers send the address they used.
+    const char* host = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    if (host != nullptr && !IsLoopbackHost(host)) {
+      return Reply(connection, MHD_HTTP_FORBIDDEN,
+                   "Host must be a loopback name (127.0.0.1, localhost or [::1]), not " + std::string(host) + "\n",
+                   "text/plain");
     }
     if (std::strcmp(url, "/metrics") != 0) {
       return Reply(connection, MHD_HTTP_NOT_FOUND, "not found: try /metrics\n", "text/plain");

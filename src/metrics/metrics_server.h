@@ -11,12 +11,18 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 
 struct MHD_Daemon;
 
 namespace mycel::metrics {
+
+// Whether an HTTP Host header names the loopback interface: 127.0.0.1,
+// localhost or [::1], with or without a port. Requests naming anything else
+// are refused (403), which stops DNS rebinding from a browser.
+bool IsLoopbackHost(std::string_view host);
 
 class MetricsServer {
  public:

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -56,7 +57,8 @@ struct HttpReply {
 };
 
 // A plain HTTP/1.0 request over a real TCP socket to 127.0.0.1:port.
-HttpReply Http(int port, const std::string& method, const std::string& path) {
+HttpReply Http(int port, const std::string& method, const std::string& path,
+               const std::string& host = "127.0.0.1") {
   HttpReply r;
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -67,7 +69,7 @@ HttpReply Http(int port, const std::string& method, const std::string& path) {
     close(fd);
     return r;
   }
-  std::string req = method + " " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  std::string req = method + " " + path + " HTTP/1.0\r\n" + (host.empty() ? "" : "Host: " + host + "\r\n") + "\r\n";
   EXPECT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
   std::string all;
   char buf[4096];
@@ -114,6 +116,33 @@ TEST(MetricsServerTest, ServesTheRenderedTextOnEveryScrape) {
   // Stopped: the port no longer answers.
   server->reset();
   EXPECT_EQ(Http(port, "GET", "/metrics").status, 0);
+}
+
+// DNS rebinding: a page of evil.example resolved to 127.0.0.1 still sends
+// Host: evil.example, and gets nothing but a 403 (and renders nothing).
+TEST(MetricsServerTest, AnswersOnlyRequestsThatNameALoopbackHost) {
+  std::atomic<int> scrapes{0};
+  auto server = MetricsServer::Start("127.0.0.1:0", [&] {
+    ++scrapes;
+    return std::string("mycel_up 1\n");
+  });
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  const std::string p = ":" + std::to_string(port);
+  const std::vector<std::string> loopback = {"127.0.0.1" + p, "localhost" + p, "LocalHost", "localhost.", "[::1]" + p,
+                                             ""};
+  for (const std::string& host : loopback) {
+    EXPECT_EQ(Http(port, "GET", "/metrics", host).status, 200) << "Host: " << host;
+  }
+  EXPECT_EQ(scrapes.load(), 6);
+  const std::vector<std::string> elsewhere = {"evil.example" + p, "evil.example", "127.0.0.1.evil.example",
+                                              "localhost.evil", "[::1]x", "[::1", "127.0.0.2", "0.0.0.0" + p};
+  for (const std::string& host : elsewhere) {
+    HttpReply r = Http(port, "GET", "/metrics", host);
+    EXPECT_EQ(r.status, 403) << "Host: " << host;
+    EXPECT_THAT(r.body, HasSubstr("Host must be a loopback name")) << host;
+  }
+  EXPECT_EQ(scrapes.load(), 6);
 }
 
 TEST(MetricsServerTest, RefusesNonLoopbackAndBusyAddressesClearly) {
