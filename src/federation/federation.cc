@@ -15,10 +15,6 @@
 namespace mycel::federation {
 namespace {
 
-// Bytes a run of deltas may exceed a keyframe by and still be sent as deltas:
-// one codec header (dense_f32: 12 bytes).
-constexpr int64_t kKeyframeSlack = 64;
-
 // A neighbour's mirror: what mirror_stats() reports, plus the weights.
 struct Mirror : MirrorStats {
   std::string key;       // the neighbour's public key; "" for anonymous peers
@@ -157,7 +153,7 @@ struct Federation::State {
   // a keyframe anyway (AnswerShared), so older deltas would only fill memory
   // and every checkpoint.
   void TrimLog(int64_t max_bytes) {
-    const int64_t useful = static_cast<int64_t>(xhat.size() * sizeof(float)) + kKeyframeSlack;
+    const int64_t useful = static_cast<int64_t>(xhat.size() * sizeof(float)) + kDeltasOverKeyframeBytes;
     max_bytes = std::min(max_bytes, useful);
     while (!log.empty() && log_bytes > max_bytes) {
       log_bytes -= static_cast<int64_t>(log.front().q->size());
@@ -338,7 +334,7 @@ SharedPullAnswer Federation::AnswerShared(uint64_t epoch, uint64_t after_seq) co
       // every delta since (dense deltas: each is as big as a keyframe).
       size_t delta_bytes = 0;
       for (size_t i = first; i < s.log.size(); ++i) delta_bytes += s.log[i].q->size();
-      if (delta_bytes <= s.xhat.size() * sizeof(float) + kKeyframeSlack) {
+      if (delta_bytes <= s.xhat.size() * sizeof(float) + kDeltasOverKeyframeBytes) {
         a.from_seq = after_seq;
         a.codec = s.codec->name();
         out.deltas.reserve(s.log.size() - first);

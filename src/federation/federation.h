@@ -75,6 +75,12 @@ struct FederationOptions {
   int max_stale_rounds = 3;
 };
 
+// Bytes the deltas of one answer may weigh beyond a keyframe (x̂ as fp32)
+// and still be sent as deltas: one codec header (dense_f32: 12 bytes). A
+// reader further behind gets the keyframe, so a whole answer is bounded by
+// the model's size, which is what a puller holds a neighbour to.
+inline constexpr int64_t kDeltasOverKeyframeBytes = 64;
+
 // What a node answers to "everything after (epoch, seq)".
 struct PullAnswer {
   uint64_t epoch = 0;

@@ -42,7 +42,7 @@ std::string Reason(const absl::Status& s) {
       "malformed", "wrong_recipient", "unpinned_key", "stale", "bad_signature", "replayed", "tampered",
       "truncated", "wrong_version",
       // this file
-      "fingerprint_mismatch", "bad_shape",
+      "fingerprint_mismatch", "bad_shape", "trailing_data", "too_slow",
       // federation::Federation::Apply and codecs
       "non_finite", "norm_bound", "out_of_order", "unknown_codec", "bad_index", "bad_epoch", "bad_seq",
       "bad_counts", "bad_peer"};
@@ -264,6 +264,7 @@ struct Gossip::Impl : public Peer::Service {
                                                                       params.SerializeAsString(),
                                                                       Clock::Real()->UnixSeconds()));
     grpc::ClientContext ctx;
+    const double began = Clock::Real()->MonotonicSeconds();
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(static_cast<int64_t>(options.federation.pull_timeout_s * 1000)));
     PullRequest req;
@@ -306,11 +307,37 @@ struct Gossip::Impl : public Peer::Service {
     ReceiveBuffer::Use rx_use(rx, header.payload_bytes());
     std::string& payload = rx_use.payload();
     bool final = false;
+    auto too_slow = [&](const char* what) {
+      const double elapsed = Clock::Real()->MonotonicSeconds() - began;
+      return Refuse("too_slow", std::string(what) + ": " + std::to_string(received) + " bytes in " +
+                                    std::to_string(elapsed) + " s");
+    };
     while (!final && reader->Read(&chunk)) {
       received += chunk.ByteSizeLong();
+      const double elapsed = Clock::Real()->MonotonicSeconds() - began;
+      if (elapsed > options.min_transfer_grace_s &&
+          static_cast<double>(received) < options.min_transfer_bytes_per_s * elapsed) {
+        return fail(too_slow("below the least transfer rate"));
+      }
       if (auto s = OpenChunk(*session, chunk.sealed(), header.payload_bytes(), &payload, &final); !s.ok()) {
         return fail(s);
       }
+    }
+    if (!final) {
+      // The stream ended before the FINAL chunk: the deadline, or the
+      // neighbour gave up. Finish() here is the only call's end.
+      grpc::Status gs = reader->Finish();
+      if (gs.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+        return too_slow("the answer did not finish within pull_timeout_s");
+      }
+      absl::Status s = session->Finish();  // "truncated", in the session's own words
+      return s.ok() ? Refuse("truncated", "the answer ended before its final chunk") : s;
+    }
+    // Nothing may follow the FINAL chunk: a neighbour that streams on would
+    // hold the pull until its deadline and still count as a success.
+    if (reader->Read(&chunk)) {
+      received += chunk.ByteSizeLong();
+      return fail(Refuse("trailing_data", "chunks after the final one"));
     }
     if (auto s = session->Finish(); !s.ok()) return fail(s);
     if (payload.size() != header.payload_bytes()) return fail(Refuse("truncated", "payload shorter than its header says"));
@@ -325,8 +352,10 @@ struct Gossip::Impl : public Peer::Service {
     answer.degree = header.degree();
     // Before reader->Finish(): fail() finishes the call itself (finishing twice aborts in gRPC).
     if (auto s = DecodePayload(payload, header.keyframe(), header.count(), &answer); !s.ok()) return fail(s);
-    grpc::Status gs = reader->Finish();
-    (void)gs;
+    // The stream has ended (the Read above said so): the status is here.
+    if (grpc::Status gs = reader->Finish(); !gs.ok()) {
+      return Refuse("truncated", "the answer ended with " + gs.error_message());
+    }
     MYCEL_RETURN_IF_ERROR(fed.Apply(j, answer));
     pulled->keyframe = answer.keyframe;
     pulled->deltas = answer.keyframe ? 0 : static_cast<int64_t>(answer.deltas.size());

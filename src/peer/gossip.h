@@ -61,6 +61,16 @@ struct GossipOptions {
   config::FederationOptions federation;
   std::vector<config::PeerOptions> peers;  // pinned neighbours, index = mirror index
   int64_t max_answer_bytes = int64_t{1} << 31;  // refuse replies claiming more
+  // A pull must have averaged at least this many bytes a second by each
+  // chunk that arrives later than min_transfer_grace_s after the call began,
+  // else it is refused "too_slow" (and backs off like any refusal). A
+  // neighbour that drips its answer would otherwise hold every round for
+  // up to pull_timeout_s: measured, 1 s per chunk cut a node's rounds from
+  // ~300 to 27 in 30 s. 16 KiB/s is well below a poor Wi-Fi or a tethered
+  // phone (hundreds of KiB/s), and a compressed delta of the examples'
+  // model is ~50 KiB.
+  double min_transfer_bytes_per_s = 16 << 10;
+  double min_transfer_grace_s = 2;
   // When set and true at a round's start, the round is skipped: no local
   // steps, publish, pull or merge. Serving neighbours goes on.
   std::function<bool()> hold_rounds;

@@ -92,7 +92,13 @@ bool SealPayload(const PayloadPieces& payload, crypto::ServerSession& session, s
 absl::Status CheckPayloadBounds(bool keyframe, uint64_t count, uint64_t payload_bytes,
                                 size_t parameters, uint64_t max_answer_bytes) {
   const uint64_t dense = parameters * sizeof(float);
-  const uint64_t limit = keyframe ? dense : count * (dense + kDeltaOverhead);
+  // Deltas: each no larger than dense plus its header, and all together no
+  // more than a keyframe plus its slack and our length prefixes (an honest
+  // neighbour sends the keyframe instead, Federation::AnswerShared).
+  const uint64_t limit =
+      keyframe ? dense
+               : std::min<uint64_t>(count * (dense + kDeltaOverhead),
+                                    dense + federation::kDeltasOverKeyframeBytes + count * sizeof(uint64_t));
   if (count > kMaxDeltasPerAnswer || payload_bytes > limit || payload_bytes > max_answer_bytes ||
       (keyframe && payload_bytes != dense)) {
     return Refuse("bad_shape", "payload of " + std::to_string(payload_bytes) + " bytes for " +

@@ -62,7 +62,10 @@ bool SealPayload(const PayloadPieces& payload, crypto::ServerSession& session, s
 
 // Checks a Reply header's claims before anything is allocated for them: a
 // keyframe is exactly `parameters` floats; a delta is never larger than dense
-// fp32 plus its codec header and our length prefix. "bad_shape" otherwise.
+// fp32 plus its codec header and our length prefix, and the deltas of one
+// answer never outweigh a keyframe (plus kDeltasOverKeyframeBytes and the
+// prefixes): whatever a neighbour claims, one pull costs at most about one
+// model's worth of bytes. "bad_shape" otherwise.
 absl::Status CheckPayloadBounds(bool keyframe, uint64_t count, uint64_t payload_bytes,
                                 size_t parameters, uint64_t max_answer_bytes);
 

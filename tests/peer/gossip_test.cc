@@ -195,7 +195,8 @@ std::unique_ptr<Node> MakeNode(const std::string& name, std::unique_ptr<crypto::
                                const std::vector<float>& initial, const std::vector<float>& x0,
                                const std::string& listen, const std::vector<config::PeerOptions>& peers,
                                federation::FederationOptions fopts = {},
-                               config::FederationOptions gopts = FastOptions(), bool start = true) {
+                               config::FederationOptions gopts = FastOptions(), bool start = true,
+                               const std::function<void(GossipOptions&)>& edit = nullptr) {
   auto node = std::make_unique<Node>();
   node->id = std::move(id);
   auto fed = federation::Federation::Create(fopts, initial, static_cast<int>(peers.size()),
@@ -209,6 +210,7 @@ std::unique_ptr<Node> MakeNode(const std::string& name, std::unique_ptr<crypto::
   o.fingerprint = kFingerprint;
   o.federation = gopts;
   o.peers = peers;
+  if (edit) edit(o);
   auto g = Gossip::Create(o, *node->id, *node->fed, node->shared.Fn());
   EXPECT_TRUE(g.ok()) << g.status();
   node->gossip = std::move(g).value();
@@ -560,6 +562,8 @@ struct Craft {
   std::function<void(std::vector<std::string>&)> edit_sealed;
   std::optional<grpc::Status> refuse;                // answer with this error instead
   std::optional<std::string> raw_header;             // signed as is instead of `header`
+  int chunk_delay_ms = 0;                            // sleep before each sealed chunk
+  int trailing_chunks = 0;                           // sealed chunks sent after the FINAL one
 };
 
 class EvilPeer final : public Peer::Service {
@@ -646,8 +650,14 @@ class EvilPeer final : public Peer::Service {
     first.set_reply(reply_bytes);
     if (!writer->Write(first)) return grpc::Status::CANCELLED;
     for (const auto& s : sealed) {
+      if (c.chunk_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(c.chunk_delay_ms));
       PullChunk chunk;
       chunk.set_sealed(s);
+      if (!writer->Write(chunk)) return grpc::Status::CANCELLED;
+    }
+    for (int i = 0; i < c.trailing_chunks; ++i) {
+      PullChunk chunk;
+      chunk.set_sealed((*session)->Seal(std::string(1000, 'x'), false));
       if (!writer->Write(chunk)) return grpc::Status::CANCELLED;
     }
     return grpc::Status::OK;
@@ -786,6 +796,59 @@ TEST_F(GossipClientTest, KeyframeOfWrongByteSizeIsBadShape) {
 TEST_F(GossipClientTest, HugeClaimedPayloadIsBadShape) {
   RunRefusalCase([](int, const PullParams&, Craft& c) { c.header.set_payload_bytes(uint64_t{1} << 40); },
                  "bad_shape");
+}
+
+// Deltas that together outweigh a keyframe: an honest neighbour would have
+// sent the keyframe, so the claim is refused before a byte is held for it.
+TEST_F(GossipClientTest, DeltasClaimingMoreThanAKeyframeAreBadShapeBeforeTheyArrive) {
+  RunRefusalCase(
+      [](int, const PullParams&, Craft& c) {
+        c.header.set_keyframe(false);
+        c.header.set_count(2);
+        c.header.set_payload_bytes(2 * (kSize * sizeof(float) + 12 + 8));
+      },
+      "bad_shape");
+  EXPECT_THAT(a_->peer(0).last_error, HasSubstr("bytes for 2 deltas"));
+}
+
+// Chunks streamed after the FINAL one used to hold the pull until its
+// deadline and still count as a success.
+TEST_F(GossipClientTest, ChunksAfterTheFinalOneAreTrailingData) {
+  RunRefusalCase([](int, const PullParams&, Craft& c) { c.trailing_chunks = 5; }, "trailing_data");
+}
+
+// An answer still arriving at the pull's deadline is too slow, not a
+// network failure: it is refused and backs off like any refusal.
+TEST_F(GossipClientTest, AnAnswerUnfinishedAtTheDeadlineIsTooSlow) {
+  RunRefusalCase(
+      [](int, const PullParams&, Craft& c) {
+        c.chunk_bytes = 256;
+        c.chunk_delay_ms = 150;
+      },
+      "too_slow");
+  EXPECT_THAT(a_->peer(0).last_error, HasSubstr("did not finish within pull_timeout_s"));
+}
+
+// Below the least transfer rate a dripping answer is cut long before the
+// deadline, so one slow neighbour cannot stretch every round to it.
+TEST_F(GossipClientTest, ADrippedAnswerIsCutAtTheLeastTransferRateBeforeTheDeadline) {
+  evil_->SetPlan([](int, const PullParams&, Craft& c) {
+    c.chunk_bytes = 256;
+    c.chunk_delay_ms = 100;
+  });
+  config::FederationOptions slow = FastOptions();
+  slow.pull_timeout_s = 30;
+  a_ = MakeNode("A", std::move(a_id_), initial_, x_a_, "", {PeerAt("evil", evil_->address(), evil_->id())}, {},
+                slow, true, [](GossipOptions& o) {
+                  o.min_transfer_grace_s = 0.3;
+                  o.min_transfer_bytes_per_s = 16 << 10;
+                });
+  const auto start = std::chrono::steady_clock::now();
+  WaitRefused("too_slow");
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(took, 5.0) << "cut only after " << took << " s";
+  EXPECT_THAT(a_->peer(0).last_error, HasSubstr("below the least transfer rate"));
+  ExpectNothingReachedTheModel("too_slow");
 }
 
 TEST_F(GossipClientTest, PayloadLongerThanItsHeaderIsBadShape) {
@@ -1058,7 +1121,10 @@ bool PullFromNeighbourClaimingAHugePayload() {
   rlimit rl{limit, limit};
   setrlimit(RLIMIT_AS, &rl);
   auto a = MakeNode("A", std::move(a_id), initial, initial, "", {PeerAt("evil", evil->address(), evil->id())});
-  return WaitFor([&] { return a->peer(0).refusals.count("truncated") > 0; });
+  // 1.6 GB of deltas outweigh a keyframe of 16 KB many times over: refused
+  // from the header alone, before a byte is held for it (it used to pass the
+  // header check and end "truncated" after the 100 bytes).
+  return WaitFor([&] { return a->peer(0).refusals.count("bad_shape") > 0; });
 }
 
 TEST(GossipClientMemoryTest, ClaimedPayloadSizeIsNotAllocatedUpFront) {
