@@ -2,11 +2,15 @@
 // control socket (gRPC on a Unix socket in the state directory); `id` works
 // without a daemon. Exit 0 on success; otherwise a one-line message on stderr
 // and exit 1 (2 for usage or config errors).
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <iostream>
@@ -115,10 +119,31 @@ struct Client {
 
   void Check(const grpc::Status& s) const {
     if (s.ok()) return;
-    if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
-      Fail("myceld is not running (no answer on " + socket + ")");
-    }
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE) Fail(WhyUnreachable(socket));
     Fail(s.error_message());
+  }
+
+  // gRPC says only "unavailable"; a connect of our own tells a daemon that is
+  // not running from a socket this user may not use (the state directory
+  // and the socket are the daemon owner's alone, mode 0700/0600).
+  static std::string WhyUnreachable(const std::string& path) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    int err = 0;
+    if (fd < 0 || path.size() >= sizeof(addr.sun_path)) {
+      err = fd < 0 ? errno : ENAMETOOLONG;
+    } else {
+      std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) err = errno;
+    }
+    if (fd >= 0) ::close(fd);
+    if (err == EACCES || err == EPERM) {
+      return "permission denied on " + path +
+             ": the daemon's state directory belongs to another user; run mycel as that user";
+    }
+    if (err == ENOENT) return "myceld is not running (no socket at " + path + ")";
+    return "myceld is not running (no answer on " + path + ")";
   }
 
   std::unique_ptr<grpc::ClientContext> Context(int seconds) const {

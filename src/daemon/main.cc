@@ -21,6 +21,30 @@
 #include "config/config.h"
 #include "daemon/node.h"
 
+namespace {
+
+// Exit codes: 2 when the config or the state directory needs the user (a bad
+// value, a checkpoint of another model, a corrupt store, a second daemon on
+// the same state dir): restarting cannot fix those, and the systemd unit's
+// RestartPreventExitStatus=2 stops it looping. 1 for what a retry may fix
+// (a busy port, a transient I/O error).
+int ExitCodeFor(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kAlreadyExists:
+      return 2;
+    default:
+      return 1;
+  }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"myceld: on-device federated continual-learning daemon"};
   std::string config_path;
@@ -71,7 +95,7 @@ int main(int argc, char** argv) {
   }
 
   // Descriptors: the soft limit (1024 by default on Linux) is what a flood
-  // of idle connections exhausted (issue 13); the hard limit is the most we
+  // of idle connections exhausted; the hard limit is the most we
   // may use. The peer listener keeps its connections to a quarter of it.
   if (auto fds = mycel::RaiseFdLimit(); fds.ok()) {
     log->info("descriptor limit {} (was {}, hard {})", fds->soft, fds->soft_before,
@@ -83,11 +107,11 @@ int main(int argc, char** argv) {
   auto node = mycel::Node::Create(*config);
   if (!node.ok()) {
     std::fprintf(stderr, "myceld: %s\n", std::string(node.status().message()).c_str());
-    return 1;
+    return ExitCodeFor(node.status());
   }
   if (auto s = (*node)->Start(); !s.ok()) {
     std::fprintf(stderr, "myceld: %s\n", std::string(s.message()).c_str());
-    return 1;
+    return ExitCodeFor(s);
   }
 
   std::thread shutdown_thread;

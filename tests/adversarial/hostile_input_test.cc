@@ -69,10 +69,11 @@ TEST(HostileControlTest, PredictWithAWrappingFileIndexOrAHugeGenerateIsAnErrorNo
   EXPECT_EQ(node.daemon().Stop(), 0);
 }
 
-// The store outlives a [model]: changing `classes` and moving checkpoints
-// away, as the fingerprint error advises, once aborted every start in the
-// first validation pass (a label 6 for a 5-class head). Rows that do not fit
-// the model are skipped, with one line that says so, and the rest trains.
+// The store outlives a [model]: changing `classes` is refused while the old
+// checkpoints are there (exit 2, what to do); moving them away, as that error
+// advises, once aborted every start in the first validation pass (a label 6
+// for a 5-class head). Rows that do not fit the model are skipped, with one
+// line that says so, and the rest trains.
 TEST(HostileStateTest, RowsStoredUnderAWiderModelAreSkippedNotFatal) {
   TempDir tmp;
   TestNode node(tmp.path(), "node");
@@ -86,6 +87,18 @@ TEST(HostileStateTest, RowsStoredUnderAWiderModelAreSkippedNotFatal) {
   ASSERT_NE(config.find(seed), std::string::npos) << config;
   config.replace(config.find(seed), seed.size(), seed + "classes = 5\n");
   WriteFileOrDie(node.config_path(), config);
+  // With the old checkpoints still there: exit 2 (the unit does not restart
+  // on it) with one line that names the checkpoint and what to do.
+  const std::string out = tmp.path() + "/refused.out", err = tmp.path() + "/refused.err";
+  auto refused = Process::Spawn({BinDir() + "/myceld", "-c", node.config_path()}, out, err);
+  ASSERT_TRUE(refused);
+  auto code = refused->Wait(60);
+  ASSERT_TRUE(code.has_value()) << "myceld ran on a checkpoint of another model";
+  EXPECT_EQ(*code, 2);
+  const std::string why = ReadFileOrDie(err);
+  EXPECT_NE(why.find("/checkpoints/ckpt-"), std::string::npos) << why;
+  EXPECT_NE(why.find("restore the [model] config or move the checkpoints away"), std::string::npos) << why;
+
   const std::string checkpoints = node.state_dir() + "/checkpoints";
   ASSERT_FALSE(ListDir(checkpoints).empty());
   for (const std::string& f : ListDir(checkpoints)) {

@@ -291,6 +291,32 @@ TEST_F(DaemonTest, CliWithoutDaemonAndIdentityFiles) {
   EXPECT_EQ(*code, 0);
 }
 
+// Another local user reaching for the socket is told it is not theirs, not
+// that the daemon is down (gRPC calls both "unavailable"); with no daemon the
+// message names the missing socket.
+TEST_F(DaemonTest, ClientSaysPermissionDeniedToAnotherUserAndNotRunningWithoutADaemon) {
+  TestNode node(tmp_.path(), "node");
+  const std::string sock = node.daemon().socket_path();
+  // No config to read: the socket alone says where the daemon is.
+  const std::string no_config = "XDG_CONFIG_HOME=/nonexistent/mycel-test";
+  CommandResult none = RunCommand({"/usr/bin/env", no_config, BinDir() + "/mycel", "--socket", sock, "status"},
+                                  tmp_.path());
+  EXPECT_EQ(none.exit_code, 1) << none.Describe();
+  EXPECT_EQ(none.err, "mycel: myceld is not running (no socket at " + sock + ")\n");
+
+  ASSERT_TRUE(node.daemon().Start());
+  if (geteuid() != 0 || !Exists("/usr/bin/setpriv")) GTEST_SKIP() << "needs root and setpriv to act as another user";
+  CommandResult other = RunCommand({"/usr/bin/env", no_config, "/usr/bin/setpriv", "--reuid=65534",
+                                    "--regid=65534", "--clear-groups", BinDir() + "/mycel", "--socket", sock, "status"},
+                                   tmp_.path());
+  EXPECT_EQ(other.exit_code, 1) << other.Describe();
+  EXPECT_EQ(other.err, "mycel: permission denied on " + sock +
+                           ": the daemon's state directory belongs to another user; run mycel as that user\n")
+      << other.Describe();
+  EXPECT_TRUE(node.Status().has_value());  // the owner still gets through
+  EXPECT_EQ(node.daemon().Stop(), 0);
+}
+
 TEST_F(DaemonTest, SecondDaemonOnTheSameStateDirRefusesToStart) {
   TestNode node(tmp_.path(), "node");
   ASSERT_TRUE(node.daemon().Start());
