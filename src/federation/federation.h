@@ -12,7 +12,7 @@
 //                                       x̂ += Q⁻¹(q); log q.
 // Merge (each round, likewise):         d = γ · Σ_j w_j · (m_j − x); x += d;
 //                                       c = β · (c + d / η)
-// η is the learning rate summed over the round's local steps (K · lr), so c
+// η is the learning rate a round's K local steps sum to (K · lr), so c
 // is a rate per unit of learning rate, as a gradient is: the trainer adds
 // lr · c after each local step (Trainer::WithSharedParameters), which over a
 // round is what the merges moved us by, at today's learning rate; a round
@@ -150,8 +150,8 @@ class Federation {
   // and already holds this round's drift correction (the trainer added it).
   void Publish(const float* x, int64_t samples_trained);
   // d = γ Σ_j w_j (m_j − x); x += d; c = β (c + d / step_scale), with
-  // step_scale the round's local steps' learning rates summed (1: c in
-  // weight units); a round without local steps (step_scale ≤ 0) only fades c:
+  // step_scale the learning rate a full round of local steps sums to, K · lr
+  // (1: c in weight units), whether or not the CPU let all K run; a round without local steps (step_scale ≤ 0) only fades c:
   // c = β c. Returns how many mirrors took part.
   int Merge(float* x, double step_scale = 1.0);
   // A copy of the drift correction c (empty while β = 0), per unit of

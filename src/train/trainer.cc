@@ -107,6 +107,7 @@ struct Trainer::Impl {
   bool round_open = false;                      // between a round's opening and its first closing call
   int64_t round_steps = 0;                      // local steps of the round under way
   double round_lr = 0;                          // their learning rates, summed
+  double round_last_lr = 0;                     // the last one's
   std::atomic<double> max_cpu_percent{100};
   std::atomic<int> threads_wanted{1};
   int threads_set = 0;  // trainer thread only
@@ -135,6 +136,19 @@ struct Trainer::Impl {
   absl::Status WriteCheckpoint(const char* why, bool final = false);
   void CopyShared(std::vector<float>* out);
   double LearningRate(int64_t step) const;
+  // What the merge learns the drift correction per unit of: the learning
+  // rate a full round of local steps sums to (K · the last step's lr), once
+  // the round trained at all; 0 if it took no step. Not the sum of the steps
+  // actually taken: a round cut short by a busy CPU moves the model less but
+  // its merge still closes the whole gap to the neighbours, and dividing that
+  // by one or two steps' lr blew c up 20-40x; the next full round then
+  // applied it 40 times (measured: five daemons on two cores diverged to a
+  // train loss of 360). Unpaced (local_steps = 0) the sum is the round.
+  double RoundScale() const {
+    if (round_steps == 0) return 0;
+    if (options.local_steps <= 0) return round_lr;
+    return static_cast<double>(options.local_steps) * round_last_lr;
+  }
   void ApplyLearningRate(double lr);
   void WriteShared(const std::vector<float>& in);
   // Shared weights += scale · in (flattened as CopyShared); model_mu held.
@@ -464,6 +478,7 @@ void Trainer::Impl::Step() {
     if (!round_drift.empty()) AddShared(round_drift, static_cast<float>(lr));
     round_steps++;
     round_lr += lr;
+    round_last_lr = lr;
   }
   double l = loss.item<double>();
   loss_ema = std::isnan(loss_ema) ? l : (1 - kLossEmaAlpha) * loss_ema + kLossEmaAlpha * l;
@@ -755,7 +770,7 @@ absl::Status Trainer::WithSharedParameters(
         std::lock_guard<std::mutex> lock(impl->mu);
         samples = impl->stats.samples_trained;
       }
-      if (fn(shared, samples, impl->round_lr)) impl->WriteShared(shared);
+      if (fn(shared, samples, impl->RoundScale())) impl->WriteShared(shared);
     }
     if (opens_round) {
       impl->round_drift = std::move(drift);

@@ -126,8 +126,9 @@ class Trainer {
   // Runs fn(shared, samples_trained, round_lr) between two steps (on the
   // calling thread, holding the model lock for at most one step's wait), with
   // the shared parameters flattened in Model::parameters() order and the
-  // learning rate summed over the local steps the round under way has taken
-  // (0 if none); if fn returns true the values are written back into the
+  // learning rate a full round of local steps sums to (local_steps · the
+  // last step's lr; unpaced, the steps' sum), 0 if the round under way took
+  // no step; if fn returns true the values are written back into the
   // model. This is how publishes and merges reach the weights. With
   // `opens_round` it counts a new round and opens its local_steps budget (fn
   // may then be null: no copy); without, it closes the budget until the next
@@ -141,7 +142,7 @@ class Trainer {
   // would otherwise spend the round drifting toward its own data before the
   // correction pulls it back). A round that trains fewer steps applies less
   // of it, and one that trains none (held, busy) none: the correction is for
-  // gradient steps, and round_lr tells the merge how many were taken.
+  // gradient steps, and round_lr = 0 tells the merge none were taken.
   absl::Status WithSharedParameters(
       std::function<bool(std::vector<float>& shared, int64_t samples_trained, double round_lr)> fn,
       bool opens_round = false, std::vector<float> drift = {});

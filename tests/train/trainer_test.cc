@@ -213,8 +213,8 @@ TEST(Trainer, LearningRateDecaysToItsFloorAndStaysThere) {
 
 // A round's drift (the federation's correction, per unit of learning rate)
 // lands as lr · drift after each of the round's K local steps, never more than
-// K of them; a round that trains fewer applies less, and says how much
-// learning rate its steps summed to. Watched through the output bias of one
+// K of them; a round that trains fewer applies less, and every round that
+// trained tells the merge a full round's learning rate (K · lr). Watched through the output bias of one
 // class: at a learning rate of 1e-6 the gradient steps move nothing visible, a
 // drift of 1e6 moves class 3's bias by 1 a step, and raising that bias by b
 // raises log(p3 / p0) by exactly b.
@@ -260,14 +260,16 @@ TEST(Trainer, ADriftIsSpreadOverTheRoundsLocalSteps) {
   EXPECT_NEAR(log_odds() - base, 4.0, kTol);   // never more than the round's steps
   ASSERT_TRUE(close_round().ok());
   EXPECT_NEAR(log_odds() - base, 4.0, kTol);   // closing adds nothing
-  EXPECT_NEAR(round_lr, 4e-6, 1e-12);          // the four local steps' learning rates
+  EXPECT_NEAR(round_lr, 4e-6, 1e-12);          // K = 4 steps at lr 1e-6
 
-  // A round that trained one step applies one step's.
+  // A round that trained one step applies one step's, but the merge still
+  // learns at a full round's scale (K · lr): its move closes the whole gap to
+  // the neighbours, and one step's lr would blow the correction up K times.
   ASSERT_TRUE(trainer->WithSharedParameters(nullptr, true, drift).ok());
   ASSERT_TRUE(trainer->TrainStepsForBenchmark(1).ok());
   ASSERT_TRUE(close_round().ok());
   EXPECT_NEAR(log_odds() - base, 5.0, kTol);
-  EXPECT_NEAR(round_lr, 1e-6, 1e-12);
+  EXPECT_NEAR(round_lr, 4e-6, 1e-12);
 
   // A round that never trained (held, busy) applies none of it.
   ASSERT_TRUE(trainer->WithSharedParameters(nullptr, true, drift).ok());
