@@ -219,6 +219,12 @@ absl::Status ReplayGuard::Check(std::string_view sender_pk, std::string_view non
                                         "s from now (", now, ")"),
                   absl::StatusCode::kFailedPrecondition);
   }
+  if (timestamp < not_before_) {
+    return Refuse("replayed",
+                  absl::StrCat("timestamp ", timestamp, " is from before this daemon started (", not_before_,
+                               "): only an earlier run can have accepted it"),
+                  absl::StatusCode::kAlreadyExists);
+  }
   std::string key;
   key.reserve(sender_pk.size() + nonce.size());
   key.append(sender_pk.data(), sender_pk.size());

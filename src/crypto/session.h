@@ -62,9 +62,17 @@ std::string RefusalReason(const absl::Status& status);
 
 // Remembers (sender, nonce) pairs seen within the time window; refuses repeats.
 // Memory is bounded: entries older than the window are dropped.
+//
+// The memory starts empty at each start of the process, so a Hello recorded
+// in the last window of an earlier run would pass it. `not_before` (the
+// process's start, in Unix seconds) closes that: a Hello dated before it is
+// refused "replayed", since no run but an earlier one can have seen it. The
+// cost is that a neighbour whose clock runs s seconds behind ours is refused
+// for the first s seconds after we start (it backs off and retries).
 class ReplayGuard {
  public:
-  explicit ReplayGuard(int64_t window_s = 120) : window_s_(window_s) {}
+  explicit ReplayGuard(int64_t window_s = 120, int64_t not_before = INT64_MIN)
+      : window_s_(window_s), not_before_(not_before) {}
   // OK and remembers, or "stale"/"replayed".
   absl::Status Check(std::string_view sender_pk, std::string_view nonce, int64_t timestamp, int64_t now);
   int64_t window_s() const { return window_s_; }
@@ -77,6 +85,7 @@ class ReplayGuard {
   void PurgeLocked(int64_t now);
 
   int64_t window_s_;
+  int64_t not_before_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, int64_t> seen_;  // sender||nonce → timestamp
   // Amortised purging: when the map reaches next_purge_size_ entries, or when

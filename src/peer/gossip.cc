@@ -26,6 +26,13 @@ namespace mycel::peer {
 namespace {
 
 constexpr int kMaxRequestMessage = 64 << 10; // a Pull request is a Hello of a few KB
+// Hellos are fresh within ±2 minutes of our clock (crypto::ReplayGuard), and
+// none dated before this process started is taken: the replay cache of an
+// earlier run is gone, so such a Hello may be a recorded one. The slack
+// forgives a neighbour's clock running a little behind; a restart by the
+// service manager takes longer than it (RestartSec=5).
+constexpr int64_t kReplayWindowS = 120;
+constexpr int64_t kReplayFloorSlackS = 2;
 // The payload format, its chunking and its bounds: peer/payload.h.
 
 absl::Status Refuse(const std::string& reason, const std::string& detail) {
@@ -89,7 +96,12 @@ PeerStatus NewPeerStatus(const config::PeerOptions& p) {
 
 struct Gossip::Impl : public Peer::Service {
   Impl(const GossipOptions& o, const crypto::Identity& id, federation::Federation& f, SharedParametersFn w)
-      : options(o), identity(id), fed(f), with_shared(std::move(w)), rx(ReceiveBufferKeepBytes(f.size())) {}
+      : options(o),
+        identity(id),
+        fed(f),
+        with_shared(std::move(w)),
+        replay(kReplayWindowS, Clock::Real()->UnixSeconds() - kReplayFloorSlackS),
+        rx(ReceiveBufferKeepBytes(f.size())) {}
 
   const GossipOptions options;
   const crypto::Identity& identity;

@@ -542,6 +542,21 @@ TEST(ReplayGuardTest, RefusesStaleAndRepeats) {
   EXPECT_EQ(g.size(), 2u);
 }
 
+// A guard of a run that started at kNow - 10 has an empty memory of what an
+// earlier run accepted: a Hello dated before its start is refused, however
+// fresh it is by the window; one dated at or after the start is taken once.
+TEST(ReplayGuardTest, RefusesWhatOnlyAnEarlierRunCanHaveSeen) {
+  ReplayGuard g(60, kNow - 10);
+  const std::string pk(32, 'k');
+  const absl::Status before = g.Check(pk, "nonce-0000000001", kNow - 11, kNow);
+  EXPECT_EQ(RefusalReason(before), "replayed");
+  EXPECT_NE(before.message().find("from before this daemon started"), std::string_view::npos) << before;
+  EXPECT_TRUE(g.Check(pk, "nonce-0000000002", kNow - 10, kNow).ok());
+  EXPECT_EQ(RefusalReason(g.Check(pk, "nonce-0000000002", kNow - 10, kNow)), "replayed");
+  EXPECT_EQ(RefusalReason(g.Check(pk, "nonce-0000000003", kNow - 61, kNow)), "stale");  // the window first
+  EXPECT_EQ(g.size(), 1u);
+}
+
 TEST(ReplayGuardTest, MemoryIsBounded) {
   ReplayGuard g(60);
   const std::string pk(32, 'k');
