@@ -17,6 +17,7 @@ PACKAGES=(
   python3-prometheus-client  # tests parse the metrics endpoint with Prometheus' own parser
   python3-matplotlib      # the learning benchmark draws accuracy against rounds and bytes
   sqlite3
+  clang libclang-rt-14-dev   # scripts/fuzz.sh: libFuzzer with ASan/UBSan (tests/fuzz/)
 )
 
 missing=()
