@@ -5,10 +5,10 @@
 #   central    one myceld, no peers (unpaced), all 60k training images: the
 #              same MLP and training settings trained centrally
 #   ring2      five nodes on a ring, node i holding classes 2i and 2i+1
-#              goal: every node >= 80% (NIID-Bench: FedAvg with a server, two
-#              classes per client, 78.1%)
+#              goal: every node >= 85% within 500 rounds (NIID-Bench: FedAvg
+#              with a server, two classes per client, 78.1%)
 #   dirichlet  six nodes on a ring, classes split by Dirichlet(0.3) (seeded)
-#              goal: every node within 3 points of central
+#              goal: every node within 2 points of central within 500 rounds
 #
 # Model/training/federation settings are configs/federation.toml's (override
 # with --set, --codec, --local-steps). A scenario stops when every node has
