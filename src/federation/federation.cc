@@ -388,6 +388,7 @@ absl::Status Federation::Apply(int peer, const PullAnswerView& answer) {
   };
 
   if (answer.epoch == 0) return refuse("bad_epoch: epoch 0");
+  if (answer.to_seq > kMaxSeq) return refuse(absl::StrCat("bad_seq: sequence ", answer.to_seq, " past 2^62"));
   if (answer.samples_trained < 0 || answer.degree < 0) {
     return refuse(absl::StrCat("bad_counts: samples_trained ", answer.samples_trained,
                                ", degree ", answer.degree));
@@ -616,6 +617,9 @@ absl::Status Federation::Restore(std::string_view bytes) {
         "federation snapshot: holds ", size, " shared parameters, the model has ", size_));
   }
   if (epoch == 0 || clean > 1 || samples < 0) return corrupt("bad header fields");
+  // Publishing increments seq: one near 2^64 would wrap to 0 and leave a log
+  // (and every snapshot after it) out of order.
+  if (seq > kMaxSeq) return corrupt(absl::StrCat("sequence ", seq, " past 2^62"));
 
   auto fresh = std::make_unique<State>();
   MYCEL_ASSIGN_OR_RETURN(fresh->codec, MakeCodec(options_.codec));
@@ -663,7 +667,7 @@ absl::Status Federation::Restore(std::string_view bytes) {
         (version >= 2 && (!r.Int(&key_len) || key_len > kMaxKeyBytes || !r.Bytes(key_len, &key)))) {
       return corrupt(absl::StrCat("truncated mirror ", i));
     }
-    if (init > 1 || m.samples_trained < 0 || m.degree < 0 || m.deltas_applied < 0 ||
+    if (init > 1 || m.seq > kMaxSeq || m.samples_trained < 0 || m.degree < 0 || m.deltas_applied < 0 ||
         m.keyframes_applied < 0 || m.refused < 0 || (init == 1 && m.epoch == 0)) {
       return corrupt(absl::StrCat("bad fields in mirror ", i));
     }

@@ -81,6 +81,11 @@ struct FederationOptions {
 // the model's size, which is what a puller holds a neighbour to.
 inline constexpr int64_t kDeltasOverKeyframeBytes = 64;
 
+// Sequence numbers stay below this (a round a millisecond for 146 million
+// years): a snapshot or an answer claiming more is refused, so seq + 1 never
+// wraps.
+inline constexpr uint64_t kMaxSeq = uint64_t{1} << 62;
+
 // What a node answers to "everything after (epoch, seq)".
 struct PullAnswer {
   uint64_t epoch = 0;

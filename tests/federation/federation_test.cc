@@ -890,6 +890,27 @@ TEST_F(Snapshot, SizeMismatchRefused) {
   EXPECT_FALSE(other->Restore(a_->Serialize(true)).ok());
 }
 
+// Found by fuzz_snapshot: a snapshot at seq 2^64 − 1 was taken, the next
+// publish wrapped seq to 0, and every snapshot written after that was
+// refused as "log entry seq 0 out of place". Past 2^62 a seq is refused, in a
+// snapshot (ours or a mirror's) and in a neighbour's answer.
+TEST_F(Snapshot, ASequenceNumberThatWouldWrapIsRefused) {
+  std::string bytes = b_->Serialize(true);
+  // 8 bytes of magic, u32 version, u64 size, u64 epoch, then u64 seq (3).
+  const size_t seq_at = 8 + 4 + 8 + 8;
+  ASSERT_EQ(bytes.substr(seq_at, 8), std::string("\x03\x00\x00\x00\x00\x00\x00\x00", 8));
+  for (size_t i = 0; i < 8; ++i) bytes[seq_at + i] = '\xff';
+  auto victim = Make(std::vector<float>(kN, 0.5f), 2, 2);
+  const absl::Status s = victim->Restore(bytes);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_NE(s.message().find("past 2^62"), std::string::npos) << s;
+
+  PullAnswer far = Keyframe(std::vector<float>(kN, 0.25f), 0, 1);
+  far.to_seq = kMaxSeq + 1;
+  EXPECT_EQ(victim->Apply(0, far).message().substr(0, 8), "bad_seq:");
+  EXPECT_FALSE(victim->mirror_stats(0).initialized);
+}
+
 TEST_F(Snapshot, GarbageAndTruncationsRefusedWithoutCrashOrChange) {
   std::string bytes = b_->Serialize(true);
   auto victim = Make(std::vector<float>(kN, 0.5f), 2, 2);

@@ -4,6 +4,7 @@
 // and changes nothing; an accepted one leaves a federation that serves, merges
 // and serializes again.
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +32,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)fed->Answer(0, 0);
   const std::string again = fed->Serialize(true);
   auto other = std::move(Federation::Create(o, std::vector<float>(64, 0.5f), 2, 2)).value();
-  MYCEL_FUZZ_CHECK(other->Restore(again).ok());  // what we write, we read
+  const absl::Status reread = other->Restore(again);
+  if (!reread.ok()) std::fprintf(stderr, "re-reading our own snapshot: %s\n", std::string(reread.message()).c_str());
+  MYCEL_FUZZ_CHECK(reread.ok());  // what we write, we read
   return 0;
 }
