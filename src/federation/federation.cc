@@ -232,6 +232,14 @@ void Federation::Publish(const float* x, int64_t samples_trained) {
   float* xhm = s.xhat.data();
   const float* dec = s.scratch_b.data();
   for (size_t k = 0; k < size_; ++k) xhm[k] += dec[k];
+  if (s.seq >= kMaxSeq) {
+    // Never reached by rounds (2^62), only by a restored seq at the limit:
+    // a new epoch, whose readers take a keyframe, instead of a seq past it.
+    s.epoch = RandomEpoch(s.epoch);
+    s.seq = 0;
+    s.log.clear();
+    s.log_bytes = 0;
+  }
   ++s.seq;
   s.log_bytes += static_cast<int64_t>(q.size());
   s.log.push_back(LogEntry{s.seq, std::make_shared<const std::string>(std::move(q))});
