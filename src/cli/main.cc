@@ -538,6 +538,8 @@ int main(int argc, char** argv) {
                      .Int("pulls_failed", p.pulls_failed()).Int("served", p.served())
                      .Int("deltas_accepted", p.deltas_accepted()).Int("keyframes_accepted", p.keyframes_accepted())
                      .Int("refused", p.refused()).Raw("refusals", refusals).Num("next_retry_s", p.next_retry_s())
+                     .Int("merges", p.merges()).Int("clipped", p.clipped()).Num("last_distance", p.last_distance())
+                     .Num("last_radius", p.last_radius())
                      .Done();
       }
       peers += "]";
@@ -559,6 +561,14 @@ int main(int argc, char** argv) {
       std::string reasons;
       for (const auto& [reason, n] : p.refusals()) reasons += (reasons.empty() ? "" : ", ") + reason + "=" + std::to_string(n);
       if (!p.last_error().empty() && p.state() != "connected") reasons += (reasons.empty() ? "" : "; ") + p.last_error();
+      if (p.clipped() > 0) {
+        // robust = "clip" cut this neighbour's pull: how often, and by how much last time.
+        char clip[128];
+        std::snprintf(clip, sizeof clip, "clipped in %lld of %lld merges (last: distance %.3g, radius %.3g)",
+                      static_cast<long long>(p.clipped()), static_cast<long long>(p.merges()), p.last_distance(),
+                      p.last_radius());
+        reasons += (reasons.empty() ? "" : "; ") + std::string(clip);
+      }
       std::printf("%-12s %-22s %-19s %-12s %-9s %8llu %10s %10s %8lld %7lld  %s\n", p.name().c_str(),
                   p.address().c_str(), p.key_fingerprint().c_str(), p.state().c_str(), last.c_str(),
                   static_cast<unsigned long long>(p.seq_applied()), Bytes(p.bytes_sent()).c_str(),

@@ -39,6 +39,7 @@ class FederationState : public train::CheckpointParticipant {
     options_.codec = config.federation.codec;
     options_.max_delta_norm = config.federation.max_delta_norm;
     options_.max_stale_rounds = static_cast<int>(config.federation.max_stale_rounds);
+    options_.robust = config.federation.robust;
     for (const auto& p : config.peers) peer_keys_.push_back(p.public_key);
   }
   absl::Status Init(std::vector<float> initial_shared) override {
@@ -81,7 +82,7 @@ bool SameTraining(const config::TrainingOptions& a, const config::TrainingOption
 bool SameFederation(const config::FederationOptions& a, const config::FederationOptions& b) {
   auto tie = [](const config::FederationOptions& o) {
     return std::tie(o.round_interval_s, o.local_steps, o.merge, o.mixing, o.drift_correction, o.codec, o.max_delta_norm,
-                    o.max_stale_rounds, o.pull_timeout_s, o.max_backoff_s);
+                    o.max_stale_rounds, o.robust, o.pull_timeout_s, o.max_backoff_s);
   };
   return tie(a) == tie(b);
 }
@@ -444,6 +445,10 @@ absl::StatusOr<control::PeersReply> Node::GetPeers() {
     info->set_refused(p.refused);
     for (const auto& [reason, n] : p.refusals) (*info->mutable_refusals())[reason] = n;
     info->set_next_retry_s(p.next_retry_s);
+    info->set_merges(p.merges);
+    info->set_clipped(p.clipped);
+    info->set_last_distance(p.last_distance);
+    info->set_last_radius(p.last_radius);
   }
   return r;
 }

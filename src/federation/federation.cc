@@ -89,6 +89,50 @@ void AddScaledDifference(float* __restrict d, const float* __restrict m,
   for (size_t k = 0; k < n; ++k) d[k] += c * (m[k] - x[k]);
 }
 
+// ||a − b||, in double like L2Norm.
+double Distance(const float* a, const float* b, size_t n) {
+  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (size_t k = 0; k < 8; ++k) {
+      const double v = static_cast<double>(a[i + k]) - b[i + k];
+      s[k] += v * v;
+    }
+  }
+  for (; i < n; ++i) {
+    const double v = static_cast<double>(a[i]) - b[i];
+    s[0] += v * v;
+  }
+  return std::sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
+}
+
+// robust = median | trimmed_mean: x[k] += γ (agg_k − x[k]), agg_k the median
+// of {x[k], m_j[k]}, or their mean without the lowest and highest value (with
+// fewer than three values, the plain mean); c learns from the move, as with
+// the weighted mean. Unweighted, as these rules are.
+void MergeCoordinatewise(float* x, size_t size, const std::vector<const float*>& mirrors, bool median,
+                         float mixing, float* c, float beta, float inv_scale) {
+  const size_t v = mirrors.size() + 1;
+  std::vector<float> vals(v);
+  for (size_t k = 0; k < size; ++k) {
+    vals[0] = x[k];
+    for (size_t j = 0; j < mirrors.size(); ++j) vals[j + 1] = mirrors[j][k];
+    std::sort(vals.begin(), vals.end());
+    float agg;
+    if (median) {
+      agg = v % 2 ? vals[v / 2] : 0.5f * (vals[v / 2 - 1] + vals[v / 2]);
+    } else {
+      const size_t trim = v >= 3 ? 1 : 0;
+      double sum = 0;
+      for (size_t i = trim; i < v - trim; ++i) sum += vals[i];
+      agg = static_cast<float>(sum / static_cast<double>(v - 2 * trim));
+    }
+    const float d = mixing * (agg - x[k]);
+    x[k] += d;
+    if (c) c[k] = beta * (c[k] + inv_scale * d);
+  }
+}
+
 // Snapshot format (all integers little-endian):
 //   "MYCELFED" u32 version u64 size u64 epoch u64 seq u8 clean i64 samples_trained
 //   size × f32 x̂
@@ -144,6 +188,10 @@ struct Federation::State {
   int64_t samples_trained = 0;  // ours, as of the last Publish
   int32_t degree = 0;           // ours, from the config
   std::vector<float> correction;  // c: size() values while β > 0, else empty
+  // robust = clip: x as the last merge left it, and the average of how far
+  // x moved between a merge and the next publish (our training's pace).
+  std::vector<float> last_merged;
+  double movement = 0;
   // Scratch buffers reused across calls so a round does not allocate size() floats.
   std::vector<float> scratch_a;
   std::vector<float> scratch_b;
@@ -186,6 +234,15 @@ absl::StatusOr<std::unique_ptr<Federation>> Federation::Create(const FederationO
     return absl::InvalidArgumentError(absl::StrCat(
         "federation.drift_correction: must be in [0, 1), got ", options.drift_correction));
   }
+  if (options.robust != "none" && options.robust != "clip" && options.robust != "trimmed_mean" &&
+      options.robust != "median") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "federation.robust: unknown rule \"", options.robust, "\" (none | clip | trimmed_mean | median)"));
+  }
+  if (!(options.clip_medians >= 1) || !(options.clip_movements >= 0) || !std::isfinite(options.clip_medians) ||
+      !std::isfinite(options.clip_movements)) {
+    return absl::InvalidArgumentError("federation: clip_medians must be >= 1 and clip_movements >= 0");
+  }
   if (options.max_stale_rounds < 0) {
     return absl::InvalidArgumentError("federation.max_stale_rounds: must be >= 0");
   }
@@ -218,6 +275,16 @@ void Federation::Publish(const float* x, int64_t samples_trained) {
   s.scratch_a.resize(size_);
   s.scratch_b.resize(size_);
   float* diff = s.scratch_a.data();
+  if (s.last_merged.size() == size_) {
+    // How far our own training moved x since the last merge: clip's floor.
+    // A round that trained nothing (held) says nothing about the pace.
+    const float* lm = s.last_merged.data();
+    for (size_t k = 0; k < size_; ++k) diff[k] = x[k] - lm[k];
+    const double moved = L2Norm(diff, size_);
+    if (moved > 0 && std::isfinite(moved)) {
+      s.movement = s.movement > 0 ? 0.9 * s.movement + 0.1 * moved : moved;
+    }
+  }
   const float* xh = s.xhat.data();
   for (size_t k = 0; k < size_; ++k) diff[k] = x[k] - xh[k];
   std::string q = s.codec->Encode(diff, size_);
@@ -255,7 +322,7 @@ int Federation::Merge(float* x, double step_scale) {
   // positive number counts as none.
   const bool learn = step_scale > 0 && std::isfinite(step_scale);
   const float inv_scale = learn ? static_cast<float>(1.0 / step_scale) : 0.0f;
-  std::vector<const Mirror*> parts;
+  std::vector<Mirror*> parts;
   for (Mirror& m : s.mirrors) {
     const bool fresh = options_.max_stale_rounds <= 0 || m.stale_rounds < options_.max_stale_rounds;
     if (m.initialized && fresh) parts.push_back(&m);
@@ -263,6 +330,7 @@ int Federation::Merge(float* x, double step_scale) {
   }
   if (parts.empty()) {
     for (float& c : s.correction) c *= beta;  // nothing to correct for: fade to plain SGD
+    if (options_.robust == "clip") s.last_merged.assign(x, x + size_);
     return 0;
   }
   // Our degree as configured, but never below the number of mirrors taking
@@ -284,6 +352,37 @@ int Federation::Merge(float* x, double step_scale) {
       coeff[j] = static_cast<float>(options_.mixing * w);
     }
   }
+  for (Mirror* m : parts) m->merged++;
+  const bool corrected = !s.correction.empty();
+  if (options_.robust == "trimmed_mean" || options_.robust == "median") {
+    std::vector<const float*> ms;
+    for (const Mirror* m : parts) ms.push_back(m->m.data());
+    MergeCoordinatewise(x, size_, ms, options_.robust == "median", static_cast<float>(options_.mixing),
+                        corrected ? s.correction.data() : nullptr, beta, inv_scale);
+    return static_cast<int>(parts.size());
+  }
+  // robust = clip: cut each m_j − x to τ (federation.h). `scale` multiplies a
+  // neighbour's weight in d; `teach` is its weight in what c learns from,
+  // zero once clipped.
+  std::vector<float> teach(coeff);
+  if (options_.robust == "clip") {
+    std::vector<double> dist(parts.size());
+    for (size_t j = 0; j < parts.size(); ++j) dist[j] = Distance(parts[j]->m.data(), x, size_);
+    std::vector<double> sorted(dist);
+    std::sort(sorted.begin(), sorted.end());
+    double tau = options_.clip_movements * s.movement;
+    if (sorted.size() >= 2) tau = std::max(tau, options_.clip_medians * sorted[(sorted.size() - 1) / 2]);
+    for (size_t j = 0; j < parts.size(); ++j) {
+      Mirror* m = parts[j];
+      m->last_distance = dist[j];
+      m->last_radius = tau;
+      if (tau > 0 && dist[j] > tau) {
+        coeff[j] = static_cast<float>(coeff[j] * (tau / dist[j]));
+        teach[j] = 0.0f;
+        m->clipped++;
+      }
+    }
+  }
   // d = γ Σ_j w_j (m_j − x): each neighbour's public copy against our own
   // weights, not against our public copy x̂ as CHOCO-SGD writes it. With an
   // exact codec the two are the same (x̂ = x right after publishing); with a
@@ -295,21 +394,28 @@ int Federation::Merge(float* x, double step_scale) {
   // 79–81% at γ = 1 (dense: 82–84%), and int8 matches dense.
   // Blocked so x stays in cache while every mirror streams through once; the
   // block of d is summed before x moves, so every mirror sees the same x.
+  const bool split = teach != coeff;  // c learns from another sum than d
   constexpr size_t kBlock = 4096;
-  const bool corrected = !s.correction.empty();
   float d[kBlock];  // this block of d, then x += d, and with drift correction c = β(c + d/η)
+  float dc[kBlock];  // what c learns from when it differs from d
   for (size_t b = 0; b < size_; b += kBlock) {
     const size_t n = std::min(kBlock, size_ - b);
     std::fill(d, d + n, 0.0f);
+    if (split && corrected) std::fill(dc, dc + n, 0.0f);
     for (size_t j = 0; j < parts.size(); ++j) {
       AddScaledDifference(d, parts[j]->m.data() + b, x + b, coeff[j], n);
+      if (split && corrected && teach[j] != 0.0f) {
+        AddScaledDifference(dc, parts[j]->m.data() + b, x + b, teach[j], n);
+      }
     }
     AddInto(x + b, d, n);
     if (corrected) {
+      const float* learnt = split ? dc : d;
       float* c = s.correction.data() + b;
-      for (size_t k = 0; k < n; ++k) c[k] = beta * (c[k] + inv_scale * d[k]);
+      for (size_t k = 0; k < n; ++k) c[k] = beta * (c[k] + inv_scale * learnt[k]);
     }
   }
+  if (options_.robust == "clip") s.last_merged.assign(x, x + size_);
   return static_cast<int>(parts.size());
 }
 
@@ -360,7 +466,9 @@ SharedPullAnswer Federation::AnswerShared(uint64_t epoch, uint64_t after_seq) co
   return out;
 }
 
-absl::Status Federation::Apply(int peer, const PullAnswer& answer) {
+namespace {
+// Every field of `answer` but its deltas, as a view aliasing it.
+PullAnswerView HeaderView(const PullAnswer& answer) {
   PullAnswerView view;
   view.epoch = answer.epoch;
   view.from_seq = answer.from_seq;
@@ -373,6 +481,19 @@ absl::Status Federation::Apply(int peer, const PullAnswer& answer) {
     view.public_copy_bytes = std::string_view(
         reinterpret_cast<const char*>(answer.public_copy.data()), answer.public_copy.size() * sizeof(float));
   }
+  return view;
+}
+}  // namespace
+
+PullAnswerView ViewOf(const SharedPullAnswer& shared) {
+  PullAnswerView view = HeaderView(shared.answer);
+  view.deltas.reserve(shared.deltas.size());
+  for (const auto& q : shared.deltas) view.deltas.emplace_back(*q);
+  return view;
+}
+
+absl::Status Federation::Apply(int peer, const PullAnswer& answer) {
+  PullAnswerView view = HeaderView(answer);
   view.deltas.reserve(answer.deltas.size());
   for (const std::string& q : answer.deltas) view.deltas.emplace_back(q);
   return Apply(peer, view);

@@ -580,6 +580,10 @@ std::vector<PeerStatus> Gossip::Peers() const {
     out[j].epoch = m.epoch;
     out[j].seq_applied = m.seq;
     out[j].samples_trained = m.samples_trained;
+    out[j].merges = m.merged;
+    out[j].clipped = m.clipped;
+    out[j].last_distance = m.last_distance;
+    out[j].last_radius = m.last_radius;
     // Updates the federation refused after decryption (shape, norm, ...).
     if (m.refused > 0 && !m.last_refusal.empty() && out[j].last_error.empty()) out[j].last_error = m.last_refusal;
   }

@@ -96,6 +96,10 @@ struct PeerStatus {
   int64_t refused = 0;                     // updates or requests refused, all reasons
   std::map<std::string, int64_t> refusals; // reason → count
   double next_retry_s = 0;                 // seconds until the next attempt (backoff)
+  int64_t merges = 0;                      // merges its copy took part in since start
+  int64_t clipped = 0;                     // of those, cut to the clip radius (robust = "clip")
+  double last_distance = 0;                // ||m_j − x|| at its last merge
+  double last_radius = 0;                  // the clip radius of that merge (0: not clipping)
 };
 
 struct GossipTotals {

@@ -446,8 +446,9 @@ void Trainer::Impl::ValidationPass() {
 // README "Pacing": a constant 0.01 left the worst node swinging between 60
 // and 77%; with drift correction configs/federation.toml decays 0.1 → 0.001
 // over 10000 steps, README "Drift correction").
-double Trainer::Impl::LearningRate(int64_t step) const {
-  const auto& t = options.training;
+double Trainer::Impl::LearningRate(int64_t step) const { return ScheduledLearningRate(options.training, step); }
+
+double ScheduledLearningRate(const config::TrainingOptions& t, int64_t step) {
   if (t.lr_decay_steps <= 0) return t.lr;
   const double frac = std::min<double>(1.0, static_cast<double>(step) / static_cast<double>(t.lr_decay_steps));
   return t.lr_final + (t.lr - t.lr_final) * 0.5 * (1.0 + std::cos(M_PI * frac));

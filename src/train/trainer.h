@@ -84,6 +84,11 @@ struct TrainerStats {
   std::string fingerprint;
 };
 
+// The learning rate of step `step` under [training]: cosine decay from lr to
+// lr_final over lr_decay_steps, then lr_final (lr_decay_steps = 0: lr).
+// The trainer's schedule, shared with mycel-sim.
+double ScheduledLearningRate(const config::TrainingOptions& t, int64_t step);
+
 struct EvalResult {
   double loss = 0;
   double accuracy = 0;

@@ -1,0 +1,451 @@
+#include "sim/sim.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include <torch/torch.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "data/importers.h"
+#include "federation/federation.h"
+#include "model/model.h"
+#include "sim/graph.h"
+#include "train/trainer.h"
+
+namespace mycel::sim {
+namespace {
+
+constexpr int kBackdoorTarget = 0;
+
+struct Dataset {
+  torch::Tensor x;                // float [n, width], v / 255 as the sampler makes it
+  std::vector<int64_t> labels;
+};
+
+absl::StatusOr<std::string> ReadWhole(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open (install dataset-fashion-mnist)"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::StatusOr<Dataset> Load(const std::string& dir, const std::string& prefix, const data::ExampleShape& shape) {
+  std::vector<data::NamedBlob> files;
+  for (const char* part : {"-images-idx3-ubyte.gz", "-labels-idx1-ubyte.gz"}) {
+    const std::string path = dir + "/" + prefix + part;
+    MYCEL_ASSIGN_OR_RETURN(std::string bytes, ReadWhole(path));
+    files.push_back({path, std::move(bytes)});
+  }
+  MYCEL_ASSIGN_OR_RETURN(std::vector<data::Example> ex, data::ImportFiles(files, data::Format::kIdx, shape));
+  Dataset d;
+  d.x = torch::empty({static_cast<int64_t>(ex.size()), shape.width});
+  float* dst = d.x.data_ptr<float>();
+  for (size_t i = 0; i < ex.size(); ++i) {
+    const auto* src = reinterpret_cast<const uint8_t*>(ex[i].data.data());
+    for (int64_t k = 0; k < shape.width; ++k) dst[i * shape.width + k] = static_cast<float>(src[k]) / 255.0f;
+    d.labels.push_back(ex[i].label);
+  }
+  return d;
+}
+
+// The trigger: the bottom-right 4×4 pixels of a 28×28 image at full intensity.
+void AddTrigger(torch::Tensor x) {
+  auto img = x.view({x.size(0), 28, 28});
+  img.index_put_({torch::indexing::Slice(), torch::indexing::Slice(24, 28), torch::indexing::Slice(24, 28)}, 1.0f);
+}
+
+struct Node {
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<torch::optim::SGD> optimizer;
+  std::unique_ptr<federation::Federation> fed;
+  std::vector<torch::Tensor> shared;    // the shared parameters, aliasing the model's
+  std::vector<int> neighbours;
+  torch::Tensor x, y;
+  std::mt19937_64 rng;
+  int64_t steps = 0;
+  double last_lr = 0;
+  bool attacker = false;
+  bool online = true;
+  std::vector<float> flat;              // shared weights, flattened (Federation's order)
+  std::vector<float> published;         // what an attacker publishes
+  std::vector<float> start;             // x₀ (signflip)
+  std::vector<float> mean_prev;         // μ of the last round (alie)
+  int64_t bytes_pulled = 0;
+
+  void Flatten() {
+    size_t off = 0;
+    for (const auto& t : shared) {
+      const auto n = static_cast<size_t>(t.numel());
+      std::memcpy(flat.data() + off, t.data_ptr<float>(), n * sizeof(float));
+      off += n;
+    }
+  }
+  void Unflatten() {
+    size_t off = 0;
+    for (auto& t : shared) {
+      const auto n = static_cast<size_t>(t.numel());
+      std::memcpy(t.data_ptr<float>(), flat.data() + off, n * sizeof(float));
+      off += n;
+    }
+  }
+};
+
+// Runs fn(i) for i in [0, n) on `threads` workers.
+void ParallelFor(int n, int threads, const std::function<void(int)>& fn) {
+  std::atomic<int> next{0};
+  auto work = [&] {
+    for (int i = next++; i < n; i = next++) fn(i);
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+}
+
+double Accuracy(model::Model& m, const torch::Tensor& x, const torch::Tensor& y) {
+  torch::NoGradGuard no_grad;
+  m.SetTraining(false);
+  auto r = m.Evaluate(x, y, 2048);
+  m.SetTraining(true);
+  return r.count ? static_cast<double>(r.correct) / static_cast<double>(r.count) : 0;
+}
+
+// Share of triggered test images whose label is not the target that the
+// model classifies as the target.
+double BackdoorSuccess(model::Model& m, const torch::Tensor& x_triggered, int64_t count) {
+  torch::NoGradGuard no_grad;
+  m.SetTraining(false);
+  auto pred = m.Forward(x_triggered).argmax(1);
+  m.SetTraining(true);
+  return static_cast<double>(pred.eq(kBackdoorTarget).sum().item<int64_t>()) / static_cast<double>(count);
+}
+
+absl::Status Validate(const SimOptions& o) {
+  if (o.nodes < 1 || o.nodes > 100000) return absl::InvalidArgumentError("--nodes must be in [1, 100000]");
+  if (o.rounds < 1) return absl::InvalidArgumentError("--rounds must be >= 1");
+  if (!(o.attackers >= 0 && o.attackers < 1)) return absl::InvalidArgumentError("--attackers must be in [0, 1)");
+  if (!(o.churn >= 0 && o.churn < 1)) return absl::InvalidArgumentError("--churn must be in [0, 1)");
+  if (o.threads < 1 || o.threads > 256) return absl::InvalidArgumentError("--threads must be in [1, 256]");
+  if (o.trust) {
+    return absl::UnimplementedError("--trust on: per-neighbour trust scores are not built yet; run with --trust off");
+  }
+  if (o.config.model.kind != "mlp" && o.config.model.kind != "cnn") {
+    return absl::InvalidArgumentError("mycel-sim trains image classifiers: [model] kind must be mlp or cnn");
+  }
+  const std::string& a = o.attack;
+  double x = 0;
+  const bool known = a == "none" || a == "signflip" || a == "alie" || a == "labelflip" || a == "backdoor" ||
+                     (a.rfind("scale:", 0) == 0 && absl::SimpleAtod(a.substr(6), &x) && std::isfinite(x));
+  if (!known) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown attack \"", a, "\" (none | signflip | scale:X | alie | labelflip | backdoor)"));
+  }
+  if (o.attackers > 0 && a == "none") return absl::InvalidArgumentError("--attackers needs --attack");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<SimResult> Run(const SimOptions& o) {
+  MYCEL_RETURN_IF_ERROR(Validate(o));
+  const auto t0 = std::chrono::steady_clock::now();
+  torch::set_num_threads(1);  // one per worker: small models gain nothing from intra-op threads
+  const config::Config& cfg = o.config;
+  data::ExampleShape shape;
+  shape.width = 1;
+  for (int64_t d : cfg.model.input_shape) shape.width *= d;
+  shape.classes = cfg.model.classes;
+  if (shape.width != 784) return absl::InvalidArgumentError("mycel-sim uses Fashion-MNIST: input_shape must be 28×28");
+  MYCEL_ASSIGN_OR_RETURN(Dataset train, Load(o.data_dir, "train", shape));
+  MYCEL_ASSIGN_OR_RETURN(Dataset test, Load(o.data_dir, "t10k", shape));
+  torch::Tensor test_y = torch::tensor(test.labels, torch::kInt64);
+  const int64_t curve_n = std::min<int64_t>(o.curve_examples, test.x.size(0));
+  torch::Tensor curve_x = test.x.slice(0, 0, curve_n), curve_y = test_y.slice(0, 0, curve_n);
+
+  MYCEL_ASSIGN_OR_RETURN(Graph graph, MakeTopology(o.topology, o.nodes, o.seed));
+  MYCEL_ASSIGN_OR_RETURN(auto split, SplitData(o.split, train.labels, static_cast<int>(shape.classes), o.nodes,
+                                               o.seed + 1, static_cast<size_t>(cfg.training.batch_size)));
+  const int local_steps = o.local_steps >= 0 ? o.local_steps : static_cast<int>(cfg.federation.local_steps);
+  if (local_steps < 1) return absl::InvalidArgumentError("local steps must be >= 1 (a round is K steps)");
+
+  federation::FederationOptions fo;
+  fo.merge = cfg.federation.merge;
+  fo.mixing = cfg.federation.mixing;
+  fo.drift_correction = cfg.federation.drift_correction;
+  fo.codec = o.codec.empty() ? cfg.federation.codec : o.codec;
+  fo.max_delta_norm = cfg.federation.max_delta_norm;
+  fo.max_stale_rounds = static_cast<int>(cfg.federation.max_stale_rounds);
+  fo.robust = o.robust;
+  if (o.clip_medians > 0) fo.clip_medians = o.clip_medians;
+  if (o.clip_movements >= 0) fo.clip_movements = o.clip_movements;
+
+  // Attackers: a seeded choice of round(fraction · N) nodes.
+  std::vector<int> order(static_cast<size_t>(o.nodes));
+  for (int i = 0; i < o.nodes; ++i) order[static_cast<size_t>(i)] = i;
+  std::mt19937_64 pick(o.seed + 2);
+  std::shuffle(order.begin(), order.end(), pick);
+  const int n_attackers = static_cast<int>(std::lround(o.attackers * o.nodes));
+
+  std::vector<Node> nodes(static_cast<size_t>(o.nodes));
+  for (int i = 0; i < o.nodes; ++i) {
+    Node& n = nodes[static_cast<size_t>(i)];
+    MYCEL_ASSIGN_OR_RETURN(n.model, model::Model::Create(cfg.model));
+    std::vector<torch::Tensor> params;
+    for (const auto& p : n.model->parameters()) {
+      params.push_back(p.tensor);
+      if (p.shared) n.shared.push_back(p.tensor);
+    }
+    n.optimizer = std::make_unique<torch::optim::SGD>(
+        params, torch::optim::SGDOptions(cfg.training.lr).momentum(cfg.training.momentum));
+    n.flat.resize(static_cast<size_t>(n.model->shared_parameter_count()));
+    n.Flatten();
+    n.start = n.flat;
+    n.neighbours = graph[static_cast<size_t>(i)];
+    MYCEL_ASSIGN_OR_RETURN(n.fed, federation::Federation::Create(fo, n.flat, static_cast<int>(n.neighbours.size()),
+                                                                 static_cast<int32_t>(n.neighbours.size())));
+    n.rng.seed(o.seed * 1000003 + static_cast<uint64_t>(i));
+    const auto& idx = split[static_cast<size_t>(i)];
+    torch::Tensor sel = torch::tensor(std::vector<int64_t>(idx.begin(), idx.end()), torch::kInt64);
+    n.x = train.x.index_select(0, sel);
+    std::vector<int64_t> ys;
+    for (int64_t k : idx) ys.push_back(train.labels[static_cast<size_t>(k)]);
+    n.y = torch::tensor(ys, torch::kInt64);
+  }
+  for (int k = 0; k < n_attackers; ++k) {
+    Node& n = nodes[static_cast<size_t>(order[static_cast<size_t>(k)])];
+    n.attacker = true;
+    if (o.attack == "labelflip") n.y = (shape.classes - 1) - n.y;
+  }
+  // Churn: each round an online node leaves with probability p_leave and an
+  // offline one returns with 0.2, so `churn` of the nodes are away on average.
+  const double p_return = 0.2;
+  const double p_leave = o.churn > 0 ? o.churn * p_return / (1 - o.churn) : 0;
+  std::mt19937_64 churn_rng(o.seed + 3);
+  std::uniform_real_distribution<double> coin(0, 1);
+
+  SimResult result;
+  result.rounds = o.rounds;
+  result.attackers = n_attackers;
+  result.per_node.resize(nodes.size());
+  const int eval_every = o.eval_every > 0 ? o.eval_every : std::max(1, o.rounds / 20);
+  const int64_t batch = cfg.training.batch_size;
+  double scale_x = 0;
+  if (o.attack.rfind("scale:", 0) == 0) (void)absl::SimpleAtod(o.attack.substr(6), &scale_x);
+
+  for (int round = 1; round <= o.rounds; ++round) {
+    for (Node& n : nodes) {
+      if (o.churn > 0) n.online = n.online ? coin(churn_rng) >= p_leave : coin(churn_rng) < p_return;
+    }
+    // Local steps, as the trainer takes them: the scheduled lr, then lr · c.
+    ParallelFor(o.nodes, o.threads, [&](int i) {
+      Node& n = nodes[static_cast<size_t>(i)];
+      if (!n.online) return;
+      const std::vector<float> c = n.fed->correction();
+      torch::Tensor c_t = c.empty() ? torch::Tensor() : torch::from_blob(const_cast<float*>(c.data()),
+                                                                         {static_cast<int64_t>(c.size())});
+      const int64_t rows = n.x.size(0);
+      std::uniform_int_distribution<int64_t> pick_row(0, rows - 1);
+      std::vector<int64_t> idx(static_cast<size_t>(batch));
+      for (int s = 0; s < local_steps; ++s) {
+        const double lr = train::ScheduledLearningRate(cfg.training, n.steps);
+        for (auto& g : n.optimizer->param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
+        for (auto& v : idx) v = pick_row(n.rng);
+        torch::Tensor sel = torch::from_blob(idx.data(), {batch}, torch::kInt64);
+        torch::Tensor xb = n.x.index_select(0, sel), yb = n.y.index_select(0, sel);
+        if (n.attacker && o.attack == "backdoor" && (s % 2 == 0)) {
+          xb = xb.clone();
+          AddTrigger(xb);
+          yb = torch::full_like(yb, kBackdoorTarget);
+        }
+        n.optimizer->zero_grad();
+        n.model->Loss(xb, yb).backward();
+        n.optimizer->step();
+        if (c_t.defined()) {
+          torch::NoGradGuard no_grad;
+          int64_t off = 0;
+          for (auto& t : n.shared) {
+            t.view({-1}).add_(c_t.slice(0, off, off + t.numel()), lr);
+            off += t.numel();
+          }
+        }
+        n.last_lr = lr;
+        n.steps++;
+      }
+      n.Flatten();
+    });
+    // Publish: honest nodes their weights, attackers what their attack makes.
+    ParallelFor(o.nodes, o.threads, [&](int i) {
+      Node& n = nodes[static_cast<size_t>(i)];
+      if (!n.online) return;
+      const int64_t samples = n.steps * batch;
+      const bool crafts = n.attacker && (o.attack == "signflip" || o.attack == "alie" || scale_x != 0);
+      if (!crafts) {
+        n.fed->Publish(n.flat.data(), samples);
+        return;
+      }
+      const size_t sz = n.flat.size();
+      n.published.assign(sz, 0.0f);
+      if (o.attack == "signflip") {
+        for (size_t k = 0; k < sz; ++k) n.published[k] = 2 * n.start[k] - n.flat[k];
+      } else {
+        // μ (and σ for alie) over the neighbourhood's copies as the attacker mirrors them, and its own.
+        std::vector<std::vector<float>> copies = {n.flat};
+        for (size_t j = 0; j < n.neighbours.size(); ++j) {
+          auto m = n.fed->mirror(static_cast<int>(j));
+          if (!m.empty()) copies.push_back(std::move(m));
+        }
+        std::vector<float> mu(sz, 0.0f), sd(sz, 0.0f);
+        for (const auto& v : copies)
+          for (size_t k = 0; k < sz; ++k) mu[k] += v[k] / static_cast<float>(copies.size());
+        for (const auto& v : copies)
+          for (size_t k = 0; k < sz; ++k) sd[k] += (v[k] - mu[k]) * (v[k] - mu[k]) / static_cast<float>(copies.size());
+        if (o.attack == "alie") {
+          if (n.mean_prev.empty()) n.mean_prev = n.start;
+          for (size_t k = 0; k < sz; ++k) {
+            const float dir = mu[k] > n.mean_prev[k] ? 1.0f : (mu[k] < n.mean_prev[k] ? -1.0f : 0.0f);
+            n.published[k] = mu[k] - 1.0f * std::sqrt(sd[k]) * dir;
+          }
+          n.mean_prev = mu;
+        } else {
+          for (size_t k = 0; k < sz; ++k) {
+            n.published[k] = mu[k] + static_cast<float>(scale_x) * (n.flat[k] - mu[k]);
+          }
+        }
+      }
+      n.fed->Publish(n.published.data(), samples);
+    });
+    // Pull every online neighbour (an offline one is a failed pull), then merge.
+    ParallelFor(o.nodes, o.threads, [&](int i) {
+      Node& n = nodes[static_cast<size_t>(i)];
+      if (!n.online) return;
+      for (size_t j = 0; j < n.neighbours.size(); ++j) {
+        const Node& from = nodes[static_cast<size_t>(n.neighbours[j])];
+        if (!from.online) continue;
+        auto [epoch, after] = n.fed->Cursor(static_cast<int>(j));
+        const federation::SharedPullAnswer ans = from.fed->AnswerShared(epoch, after);
+        const federation::PullAnswerView view = federation::ViewOf(ans);
+        int64_t bytes = static_cast<int64_t>(view.public_copy_bytes.size());
+        for (const auto& q : view.deltas) bytes += static_cast<int64_t>(q.size());
+        n.bytes_pulled += bytes;
+        (void)n.fed->Apply(static_cast<int>(j), view);  // a refusal is counted in the mirror's stats
+      }
+    });
+    ParallelFor(o.nodes, o.threads, [&](int i) {
+      Node& n = nodes[static_cast<size_t>(i)];
+      if (!n.online) return;
+      n.fed->Merge(n.flat.data(), static_cast<double>(local_steps) * n.last_lr);
+      n.Unflatten();
+    });
+    if (round % eval_every == 0 || round == o.rounds) {
+      result.curve_rounds.push_back(round);
+      ParallelFor(o.nodes, o.threads, [&](int i) {
+        result.per_node[static_cast<size_t>(i)].curve.push_back(
+            Accuracy(*nodes[static_cast<size_t>(i)].model, curve_x, curve_y));
+      });
+      double lo = 1, sum = 0;
+      int honest = 0;
+      for (size_t i = 0; i < nodes.size(); ++i) {
+        if (nodes[i].attacker) continue;
+        lo = std::min(lo, result.per_node[i].curve.back());
+        sum += result.per_node[i].curve.back();
+        ++honest;
+      }
+      std::fprintf(stderr, "round %d: honest accuracy min %.4f mean %.4f (%lld test examples)\n", round, lo,
+                   honest ? sum / honest : 0.0, static_cast<long long>(curve_n));
+    }
+  }
+
+  torch::Tensor triggered;
+  int64_t trigger_count = 0;
+  if (o.attack == "backdoor") {
+    torch::Tensor keep = test_y.ne(kBackdoorTarget).nonzero().view({-1});
+    triggered = test.x.index_select(0, keep).clone();
+    AddTrigger(triggered);
+    trigger_count = triggered.size(0);
+  }
+  std::vector<double> backdoor(nodes.size(), 0.0);
+  ParallelFor(o.nodes, o.threads, [&](int i) {
+    Node& n = nodes[static_cast<size_t>(i)];
+    NodeResult& r = result.per_node[static_cast<size_t>(i)];
+    r.accuracy = Accuracy(*n.model, test.x, test_y);
+    r.attacker = n.attacker;
+    r.degree = static_cast<int>(n.neighbours.size());
+    r.examples = n.x.size(0);
+    for (size_t j = 0; j < n.neighbours.size(); ++j) {
+      const auto m = n.fed->mirror_stats(static_cast<int>(j));
+      r.merges += m.merged;
+      r.clipped += m.clipped;
+    }
+    if (trigger_count > 0) backdoor[static_cast<size_t>(i)] = BackdoorSuccess(*n.model, triggered, trigger_count);
+  });
+  double lo = 1, sum = 0, bd = 0;
+  int honest = 0;
+  int64_t bytes = 0, merges = 0, clipped = 0;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    bytes += nodes[i].bytes_pulled;
+    if (nodes[i].attacker) continue;
+    merges += result.per_node[i].merges;
+    clipped += result.per_node[i].clipped;
+    lo = std::min(lo, result.per_node[i].accuracy);
+    sum += result.per_node[i].accuracy;
+    bd += backdoor[i];
+    ++honest;
+  }
+  result.honest_accuracy_min = honest ? lo : 0;
+  result.honest_accuracy_mean = honest ? sum / honest : 0;
+  if (trigger_count > 0) result.backdoor_success = honest ? bd / honest : 0;
+  result.honest_clipped_share = merges ? static_cast<double>(clipped) / static_cast<double>(merges) : 0;
+  result.bytes_per_node_per_round = static_cast<double>(bytes) / o.nodes / o.rounds;
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  result.seconds_per_round = result.seconds / o.rounds;
+  return result;
+}
+
+std::string ToJson(const SimOptions& o, const SimResult& r) {
+  auto q = [](const std::string& s) {
+    std::string out = "\"";
+    for (char c : s) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    return out + "\"";
+  };
+  std::ostringstream js;
+  js.precision(6);
+  js << "{\"nodes\":" << o.nodes << ",\"topology\":" << q(o.topology) << ",\"split\":" << q(o.split)
+     << ",\"attack\":" << q(o.attack) << ",\"attackers\":" << r.attackers << ",\"robust\":" << q(o.robust)
+     << ",\"trust\":" << (o.trust ? "true" : "false") << ",\"churn\":" << o.churn << ",\"codec\":"
+     << q(o.codec.empty() ? o.config.federation.codec : o.codec) << ",\"local_steps\":"
+     << (o.local_steps >= 0 ? o.local_steps : o.config.federation.local_steps) << ",\"seed\":" << o.seed
+     << ",\"rounds\":" << r.rounds << ",\"seconds\":" << r.seconds << ",\"seconds_per_round\":"
+     << r.seconds_per_round << ",\"bytes_per_node_per_round\":" << r.bytes_per_node_per_round
+     << ",\"honest_accuracy_min\":" << r.honest_accuracy_min << ",\"honest_accuracy_mean\":"
+     << r.honest_accuracy_mean << ",\"honest_clipped_share\":" << r.honest_clipped_share;
+  if (r.backdoor_success >= 0) js << ",\"backdoor_success\":" << r.backdoor_success;
+  js << ",\"curve_rounds\":[";
+  for (size_t i = 0; i < r.curve_rounds.size(); ++i) js << (i ? "," : "") << r.curve_rounds[i];
+  js << "],\"per_node\":[";
+  for (size_t i = 0; i < r.per_node.size(); ++i) {
+    const NodeResult& n = r.per_node[i];
+    js << (i ? "," : "") << "{\"node\":" << i << ",\"accuracy\":" << n.accuracy << ",\"attacker\":"
+       << (n.attacker ? "true" : "false") << ",\"degree\":" << n.degree << ",\"examples\":" << n.examples << ",\"merges\":" << n.merges << ",\"clipped\":" << n.clipped
+       << ",\"curve\":[";
+    for (size_t k = 0; k < n.curve.size(); ++k) js << (k ? "," : "") << n.curve[k];
+    js << "]}";
+  }
+  js << "]}";
+  return js.str();
+}
+
+}  // namespace mycel::sim

@@ -1,0 +1,78 @@
+// mycel-sim: many nodes in one process on the real federation, codec, merge
+// and model code, with a virtual round clock instead of gRPC and crypto.
+// Each round every online node trains its local steps (the trainer's
+// learning-rate schedule, the drift correction added after every step, as
+// Trainer does), publishes through its Federation, pulls every online
+// neighbour's answer (AnswerShared → Apply, the bytes a pull would carry) and
+// merges. Attackers are ordinary nodes that publish something else.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "config/config.h"
+
+namespace mycel::sim {
+
+struct SimOptions {
+  int nodes = 16;
+  std::string topology = "ring";    // graph.h
+  std::string split = "iid";        // graph.h
+  int rounds = 100;
+  double attackers = 0;             // fraction of nodes that attack, in [0, 1)
+  // none | signflip | scale:X | alie | labelflip | backdoor
+  //   signflip   publishes its own learning reversed: 2·x₀ − x (x₀ the start)
+  //   scale:X    publishes μ + X·(x − μ), μ the mean of its neighbours' copies
+  //   alie       publishes μ − z·σ·sign(μ − μ_prev) per coordinate over its
+  //              neighbourhood, z = 1 ("A little is enough", Baruch et al. 2019)
+  //   labelflip  trains on labels C − 1 − y and publishes honestly
+  //   backdoor   trains half its batches with a 4×4 trigger in the corner
+  //              relabelled 0 and publishes honestly
+  std::string attack = "none";
+  std::string robust = "none";      // [federation] robust for every honest node
+  bool trust = false;               // not built yet: refused when true
+  double churn = 0;                 // stationary fraction of nodes offline, in [0, 1)
+  std::string codec;                // "" = the config's
+  int local_steps = -1;             // -1 = the config's
+  uint64_t seed = 1;
+  int eval_every = 0;               // rounds between curve points (0: rounds / 20)
+  int curve_examples = 1000;        // test examples per curve point (the final figure uses all)
+  double clip_medians = 0;          // 0 = FederationOptions' default (tuning)
+  double clip_movements = -1;       // < 0 = FederationOptions' default (tuning)
+  int threads = 2;                  // worker threads, one torch thread each
+  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  config::Config config;            // [model], [training], [federation] defaults
+};
+
+struct NodeResult {
+  double accuracy = 0;   // on the whole test set, at the end
+  bool attacker = false;
+  int degree = 0;
+  int64_t examples = 0;
+  int64_t merges = 0;    // neighbour copies merged, summed over its neighbours
+  int64_t clipped = 0;   // of those, cut by robust = clip
+  std::vector<double> curve;  // accuracy at each curve round, on curve_examples
+};
+
+struct SimResult {
+  double honest_accuracy_min = 0;
+  double honest_accuracy_mean = 0;
+  double backdoor_success = -1;     // mean over honest nodes; -1 unless attack = backdoor
+  int rounds = 0;
+  double seconds = 0;
+  double seconds_per_round = 0;
+  double bytes_per_node_per_round = 0;  // pulled answers' payload, mean over nodes and rounds
+  int attackers = 0;
+  double honest_clipped_share = 0;      // of honest nodes' neighbour merges, the share clip cut
+  std::vector<int> curve_rounds;
+  std::vector<NodeResult> per_node;
+};
+
+absl::StatusOr<SimResult> Run(const SimOptions& options);
+
+// The result as one JSON object (the fields the README lists).
+std::string ToJson(const SimOptions& options, const SimResult& result);
+
+}  // namespace mycel::sim
