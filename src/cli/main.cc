@@ -562,9 +562,9 @@ int main(int argc, char** argv) {
       for (const auto& [reason, n] : p.refusals()) reasons += (reasons.empty() ? "" : ", ") + reason + "=" + std::to_string(n);
       if (!p.last_error().empty() && p.state() != "connected") reasons += (reasons.empty() ? "" : "; ") + p.last_error();
       if (p.clipped() > 0) {
-        // robust = "clip" cut this neighbour's pull: how often, and by how much last time.
+        // robust = reject/clip screened this neighbour out: how often, and how far it was last time.
         char clip[128];
-        std::snprintf(clip, sizeof clip, "clipped in %lld of %lld merges (last: distance %.3g, radius %.3g)",
+        std::snprintf(clip, sizeof clip, "outlier in %lld of %lld merges (last: distance %.3g, radius %.3g)",
                       static_cast<long long>(p.clipped()), static_cast<long long>(p.merges()), p.last_distance(),
                       p.last_radius());
         reasons += (reasons.empty() ? "" : "; ") + std::string(clip);

@@ -506,7 +506,7 @@ std::vector<Field> FederationFields(FederationOptions* o) {
       RealField("drift_correction", &o->drift_correction, RealIn(0, 1, /*hi_open=*/true)),
       StringField("codec", &o->codec, CodecName()),
       IntField("max_stale_rounds", &o->max_stale_rounds, IntIn(0, 1000000)),
-      StringField("robust", &o->robust, OneOf({"none", "clip", "trimmed_mean", "median"})),
+      StringField("robust", &o->robust, OneOf({"none", "reject", "clip", "trimmed_mean", "median"})),
       RealField("max_delta_norm", &o->max_delta_norm, RealPositive()),
       RealField("pull_timeout_s", &o->pull_timeout_s, Seconds()),
       RealField("max_backoff_s", &o->max_backoff_s, Seconds()),

@@ -62,7 +62,7 @@ struct FederationOptions {
   double drift_correction = 0.95;      // β in [0, 1): correction of each node's pull toward its own data, spread over the local steps; 0 = plain gossip
   std::string codec = "fp16";          // wire codec of published deltas (federation/codec.h)
   int64_t max_stale_rounds = 3;        // a neighbour not pulled from in this many merges sits them out; 0 = never
-  std::string robust = "none";         // none | clip | trimmed_mean | median: how neighbours' copies combine (federation.h)
+  std::string robust = "none";         // none | reject | clip | trimmed_mean | median: how neighbours' copies combine (federation.h)
   double max_delta_norm = 1e4;         // L2 bound on one received delta; larger ones are refused
   double pull_timeout_s = 5;           // deadline of one pull from a neighbour
   double max_backoff_s = 30;           // retry delay cap for an unreachable neighbour

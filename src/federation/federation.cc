@@ -234,10 +234,10 @@ absl::StatusOr<std::unique_ptr<Federation>> Federation::Create(const FederationO
     return absl::InvalidArgumentError(absl::StrCat(
         "federation.drift_correction: must be in [0, 1), got ", options.drift_correction));
   }
-  if (options.robust != "none" && options.robust != "clip" && options.robust != "trimmed_mean" &&
-      options.robust != "median") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "federation.robust: unknown rule \"", options.robust, "\" (none | clip | trimmed_mean | median)"));
+  if (options.robust != "none" && options.robust != "reject" && options.robust != "clip" &&
+      options.robust != "trimmed_mean" && options.robust != "median") {
+    return absl::InvalidArgumentError(absl::StrCat("federation.robust: unknown rule \"", options.robust,
+                                                   "\" (none | reject | clip | trimmed_mean | median)"));
   }
   if (!(options.clip_medians >= 1) || !(options.clip_movements >= 0) || !std::isfinite(options.clip_medians) ||
       !std::isfinite(options.clip_movements)) {
@@ -330,7 +330,7 @@ int Federation::Merge(float* x, double step_scale) {
   }
   if (parts.empty()) {
     for (float& c : s.correction) c *= beta;  // nothing to correct for: fade to plain SGD
-    if (options_.robust == "clip") s.last_merged.assign(x, x + size_);
+    if (options_.robust == "clip" || options_.robust == "reject") s.last_merged.assign(x, x + size_);
     return 0;
   }
   // Our degree as configured, but never below the number of mirrors taking
@@ -348,7 +348,16 @@ int Federation::Merge(float* x, double step_scale) {
   } else {  // metropolis (Create validated the name)
     for (size_t j = 0; j < parts.size(); ++j) {
       int64_t deg_j = std::max<int64_t>(1, parts[j]->degree);
-      double w = 1.0 / static_cast<double>(1 + std::max(deg_i, deg_j));
+      const double deg = static_cast<double>(std::max(deg_i, deg_j));
+      double w = 1.0 / (1 + deg);
+      // With drift correction, at most 2 / (3 · max degree): every node then
+      // keeps at least 1/3 of its own weights, so the mixing matrix's
+      // eigenvalues stay above −1/3 (Gershgorin), the condition under which
+      // D² converges (Tang et al. 2018). Unchanged up to degree 2 (a ring);
+      // on degree 4 it is 1/6 instead of 1/5. Measured (mycel-sim, 16 nodes,
+      // random 4-regular, Dirichlet(0.3), 500 rounds): plain Metropolis with
+      // β = 0.99 oscillated and ended at 76.8% (β = 0.9: 37.9%).
+      if (s.correction.size() == size_ && size_ > 0) w = std::min(w, 2.0 / (3.0 * deg));
       coeff[j] = static_cast<float>(options_.mixing * w);
     }
   }
@@ -361,11 +370,12 @@ int Federation::Merge(float* x, double step_scale) {
                         corrected ? s.correction.data() : nullptr, beta, inv_scale);
     return static_cast<int>(parts.size());
   }
-  // robust = clip: cut each m_j − x to τ (federation.h). `scale` multiplies a
-  // neighbour's weight in d; `teach` is its weight in what c learns from,
-  // zero once clipped.
+  // robust = reject | clip: a neighbour farther than τ (federation.h) sits
+  // this merge out, or pulls by τ only. `coeff` is its weight in d; `teach`
+  // its weight in what c learns from, zero once past τ.
   std::vector<float> teach(coeff);
-  if (options_.robust == "clip") {
+  const bool reject = options_.robust == "reject";
+  if (options_.robust == "clip" || reject) {
     std::vector<double> dist(parts.size());
     for (size_t j = 0; j < parts.size(); ++j) dist[j] = Distance(parts[j]->m.data(), x, size_);
     std::vector<double> sorted(dist);
@@ -377,7 +387,7 @@ int Federation::Merge(float* x, double step_scale) {
       m->last_distance = dist[j];
       m->last_radius = tau;
       if (tau > 0 && dist[j] > tau) {
-        coeff[j] = static_cast<float>(coeff[j] * (tau / dist[j]));
+        coeff[j] = reject ? 0.0f : static_cast<float>(coeff[j] * (tau / dist[j]));
         teach[j] = 0.0f;
         m->clipped++;
       }
@@ -415,7 +425,7 @@ int Federation::Merge(float* x, double step_scale) {
       for (size_t k = 0; k < n; ++k) c[k] = beta * (c[k] + inv_scale * learnt[k]);
     }
   }
-  if (options_.robust == "clip") s.last_merged.assign(x, x + size_);
+  if (options_.robust == "clip" || reject) s.last_merged.assign(x, x + size_);
   return static_cast<int>(parts.size());
 }
 

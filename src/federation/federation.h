@@ -73,30 +73,33 @@ struct FederationOptions {
   // after round would be integrated into c and amplified (up to 1/(1 − β)
   // times). 0 = mirrors always take part.
   int max_stale_rounds = 3;
-  // How the neighbours' copies are combined (README, "Robust merges"):
+  // How the neighbours' copies are combined (README, "Robust merges"). Both
+  // screening rules compare each distance ||m_j − x|| with a radius
+  //   τ = max(clip_medians × the lower median of this merge's distances,
+  //           clip_movements × our own movement per round, averaged),
+  // so a neighbour far farther than most, or far farther than our own
+  // training moves us, is an outlier; one that mimics us cannot shrink τ
+  // below our own pace. A lone neighbour is held to our pace alone.
   //   none          the weighted mean above;
+  //   reject        an outlier sits this merge out, as a stale mirror does:
+  //                 no pull, nothing taught to c;
   //   clip          self-centred clipping (ClippedGossip, He, Karimireddy &
-  //                 Jaggi 2022): each m_j − x is cut to a radius τ before the
-  //                 weighted mean, τ = max(the lower median of this merge's
-  //                 distances ||m_j − x|| times clip_medians, clip_movements ×
-  //                 our own movement per round, averaged over recent rounds).
-  //                 A neighbour farther than most, or far
-  //                 farther than we move, pulls by at most τ; one that mimics
-  //                 us cannot shrink τ below what our own training moves. A
-  //                 clipped contribution moves x but teaches c nothing: c
-  //                 integrates what it learns from (up to 1/(1 − β) times), so
-  //                 a persistent push would otherwise be amplified a hundredfold
-  //                 (measured on a quadratic ring, tests: a ×100 attacker ends
-  //                 9271 from the optimum with none, 4.8 with clip, 22390 if
-  //                 the clipped pull also taught c);
+  //                 Jaggi 2022): an outlier pulls by τ instead of its
+  //                 distance, and teaches c nothing (c integrates what it
+  //                 learns from, up to 1/(1 − β) times: measured on a
+  //                 quadratic ring, a ×100 attacker ends 9271 from the optimum
+  //                 with none, 4.8 with clip, 22390 if the clipped pull also
+  //                 taught c). On real models its τ follows the distances the
+  //                 attack itself inflates, and a ×100 attacker still wins
+  //                 (mycel-sim: README), so reject is the one to use;
   //   trimmed_mean  coordinate-wise mean of {x, m_j} without the highest and
   //                 lowest value (unweighted);
   //   median        coordinate-wise median of {x, m_j} (unweighted).
   // The last two are there for comparison: on a sparse graph with non-IID
   // data they cost accuracy without attackers (README).
   std::string robust = "none";
-  double clip_medians = 2.0;          // clip: τ ≥ this × the lower median of the distances
-  double clip_movements = 3.0;        // clip: τ ≥ this × our own movement per round
+  double clip_medians = 3.0;          // reject/clip: τ ≥ this × the lower median of the distances
+  double clip_movements = 3.0;        // reject/clip: τ ≥ this × our own movement per round
 };
 
 
@@ -166,9 +169,9 @@ struct MirrorStats {
   std::string last_refusal;
   int64_t stale_rounds = 0;           // merges since the mirror was last refreshed (not persisted)
   int64_t merged = 0;                 // merges this mirror took part in since start (not persisted)
-  int64_t clipped = 0;                // of those, merges where robust = clip cut it (not persisted)
+  int64_t clipped = 0;                // of those, merges where it was past τ (reject, clip; not persisted)
   double last_distance = 0;           // ||m_j − x|| at the last merge it took part in
-  double last_radius = 0;             // τ of that merge (0: no clipping)
+  double last_radius = 0;             // τ of that merge (0: no screening)
 };
 
 class Federation {

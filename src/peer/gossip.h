@@ -97,9 +97,9 @@ struct PeerStatus {
   std::map<std::string, int64_t> refusals; // reason → count
   double next_retry_s = 0;                 // seconds until the next attempt (backoff)
   int64_t merges = 0;                      // merges its copy took part in since start
-  int64_t clipped = 0;                     // of those, cut to the clip radius (robust = "clip")
+  int64_t clipped = 0;                     // of those, past the radius (robust = "reject" or "clip")
   double last_distance = 0;                // ||m_j − x|| at its last merge
-  double last_radius = 0;                  // the clip radius of that merge (0: not clipping)
+  double last_radius = 0;                  // the radius of that merge (0: not screening)
 };
 
 struct GossipTotals {

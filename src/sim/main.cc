@@ -25,8 +25,8 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", o.rounds, "gossip rounds")->required();
   app.add_option("--attackers", o.attackers, "fraction of nodes that attack, in [0, 1)");
   app.add_option("--attack", o.attack, "none | signflip | scale:X | alie | labelflip | backdoor");
-  app.add_option("--robust", o.robust, "none | clip | trimmed_mean | median (honest nodes)")
-      ->check(CLI::IsMember({"none", "clip", "trimmed_mean", "median"}));
+  app.add_option("--robust", o.robust, "none | reject | clip | trimmed_mean | median (honest nodes)")
+      ->check(CLI::IsMember({"none", "reject", "clip", "trimmed_mean", "median"}));
   app.add_option("--trust", trust, "on | off (on: not built yet)")->check(CLI::IsMember({"on", "off"}));
   app.add_option("--churn", o.churn, "fraction of nodes offline at any time, in [0, 1)");
   app.add_option("--codec", o.codec, "wire codec (default: the config's)");

@@ -664,6 +664,70 @@ TEST(DriftCorrection, ManyLocalStepsStayNearTheGlobalMinimumWhenSpreadOverTheSte
   }
 }
 
+// Degree 4 with drift correction: 2 / (3 · 4) = 1/6 a neighbour, not
+// Metropolis' 1/5, so we keep a third of our own weights.
+TEST(DriftCorrection, CapsNeighbourWeightsSoEveryNodeKeepsAThirdOfItself) {
+  for (double beta : {0.0, 0.5}) {
+    auto f = Make({0}, 4, 4, Corrected(beta));
+    for (int j = 0; j < 4; ++j) ASSERT_TRUE(f->Apply(j, Keyframe({1}, 1, 4)).ok());
+    std::vector<float> x = {0};
+    f->Merge(x.data());
+    EXPECT_NEAR(x[0], beta > 0 ? 4.0 / 6 : 4.0 / 5, 1e-6) << "β " << beta;
+  }
+}
+
+// The complete bipartite graph K4,4 (every node degree 4) under plain
+// Metropolis weights has a mixing eigenvalue of (1 − 4)/5 = −0.6, below the
+// −1/3 that D² needs; each node minimises ½‖x − a_i‖² with one step of
+// lr 0.5 a round. With the capped weights the corrected federation settles
+// near the global minimum (measured: 0.027; plain gossip 1.53); uncapped it
+// ends 2.3e5 away.
+TEST(DriftCorrection, SettlesOnADenseBipartiteGraphWhereUncappedWeightsDiverge) {
+  auto error_after = [](double beta) {
+    const int kNodes = 8, kSteps = 1;
+    const size_t n = 4;
+    const float lr = 0.5f;
+    std::mt19937 rng(11);
+    std::vector<std::unique_ptr<Federation>> nodes;
+    std::vector<std::vector<float>> x, a;
+    std::vector<double> target(n, 0.0);
+    for (int i = 0; i < kNodes; ++i) {
+      nodes.push_back(Make(std::vector<float>(n, 0.0f), 4, 4, Corrected(beta)));
+      x.emplace_back(n, 0.0f);
+      a.push_back(RandomVector(rng, n, 5.0f));
+      for (size_t k = 0; k < n; ++k) target[k] += a[i][k] / kNodes;
+    }
+    for (int round = 0; round < 300; ++round) {
+      for (int i = 0; i < kNodes; ++i) {
+        const std::vector<float> c = nodes[i]->correction();
+        for (int s = 0; s < kSteps; ++s) {
+          for (size_t k = 0; k < n; ++k) x[i][k] += lr * (a[i][k] - x[i][k] + (c.empty() ? 0 : c[k]));
+        }
+        nodes[i]->Publish(x[i].data(), 0);
+      }
+      for (int i = 0; i < kNodes; ++i) {
+        for (int j = 0; j < 4; ++j) {  // i's neighbours: the four nodes of the other side
+          const int other = (i < 4 ? 4 : 0) + j;
+          EXPECT_TRUE(Pull(*nodes[other], *nodes[i], j).ok());
+        }
+      }
+      for (int i = 0; i < kNodes; ++i) nodes[i]->Merge(x[i].data(), lr * kSteps);
+    }
+    double worst = 0;
+    for (int i = 0; i < kNodes; ++i) {
+      double d2 = 0;
+      for (size_t k = 0; k < n; ++k) d2 += (x[i][k] - target[k]) * (x[i][k] - target[k]);
+      worst = std::max(worst, std::sqrt(d2));
+    }
+    return worst;
+  };
+  const double plain = error_after(0.0);
+  const double corrected = error_after(0.99);
+  EXPECT_GT(plain, 1.0);
+  EXPECT_TRUE(std::isfinite(corrected));
+  EXPECT_LT(corrected, plain / 5) << "plain " << plain;
+}
+
 // A busy laptop's round may train one step of its K. Its merge still closes
 // the whole gap to the neighbours, so learning c per unit of that one step's
 // learning rate inflates c K-fold, and the next full round applies it K
@@ -710,6 +774,9 @@ TEST(RobustMerge, CreateRefusesAnUnknownRule) {
   auto f = Federation::Create(Robust("krum"), {0}, 1, 1);
   ASSERT_FALSE(f.ok());
   EXPECT_NE(f.status().message().find("federation.robust"), std::string::npos) << f.status();
+  FederationOptions o = Robust("reject");
+  o.clip_medians = 0.5;  // a radius below the median would screen out most honest neighbours
+  EXPECT_FALSE(Federation::Create(o, {0}, 1, 1).ok());
 }
 
 // Two neighbours, Metropolis weights 1/3: the nearer one (distance 1) sets
@@ -731,6 +798,21 @@ TEST(RobustMerge, ClipCutsTheFartherNeighbourToTheLowerMedianAndTeachesCNothingO
   EXPECT_EQ(f->mirror_stats(1).merged, 1);
   EXPECT_NEAR(f->mirror_stats(1).last_distance, 10.0, 1e-6);
   EXPECT_NEAR(f->mirror_stats(1).last_radius, FederationOptions().clip_medians, 1e-6);
+}
+
+// The same two neighbours under reject: the outlier sits the merge out.
+TEST(RobustMerge, RejectLeavesTheOutlierOutOfTheMergeAndOfC) {
+  auto f = Make({0, 0}, 2, 2, Robust("reject", 0.5));
+  ASSERT_TRUE(f->Apply(0, Keyframe({1, 0}, 1, 2)).ok());
+  ASSERT_TRUE(f->Apply(1, Keyframe({0, 10}, 1, 2)).ok());
+  std::vector<float> x = {0, 0};
+  ASSERT_EQ(f->Merge(x.data()), 2);
+  EXPECT_NEAR(x[0], 1.0 / 3, 1e-6);
+  EXPECT_EQ(x[1], 0.0f);
+  EXPECT_NEAR(f->correction()[0], 0.5 / 3, 1e-6);
+  EXPECT_EQ(f->correction()[1], 0.0f);
+  EXPECT_EQ(f->mirror_stats(1).clipped, 1);
+  EXPECT_EQ(f->mirror_stats(0).clipped, 0);
 }
 
 TEST(RobustMerge, NoneIsThePlainWeightedMean) {
@@ -855,11 +937,13 @@ double AttackedRingError(const std::string& robust, double scale, int rounds = 4
 // the ×100 attack plain gossip ends 9271 away, clip 4.76. Had the clipped
 // pull taught c as well, c would integrate it every round and clip would end
 // 22390 away, worse than no defence at all.
-TEST(RobustMerge, ClipBoundsAScalingAttackerThatDragsPlainGossipAway) {
+TEST(RobustMerge, ClipAndRejectBoundAScalingAttackerThatDragsPlainGossipAway) {
   const double honest_none = AttackedRingError("none", 0);
   const double honest_clip = AttackedRingError("clip", 0);
   const double attacked_none = AttackedRingError("none", 100);
   const double attacked_clip = AttackedRingError("clip", 100);
+  const double honest_reject = AttackedRingError("reject", 0);
+  const double attacked_reject = AttackedRingError("reject", 100);
   SCOPED_TRACE(::testing::Message() << "no attack: none " << honest_none << ", clip " << honest_clip
                                     << "; ×100: none " << attacked_none << ", clip " << attacked_clip);
   EXPECT_TRUE(std::isfinite(attacked_clip));
@@ -867,6 +951,8 @@ TEST(RobustMerge, ClipBoundsAScalingAttackerThatDragsPlainGossipAway) {
   EXPECT_LT(attacked_clip, attacked_none / 10);
   EXPECT_LT(attacked_clip, 3 * honest_none + 1.0);
   EXPECT_LT(honest_clip, honest_none + 0.5);  // clipping costs little without an attacker
+  EXPECT_LT(attacked_reject, 3 * honest_none + 1.0) << "reject " << attacked_reject;
+  EXPECT_LT(honest_reject, honest_none + 0.5) << "reject " << honest_reject;
 }
 
 // ---------------------------------------------------------------- snapshots
