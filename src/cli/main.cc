@@ -2,6 +2,8 @@
 // control socket (gRPC on a Unix socket in the state directory); `id` works
 // without a daemon. Exit 0 on success; otherwise a one-line message on stderr
 // and exit 1 (2 for usage or config errors).
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -28,6 +30,8 @@
 #include "config/config.h"
 #include "control.grpc.pb.h"
 #include "crypto/identity.h"
+#include "data/example_store.h"
+#include "data/repair.h"
 
 namespace {
 
@@ -72,6 +76,7 @@ class Json {
  public:
   Json& Str(const std::string& k, const std::string& v) { Key(k); out_ += Quote(v); return *this; }
   Json& Int(const std::string& k, int64_t v) { Key(k); out_ += std::to_string(v); return *this; }
+  Json& Bool(const std::string& k, bool v) { Key(k); out_ += v ? "true" : "false"; return *this; }
   Json& Num(const std::string& k, double v) {
     Key(k);
     if (!std::isfinite(v)) { out_ += "null"; return *this; }
@@ -179,7 +184,8 @@ std::string ReadFileOrFail(const std::string& path, mycel::cli::ProgressBar* bar
 // flow control keeps within a few chunks of what the daemon has received.
 template <typename Writer>
 void SendFiles(Writer* writer, const std::vector<std::string>& paths, const std::string& format,
-               const std::vector<int64_t>& keep_labels = {}, mycel::cli::ProgressBar* bar = nullptr) {
+               const std::vector<int64_t>& keep_labels = {}, const std::string& key = "",
+               mycel::cli::ProgressBar* bar = nullptr) {
   constexpr size_t kChunk = 1 << 20;
   const int64_t total = bar ? TotalFileSize(paths) : 0;
   int64_t sent = 0;
@@ -193,6 +199,7 @@ void SendFiles(Writer* writer, const std::vector<std::string>& paths, const std:
       chunk.set_format(format);
       if (i == 0 && off == 0) {
         for (int64_t l : keep_labels) chunk.add_keep_labels(l);
+        chunk.set_key(key);
       }
       chunk.set_data(bytes.substr(off, kChunk));
       if (!writer->Write(chunk)) return;  // the server ended the stream; Finish() says why
@@ -208,6 +215,152 @@ std::string Fixed(double v, int digits) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
   return buf;
+}
+
+// One Ingest call: files up, progress down. `heard` is set once the daemon
+// has said anything, i.e. it held every file; `reply` is set on DONE.
+grpc::Status IngestOnce(const Client& client, const std::vector<std::string>& files, const std::string& format,
+                        const std::vector<int64_t>& keep_labels, const std::string& key,
+                        mycel::cli::ProgressBar* bar, bool* heard, mycel::control::IngestReply* reply, bool* done) {
+  using mycel::cli::ProgressUnit;
+  auto ctx = client.Context(3600);
+  auto stream = client.stub->Ingest(ctx.get());
+  SendFiles(stream.get(), files, format, keep_labels, key, bar);
+  stream->WritesDone();
+  mycel::control::IngestProgress progress;
+  while (stream->Read(&progress)) {
+    *heard = true;
+    switch (progress.phase()) {
+      case mycel::control::IngestProgress::PARSING:
+        bar->Update("parsing", 0, 0, ProgressUnit::kExamples);
+        break;
+      case mycel::control::IngestProgress::STORING:
+        bar->Update("storing", progress.done(), progress.total(), ProgressUnit::kExamples);
+        break;
+      case mycel::control::IngestProgress::DONE:
+        *reply = progress.reply();
+        *done = true;
+        break;
+      default:
+        break;  // a phase from a newer daemon: nothing to show
+    }
+  }
+  return stream->Finish();
+}
+
+// Whether the daemon's socket takes a connection now.
+bool Reachable(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  bool ok = false;
+  if (path.size() < sizeof(addr.sun_path)) {
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  }
+  ::close(fd);
+  return ok;
+}
+
+// An ingest that survives the daemon going away after it held the files: the
+// call is repeated with the same idempotency key once the daemon is back
+// (systemd restarts it), for up to `retry_s`, so a commit whose answer was
+// lost is answered from the store instead of stored twice.
+mycel::control::IngestReply Ingest(const Client& client, const std::vector<std::string>& files,
+                                   const std::string& format, const std::vector<int64_t>& keep_labels,
+                                   const std::string& key, double retry_s, mycel::cli::ProgressBar* bar) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::duration<double>(retry_s);
+  for (int attempt = 0;; ++attempt) {
+    bool heard = false, done = false;
+    mycel::control::IngestReply reply;
+    grpc::Status status = IngestOnce(client, files, format, keep_labels, key, bar, &heard, &reply, &done);
+    if (status.ok() && done) {
+      bar->Clear();
+      return reply;
+    }
+    bar->Clear();
+    if (status.ok()) Fail("myceld ended the ingest without a result");
+    // UNAVAILABLE before the daemon heard us: it is not running, or went away
+    // while the files were on their way, which stores nothing; say so.
+    const bool lost = status.error_code() == grpc::StatusCode::UNAVAILABLE && (heard || attempt > 0);
+    if (!lost) client.Check(status);
+    const std::string again = "mycel ingest --key " + key + " ... finishes it without storing anything twice";
+    if (std::chrono::steady_clock::now() >= give_up) {
+      Fail("myceld went away during the ingest and did not come back within " + Fixed(retry_s, 0) +
+           " s; it may have stored the examples: " + again);
+    }
+    std::fprintf(stderr, "myceld went away during the ingest (%s); retrying with key %s\n",
+                 status.error_message().c_str(), key.c_str());
+    while (!Reachable(client.socket)) {
+      if (std::chrono::steady_clock::now() >= give_up) {
+        Fail("myceld went away during the ingest and did not come back within " + Fixed(retry_s, 0) +
+             " s; it may have stored the examples: " + again);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
+}
+
+
+// `mycel repair`: with myceld stopped (its lock is taken for the duration),
+// copies what SQLite can read of the store into <store>.repair-tmp, moves the
+// damaged file (and its -wal/-shm) to <store>.damaged-<UTC time>, and puts
+// the new store in its place.
+int Repair(const mycel::config::Config& config, bool force) {
+  const std::string store = config.StorePath();
+  const std::string lock_path = config.node.state_dir + "/myceld.lock";
+  int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock < 0) Fail("cannot open " + lock_path + ": " + std::strerror(errno));
+  if (::flock(lock, LOCK_EX | LOCK_NB) != 0) {
+    Fail("myceld is running on " + config.node.state_dir + "; stop it first (systemctl --user stop myceld)");
+  }
+  struct stat st;
+  if (::stat(store.c_str(), &st) != 0) Fail("no example store at " + store + "; nothing to repair");
+  mycel::data::ExampleStoreOptions options;
+  options.max_examples = config.training.max_examples;
+  options.validation_fraction = config.training.validation_fraction;
+  options.path = store;
+  {
+    auto healthy = mycel::data::ExampleStore::Open(options);
+    if (healthy.ok() && !force) {
+      std::printf("%s opens cleanly (%lld examples); nothing to repair (--force rebuilds it anyway)\n",
+                  store.c_str(),
+                  static_cast<long long>((*healthy)->Count(mycel::data::Split::kTrain) +
+                                         (*healthy)->Count(mycel::data::Split::kValidation)));
+      return 0;
+    }
+    if (!healthy.ok()) std::fprintf(stderr, "%s\n", std::string(healthy.status().message()).c_str());
+  }
+  options.path = store + ".repair-tmp";
+  for (const char* suffix : {"", "-wal", "-shm"}) ::unlink((options.path + suffix).c_str());
+  auto salvaged = mycel::data::SalvageStore(store, options);
+  if (!salvaged.ok()) {
+    for (const char* suffix : {"", "-wal", "-shm"}) ::unlink((options.path + suffix).c_str());
+    Fail("repair failed, " + store + " left as it was: " + std::string(salvaged.status().message()));
+  }
+  char when[32];
+  std::time_t now = std::time(nullptr);
+  std::strftime(when, sizeof when, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
+  const std::string kept = store + ".damaged-" + when;
+  // The damaged file's WAL belongs to it: left beside the new store, SQLite
+  // would replay it into the wrong database.
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    const std::string from = store + suffix;
+    if (::access(from.c_str(), F_OK) == 0 && std::rename(from.c_str(), (kept + suffix).c_str()) != 0) {
+      Fail("cannot move " + from + " aside: " + std::strerror(errno) + "; the salvaged store is at " +
+           options.path);
+    }
+  }
+  if (std::rename(options.path.c_str(), store.c_str()) != 0) {
+    Fail("cannot put the salvaged store in place: " + std::string(std::strerror(errno)) + "; it is at " +
+         options.path + ", the damaged one at " + kept);
+  }
+  std::printf("salvaged %lld examples (highest id %lld, %lld unreadable ids skipped) into %s; the damaged "
+              "store is kept as %s\n",
+              static_cast<long long>(salvaged->salvaged), static_cast<long long>(salvaged->highest_id),
+              static_cast<long long>(salvaged->unreadable), store.c_str(), kept.c_str());
+  return 0;
 }
 
 std::string Duration(double s) {
@@ -260,6 +413,14 @@ int main(int argc, char** argv) {
                        "no progress bar (it is drawn on stderr only when that is a terminal, never with --json)");
   std::string labels_arg;
   ingest_cmd->add_option("--labels", labels_arg, "store only examples with these labels (e.g. --labels 0,1)");
+  std::string ingest_key;
+  ingest_cmd->add_option("--key", ingest_key,
+                         "idempotency key (1-128 of A-Z a-z 0-9 . _ : -): an ingest with a key the daemon has "
+                         "stored before stores nothing again (default: a fresh random key)");
+  double ingest_retry_s = 60;
+  ingest_cmd->add_option("--retry", ingest_retry_s,
+                         "seconds to wait for a daemon that went away mid-ingest, then retry with the same key")
+      ->check(CLI::Range(0.0, 86400.0));
 
   auto* eval_cmd = app.add_subcommand("eval", "accuracy and loss on labelled data (not trained on)");
   eval_cmd->add_option("files", files, "labelled data files")->required();
@@ -285,6 +446,11 @@ int main(int argc, char** argv) {
 
   app.add_subcommand("id", "print this node's public key (works without a daemon)");
 
+  bool repair_force = false;
+  auto* repair_cmd = app.add_subcommand(
+      "repair", "salvage a damaged example store into a new one, keeping the old file (myceld must be stopped)");
+  repair_cmd->add_flag("--force", repair_force, "rebuild even a store that opens cleanly");
+
   auto* peers_cmd = app.add_subcommand("peers", "pinned neighbours: state, last exchange, sequence, traffic, refusals");
   peers_cmd->add_flag("--json", json, "print JSON");
 
@@ -306,6 +472,8 @@ int main(int argc, char** argv) {
     std::printf("%s\n", (*id)->PublicKeyBase64().c_str());
     return 0;
   }
+
+  if (cmd == "repair") return Repair(*config, repair_force);
 
   Client client(socket_override.empty() ? config->SocketPath() : socket_override);
 
@@ -394,42 +562,22 @@ int main(int argc, char** argv) {
   }
 
   if (cmd == "ingest" || cmd == "eval") {
-    auto ctx = client.Context(3600);
     if (cmd == "ingest") {
       using mycel::cli::ProgressBar;
-      using mycel::cli::ProgressUnit;
       ProgressBar bar(STDERR_FILENO, ProgressBar::ShouldDraw(STDERR_FILENO, json || no_progress));
-      auto stream = client.stub->Ingest(ctx.get());
-      SendFiles(stream.get(), files, format, keep_labels, &bar);
-      stream->WritesDone();
-      mycel::control::IngestProgress progress;
-      mycel::control::IngestReply r;
-      bool done = false;
-      while (stream->Read(&progress)) {
-        switch (progress.phase()) {
-          case mycel::control::IngestProgress::PARSING:
-            bar.Update("parsing", 0, 0, ProgressUnit::kExamples);
-            break;
-          case mycel::control::IngestProgress::STORING:
-            bar.Update("storing", progress.done(), progress.total(), ProgressUnit::kExamples);
-            break;
-          case mycel::control::IngestProgress::DONE:
-            r = progress.reply();
-            done = true;
-            break;
-          default:
-            break;  // a phase from a newer daemon: nothing to show
-        }
-      }
-      grpc::Status status = stream->Finish();
-      bar.Clear();
-      client.Check(status);
-      if (!done) Fail("myceld ended the ingest without a result");
+      const std::string key = ingest_key.empty() ? mycel::crypto::RandomHex(16) : ingest_key;
+      if (key.empty()) Fail("cannot draw a random ingest key (libsodium failed to start)");
+      mycel::control::IngestReply r = Ingest(client, files, format, keep_labels, key, ingest_retry_s, &bar);
       if (json) {
         std::printf("%s\n", Json().Int("offered", r.offered()).Int("stored", r.stored()).Int("evicted", r.evicted())
                                 .Int("train", r.train()).Int("validation", r.validation())
                                 .Int("examples_train", r.examples_train()).Int("examples_val", r.examples_val())
-                                .Done().c_str());
+                                .Bool("replayed", r.replayed()).Str("key", key).Done().c_str());
+      } else if (r.replayed()) {
+        std::printf("already stored by an earlier ingest with key %s (%lld examples then); nothing stored now; "
+                    "store holds %lld train, %lld validation\n",
+                    key.c_str(), static_cast<long long>(r.stored()), static_cast<long long>(r.examples_train()),
+                    static_cast<long long>(r.examples_val()));
       } else {
         std::printf("stored %lld examples (%lld train, %lld validation, %lld evicted); store holds %lld train, %lld validation\n",
                     static_cast<long long>(r.stored()), static_cast<long long>(r.train()),
@@ -438,6 +586,7 @@ int main(int argc, char** argv) {
       }
     } else {
       mycel::control::EvalReply r;
+      auto ctx = client.Context(3600);
       auto writer = client.stub->Eval(ctx.get(), &r);
       SendFiles(writer.get(), files, format);
       writer->WritesDone();

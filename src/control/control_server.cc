@@ -64,17 +64,17 @@ class FileAssembler {
   std::map<uint32_t, size_t> index_of_;
 };
 
+// `options` takes the first chunk's format, labels and key.
 template <typename Reader>
-absl::Status ReadFiles(Reader* reader, int64_t max_bytes,
-                       std::vector<UploadedFile>* files, std::string* format,
-                       std::vector<int64_t>* keep_labels = nullptr) {
+absl::Status ReadFiles(Reader* reader, int64_t max_bytes, std::vector<UploadedFile>* files, IngestOptions* options) {
   FileChunk chunk;
   FileAssembler assembler(max_bytes, files);
   bool first = true;
   while (reader->Read(&chunk)) {
     if (first) {
-      *format = chunk.format();
-      if (keep_labels) keep_labels->assign(chunk.keep_labels().begin(), chunk.keep_labels().end());
+      options->format = chunk.format();
+      options->keep_labels.assign(chunk.keep_labels().begin(), chunk.keep_labels().end());
+      options->key = chunk.key();
       first = false;
     }
     MYCEL_RETURN_IF_ERROR(assembler.Add(chunk));
@@ -141,17 +141,16 @@ class Service final : public Control::Service {
     }
     absl::Cleanup done = [this] { ingests_running_.fetch_sub(1); };
     std::vector<UploadedFile> files;
-    std::string format;
-    std::vector<int64_t> keep_labels;
+    IngestOptions ingest;
     const double started = Clock::Real()->MonotonicSeconds();
-    absl::Status s = ReadFiles(stream, options_.max_upload_bytes, &files, &format, &keep_labels);
+    absl::Status s = ReadFiles(stream, options_.max_upload_bytes, &files, &ingest);
     if (!s.ok()) return ToGrpc(s);
     int64_t bytes = 0;
     for (const auto& f : files) bytes += static_cast<int64_t>(f.bytes.size());
     Logger("control")->debug("ingest: received {} bytes in {} file(s) in {:.3f} s", bytes, files.size(),
                              Clock::Real()->MonotonicSeconds() - started);
     IngestProgressSender sender(context, stream);
-    auto r = handler_.Ingest(files, format, keep_labels,
+    auto r = handler_.Ingest(files, ingest,
                              [&sender](IngestProgress::Phase phase, int64_t done, int64_t total) {
                                return sender.Send(phase, done, total);
                              });
@@ -166,10 +165,10 @@ class Service final : public Control::Service {
 
   grpc::Status Eval(grpc::ServerContext*, grpc::ServerReader<FileChunk>* reader, EvalReply* reply) override {
     std::vector<UploadedFile> files;
-    std::string format;
-    absl::Status s = ReadFiles(reader, options_.max_upload_bytes, &files, &format);
+    IngestOptions read;  // Eval uses only the format
+    absl::Status s = ReadFiles(reader, options_.max_upload_bytes, &files, &read);
     if (!s.ok()) return ToGrpc(s);
-    auto r = handler_.Eval(files, format);
+    auto r = handler_.Eval(files, read.format);
     if (!r.ok()) return ToGrpc(r.status());
     *reply = std::move(r).value();
     return grpc::Status::OK;

@@ -40,16 +40,21 @@ using IngestProgressFn =
 // redraw rate that looks live without flooding a slow client.
 constexpr double kIngestProgressInterval = 0.1;
 
+// What an Ingest asks beyond its files, read from its first chunk.
+struct IngestOptions {
+  std::string format;                // idx | csv | text | "" (guess)
+  std::vector<int64_t> keep_labels;  // store only examples with these labels (empty: all)
+  std::string key;                   // idempotency key (empty: none)
+};
+
 class ControlHandler {
  public:
   virtual ~ControlHandler() = default;
   virtual absl::StatusOr<mycel::control::StatusReply> GetStatus() = 0;
   virtual absl::StatusOr<mycel::control::PauseReply> SetPaused(bool paused) = 0;
-  // `keep_labels`: store only examples with these labels (empty: all).
   // All or nothing; `progress` (never empty) hears of each phase.
   virtual absl::StatusOr<mycel::control::IngestReply> Ingest(const std::vector<UploadedFile>& files,
-                                                             const std::string& format,
-                                                             const std::vector<int64_t>& keep_labels,
+                                                             const IngestOptions& options,
                                                              const IngestProgressFn& progress) = 0;
   virtual absl::StatusOr<mycel::control::EvalReply> Eval(const std::vector<UploadedFile>& files,
                                                          const std::string& format) = 0;

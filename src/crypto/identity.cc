@@ -300,4 +300,13 @@ std::string KeyFingerprint(std::string_view public_key) {
   return out;
 }
 
+std::string RandomHex(size_t bytes) {
+  if (!InitSodium().ok()) return "";
+  std::string raw(bytes, '\0');
+  randombytes_buf(raw.data(), raw.size());
+  std::string out;
+  for (unsigned char c : raw) absl::StrAppend(&out, absl::Hex(c, absl::kZeroPad2));
+  return out;
+}
+
 }  // namespace mycel::crypto

@@ -50,5 +50,8 @@ std::string Base64Encode(std::string_view raw);
 absl::StatusOr<std::string> Base64Decode(std::string_view b64);
 // Fingerprint of any 32-byte public key, same format as Identity::Fingerprint.
 std::string KeyFingerprint(std::string_view public_key);
+// `bytes` random bytes from libsodium's CSPRNG as lowercase hex, e.g. an
+// ingest's idempotency key; empty if libsodium cannot start.
+std::string RandomHex(size_t bytes);
 
 }  // namespace mycel::crypto

@@ -9,6 +9,7 @@
 #include <random>
 #include <tuple>
 
+#include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/file_util.h"
 #include "common/logging.h"
@@ -124,7 +125,12 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
   so.max_examples = config.training.max_examples;
   so.validation_fraction = config.training.validation_fraction;
   so.seed = config.model.seed ^ std::random_device{}();
-  MYCEL_ASSIGN_OR_RETURN(node->store_, data::ExampleStore::Open(so));
+  auto store = data::ExampleStore::Open(so);
+  if (absl::IsDataLoss(store.status())) {
+    return absl::DataLossError(absl::StrCat(store.status().message(),
+                                            "; `mycel repair` salvages what can be read into a new store"));
+  }
+  MYCEL_ASSIGN_OR_RETURN(node->store_, std::move(store));
 
   MYCEL_ASSIGN_OR_RETURN(auto paused, node->store_->GetMeta(kPausedKey));
   node->pause_ = std::make_unique<train::PausePolicy>(paused && *paused == "1");
@@ -304,12 +310,38 @@ absl::StatusOr<control::PauseReply> Node::SetPaused(bool paused) {
   return r;
 }
 
+namespace {
+
+control::IngestReply ReplyOf(const data::AddResult& added, data::ExampleStore& store) {
+  control::IngestReply r;
+  r.set_offered(added.offered);
+  r.set_stored(added.stored);
+  r.set_evicted(added.evicted);
+  r.set_train(added.train);
+  r.set_validation(added.validation);
+  r.set_replayed(added.replayed);
+  r.set_examples_train(store.Count(data::Split::kTrain));
+  r.set_examples_val(store.Count(data::Split::kValidation));
+  return r;
+}
+
+}  // namespace
+
 absl::StatusOr<control::IngestReply> Node::Ingest(const std::vector<control::UploadedFile>& files,
-                                                  const std::string& format,
-                                                  const std::vector<int64_t>& keep_labels,
+                                                  const control::IngestOptions& options,
                                                   const control::IngestProgressFn& progress) {
-  MYCEL_ASSIGN_OR_RETURN(auto fmt, data::ParseFormat(format));
+  MYCEL_ASSIGN_OR_RETURN(auto fmt, data::ParseFormat(options.format));
+  const std::vector<int64_t>& keep_labels = options.keep_labels;
   const absl::Status cancelled = absl::CancelledError("ingest cancelled by the client; nothing stored");
+  if (!options.key.empty()) {
+    // A retry of an ingest that committed: answer without parsing again.
+    MYCEL_ASSIGN_OR_RETURN(std::optional<data::AddResult> earlier, store_->FindIngest(options.key));
+    if (earlier.has_value()) {
+      Logger("control")->info("ingest {} committed before ({} examples stored then); nothing stored now",
+                              options.key, earlier->stored);
+      return ReplyOf(*earlier, *store_);
+    }
+  }
   if (!progress(control::IngestProgress::PARSING, 0, 0)) return cancelled;
   const double parse_start = Clock::Real()->MonotonicSeconds();
   auto examples = data::ImportFiles(ToBlobs(files), fmt, trainer_->example_shape());
@@ -326,9 +358,10 @@ absl::StatusOr<control::IngestReply> Node::Ingest(const std::vector<control::Upl
     if (examples->empty()) return absl::InvalidArgumentError("no example has one of the --labels given");
   }
   const double store_start = Clock::Real()->MonotonicSeconds();
-  auto added = store_->Add(*examples, [&progress](int64_t done, int64_t total) {
-    return progress(control::IngestProgress::STORING, done, total);
-  });
+  auto added = store_->Add(
+      *examples,
+      [&progress](int64_t done, int64_t total) { return progress(control::IngestProgress::STORING, done, total); },
+      options.key);
   if (absl::IsCancelled(added.status())) {
     Logger("control")->warn("ingest cancelled by the client, nothing stored ({})", added.status().message());
     return cancelled;
@@ -339,14 +372,7 @@ absl::StatusOr<control::IngestReply> Node::Ingest(const std::vector<control::Upl
   }
   const double store_end = Clock::Real()->MonotonicSeconds();
   trainer_->Wake();
-  control::IngestReply r;
-  r.set_offered(added->offered);
-  r.set_stored(added->stored);
-  r.set_evicted(added->evicted);
-  r.set_train(added->train);
-  r.set_validation(added->validation);
-  r.set_examples_train(store_->Count(data::Split::kTrain));
-  r.set_examples_val(store_->Count(data::Split::kValidation));
+  control::IngestReply r = ReplyOf(*added, *store_);
   Logger("control")->info(
       "ingested {} examples from {} file(s): {} train, {} validation, {} evicted (parse {:.2f} s, store {:.2f} s)",
       added->stored, files.size(), added->train, added->validation, added->evicted, store_start - parse_start,

@@ -47,8 +47,7 @@ class Node : public control::ControlHandler {
   absl::StatusOr<control::StatusReply> GetStatus() override;
   absl::StatusOr<control::PauseReply> SetPaused(bool paused) override;
   absl::StatusOr<control::IngestReply> Ingest(const std::vector<control::UploadedFile>& files,
-                                              const std::string& format,
-                                              const std::vector<int64_t>& keep_labels,
+                                              const control::IngestOptions& options,
                                               const control::IngestProgressFn& progress) override;
   absl::StatusOr<control::EvalReply> Eval(const std::vector<control::UploadedFile>& files,
                                           const std::string& format) override;

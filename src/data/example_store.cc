@@ -19,7 +19,8 @@ namespace {
 // so a foreign database is never mistaken for one (sqlite.org/fileformat.html,
 // header offset 68). PRAGMA user_version holds the schema version.
 constexpr int32_t kApplicationId = 0x4D59434C;
-constexpr int kSchemaVersion = 1;
+// Version 2 added the ingests table; a version-1 store is upgraded in place.
+constexpr int kSchemaVersion = 2;
 // How long a write waits for another connection's lock before failing.
 constexpr int kBusyTimeoutMs = 5000;
 // Internal meta keys live under this prefix; SetMeta refuses it.
@@ -41,6 +42,34 @@ CREATE INDEX examples_split_id ON examples(split, id);
 CREATE UNIQUE INDEX examples_split_slot ON examples(split, slot);
 CREATE TABLE meta(key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 )sql";
+// Version 2's addition, created with the rest in a new store and added to a
+// version-1 one: the idempotency keys of recent Adds, oldest first by seq.
+constexpr char kIngestsTable[] = R"sql(
+CREATE TABLE ingests(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  key TEXT NOT NULL UNIQUE,
+  offered INTEGER NOT NULL,
+  stored INTEGER NOT NULL,
+  evicted INTEGER NOT NULL,
+  train INTEGER NOT NULL,
+  validation INTEGER NOT NULL);
+)sql";
+
+absl::Status CheckIngestKey(const std::string& key) {
+  if (key.empty() || key.size() > kMaxIngestKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("ingest key must be 1 to ", kMaxIngestKeyBytes,
+                                                   " characters, got ", key.size()));
+  }
+  for (char c : key) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '_' || c == ':' || c == '-';
+    if (!ok) {
+      return absl::InvalidArgumentError(
+          "ingest key may hold only letters, digits and . _ : - (got a byte outside them)");
+    }
+  }
+  return absl::OkStatus();
+}
 
 struct StmtDeleter {
   void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
@@ -107,6 +136,9 @@ struct ExampleStore::Statements {
   Stmt read_since;   // (split, after_id, limit)
   Stmt get_meta;     // (key)
   Stmt set_meta;     // (key, value)
+  Stmt find_ingest;  // (key)
+  Stmt add_ingest;   // (key, offered, stored, evicted, train, validation)
+  Stmt prune_ingests;  // (keep)
 };
 
 ExampleStore::ExampleStore(const ExampleStoreOptions& options)
@@ -138,6 +170,10 @@ absl::StatusOr<std::unique_ptr<ExampleStore>> ExampleStore::Open(const ExampleSt
   if (options.max_examples < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("example store: max_examples must be >= 1, got ", options.max_examples));
+  }
+  if (options.ingest_keys_kept < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("example store: ingest_keys_kept must be >= 1, got ", options.ingest_keys_kept));
   }
   if (!(options.validation_fraction >= 0.0 && options.validation_fraction <= 0.9)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -212,7 +248,7 @@ absl::Status ExampleStore::Init() {
           absl::StrCat(path, ": example store has schema version ", user_version,
                        " but this mycel reads version ", kSchemaVersion, " (written by a newer mycel?)"));
     }
-    if (user_version != kSchemaVersion) {
+    if (user_version != kSchemaVersion && user_version != 1) {
       return absl::DataLossError(
           absl::StrCat(path, ": example store has no valid schema version (", user_version, ")"));
     }
@@ -238,6 +274,7 @@ absl::Status ExampleStore::Init() {
   if (fresh) {
     MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     absl::Status s = Exec(kSchema);
+    if (s.ok()) s = Exec(kIngestsTable);
     if (s.ok()) s = Exec(absl::StrCat("PRAGMA application_id=", kApplicationId).c_str());
     if (s.ok()) s = Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
     if (s.ok()) s = Exec("COMMIT");
@@ -245,6 +282,16 @@ absl::Status ExampleStore::Init() {
       if (!sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
       return Annotate(s, "creating the example store schema");
     }
+  } else if (user_version == 1) {
+    MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    absl::Status s = Exec(kIngestsTable);
+    if (s.ok()) s = Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
+    if (s.ok()) s = Exec("COMMIT");
+    if (!s.ok()) {
+      if (!sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
+      return Annotate(s, "upgrading the example store to schema version 2");
+    }
+    Logger("data")->info("example store {}: upgraded to schema version {}", path, kSchemaVersion);
   }
 
   auto prepare = [this](const char* sql, Stmt* out) -> absl::Status {
@@ -267,6 +314,13 @@ absl::Status ExampleStore::Init() {
   MYCEL_RETURN_IF_ERROR(prepare("SELECT value FROM meta WHERE key = ?1", &stmts_->get_meta));
   MYCEL_RETURN_IF_ERROR(
       prepare("INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", &stmts_->set_meta));
+  MYCEL_RETURN_IF_ERROR(prepare(
+      "SELECT offered, stored, evicted, train, validation FROM ingests WHERE key = ?1", &stmts_->find_ingest));
+  MYCEL_RETURN_IF_ERROR(prepare(
+      "INSERT INTO ingests(key, offered, stored, evicted, train, validation) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+      &stmts_->add_ingest));
+  MYCEL_RETURN_IF_ERROR(prepare(
+      "DELETE FROM ingests WHERE seq <= (SELECT max(seq) FROM ingests) - ?1", &stmts_->prune_ingests));
 
   // Row counts per split; dense slots make max(slot) + 1 the count, and a
   // mismatch means the file was edited behind our back.
@@ -384,11 +438,56 @@ absl::Status ExampleStore::InsertRow(const Example& example, int split) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::optional<AddResult>> ExampleStore::FindIngestLocked(const std::string& key) {
+  sqlite3_stmt* s = stmts_->find_ingest.get();
+  ResetOnExit reset(s);
+  sqlite3_bind_text(s, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+  int rc = sqlite3_step(s);
+  if (rc == SQLITE_DONE) return std::optional<AddResult>();
+  if (rc != SQLITE_ROW) return SqlError(rc, "looking up an ingest key");
+  AddResult r;
+  r.offered = sqlite3_column_int64(s, 0);
+  r.stored = sqlite3_column_int64(s, 1);
+  r.evicted = sqlite3_column_int64(s, 2);
+  r.train = sqlite3_column_int64(s, 3);
+  r.validation = sqlite3_column_int64(s, 4);
+  r.replayed = true;
+  return std::optional<AddResult>(r);
+}
+
+absl::Status ExampleStore::RecordIngestLocked(const std::string& key, const AddResult& result) {
+  {
+    sqlite3_stmt* s = stmts_->add_ingest.get();
+    ResetOnExit reset(s);
+    sqlite3_bind_text(s, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, result.offered);
+    sqlite3_bind_int64(s, 3, result.stored);
+    sqlite3_bind_int64(s, 4, result.evicted);
+    sqlite3_bind_int64(s, 5, result.train);
+    sqlite3_bind_int64(s, 6, result.validation);
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE) return SqlError(rc, "recording the ingest key");
+  }
+  sqlite3_stmt* s = stmts_->prune_ingests.get();
+  ResetOnExit reset(s);
+  sqlite3_bind_int64(s, 1, options_.ingest_keys_kept);
+  int rc = sqlite3_step(s);
+  if (rc != SQLITE_DONE) return SqlError(rc, "forgetting old ingest keys");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<AddResult>> ExampleStore::FindIngest(const std::string& key) {
+  MYCEL_RETURN_IF_ERROR(CheckIngestKey(key));
+  std::lock_guard<std::mutex> lock(mu_);
+  return FindIngestLocked(key);
+}
+
 absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples,
-                                            const AddProgressFn& progress) {
+                                            const AddProgressFn& progress, const std::string& key) {
+  if (!key.empty()) MYCEL_RETURN_IF_ERROR(CheckIngestKey(key));
   AddResult result;
   result.offered = static_cast<int64_t>(examples.size());
-  if (examples.empty()) return result;
+  if (examples.empty() && key.empty()) return result;
   for (size_t i = 0; i < examples.size(); ++i) {
     const Example& e = examples[i];
     if (e.dtype != DType::kU8 && e.dtype != DType::kF32) {
@@ -402,6 +501,10 @@ absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples
   }
 
   std::lock_guard<std::mutex> lock(mu_);
+  if (!key.empty()) {
+    MYCEL_ASSIGN_OR_RETURN(std::optional<AddResult> earlier, FindIngestLocked(key));
+    if (earlier.has_value()) return *earlier;
+  }
   const int64_t saved_seen = seen_;
   const int64_t saved_count[2] = {count_[0], count_[1]};
   auto body = [&]() -> absl::Status {
@@ -435,7 +538,8 @@ absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples
       int rc = sqlite3_step(s);
       if (rc != SQLITE_DONE) return SqlError(rc, "recording the reservoir count");
     }
-    if (progress && !progress(total, total)) {
+    if (!key.empty()) MYCEL_RETURN_IF_ERROR(RecordIngestLocked(key, result));
+    if (progress && total > 0 && !progress(total, total)) {
       return absl::CancelledError(absl::StrCat("cancelled after all ", total, " examples, before the commit"));
     }
     return Exec("COMMIT");

@@ -32,11 +32,16 @@ struct sqlite3;
 
 namespace mycel::data {
 
+// Idempotency keys remembered by default: hours of ingests at any sane rate,
+// at ~100 bytes each.
+constexpr int64_t kIngestKeysKept = 10000;
+
 struct ExampleStoreOptions {
   std::string path;                   // SQLite file; created if missing
   int64_t max_examples = 200000;      // bound on stored examples (train + validation)
   double validation_fraction = 0.1;   // in [0, 0.9]
   uint64_t seed = 1;                  // reservoir RNG seed
+  int64_t ingest_keys_kept = kIngestKeysKept;  // newest idempotency keys remembered, >= 1
 };
 
 struct AddResult {
@@ -45,7 +50,15 @@ struct AddResult {
   int64_t evicted = 0;     // older rows removed to make room
   int64_t train = 0;       // of the stored, how many went to the train split
   int64_t validation = 0;  // ... and to the validation split
+  bool replayed = false;   // the key was seen before: nothing stored now, the first Add's result
 };
+
+// An Add may carry an idempotency key: 1 to kMaxIngestKeyBytes characters of
+// [A-Za-z0-9._:-]. The key commits in the Add's own transaction, so an Add
+// retried after its acknowledgement was lost (the daemon killed right after
+// the commit) stores nothing twice: it returns the first Add's result with
+// `replayed` set. The newest options.ingest_keys_kept keys are remembered.
+constexpr size_t kMaxIngestKeyBytes = 128;
 
 // Called by Add with how many of its `total` examples are in its transaction
 // so far (written, not yet committed): after every kAddProgressEvery examples
@@ -71,7 +84,11 @@ class ExampleStore {
   static absl::StatusOr<std::unique_ptr<ExampleStore>> Open(const ExampleStoreOptions& options);
 
   // Stores `examples` atomically (all or none). `progress` may be empty.
-  absl::StatusOr<AddResult> Add(const std::vector<Example>& examples, const AddProgressFn& progress = nullptr);
+  // `key` (may be empty: no key) makes the Add idempotent, see above.
+  absl::StatusOr<AddResult> Add(const std::vector<Example>& examples, const AddProgressFn& progress = nullptr,
+                                const std::string& key = "");
+  // The result of the Add that committed `key`, if it is remembered.
+  absl::StatusOr<std::optional<AddResult>> FindIngest(const std::string& key);
 
   int64_t Count(Split split);
   // Rows of `split` with id > after_id, in id order, at most `limit` (>= 0).
@@ -94,6 +111,8 @@ class ExampleStore {
   absl::Status Init();                                  // opens, checks or creates the schema
   absl::Status Evict(int split);                        // removes a uniformly random row of `split`
   absl::Status InsertRow(const Example& example, int split);
+  absl::StatusOr<std::optional<AddResult>> FindIngestLocked(const std::string& key);
+  absl::Status RecordIngestLocked(const std::string& key, const AddResult& result);
   absl::Status Exec(const char* sql);                   // one-shot statement without results
   absl::Status SqlError(int rc, const std::string& what) const;  // names the path and sqlite's message
 

@@ -34,8 +34,8 @@ class ScriptedHandler : public ControlHandler {
  public:
   std::function<absl::StatusOr<IngestReply>(const IngestProgressFn&)> script;
 
-  absl::StatusOr<IngestReply> Ingest(const std::vector<UploadedFile>& files, const std::string&,
-                                     const std::vector<int64_t>&, const IngestProgressFn& progress) override {
+  absl::StatusOr<IngestReply> Ingest(const std::vector<UploadedFile>& files, const IngestOptions&,
+                                     const IngestProgressFn& progress) override {
     files_received = static_cast<int>(files.size());
     return script(progress);
   }
@@ -80,8 +80,11 @@ class ControlServerTest : public ::testing::Test {
     FileChunk chunk;
     chunk.set_name("a.csv");
     chunk.set_data("1,2,3\n");
-    EXPECT_TRUE(stream->Write(chunk));
-    EXPECT_TRUE(stream->WritesDone());
+    // A stream the server refuses at once (a second concurrent ingest) may
+    // be closed before these land; Finish() then says why, and the tests
+    // check that, not the writes.
+    stream->Write(chunk);
+    stream->WritesDone();
     return stream;
   }
 

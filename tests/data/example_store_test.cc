@@ -527,5 +527,112 @@ TEST(ExampleStore, MetaRoundTripsAndPersists) {
   EXPECT_EQ(store->GetMeta("empty")->value(), "");
 }
 
+// An ingest whose acknowledgement was lost (the daemon killed after the
+// commit) is retried with its key: the retry stores nothing and answers the
+// first result, across a reopen too.
+TEST(ExampleStore, AnAddRetriedWithItsKeyStoresNothingTwice) {
+  ExampleStoreOptions o;
+  o.path = TempDir() + "/k.db";
+  auto store = OpenOrDie(o);
+  ASSERT_TRUE(store);
+  auto first = store->Add(MakeRange(0, 300), nullptr, "ingest-1");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_FALSE(first->replayed);
+  EXPECT_EQ(first->stored, 300);
+  auto found = store->FindIngest("ingest-1");
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ((*found)->stored, 300);
+  EXPECT_EQ((*found)->train + (*found)->validation, 300);
+
+  store.reset();
+  store = OpenOrDie(o);
+  ASSERT_TRUE(store);
+  auto retry = store->Add(MakeRange(0, 300), nullptr, "ingest-1");
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_TRUE(retry->replayed);
+  EXPECT_EQ(retry->stored, 300);
+  EXPECT_EQ(retry->train, first->train);
+  EXPECT_EQ(CommittedRows(o.path), 300);
+  // A new key stores again, and no key means no deduplication at all.
+  ASSERT_TRUE(store->Add(MakeRange(300, 310), nullptr, "ingest-2").ok());
+  ASSERT_TRUE(store->Add(MakeRange(310, 320)).ok());
+  ASSERT_TRUE(store->Add(MakeRange(310, 320)).ok());
+  EXPECT_EQ(CommittedRows(o.path), 330);
+  auto none = store->FindIngest("never-used");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+}
+
+// The key commits with the rows or not at all: a cancelled Add leaves the
+// key unused, so its retry stores.
+TEST(ExampleStore, AFailedAddDoesNotSpendItsKey) {
+  ExampleStoreOptions o;
+  o.path = TempDir() + "/kc.db";
+  auto store = OpenWithFirstHundred(o);
+  ASSERT_TRUE(store);
+  auto cancelled = store->Add(MakeRange(100, 2600), [](int64_t done, int64_t total) { return done < total; },
+                              "k");
+  ASSERT_EQ(cancelled.status().code(), absl::StatusCode::kCancelled) << cancelled.status();
+  auto found = store->FindIngest("k");
+  ASSERT_TRUE(found.ok());
+  EXPECT_FALSE(found->has_value());
+  auto retry = store->Add(MakeRange(100, 2600), nullptr, "k");
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_FALSE(retry->replayed);
+  EXPECT_EQ(CommittedRows(o.path), 2600);
+}
+
+TEST(ExampleStore, IngestKeysAreBoundedAndValidated) {
+  ExampleStoreOptions o;
+  o.path = TempDir() + "/kb.db";
+  o.ingest_keys_kept = 3;
+  auto store = OpenOrDie(o);
+  ASSERT_TRUE(store);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(store->Add(MakeRange(i, i + 1), nullptr, "key-" + std::to_string(i)).ok());
+  }
+  for (int i = 0; i < 5; ++i) {
+    auto found = store->FindIngest("key-" + std::to_string(i));
+    ASSERT_TRUE(found.ok());
+    EXPECT_EQ(found->has_value(), i >= 2) << "key-" << i << ": only the newest 3 are kept";
+  }
+  for (const std::string bad : {std::string(), std::string(129, 'a'), std::string("a b"), std::string("k\n"),
+                                std::string("k\0x", 3), std::string("ключ")}) {
+    auto r = store->Add(MakeRange(10, 11), nullptr, bad.empty() ? std::string(1, '\x01') : bad);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << "key of " << bad.size() << " bytes";
+    EXPECT_EQ(store->FindIngest(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  EXPECT_EQ(CommittedRows(o.path), 5);
+  o.ingest_keys_kept = 0;
+  EXPECT_EQ(ExampleStore::Open(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A store written before ingest keys existed (schema version 1) opens, keeps
+// its rows and gains the keys table.
+TEST(ExampleStore, AVersionOneStoreIsUpgradedInPlace) {
+  ExampleStoreOptions o;
+  o.path = TempDir() + "/v1.db";
+  {
+    auto store = OpenOrDie(o);
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(store->Add(MakeRange(0, 50)).ok());
+  }
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(o.path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "DROP TABLE ingests; PRAGMA user_version=1;", nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto store = OpenOrDie(o);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->Count(Split::kTrain) + store->Count(Split::kValidation), 50);
+  ASSERT_TRUE(store->Add(MakeRange(50, 60), nullptr, "after-upgrade").ok());
+  auto again = store->Add(MakeRange(50, 60), nullptr, "after-upgrade");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->replayed);
+  EXPECT_EQ(CommittedRows(o.path), 60);
+}
+
 }  // namespace
 }  // namespace mycel::data

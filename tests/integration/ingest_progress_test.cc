@@ -238,6 +238,41 @@ TEST_F(IngestProgressTest, NoProgressBytesOffATerminalOrWithJsonOrNoProgress) {
   EXPECT_TRUE(std::regex_match(quiet.output.substr(0, quiet.output.size() - 2), kSummary)) << quiet.output;
 }
 
+// The same ingest key twice, across a restart: the second call stores
+// nothing and says so; a malformed key is refused before anything is stored.
+TEST_F(IngestProgressTest, AnIngestKeySeenBeforeStoresNothingAgain) {
+  ASSERT_TRUE(node_->daemon().Start());
+  CommandResult first = node_->Mycel({"ingest", "--json", "--key", "t10k-once", T10kImages(), T10kLabels()});
+  ASSERT_EQ(first.exit_code, 0) << first.Describe();
+  auto j = ParseJson(first.out);
+  ASSERT_TRUE(j) << first.out;
+  EXPECT_EQ(j->Num("stored"), static_cast<double>(kT10kCount));
+  EXPECT_EQ(j->Str("key"), "t10k-once");
+  ASSERT_TRUE(j->Find("replayed"));
+  EXPECT_FALSE(j->Find("replayed")->boolean);
+  const int64_t count = node_->ExampleCount();
+  ASSERT_TRUE(node_->daemon().Stop(60).has_value());
+  ASSERT_TRUE(node_->daemon().Start());
+  CommandResult again = node_->Mycel({"ingest", "--key", "t10k-once", T10kImages(), T10kLabels()});
+  ASSERT_EQ(again.exit_code, 0) << again.Describe();
+  EXPECT_NE(again.out.find("already stored by an earlier ingest with key t10k-once (10000 examples then)"),
+            std::string::npos)
+      << again.out;
+  EXPECT_EQ(node_->ExampleCount(), count);
+  // Without --key every call draws a fresh key, so a deliberate re-ingest stores.
+  CommandResult fresh = node_->Mycel({"ingest", "--json", T10kImages(), T10kLabels()});
+  ASSERT_EQ(fresh.exit_code, 0) << fresh.Describe();
+  auto fj = ParseJson(fresh.out);
+  ASSERT_TRUE(fj) << fresh.out;
+  EXPECT_EQ(fj->Str("key").size(), 32u) << fresh.out;
+  EXPECT_FALSE(fj->Find("replayed")->boolean);
+  const int64_t after_fresh = node_->ExampleCount();
+  CommandResult bad = node_->Mycel({"ingest", "--key", "no spaces", T10kImages(), T10kLabels()});
+  EXPECT_EQ(bad.exit_code, 1) << bad.Describe();
+  EXPECT_NE(bad.err.find("ingest key"), std::string::npos) << bad.Describe();
+  EXPECT_EQ(node_->ExampleCount(), after_fresh);
+}
+
 // A refused file on a terminal: the bar is erased and the error is the one
 // line it always was.
 TEST_F(IngestProgressTest, ErrorOnATerminalReplacesTheBarWithTheSameMessage) {
