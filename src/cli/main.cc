@@ -316,6 +316,24 @@ int Repair(const mycel::config::Config& config, bool force) {
     Fail("myceld is running on " + config.node.state_dir + "; stop it first (systemctl --user stop myceld)");
   }
   struct stat st;
+  const std::string salvaged_path = store + ".repair-tmp";
+  if (::stat(store.c_str(), &st) != 0 && ::stat(salvaged_path.c_str(), &st) == 0) {
+    // An earlier repair moved the damaged store aside, then was killed
+    // before the salvaged one took its place: finish it, if it opens.
+    mycel::data::ExampleStoreOptions check;
+    check.path = salvaged_path;
+    check.max_examples = config.training.max_examples;
+    check.validation_fraction = config.training.validation_fraction;
+    if (!mycel::data::ExampleStore::Open(check).ok()) {
+      Fail(salvaged_path + " is not a whole store (a repair was killed while writing it); move it away and run "
+           "`mycel repair` on the damaged copy (examples.db.damaged-*) by renaming it to " + store);
+    }
+    if (std::rename(salvaged_path.c_str(), store.c_str()) != 0) {
+      Fail("cannot put " + salvaged_path + " in place: " + std::strerror(errno));
+    }
+    std::printf("finished an interrupted repair: %s is in place\n", store.c_str());
+    return 0;
+  }
   if (::stat(store.c_str(), &st) != 0) Fail("no example store at " + store + "; nothing to repair");
   mycel::data::ExampleStoreOptions options;
   options.max_examples = config.training.max_examples;

@@ -125,6 +125,13 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
   so.max_examples = config.training.max_examples;
   so.validation_fraction = config.training.validation_fraction;
   so.seed = config.model.seed ^ std::random_device{}();
+  if (::access(so.path.c_str(), F_OK) != 0 && ::access((so.path + ".repair-tmp").c_str(), F_OK) == 0) {
+    // Killed between the repair's two renames: starting would create an
+    // empty store while the salvaged one waits beside it.
+    return absl::FailedPreconditionError(absl::StrCat(
+        so.path, " is missing but ", so.path, ".repair-tmp exists: a `mycel repair` was interrupted; "
+        "run `mycel repair` again to finish it"));
+  }
   auto store = data::ExampleStore::Open(so);
   if (absl::IsDataLoss(store.status())) {
     return absl::DataLossError(absl::StrCat(store.status().message(),

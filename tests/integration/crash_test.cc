@@ -236,6 +236,22 @@ TEST(RepairTest, ADamagedStoreIsSalvagedAndTheDamagedFileKept) {
   ASSERT_TRUE(node.daemon().Start());
   EXPECT_EQ(node.ExampleCount(), salvaged);
   EXPECT_TRUE(node.WaitForStepsAbove(node.StatusNum("steps"), 60)) << node.daemon().LogSinceStart();
+  ASSERT_EQ(node.daemon().Stop(60), std::optional<int>(0));
+
+  // A repair killed between its two renames: the salvaged store waits as
+  // .repair-tmp and examples.db is gone. myceld must not start on a new empty
+  // store; a second `mycel repair` finishes the job.
+  ASSERT_EQ(std::rename(store.c_str(), (store + ".repair-tmp").c_str()), 0);
+  ASSERT_FALSE(node.daemon().Start(60)) << "myceld started without its store";
+  EXPECT_EQ(node.daemon().WaitExit(10), std::optional<int>(2));
+  EXPECT_NE(node.daemon().LogSinceStart().find("a `mycel repair` was interrupted"), std::string::npos)
+      << node.daemon().LogSinceStart();
+  EXPECT_FALSE(Exists(store)) << "the refused start created a store";
+  CommandResult finish = node.Mycel({"repair"});
+  ASSERT_EQ(finish.exit_code, 0) << finish.Describe();
+  EXPECT_NE(finish.out.find("finished an interrupted repair"), std::string::npos) << finish.Describe();
+  ASSERT_TRUE(node.daemon().Start());
+  EXPECT_EQ(node.ExampleCount(), salvaged);
   EXPECT_EQ(node.daemon().Stop(60), std::optional<int>(0));
 }
 
