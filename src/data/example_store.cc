@@ -382,7 +382,13 @@ absl::Status ExampleStore::Init() {
     Logger("data")->info("example store {}: trimmed {} examples to honour max_examples={}", path,
                          excess, options_.max_examples);
   }
+  PublishCountsLocked();
   return absl::OkStatus();
+}
+
+void ExampleStore::PublishCountsLocked() {
+  committed_[0].store(count_[0], std::memory_order_relaxed);
+  committed_[1].store(count_[1], std::memory_order_relaxed);
 }
 
 Split ExampleStore::SplitOf(const Example& example, double validation_fraction) {
@@ -553,12 +559,12 @@ absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples
     count_[1] = saved_count[1];
     return Annotate(s, absl::StrCat("adding ", examples.size(), " examples"));
   }
+  PublishCountsLocked();
   return result;
 }
 
 int64_t ExampleStore::Count(Split split) {
-  std::lock_guard<std::mutex> lock(mu_);
-  return count_[static_cast<int>(split)];
+  return committed_[static_cast<int>(split)].load(std::memory_order_relaxed);
 }
 
 absl::StatusOr<std::vector<StoredExample>> ExampleStore::ReadSince(Split split, int64_t after_id,

@@ -16,6 +16,7 @@
 // it; a cancelled Add rolls back like a failed one, so it stores nothing.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -90,6 +91,11 @@ class ExampleStore {
   // The result of the Add that committed `key`, if it is remembered.
   absl::StatusOr<std::optional<AddResult>> FindIngest(const std::string& key);
 
+  // Committed rows of `split`. Never waits: it does not take the store's
+  // lock, which a long Add holds for its whole transaction and the trainer
+  // (at idle priority) holds while it reads rows, so `mycel status` answers
+  // at once on a busy laptop; rows of an Add still in progress are not
+  // counted until it commits.
   int64_t Count(Split split);
   // Rows of `split` with id > after_id, in id order, at most `limit` (>= 0).
   absl::StatusOr<std::vector<StoredExample>> ReadSince(Split split, int64_t after_id, int64_t limit);
@@ -122,6 +128,8 @@ class ExampleStore {
   std::unique_ptr<Statements> stmts_;  // finalized before db_ is closed; guarded by mu_
   int64_t seen_ = 0;               // examples ever offered (persisted in meta), guarded by mu_
   int64_t count_[2] = {0, 0};      // rows per split (index = Split), guarded by mu_
+  std::atomic<int64_t> committed_[2] = {0, 0};  // count_ as of the last commit; read without mu_
+  void PublishCountsLocked();      // committed_ = count_, after a commit
   std::mt19937_64 rng_;            // guarded by mu_
 };
 
