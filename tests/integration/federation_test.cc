@@ -124,7 +124,7 @@ TEST(FederationTest, RingOfFiveLearnsAllTenClassesWhileANodeAloneCannot) {
         }
         return ok;
       },
-      480, 10);
+      480 * kLearningTimeScale, 10);
   std::string summary;
   for (size_t i = 0; i < kRing; ++i) summary += fed[i].name + "=" + std::to_string(acc[i]) + " ";
   EXPECT_TRUE(all_good) << "accuracy on all ten classes: " << summary;

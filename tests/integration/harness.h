@@ -67,6 +67,16 @@ class TempDir {
 // Sleeps between calls: the daemon trains at SCHED_IDLE, so a busy-waiting
 // test would starve the very thing it waits for.
 bool PollUntil(const std::function<bool()>& done, double timeout_s, double interval_s = 0.2);
+
+// A sanitized build (scripts/test.sh --sanitize=...) trains several times
+// slower, so a test that waits for the daemons to *learn* something within a
+// wall-clock budget multiplies that budget by this; what it requires of the
+// result stays the same.
+#ifdef MYCEL_SANITIZED
+inline constexpr double kLearningTimeScale = 3.0;
+#else
+inline constexpr double kLearningTimeScale = 1.0;
+#endif
 void SleepSeconds(double s);
 
 // ------------------------------------------------------------------ processes
