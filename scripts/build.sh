@@ -14,7 +14,7 @@ if [[ "${1:-}" == --sanitize=* ]]; then
     *) echo "build.sh: --sanitize takes address,undefined or thread, got '$sanitize'" >&2; exit 2 ;;
   esac
 fi
-dir=${MYCEL_BUILD_DIR:-build${sanitize:+-${sanitize//,/-}}}
+dir=build${sanitize:+-${sanitize//,/-}}
 scripts/install-deps.sh
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
 # gtest discovery and torch compile units are memory-heavy; 2 jobs fit these machines.

@@ -70,13 +70,9 @@ bool PollUntil(const std::function<bool()>& done, double timeout_s, double inter
 
 // A sanitized build (scripts/test.sh --sanitize=...) trains several times
 // slower, so a test that waits for the daemons to *learn* something within a
-// wall-clock budget multiplies that budget by this; what it requires of the
-// result stays the same.
-#ifdef MYCEL_SANITIZED
-inline constexpr double kLearningTimeScale = 3.0;
-#else
-inline constexpr double kLearningTimeScale = 1.0;
-#endif
+// wall-clock budget multiplies that budget by this (set in
+// tests/CMakeLists.txt); what it requires of the result stays the same.
+inline constexpr double kLearningTimeScale = MYCEL_LEARNING_TIME_SCALE;
 void SleepSeconds(double s);
 
 // ------------------------------------------------------------------ processes
