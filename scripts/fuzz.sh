@@ -16,7 +16,7 @@ scripts/install-deps.sh
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
 CC=clang CXX=clang++ cmake -S tests/fuzz -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j"${MYCEL_JOBS:-$(nproc)}" >/dev/null
-targets=(codec snapshot payload session importers config)
+targets=(codec snapshot payload session h2_screen importers config)
 [ -n "$only" ] && targets=("$only")
 for t in "${targets[@]}"; do
   corpus=build-fuzz/corpus/fuzz_$t

@@ -713,7 +713,8 @@ int main(int argc, char** argv) {
       std::printf("%s\n", Json().Raw("peers", peers).Int("rounds", r.rounds()).Int("bytes_sent", r.bytes_sent())
                               .Int("bytes_received", r.bytes_received()).Int("refused_unknown", r.refused_unknown())
                               .Int("listen_port", r.listen_port()).Int("rounds_held", r.rounds_held())
-                              .Int("rounds_missed", r.rounds_missed()).Done().c_str());
+                              .Int("rounds_missed", r.rounds_missed()).Int("connections_shed", r.connections_shed())
+                              .Int("connections_screened", r.connections_screened()).Done().c_str());
       return 0;
     }
     if (r.peers_size() == 0) {
@@ -746,6 +747,11 @@ int main(int argc, char** argv) {
     std::printf("%lld rounds; %s sent, %s received; %lld requests refused from unknown callers\n",
                 static_cast<long long>(r.rounds()), Bytes(r.bytes_sent()).c_str(), Bytes(r.bytes_received()).c_str(),
                 static_cast<long long>(r.refused_unknown()));
+    if (r.connections_shed() + r.connections_screened() > 0) {
+      // Someone floods or probes the peer port (the daemon's log says how).
+      std::printf("peer port: %lld connection(s) closed at the cap, %lld closed for what they sent\n",
+                  static_cast<long long>(r.connections_shed()), static_cast<long long>(r.connections_screened()));
+    }
     if (r.rounds_missed() > 0) {
       // A few are normal on a busy machine; many mean rounds come faster than this machine can run them.
       const bool many = r.rounds_missed() * 10 > r.rounds();

@@ -456,6 +456,8 @@ absl::StatusOr<control::PeersReply> Node::GetPeers() {
   r.set_refused_unknown(totals.refused_unknown);
   r.set_rounds_held(totals.rounds_held);
   r.set_rounds_missed(totals.rounds_missed);
+  r.set_connections_shed(totals.connections_shed);
+  r.set_connections_screened(totals.connections_screened);
   r.set_listen_port(totals.listen_port);
   for (const auto& p : gossip_->Peers()) {
     auto* info = r.add_peers();

@@ -53,6 +53,12 @@ std::string RenderMetrics(const control::StatusReply& s, const control::PeersRep
       static_cast<double>(p.bytes_received()));
   one("mycel_gossip_refused_unauthenticated_total", "counter",
       "Requests refused before any pinned key was authenticated.", static_cast<double>(p.refused_unknown()));
+  one("mycel_gossip_connections_shed_total", "counter",
+      "Peer-port connections closed at once because the connection cap was reached.",
+      static_cast<double>(p.connections_shed()));
+  one("mycel_gossip_connections_screened_total", "counter",
+      "Peer-port connections closed before authentication for what they sent, or for sending nothing.",
+      static_cast<double>(p.connections_screened()));
   if (p.peers_size() == 0) return e.Take();
 
   auto per_peer = [&](const char* name, const char* type, const char* help, auto value) {

@@ -559,11 +559,12 @@ void Gossip::Stop() {
   }
   impl->cv.notify_all();
   if (impl->loop.joinable()) impl->loop.join();
-  if (impl->listener) impl->listener->Stop();  // no new connections while the server drains
+  if (impl->listener) impl->listener->StopAccepting();  // no new connections while the server drains
   if (impl->server) {
     impl->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     impl->server->Wait();
   }
+  if (impl->listener) impl->listener->Stop();  // then the relays of the calls that drained
 }
 
 std::vector<PeerStatus> Gossip::Peers() const {
@@ -592,7 +593,12 @@ std::vector<PeerStatus> Gossip::Peers() const {
 
 GossipTotals Gossip::Totals() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  return impl_->totals;
+  GossipTotals t = impl_->totals;
+  if (impl_->listener) {
+    t.connections_shed = impl_->listener->shed();
+    t.connections_screened = impl_->listener->screened();
+  }
+  return t;
 }
 
 }  // namespace mycel::peer

@@ -109,6 +109,8 @@ struct GossipTotals {
   int64_t rounds_held = 0;                 // rounds skipped by hold_rounds
   int64_t rounds_missed = 0;               // round boundaries passed while the previous round still ran
   int64_t refused_unknown = 0;             // requests from keys that are not pinned, or unparseable
+  int64_t connections_shed = 0;            // peer-port connections closed at once: the cap was reached
+  int64_t connections_screened = 0;        // closed for what they sent, or for sending nothing (PeerListener)
   int listen_port = 0;
 };
 

@@ -4,7 +4,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -113,7 +113,9 @@ int PeerConnectionCap(const PeerServerLimits& limits) {
   int cap = limits.max_connections;
   rlimit rl{};
   if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && limits.fd_share_divisor > 0) {
-    cap = static_cast<int>(std::min<rlim_t>(static_cast<rlim_t>(cap), rl.rlim_cur / limits.fd_share_divisor));
+    const rlim_t per_connection = 3;  // the client's socket and the pair to the server
+    cap = static_cast<int>(
+        std::min<rlim_t>(static_cast<rlim_t>(cap), rl.rlim_cur / limits.fd_share_divisor / per_connection));
   }
   return std::max(cap, 1);
 }
@@ -174,6 +176,43 @@ absl::StatusOr<std::unique_ptr<PeerListener>> PeerListener::Bind(const std::stri
   return std::unique_ptr<PeerListener>(new PeerListener(std::move(fds), port, wake[0], wake[1], limits));
 }
 
+// One side of a relayed connection, or (conn == nullptr) a listening socket
+// or the wake pipe: what epoll hands back.
+struct PeerListener::Endpoint {
+  Conn* conn = nullptr;
+  int side = 0;  // 0: the client's TCP socket; 1: our end of the pair gRPC holds the other end of
+  int fd = -1;
+  bool registered = false;
+  uint32_t events = 0;
+};
+
+struct PeerListener::Conn {
+  explicit Conn(const H2ScreenLimits& limits) : screen(limits) {}
+  size_t Pending(int side) const { return out[side].size() - out_off[side]; }
+
+  Endpoint ends[2];
+  std::vector<uint8_t> out[2];  // bytes waiting to be written to ends[i]
+  size_t out_off[2] = {0, 0};
+  bool eof[2] = {false, false};  // ends[i] will send no more
+  bool shut_server_write = false;
+  bool closed = false;
+  H2ClientScreen screen;
+  double accepted_at = 0;
+  double close_by = 0;  // > 0: the server has closed; the client gets until then to take the rest
+};
+
+namespace {
+
+double MonotonicSeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// After the server closed its side, how long a client that does not read
+// may hold the connection for the bytes still buffered for it.
+constexpr double kDrainAfterServerCloseS = 10;
+
+}  // namespace
+
 PeerListener::PeerListener(std::vector<int> listen_fds, int port, int wake_read, int wake_write,
                            const PeerServerLimits& limits)
     : limits_(limits), listen_fds_(std::move(listen_fds)), port_(port), wake_read_(wake_read),
@@ -183,17 +222,45 @@ PeerListener::PeerListener(std::vector<int> listen_fds, int port, int wake_read,
 
 PeerListener::~PeerListener() {
   Stop();
+  CloseListeners();
   CloseQuietly(wake_read_);
   CloseQuietly(wake_write_);
   CloseQuietly(reserve_fd_);
+  CloseQuietly(epoll_fd_);
 }
 
 void PeerListener::Start(grpc::Server* server) {
   if (thread_.joinable() || stop_.load()) return;
   server_ = server;
-  Logger("peer")->info("peer port {}: at most {} connection(s) ({} configured, RLIMIT_NOFILE/{})", port_,
+  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) {
+    Logger("peer")->error("peer port {}: epoll_create1: {}; not accepting", port_, std::strerror(errno));
+    return;
+  }
+  auto add = [this](int fd) {
+    listen_endpoints_.push_back(std::make_unique<Endpoint>());
+    Endpoint* e = listen_endpoints_.back().get();
+    e->fd = fd;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = e;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  };
+  for (int fd : listen_fds_) add(fd);
+  add(wake_read_);
+  Logger("peer")->info("peer port {}: at most {} connection(s) ({} configured, RLIMIT_NOFILE/{}/3)", port_,
                        PeerConnectionCap(limits_), limits_.max_connections, limits_.fd_share_divisor);
-  thread_ = std::thread([this] { AcceptLoop(); });
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void PeerListener::StopAccepting() {
+  if (!thread_.joinable()) {
+    CloseListeners();
+    return;
+  }
+  stop_accepting_ = true;
+  char byte = 0;
+  (void)!::write(wake_write_, &byte, 1);
 }
 
 void PeerListener::Stop() {
@@ -201,24 +268,15 @@ void PeerListener::Stop() {
   char byte = 0;
   (void)!::write(wake_write_, &byte, 1);
   if (thread_.joinable()) thread_.join();
-  for (int fd : listen_fds_) ::close(fd);
+  for (auto& c : conns_) Close(c.get(), {});
+  conns_.clear();
+  live_ = 0;
+  CloseListeners();
+}
+
+void PeerListener::CloseListeners() {
+  for (int fd : listen_fds_) ::close(fd);  // close() takes it out of the epoll set too
   listen_fds_.clear();
-}
-
-int PeerListener::LiveConnections() {
-  std::lock_guard<std::mutex> lock(mu_);
-  SweepLocked();
-  return static_cast<int>(tracked_.size());
-}
-
-void PeerListener::SweepLocked() {
-  tracked_.erase(std::remove_if(tracked_.begin(), tracked_.end(),
-                                [](const Tracked& t) {
-                                  struct stat st {};
-                                  return ::fstat(t.fd, &st) != 0 || static_cast<uint64_t>(st.st_ino) != t.ino ||
-                                         static_cast<uint64_t>(st.st_dev) != t.dev;
-                                }),
-                 tracked_.end());
 }
 
 bool PeerListener::WarnDue() {
@@ -228,28 +286,170 @@ bool PeerListener::WarnDue() {
   return true;
 }
 
-void PeerListener::AcceptLoop() {
-  std::vector<pollfd> pfds;
-  for (int fd : listen_fds_) pfds.push_back({fd, POLLIN, 0});
-  pfds.push_back({wake_read_, POLLIN, 0});
+void PeerListener::Loop() {
+  epoll_event evs[64];
   while (!stop_.load()) {
-    for (auto& p : pfds) p.revents = 0;
-    int n = ::poll(pfds.data(), pfds.size(), -1);
-    if (n < 0) {
-      if (errno != EINTR) ::usleep(kAcceptErrorPauseMs * 1000);
-      continue;
-    }
+    const int n = ::epoll_wait(epoll_fd_, evs, 64, 500);
     if (stop_.load()) break;
-    for (size_t i = 0; i + 1 < pfds.size(); ++i) {
-      if (pfds[i].revents & POLLIN) AcceptReady(pfds[i].fd);
+    if (n < 0 && errno != EINTR) ::usleep(kAcceptErrorPauseMs * 1000);
+    if (stop_accepting_.load() && !listen_fds_.empty()) CloseListeners();
+    for (int i = 0; i < n; ++i) {
+      auto* e = static_cast<Endpoint*>(evs[i].data.ptr);
+      if (e->conn != nullptr) {
+        if (!e->conn->closed) OnEvent(e, evs[i].events);
+      } else if (e->fd == wake_read_) {
+        char buf[64];
+        while (::read(wake_read_, buf, sizeof(buf)) > 0) {
+        }
+      } else if (!stop_accepting_.load() &&
+                 std::find(listen_fds_.begin(), listen_fds_.end(), e->fd) != listen_fds_.end()) {
+        AcceptReady(e->fd);
+      }
+    }
+    if (std::chrono::steady_clock::now() - last_sweep_ >= std::chrono::milliseconds(500)) Sweep();
+    // Freed only here: a closed connection's endpoints may still be in this batch.
+    conns_.erase(std::remove_if(conns_.begin(), conns_.end(), [](const auto& c) { return c->closed; }), conns_.end());
+    live_ = static_cast<int>(conns_.size());
+  }
+}
+
+void PeerListener::Sweep() {
+  last_sweep_ = std::chrono::steady_clock::now();
+  const double now = MonotonicSeconds();
+  for (auto& c : conns_) {
+    if (c->closed) continue;
+    if (!c->screen.preface_done() && now - c->accepted_at > limits_.preface_timeout_ms / 1000.0) {
+      Close(c.get(), "no HTTP/2 preface");
+    } else if (c->close_by > 0 && now > c->close_by) {
+      Close(c.get(), {});
     }
   }
 }
 
-// Drains the backlog of one listening socket: each connection is handed to
+void PeerListener::Close(Conn* c, std::string_view why) {
+  if (c->closed) return;
+  c->closed = true;
+  // Counted before the client can see the close.
+  const int64_t n = why.empty() ? 0 : screened_.fetch_add(1) + 1;
+  for (Endpoint& e : c->ends) CloseQuietly(e.fd);  // close() takes it out of the epoll set too
+  if (n > 0 && (n == 1 || WarnDue())) {
+    Logger("peer")->warn("peer port {}: closed a connection: {} ({} so far)", port_, why, n);
+  }
+}
+
+void PeerListener::Watch(Conn* c, int side) {
+  Endpoint& e = c->ends[side];
+  uint32_t want = 0;
+  if (!c->eof[side] && c->Pending(1 - side) < static_cast<size_t>(limits_.relay_buffer_bytes)) {
+    want |= EPOLLIN | EPOLLRDHUP;
+  }
+  if (c->Pending(side) > 0) want |= EPOLLOUT;
+  if (want == 0) {
+    if (e.registered) ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, e.fd, nullptr);
+    e.registered = false;
+    e.events = 0;
+    return;
+  }
+  if (e.registered && want == e.events) return;
+  epoll_event ev{};
+  ev.events = want;
+  ev.data.ptr = &e;
+  if (::epoll_ctl(epoll_fd_, e.registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, e.fd, &ev) != 0) {
+    Close(c, {});
+    return;
+  }
+  e.registered = true;
+  e.events = want;
+}
+
+void PeerListener::OnEvent(Endpoint* e, uint32_t events) {
+  Conn* c = e->conn;
+  const int side = e->side;
+  if (events & EPOLLERR) {
+    Close(c, {});
+    return;
+  }
+  const size_t cap = static_cast<size_t>(limits_.relay_buffer_bytes);
+  if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) && !c->eof[side]) {
+    std::vector<uint8_t>& to = c->out[1 - side];
+    while (c->Pending(1 - side) < cap) {
+      const size_t room = std::min<size_t>(cap - c->Pending(1 - side), 16 << 10);
+      const size_t at = to.size();
+      to.resize(at + room);
+      const ssize_t n = ::read(e->fd, to.data() + at, room);
+      to.resize(at + static_cast<size_t>(std::max<ssize_t>(n, 0)));
+      if (n > 0) {
+        if (side == 0) {
+          const std::string_view refused = c->screen.Feed(to.data() + at, static_cast<size_t>(n), MonotonicSeconds());
+          if (!refused.empty()) {
+            Close(c, refused);
+            return;
+          }
+        }
+        continue;
+      }
+      if (n == 0) {
+        c->eof[side] = true;
+        break;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      Close(c, {});
+      return;
+    }
+    // Hung up while its bytes cannot be taken (the other side is not
+    // reading): nothing more will come; waiting would spin.
+    if ((events & EPOLLHUP) && !c->eof[side] && c->Pending(1 - side) >= cap) {
+      Close(c, {});
+      return;
+    }
+  }
+  Relay(c);
+}
+
+// Writes what each side has waiting, passes a client's end of stream on, and
+// closes the connection once the server is done with it.
+void PeerListener::Relay(Conn* c) {
+  for (int side = 0; side < 2; ++side) {
+    std::vector<uint8_t>& buf = c->out[side];
+    while (c->Pending(side) > 0) {
+      const ssize_t n = ::send(c->ends[side].fd, buf.data() + c->out_off[side], c->Pending(side), MSG_NOSIGNAL);
+      if (n > 0) {
+        c->out_off[side] += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      Close(c, {});  // EPIPE, ECONNRESET: that side is gone
+      return;
+    }
+    if (c->out_off[side] == buf.size()) {
+      buf.clear();
+      c->out_off[side] = 0;
+    } else if (c->out_off[side] >= buf.size() / 2) {
+      buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(c->out_off[side]));
+      c->out_off[side] = 0;
+    }
+  }
+  if (c->eof[0] && c->Pending(1) == 0 && !c->shut_server_write) {
+    ::shutdown(c->ends[1].fd, SHUT_WR);  // the server reads end of stream and closes the transport
+    c->shut_server_write = true;
+  }
+  if (c->eof[1]) {
+    if (c->Pending(0) == 0 || c->eof[0]) {
+      Close(c, {});
+      return;
+    }
+    if (c->close_by == 0) c->close_by = MonotonicSeconds() + kDrainAfterServerCloseS;
+  }
+  Watch(c, 0);
+  if (!c->closed) Watch(c, 1);
+}
+
+// Drains the backlog of one listening socket: each connection is relayed to
 // the server, or closed at once past the cap. Never stops listening.
 void PeerListener::AcceptReady(int listen_fd) {
-  for (int i = 0; i < 1024 && !stop_.load(); ++i) {  // then poll again, so one socket cannot starve Stop
+  for (int i = 0; i < 1024 && !stop_.load(); ++i) {  // then poll again, so one socket cannot starve the rest
     int fd = AcceptNonBlocking(listen_fd);
     if (fd < 0) {
       const int err = errno;
@@ -262,7 +462,7 @@ void PeerListener::AcceptReady(int listen_fd) {
         // client hears at once rather than hangs, take the spare back.
         if (WarnDue()) {
           Logger("peer")->warn("peer port {}: accept: {} ({} peer connection(s) open); backing off", port_,
-                               std::strerror(err), LiveConnections());
+                               std::strerror(err), conns_.size());
         }
         if (reserve_fd_ >= 0) {
           ::close(reserve_fd_);
@@ -275,24 +475,9 @@ void PeerListener::AcceptReady(int listen_fd) {
       ::usleep(kAcceptErrorPauseMs * 1000);
       return;
     }
-    struct stat st {};
-    bool admit = ::fstat(fd, &st) == 0;
-    int live = 0;
-    const int cap = PeerConnectionCap(limits_);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      // A number just returned by accept was free: any entry still holding
-      // it is a connection gRPC has closed.
-      tracked_.erase(std::remove_if(tracked_.begin(), tracked_.end(), [fd](const Tracked& t) { return t.fd == fd; }),
-                     tracked_.end());
-      if (admit && static_cast<int>(tracked_.size()) >= cap) SweepLocked();
-      live = static_cast<int>(tracked_.size());
-      admit = admit && live < cap;
-      if (admit) {
-        tracked_.push_back({fd, static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)});
-      }
-    }
-    if (!admit) {
+    size_t live = 0;
+    for (const auto& c : conns_) live += !c->closed;
+    if (static_cast<int>(live) >= PeerConnectionCap(limits_)) {
       ::close(fd);
       if (shed_.fetch_add(1) == 0 || WarnDue()) {
         Logger("peer")->warn("peer port {}: {} connections open, the cap: closing new ones ({} so far)", port_,
@@ -300,9 +485,25 @@ void PeerListener::AcceptReady(int listen_fd) {
       }
       continue;
     }
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0) {
+      const int err = errno;
+      ::close(fd);
+      if (WarnDue()) Logger("peer")->warn("peer port {}: socketpair: {}; backing off", port_, std::strerror(err));
+      ::usleep(kAcceptErrorPauseMs * 1000);
+      return;
+    }
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // as gRPC does on its own sockets
-    grpc::AddInsecureChannelFromFd(server_, fd);  // the server owns fd from here
+    auto conn = std::make_unique<Conn>(limits_.screen);
+    Conn* c = conn.get();
+    c->accepted_at = MonotonicSeconds();
+    c->ends[0] = Endpoint{c, 0, fd};
+    c->ends[1] = Endpoint{c, 1, pair[0]};
+    conns_.push_back(std::move(conn));
+    grpc::AddInsecureChannelFromFd(server_, pair[1]);  // the server owns pair[1] from here
+    Watch(c, 0);
+    if (!c->closed) Watch(c, 1);
   }
 }
 

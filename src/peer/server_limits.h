@@ -10,35 +10,42 @@
 //   ApplyPeerServerLimits  sets channel arguments and a resource quota on a
 //                          grpc::ServerBuilder (streams per connection,
 //                          memory, threads, idle/age timeouts, HTTP/2 sizes).
-//   PeerListener           accepts the TCP connections itself and hands them
-//                          to the server (grpc::AddInsecureChannelFromFd), at
-//                          most max_connections (and a share of RLIMIT_NOFILE)
-//                          at a time. gRPC 1.51 (Debian 12) has no connection
-//                          cap, and its own accept loop stops for good on the
-//                          first EMFILE ("Failed accept4: Too many open
-//                          files"; newer gRPC retries): a flood of idle
-//                          connections used to leave the peer port and the
-//                          control socket deaf until a restart.
+//   PeerListener           accepts the TCP connections itself, at most
+//                          max_connections (and a share of RLIMIT_NOFILE) at
+//                          a time, and relays each to the server over a
+//                          socket pair (grpc::AddInsecureChannelFromFd),
+//                          screening the client's bytes on the way
+//                          (H2ClientScreen: streams before the SETTINGS ACK,
+//                          unfinished streams, claimed message sizes, header
+//                          blocks, stream rate). gRPC 1.51 (Debian 12) has no
+//                          connection cap, its own accept loop stops for good
+//                          on the first EMFILE ("Failed accept4: Too many open
+//                          files"; newer gRPC retries), and it enforces
+//                          neither the stream cap before the ACK nor a
+//                          message's size before reading it: idle-connection
+//                          floods used to leave the peer port and the control
+//                          socket deaf until a restart, and unfinished streams
+//                          and oversized Pulls took RSS past 2 GB.
 //                          PeerListener never reaches the descriptor limit,
 //                          and on EMFILE from elsewhere it backs off and
 //                          goes on.
 //
-// Threads: PeerListener runs one accept thread between Start() and Stop();
-// its methods are called from one thread (Gossip::Start/Stop). Failures are
-// returned by Bind(); after that the listener logs and never gives up.
+// Threads: PeerListener runs one thread (accept and relay, one epoll) between
+// Start() and Stop(); its methods are called from one thread (Gossip::Start/
+// Stop), the counters from any. Failures are returned by Bind(); after that
+// the listener logs and never gives up.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "peer/h2_screen.h"
 
 namespace grpc {
 class Server;
@@ -54,15 +61,28 @@ struct PeerServerLimits {
   // bounds below, 256 connections cost at most ~1000 streams.
   int max_connections = 256;
   // ... and never more than RLIMIT_NOFILE (soft, read at each accept) divided
-  // by this, so the other 3/4 stay for the control socket, checkpoints, the
-  // example store, log files and outgoing pulls: at a 256 limit, 64 peer
-  // connections; myceld raises the soft limit to the hard one at start.
+  // by this and by the 3 descriptors a relayed connection takes (its socket
+  // and a socket pair), so the other 3/4 stay for the control socket,
+  // checkpoints, the example store, log files and outgoing pulls: at a 256
+  // limit, 21 peer connections; myceld raises the soft limit to the hard one
+  // at start.
   int fd_share_divisor = 4;
+  // A connection that has not sent the 24-byte HTTP/2 client preface within
+  // this long is closed: an honest client sends it with its first packet,
+  // so an idle TCP connection gives its slot back in seconds rather than at
+  // max_connection_idle_ms.
+  int preface_timeout_ms = 10 * 1000;
+  // Bytes buffered per direction per connection while the other side is not
+  // ready (the kernel's socket buffers come on top): reply chunks stream
+  // through it, they are not held whole.
+  int relay_buffer_bytes = 64 << 10;
+  // What a client may send before gRPC reads it (peer/h2_screen.h).
+  H2ScreenLimits screen;
   // HTTP/2 streams one connection may have open. A neighbour runs one Pull at
   // a time; 4 leaves room for a retry overlapping a slow reply. gRPC's
   // default is unlimited: 50 connections × 400 unfinished streams reached
-  // 2.0 GB RSS. gRPC 1.51 enforces it only once the client has
-  // ACKed our SETTINGS, so a client that never does still gets its streams.
+  // 2.0 GB RSS. gRPC 1.51 enforces it only once the client has ACKed our
+  // SETTINGS; before that, the screen does (screen.max_streams_before_settings_ack).
   int max_concurrent_streams = 4;
   // Memory gRPC may account to this server: read buffers, per-call arenas,
   // flow-control windows. Past it gRPC shrinks windows and then closes the
@@ -77,9 +97,9 @@ struct PeerServerLimits {
   // Per-stream receive window announced before a message starts (BDP
   // probing is off): a Pull request (≤ 64 KiB) fits in one. It does not cap
   // a message that claims more: gRPC 1.51 widens the window to the claimed
-  // length and checks the size only once the message is in; the memory quota
-  // is what resets such a connection (measured: ~22 MiB pushed per
-  // connection before the reset, tests/adversarial).
+  // length and checks the size only once the message is in (~22 MiB pushed
+  // per connection before the memory quota reset it); the screen closes such
+  // a connection at the message's length prefix.
   int stream_lookahead_bytes = 64 << 10;
   // A connection with no call for this long is closed (GOAWAY). It also
   // ends raw TCP connections that never speak HTTP/2. 30 s is well above a
@@ -110,11 +130,11 @@ struct PeerServerLimits {
 void ApplyPeerServerLimits(const PeerServerLimits& limits, grpc::ServerBuilder* builder);
 
 // The connection cap in force: min(max_connections, RLIMIT_NOFILE soft /
-// fd_share_divisor), at least 1.
+// fd_share_divisor / 3), at least 1.
 int PeerConnectionCap(const PeerServerLimits& limits);
 
 // Accepts TCP connections on `address` ("host:port", port 0 = any) and
-// hands each to a running grpc::Server, within the connection cap.
+// relays each to a running grpc::Server, within the connection cap.
 class PeerListener {
  public:
   // Binds and listens (every address `host` resolves to); does not accept yet.
@@ -126,46 +146,51 @@ class PeerListener {
 
   // The port bound (the one the OS picked for port 0).
   int port() const { return port_; }
-  // Starts the accept thread. `server` (built with no listening port) must
-  // outlive Stop().
+  // Starts the thread. `server` (built with no listening port) must outlive
+  // Stop().
   void Start(grpc::Server* server);
-  // Stops accepting and closes the listening sockets; connections already
-  // handed over are the server's (its Shutdown closes them). Idempotent.
+  // Closes the listening sockets; connections already relayed go on (call
+  // before the server's Shutdown, so its calls in flight can finish).
+  void StopAccepting();
+  // Stops the thread and closes every connection. Idempotent.
   void Stop();
 
-  // Connections handed to the server and not yet closed by it. Thread-safe.
-  int LiveConnections();
+  // Connections relayed now. Thread-safe.
+  int LiveConnections() const { return live_.load(); }
   // Connections closed at once because the cap was reached, since Bind.
   int64_t shed() const { return shed_.load(); }
-
-  struct Tracked {
-    int fd;
-    uint64_t dev, ino;
-  };
+  // Connections closed by the screen or the preface timeout, since Bind.
+  int64_t screened() const { return screened_.load(); }
 
  private:
-  PeerListener(std::vector<int> listen_fds, int port, int wake_read, int wake_write,
-               const PeerServerLimits& limits);
-  void AcceptLoop();
+  struct Conn;
+  struct Endpoint;
+  PeerListener(std::vector<int> listen_fds, int port, int wake_read, int wake_write, const PeerServerLimits& limits);
+  void Loop();
   void AcceptReady(int listen_fd);
-  void SweepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnEvent(Endpoint* e, uint32_t events);
+  void Relay(Conn* c);
+  void Close(Conn* c, std::string_view why);
+  void Watch(Conn* c, int side);
+  void Sweep();
+  void CloseListeners();
   bool WarnDue();
 
   const PeerServerLimits limits_;
   std::vector<int> listen_fds_;
   const int port_;
-  int wake_read_, wake_write_;  // a pipe: Stop() wakes the accept thread's poll
+  int wake_read_, wake_write_;  // a pipe: StopAccepting/Stop wake the thread
+  int epoll_fd_ = -1;
   int reserve_fd_ = -1;         // /dev/null, given up on EMFILE to drain one connection
   grpc::Server* server_ = nullptr;
   std::thread thread_;
-  std::atomic<bool> stop_{false};
-  std::atomic<int64_t> shed_{0};
-  std::mutex mu_;
-  // fd and socket inode of each connection handed over: gRPC closes the fd
-  // without telling us, and the number may be reused, so a tracked fd counts
-  // as live while fstat still finds the same inode behind it.
-  std::vector<Tracked> tracked_ ABSL_GUARDED_BY(mu_);
-  std::chrono::steady_clock::time_point last_warn_;  // accept thread only
+  std::atomic<bool> stop_{false}, stop_accepting_{false};
+  std::atomic<int> live_{0};
+  std::atomic<int64_t> shed_{0}, screened_{0};
+  // Thread only:
+  std::vector<std::unique_ptr<Conn>> conns_;
+  std::vector<std::unique_ptr<Endpoint>> listen_endpoints_;
+  std::chrono::steady_clock::time_point last_warn_, last_sweep_;
 };
 
 }  // namespace mycel::peer

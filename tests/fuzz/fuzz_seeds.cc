@@ -113,6 +113,21 @@ int main(int argc, char** argv) {
         "[training]\nlr = 0.1\nbatch_size = 32\n\n[federation]\nround_interval_s = 10\nlocal_steps = 40\n"
         "codec = \"fp16\"\n\n[policy]\nthreads = 1\n\n[[peers]]\nname = \"b\"\naddress = \"127.0.0.1:7071\"\n"
         "public_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n");
+  // fuzz_h2_screen: [chunk seed][bytes]: what a gRPC client sends for two
+  // Pulls (preface, SETTINGS, HEADERS, DATA, the SETTINGS ACK), one padded.
+  auto frame = [](int type, int flags, int stream, const std::string& payload) {
+    const size_t n = payload.size();
+    std::string f{static_cast<char>(n >> 16), static_cast<char>(n >> 8), static_cast<char>(n),
+                  static_cast<char>(type), static_cast<char>(flags), 0, 0, 0, static_cast<char>(stream)};
+    return f + payload;
+  };
+  const std::string message = std::string("\0\0\0\0\x20", 5) + std::string(32, 'q');
+  const std::string h2 = std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") + frame(4, 0, 0, std::string(6, '\0')) +
+                         frame(1, 4, 1, std::string(40, 'h')) + frame(0, 1, 1, message) + frame(4, 1, 0, "") +
+                         frame(1, 0, 3, std::string(20, 'h')) + frame(9, 4, 3, std::string(20, 'c')) +
+                         frame(0, 9, 3, std::string(1, '\x02') + message + "pp") + frame(3, 0, 5, std::string(4, '\0'));
+  Write("fuzz_h2_screen", 0, std::string(1, '\x07') + h2);
+  Write("fuzz_h2_screen", 1, std::string(1, '\x01') + h2.substr(0, 60));
   std::printf("seeds written under %s\n", dir.c_str());
   return 0;
 }

@@ -531,17 +531,22 @@ TEST_F(GossipServerTest, FingerprintMismatchIsRefusedAndCountedForThePeer) {
   EXPECT_EQ(a.refused, 1);
 }
 
-TEST_F(GossipServerTest, OversizedRequestIsRejectedByGrpcBeforeTheHandler) {
+TEST_F(GossipServerTest, OversizedRequestIsCutOffAtItsLengthPrefixBeforeTheHandler) {
   const auto before = b_->gossip->Totals();
   std::string big = GoodHello();
   big.resize(1 << 20, 'A');  // a 1 MB "hello"
   PullResult r = RawPull(*stub_, big);
-  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << r.status.error_message();
+  // The listener's screen reads the message's length prefix and closes the
+  // connection before gRPC buffers any of it (peer/h2_screen.h).
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE) << r.status.error_message();
   EXPECT_TRUE(r.chunks.empty());
+  EXPECT_EQ(b_->gossip->Totals().connections_screened, before.connections_screened + 1);
   // The handler never ran: nothing counted, nothing sent.
   EXPECT_EQ(b_->gossip->Totals().refused_unknown, before.refused_unknown);
   EXPECT_EQ(b_->gossip->Totals().bytes_sent, before.bytes_sent);
   EXPECT_EQ(b_->peer(0).refused, 0);
+  // The channel reconnects and an honest pull goes through.
+  ExpectGoodPull();
   // Just under gRPC's bound but far over a hello's: refused cheaply as malformed.
   std::string mid = GoodHello();
   mid.resize(60 << 10, 'A');
