@@ -374,10 +374,11 @@ int Repair(const mycel::config::Config& config, bool force) {
     Fail("cannot put the salvaged store in place: " + std::string(std::strerror(errno)) + "; it is at " +
          options.path + ", the damaged one at " + kept);
   }
-  std::printf("salvaged %lld examples (highest id %lld, %lld unreadable ids skipped) into %s; the damaged "
-              "store is kept as %s\n",
+  std::printf("salvaged %lld examples (highest id %lld, %lld unreadable ids skipped) and %lld ingest keys into "
+              "%s; the damaged store is kept as %s\n",
               static_cast<long long>(salvaged->salvaged), static_cast<long long>(salvaged->highest_id),
-              static_cast<long long>(salvaged->unreadable), store.c_str(), kept.c_str());
+              static_cast<long long>(salvaged->unreadable), static_cast<long long>(salvaged->ingest_keys),
+              store.c_str(), kept.c_str());
   return 0;
 }
 

@@ -482,6 +482,18 @@ absl::Status ExampleStore::RecordIngestLocked(const std::string& key, const AddR
   return absl::OkStatus();
 }
 
+absl::Status ExampleStore::RememberIngest(const std::string& key, const AddResult& result) {
+  MYCEL_RETURN_IF_ERROR(CheckIngestKey(key));
+  std::lock_guard<std::mutex> lock(mu_);
+  MYCEL_ASSIGN_OR_RETURN(std::optional<AddResult> known, FindIngestLocked(key));
+  if (known) return absl::OkStatus();
+  MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status s = RecordIngestLocked(key, result);
+  if (s.ok()) s = Exec("COMMIT");
+  if (!s.ok() && !sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
+  return s;
+}
+
 absl::StatusOr<std::optional<AddResult>> ExampleStore::FindIngest(const std::string& key) {
   MYCEL_RETURN_IF_ERROR(CheckIngestKey(key));
   std::lock_guard<std::mutex> lock(mu_);

@@ -90,6 +90,11 @@ class ExampleStore {
                                 const std::string& key = "");
   // The result of the Add that committed `key`, if it is remembered.
   absl::StatusOr<std::optional<AddResult>> FindIngest(const std::string& key);
+  // Remembers `key` as committed with `result` (as the newest key) without
+  // storing anything: `mycel repair` carries a damaged store's keys over, so
+  // a retry of an ingest the old store had committed is still a replay. A
+  // key already remembered is left as it is.
+  absl::Status RememberIngest(const std::string& key, const AddResult& result);
 
   // Committed rows of `split`. Never waits: it does not take the store's
   // lock, which a long Add holds for its whole transaction and the trainer

@@ -32,6 +32,34 @@ int64_t ScalarOr(sqlite3* db, const char* sql, int64_t fallback) {
 
 constexpr size_t kBatch = 4096;  // examples per Add into the new store
 
+// The idempotency keys SQLite can still read, oldest first. A store from
+// before keys existed (schema 1) has no table: nothing to carry. A damaged
+// page ends the walk; the keys read so far are kept.
+absl::Status CarryIngestKeys(sqlite3* db, ExampleStore& store, SalvageResult* result) {
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db, "SELECT key, offered, stored, evicted, train, validation FROM ingests ORDER BY seq", -1,
+                         &raw, nullptr) != SQLITE_OK) {
+    return absl::OkStatus();
+  }
+  Stmt read(raw);
+  while (sqlite3_step(read.get()) == SQLITE_ROW) {
+    const unsigned char* text = sqlite3_column_text(read.get(), 0);
+    if (text == nullptr) continue;
+    AddResult r;
+    r.offered = sqlite3_column_int64(read.get(), 1);
+    r.stored = sqlite3_column_int64(read.get(), 2);
+    r.evicted = sqlite3_column_int64(read.get(), 3);
+    r.train = sqlite3_column_int64(read.get(), 4);
+    r.validation = sqlite3_column_int64(read.get(), 5);
+    const std::string key(reinterpret_cast<const char*>(text));
+    absl::Status s = store.RememberIngest(key, r);
+    if (absl::IsInvalidArgument(s)) continue;  // a damaged key: not one a client could retry with
+    MYCEL_RETURN_IF_ERROR(s);
+    ++result->ingest_keys;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<SalvageResult> SalvageStore(const std::string& damaged, const ExampleStoreOptions& into) {
@@ -98,6 +126,7 @@ absl::StatusOr<SalvageResult> SalvageStore(const std::string& damaged, const Exa
   }
   MYCEL_RETURN_IF_ERROR(flush());
   if (result.paused) MYCEL_RETURN_IF_ERROR(store->SetMeta("paused", "1"));
+  MYCEL_RETURN_IF_ERROR(CarryIngestKeys(db.get(), *store, &result));
   return result;
 }
 

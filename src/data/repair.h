@@ -17,11 +17,15 @@ struct SalvageResult {
   int64_t highest_id = 0;    // the damaged store's highest example id (0: unknown)
   int64_t unreadable = 0;    // ids at which a read failed (each skipped)
   bool paused = false;       // the pause flag, carried over when readable
+  int64_t ingest_keys = 0;   // idempotency keys carried over
 };
 
 // Reads `damaged` (opened read-only, never written) and writes what it can
-// into a new store at `into.path`, which must not exist. Idempotency keys are
-// not carried over: the new store starts remembering from the repair.
+// into a new store at `into.path`, which must not exist. The idempotency keys
+// SQLite can read are carried over (oldest first), so an ingest the damaged
+// store had committed is still a replay when retried after the repair, even
+// if some of its rows were on a lost page: a retry must never duplicate the
+// rest.
 absl::StatusOr<SalvageResult> SalvageStore(const std::string& damaged, const ExampleStoreOptions& into);
 
 }  // namespace mycel::data

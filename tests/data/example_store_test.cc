@@ -21,6 +21,7 @@
 #include "temp_dir.h"
 
 #include "data/importers.h"
+#include "data/repair.h"
 
 namespace mycel::data {
 namespace {
@@ -666,6 +667,58 @@ TEST(ExampleStore, AVersionOneStoreIsUpgradedInPlace) {
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_TRUE(again->replayed);
   EXPECT_EQ(CommittedRows(o.path), 60);
+}
+
+}  // namespace
+}  // namespace mycel::data
+
+namespace mycel::data {
+namespace {
+
+// `mycel repair` carries the idempotency keys over: an ingest the old store
+// had committed, retried after the repair, is a replay and stores nothing.
+TEST(SalvageStore, CarriesIngestKeysSoARetryAfterARepairIsAReplay) {
+  const std::string dir = TempDir();
+  ExampleStoreOptions o;
+  o.path = dir + "/examples.db";
+  AddResult first;
+  {
+    auto store = OpenOrDie(o);
+    ASSERT_TRUE(store);
+    auto r = store->Add(MakeRange(0, 200), nullptr, "ingest-1");
+    ASSERT_TRUE(r.ok()) << r.status();
+    first = *r;
+    ASSERT_TRUE(store->Add(MakeRange(200, 300), nullptr, "ingest-2").ok());
+    ASSERT_TRUE(store->Add(MakeRange(300, 310)).ok());  // no key
+  }
+  ExampleStoreOptions into = o;
+  into.path = dir + "/salvaged.db";
+  auto salvaged = SalvageStore(o.path, into);
+  ASSERT_TRUE(salvaged.ok()) << salvaged.status();
+  EXPECT_EQ(salvaged->salvaged, 310);
+  EXPECT_EQ(salvaged->ingest_keys, 2);
+
+  auto store = OpenOrDie(into);
+  ASSERT_TRUE(store);
+  auto known = store->FindIngest("ingest-1");
+  ASSERT_TRUE(known.ok()) << known.status();
+  ASSERT_TRUE(known->has_value());
+  EXPECT_EQ((*known)->offered, first.offered);
+  EXPECT_EQ((*known)->stored, first.stored);
+  EXPECT_EQ((*known)->train, first.train);
+  auto retry = store->Add(MakeRange(0, 200), nullptr, "ingest-1");
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_TRUE(retry->replayed);
+  EXPECT_EQ(store->Count(Split::kTrain) + store->Count(Split::kValidation), 310);
+  // A key the old store never saw still stores.
+  auto fresh = store->Add(MakeRange(310, 320), nullptr, "ingest-3");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_FALSE(fresh->replayed);
+  EXPECT_EQ(store->Count(Split::kTrain) + store->Count(Split::kValidation), 320);
+  // Remembering a key twice changes nothing.
+  ASSERT_TRUE(store->RememberIngest("ingest-1", AddResult{}).ok());
+  EXPECT_EQ((*store->FindIngest("ingest-1"))->offered, first.offered);
+  EXPECT_FALSE(store->RememberIngest("bad key!", AddResult{}).ok());
 }
 
 }  // namespace
