@@ -270,7 +270,6 @@ void PeerListener::Stop() {
   if (thread_.joinable()) thread_.join();
   for (auto& c : conns_) Close(c.get(), {});
   conns_.clear();
-  live_ = 0;
   CloseListeners();
 }
 
@@ -309,7 +308,6 @@ void PeerListener::Loop() {
     if (std::chrono::steady_clock::now() - last_sweep_ >= std::chrono::milliseconds(500)) Sweep();
     // Freed only here: a closed connection's endpoints may still be in this batch.
     conns_.erase(std::remove_if(conns_.begin(), conns_.end(), [](const auto& c) { return c->closed; }), conns_.end());
-    live_ = static_cast<int>(conns_.size());
   }
 }
 
@@ -329,6 +327,7 @@ void PeerListener::Sweep() {
 void PeerListener::Close(Conn* c, std::string_view why) {
   if (c->closed) return;
   c->closed = true;
+  live_.fetch_sub(1);
   // Counted before the client can see the close.
   const int64_t n = why.empty() ? 0 : screened_.fetch_add(1) + 1;
   for (Endpoint& e : c->ends) CloseQuietly(e.fd);  // close() takes it out of the epoll set too
@@ -462,7 +461,7 @@ void PeerListener::AcceptReady(int listen_fd) {
         // client hears at once rather than hangs, take the spare back.
         if (WarnDue()) {
           Logger("peer")->warn("peer port {}: accept: {} ({} peer connection(s) open); backing off", port_,
-                               std::strerror(err), conns_.size());
+                               std::strerror(err), live_.load());
         }
         if (reserve_fd_ >= 0) {
           ::close(reserve_fd_);
@@ -475,9 +474,8 @@ void PeerListener::AcceptReady(int listen_fd) {
       ::usleep(kAcceptErrorPauseMs * 1000);
       return;
     }
-    size_t live = 0;
-    for (const auto& c : conns_) live += !c->closed;
-    if (static_cast<int>(live) >= PeerConnectionCap(limits_)) {
+    const int live = live_.load();
+    if (live >= PeerConnectionCap(limits_)) {
       ::close(fd);
       if (shed_.fetch_add(1) == 0 || WarnDue()) {
         Logger("peer")->warn("peer port {}: {} connections open, the cap: closing new ones ({} so far)", port_,
@@ -501,6 +499,7 @@ void PeerListener::AcceptReady(int listen_fd) {
     c->ends[0] = Endpoint{c, 0, fd};
     c->ends[1] = Endpoint{c, 1, pair[0]};
     conns_.push_back(std::move(conn));
+    live_.fetch_add(1);
     grpc::AddInsecureChannelFromFd(server_, pair[1]);  // the server owns pair[1] from here
     Watch(c, 0);
     if (!c->closed) Watch(c, 1);

@@ -155,7 +155,7 @@ class PeerListener {
   // Stops the thread and closes every connection. Idempotent.
   void Stop();
 
-  // Connections relayed now. Thread-safe.
+  // Connections relayed now (accepted and not yet closed). Thread-safe.
   int LiveConnections() const { return live_.load(); }
   // Connections closed at once because the cap was reached, since Bind.
   int64_t shed() const { return shed_.load(); }
