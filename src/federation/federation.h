@@ -100,6 +100,52 @@ struct FederationOptions {
   std::string robust = "none";
   double clip_medians = 3.0;          // reject/clip: τ ≥ this × the lower median of the distances
   double clip_movements = 3.0;        // reject/clip: τ ≥ this × our own movement per round
+  // Per-neighbour trust learnt from our own validation data (Probe/Judge
+  // below). Each neighbour j holds a trust t_jg in [0, 1] per parameter group
+  // g (a layer: SetGroups), which scales its merge weight there: its term of
+  // d becomes t_jg · w_j · (m_j − x) and it teaches c as much. A probe
+  // measures, per neighbour and group, the validation loss of the merge with
+  // that share at full weight against the merge without it; the relative
+  // increase h = (L_with − L_without) / L_merged is its harm. A share hurts
+  // when h exceeds
+  //   τ_g = max(trust_tolerance, trust_medians × the lower median of the
+  //             probed neighbours' harms in that group),
+  // so a neighbour is judged against what the others cost in the same probe
+  // (same batch, same moment), not against zero: on non-IID data every
+  // honest share raises our own loss a little, and a minority of attackers
+  // cannot raise the bar. With fewer than three neighbours probed there is no
+  // majority to compare against, and τ_g is at least 1: a share must nearly
+  // double the loss to count as hurting. A hurting share loses trust_penalty of trust (all of
+  // it past 4τ); a harmless one regains trust_reward. Trust 0 is a
+  // quarantine, left only by a probe where the share costs at most τ / 2.
+  // Weighted merges only (none, reject, clip).
+  bool trust = false;
+  double trust_tolerance = 0.05;
+  double trust_medians = 3.0;
+  double trust_penalty = 0.5;
+  double trust_reward = 0.1;
+  double trust_smoothing = 0.3;       // weight of the newest probe in MirrorStats::harm (shown, not judged)
+};
+
+// One trust probe (Federation::Probe): the merge the node would make now,
+// and each probed neighbour's share of it in each parameter group. The caller
+// evaluates the validation loss of every candidate, in order, and hands the
+// losses to Judge. Candidate 0 is `merged`; candidate k + 1 moves share k
+// (linear in the loss along it, so one evaluation per share): a share mostly
+// in `merged` (trust ≥ 1/2) is taken out, one mostly out is put in whole.
+struct TrustProbe {
+  struct Share {
+    int peer = 0;
+    int group = 0;
+    size_t offset = 0;            // the group's first parameter
+    float trust = 1;              // the fraction of the share in `merged`
+    std::vector<float> delta;     // w_j (m_j − x) over the group, before trust
+  };
+  std::vector<float> merged;      // x + d as Merge would leave it (trust applied, before c)
+  std::vector<Share> shares;
+  size_t candidates() const { return shares.empty() ? 0 : 1 + shares.size(); }
+  // Writes candidate `i` (size() values) into `out`.
+  void Candidate(size_t i, float* out) const;
 };
 
 
@@ -172,6 +218,14 @@ struct MirrorStats {
   int64_t clipped = 0;                // of those, merges where it was past τ (reject, clip; not persisted)
   double last_distance = 0;           // ||m_j − x|| at the last merge it took part in
   double last_radius = 0;             // τ of that merge (0: no screening)
+  // Trust (FederationOptions::trust), per parameter group; empty until the
+  // first probe (= full trust). Persisted.
+  std::vector<double> trust;
+  std::vector<double> harm;           // average h per group (trust_smoothing; persisted)
+  std::vector<double> last_harm;      // h of the last probe, per group
+  int64_t trust_probes = 0;           // probes it took part in
+  int64_t hurt_probes = 0;            // of those, probes where a share of it hurt
+  std::string quarantine;             // why trust is 0 somewhere ("" = not quarantined)
 };
 
 class Federation {
@@ -198,6 +252,22 @@ class Federation {
   // A copy of the drift correction c (empty while β = 0), per unit of
   // learning rate: the trainer adds lr · c after each local step.
   std::vector<float> correction() const;
+
+  // Names the parameter groups trust is kept for (layers) and their sizes in
+  // the flattened order; the sizes must sum to size(). Until called there is
+  // one group, "all". Call before the first probe; trust restored from a
+  // snapshot with another grouping starts over at 1.
+  absl::Status SetGroups(std::vector<std::string> names, const std::vector<size_t>& sizes);
+  std::vector<std::string> group_names() const;
+  // Trust probe at x (our weights, between publish and merge; see
+  // FederationOptions::trust): the merge Merge(x) would make and each taking
+  // part neighbour's share per group. Changes nothing. Empty when trust is off
+  // or no mirror would take part.
+  TrustProbe Probe(const float* x) const;
+  // Updates the probed neighbours' trust from losses[i], the validation loss
+  // of probe.Candidate(i). A non-finite loss with a share counts as the worst
+  // harm; a non-finite loss of `merged` voids the probe.
+  void Judge(const TrustProbe& probe, const std::vector<double>& losses);
 
   // Our answer to a neighbour who has (epoch, after_seq): deltas if our log
   // holds them, else a keyframe. epoch 0 = "nothing yet".
@@ -237,6 +307,11 @@ class Federation {
   Federation(const FederationOptions& options, size_t size, int num_peers, int32_t degree);
   // ... implementation-defined members (mutex, x̂, log, mirrors, codec)
   struct State;
+  struct MergePlan;
+  // Who takes part in a merge at x and with what weights (screening included),
+  // under mu_. `record`: count the merge in the mirrors' stats (Merge does,
+  // Probe does not).
+  MergePlan PlanMerge(const float* x, bool record) const;
   FederationOptions options_;
   size_t size_;
   mutable std::mutex mu_;

@@ -11,6 +11,8 @@
 
 #include <gtest/gtest.h>
 
+#include "pull_answers.h"
+
 namespace mycel::federation {
 namespace {
 
@@ -26,18 +28,6 @@ std::unique_ptr<Federation> Make(std::vector<float> initial, int peers, int32_t 
 absl::Status Pull(const Federation& from, Federation& to, int peer) {
   auto [epoch, after] = to.Cursor(peer);
   return to.Apply(peer, from.Answer(epoch, after));
-}
-
-PullAnswer Keyframe(std::vector<float> v, int64_t samples, int32_t degree, uint64_t epoch = 7) {
-  PullAnswer a;
-  a.epoch = epoch;
-  a.to_seq = 1;
-  a.keyframe = true;
-  a.codec = "dense_f32";
-  a.public_copy = std::move(v);
-  a.samples_trained = samples;
-  a.degree = degree;
-  return a;
 }
 
 std::vector<float> RandomVector(std::mt19937& rng, size_t n, float scale = 1.0f) {
@@ -1131,6 +1121,9 @@ TEST(DriftCorrectionSnapshot, CorrectionSurvivesARestartAndFollowsTheOptions) {
   ASSERT_TRUE(on->Restore(plain).ok());
   EXPECT_EQ(on->correction(), (std::vector<float>{0, 0}));
   std::string v2 = plain.substr(0, plain.size() - 1);  // version 2 ended before the flag
+  // ... and had no trust record (24 bytes for a never-probed mirror) before the mirror's 2 floats.
+  ASSERT_EQ(v2.substr(v2.size() - 8 - 24, 24), std::string(24, '\0'));
+  v2.erase(v2.size() - 8 - 24, 24);
   const uint32_t two = 2;
   std::memcpy(v2.data() + 8, &two, sizeof(two));
   auto old = Make({0, 0}, 1, 1, Corrected(0.5));
