@@ -514,7 +514,8 @@ int main(int argc, char** argv) {
                               .Num("train_loss", r.train_loss()).Num("learning_rate", r.learning_rate())
                               .Num("val_loss", r.val_loss())
                               .Num("val_accuracy", r.val_accuracy()).Int("eval_examples", r.eval_examples())
-                              .Str("model_kind", r.model_kind()).Int("parameters", r.parameters())
+                              .Str("model_kind", r.model_kind()).Str("model_fingerprint", r.model_fingerprint())
+                              .Int("parameters", r.parameters())
                               .Int("shared_parameters", r.shared_parameters())
                               .Num("steps_per_s", r.steps_per_s())
                               .Int("checkpoints_written", r.checkpoints_written())
@@ -696,6 +697,12 @@ int main(int argc, char** argv) {
           first = false;
         }
         refusals += "}";
+        std::string trust = "[";
+        for (int k = 0; k < p.trust_size(); ++k) {
+          trust += (k ? "," : "") + Json().Str("layer", p.trust(k).layer()).Num("trust", p.trust(k).trust())
+                                        .Num("harm", p.trust(k).harm()).Done();
+        }
+        trust += "]";
         if (i) peers += ",";
         peers += Json().Str("name", p.name()).Str("address", p.address()).Str("key_fingerprint", p.key_fingerprint())
                      .Str("state", p.state()).Str("last_error", p.last_error())
@@ -707,7 +714,9 @@ int main(int argc, char** argv) {
                      .Int("deltas_accepted", p.deltas_accepted()).Int("keyframes_accepted", p.keyframes_accepted())
                      .Int("refused", p.refused()).Raw("refusals", refusals).Num("next_retry_s", p.next_retry_s())
                      .Int("merges", p.merges()).Int("clipped", p.clipped()).Num("last_distance", p.last_distance())
-                     .Num("last_radius", p.last_radius())
+                     .Num("last_radius", p.last_radius()).Raw("trust", trust)
+                     .Int("trust_probes", p.trust_probes()).Int("hurt_probes", p.hurt_probes())
+                     .Str("quarantine", p.quarantine())
                      .Done();
       }
       peers += "]";
@@ -715,7 +724,9 @@ int main(int argc, char** argv) {
                               .Int("bytes_received", r.bytes_received()).Int("refused_unknown", r.refused_unknown())
                               .Int("listen_port", r.listen_port()).Int("rounds_held", r.rounds_held())
                               .Int("rounds_missed", r.rounds_missed()).Int("connections_shed", r.connections_shed())
-                              .Int("connections_screened", r.connections_screened()).Done().c_str());
+                              .Int("connections_screened", r.connections_screened())
+                              .Raw("trust", r.trust() ? "true" : "false").Int("trust_probes", r.trust_probes())
+                              .Num("trust_probe_seconds", r.trust_probe_seconds()).Done().c_str());
       return 0;
     }
     if (r.peers_size() == 0) {
@@ -738,12 +749,33 @@ int main(int argc, char** argv) {
                       p.last_radius());
         reasons += (reasons.empty() ? "" : "; ") + std::string(clip);
       }
+      if (!p.quarantine().empty()) {
+        reasons += (reasons.empty() ? "" : "; ") + std::string("QUARANTINED: ") + p.quarantine();
+      }
       std::printf("%-12s %-22s %-19s %-12s %-9s %8llu %10s %10s %8lld %7lld  %s\n", p.name().c_str(),
                   p.address().c_str(), p.key_fingerprint().c_str(), p.state().c_str(), last.c_str(),
                   static_cast<unsigned long long>(p.seq_applied()), Bytes(p.bytes_sent()).c_str(),
                   Bytes(p.bytes_received()).c_str(),
                   static_cast<long long>(p.deltas_accepted() + p.keyframes_accepted()),
                   static_cast<long long>(p.refused()), reasons.c_str());
+    }
+    if (r.trust()) {
+      // Per-layer trust learnt from this node's own validation data.
+      for (const auto& p : r.peers()) {
+        if (p.trust_size() == 0) {
+          std::printf("trust %-12s not probed yet\n", p.name().c_str());
+          continue;
+        }
+        std::string layers;
+        for (const auto& t : p.trust()) {
+          char one[96];
+          std::snprintf(one, sizeof one, "%s%s %.2f (harm %+.1f%%)", layers.empty() ? "" : ", ", t.layer().c_str(),
+                        t.trust(), 100 * t.harm());
+          layers += one;
+        }
+        std::printf("trust %-12s %s; hurt in %lld of %lld probes\n", p.name().c_str(), layers.c_str(),
+                    static_cast<long long>(p.hurt_probes()), static_cast<long long>(p.trust_probes()));
+      }
     }
     std::printf("%lld rounds; %s sent, %s received; %lld requests refused from unknown callers\n",
                 static_cast<long long>(r.rounds()), Bytes(r.bytes_sent()).c_str(), Bytes(r.bytes_received()).c_str(),

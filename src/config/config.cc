@@ -507,6 +507,10 @@ std::vector<Field> FederationFields(FederationOptions* o) {
       StringField("codec", &o->codec, CodecName()),
       IntField("max_stale_rounds", &o->max_stale_rounds, IntIn(0, 1000000)),
       StringField("robust", &o->robust, OneOf({"none", "reject", "clip", "trimmed_mean", "median"})),
+      BoolField("trust", &o->trust),
+      IntField("trust_every", &o->trust_every, IntIn(1, 1000000)),
+      IntField("trust_examples", &o->trust_examples, IntIn(1, 65536)),
+      RealField("trust_tolerance", &o->trust_tolerance, RealIn(0.001, 10, /*hi_open=*/false)),
       RealField("max_delta_norm", &o->max_delta_norm, RealPositive()),
       RealField("pull_timeout_s", &o->pull_timeout_s, Seconds()),
       RealField("max_backoff_s", &o->max_backoff_s, Seconds()),
@@ -602,6 +606,12 @@ absl::Status ParseFederation(const Parser& p, const toml::node& n, Config* c) {
   MYCEL_RETURN_IF_ERROR(ReadTable(p, *t, "[federation]", FederationFields(&c->federation)));
   if (c->federation.mixing <= 0) {
     return p.Error(LineOfKey(*t, "mixing"), "[federation] mixing: must be > 0 (got 0)");
+  }
+  const FederationOptions& f = c->federation;
+  if (f.trust && f.robust != "none" && f.robust != "reject" && f.robust != "clip") {
+    return p.Error(LineOfKey(*t, "trust"),
+                   absl::StrCat("[federation] trust: needs a weighted merge (robust = none | reject | clip), "
+                                "robust is \"", f.robust, "\""));
   }
   return absl::OkStatus();
 }

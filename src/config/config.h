@@ -63,6 +63,10 @@ struct FederationOptions {
   std::string codec = "fp16";          // wire codec of published deltas (federation/codec.h)
   int64_t max_stale_rounds = 3;        // a neighbour not pulled from in this many merges sits them out; 0 = never
   std::string robust = "none";         // none | reject | clip | trimmed_mean | median: how neighbours' copies combine (federation.h)
+  bool trust = false;                  // per-neighbour trust learnt from local validation (federation.h)
+  int64_t trust_every = 8;             // rounds between two trust probes
+  int64_t trust_examples = 256;        // held-out examples a probe evaluates on
+  double trust_tolerance = 0.05;       // relative loss increase a neighbour's share may cause before it counts as hurting
   double max_delta_norm = 1e4;         // L2 bound on one received delta; larger ones are refused
   double pull_timeout_s = 5;           // deadline of one pull from a neighbour
   double max_backoff_s = 30;           // retry delay cap for an unreachable neighbour

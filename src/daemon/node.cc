@@ -41,6 +41,8 @@ class FederationState : public train::CheckpointParticipant {
     options_.max_delta_norm = config.federation.max_delta_norm;
     options_.max_stale_rounds = static_cast<int>(config.federation.max_stale_rounds);
     options_.robust = config.federation.robust;
+    options_.trust = config.federation.trust;
+    options_.trust_tolerance = config.federation.trust_tolerance;
     for (const auto& p : config.peers) peer_keys_.push_back(p.public_key);
   }
   absl::Status Init(std::vector<float> initial_shared) override {
@@ -83,7 +85,8 @@ bool SameTraining(const config::TrainingOptions& a, const config::TrainingOption
 bool SameFederation(const config::FederationOptions& a, const config::FederationOptions& b) {
   auto tie = [](const config::FederationOptions& o) {
     return std::tie(o.round_interval_s, o.local_steps, o.merge, o.mixing, o.drift_correction, o.codec, o.max_delta_norm,
-                    o.max_stale_rounds, o.robust, o.pull_timeout_s, o.max_backoff_s);
+                    o.max_stale_rounds, o.robust, o.trust, o.trust_every, o.trust_examples, o.trust_tolerance,
+                    o.pull_timeout_s, o.max_backoff_s);
   };
   return tie(a) == tie(b);
 }
@@ -161,6 +164,14 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
                          train::Trainer::Create(to, *node->store_, *node->checkpointer_, *node->policy_));
 
   if (node->federation_) {
+    // Trust is kept per layer of the shared model.
+    std::vector<std::string> layer_names;
+    std::vector<size_t> layer_sizes;
+    for (auto& [name, size] : node->trainer_->shared_layers()) {
+      layer_names.push_back(name);
+      layer_sizes.push_back(size);
+    }
+    MYCEL_RETURN_IF_ERROR(node->federation_->fed().SetGroups(std::move(layer_names), layer_sizes));
     peer::GossipOptions go;
     go.node_name = config.node.name;
     go.listen = config.node.listen;
@@ -172,6 +183,10 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
     self->gossip_when_held_ = config.policy.gossip_when_held;
     go.hold_rounds = [self] { return !self->gossip_when_held_.load() && !self->policy_->Decide().allowed; };
     train::Trainer* trainer = node->trainer_.get();
+    const int64_t probe_examples = config.federation.trust_examples;
+    go.probe_losses = [trainer, probe_examples](size_t count, const std::function<void(size_t, float*)>& make) {
+      return trainer->ProbeLosses(probe_examples, count, make);
+    };
     MYCEL_ASSIGN_OR_RETURN(
         node->gossip_,
         peer::Gossip::Create(go, *node->identity_, node->federation_->fed(),
@@ -280,6 +295,7 @@ absl::StatusOr<control::StatusReply> Node::GetStatus() {
   r.set_val_loss(st.val_loss);
   r.set_val_accuracy(st.val_accuracy);
   r.set_model_kind(st.model_kind);
+  r.set_model_fingerprint(st.fingerprint);
   r.set_parameters(st.parameters);
   r.set_shared_parameters(st.shared_parameters);
   r.set_uptime_s(Clock::Real()->MonotonicSeconds() - started_at_);
@@ -458,6 +474,9 @@ absl::StatusOr<control::PeersReply> Node::GetPeers() {
   r.set_rounds_missed(totals.rounds_missed);
   r.set_connections_shed(totals.connections_shed);
   r.set_connections_screened(totals.connections_screened);
+  r.set_trust_probes(totals.trust_probes);
+  r.set_trust_probe_seconds(totals.trust_probe_seconds);
+  r.set_trust(config_.federation.trust);
   r.set_listen_port(totals.listen_port);
   for (const auto& p : gossip_->Peers()) {
     auto* info = r.add_peers();
@@ -484,6 +503,15 @@ absl::StatusOr<control::PeersReply> Node::GetPeers() {
     info->set_clipped(p.clipped);
     info->set_last_distance(p.last_distance);
     info->set_last_radius(p.last_radius);
+    for (const auto& t : p.trust) {
+      auto* lt = info->add_trust();
+      lt->set_layer(t.layer);
+      lt->set_trust(t.trust);
+      lt->set_harm(t.harm);
+    }
+    info->set_trust_probes(p.trust_probes);
+    info->set_hurt_probes(p.hurt_probes);
+    info->set_quarantine(p.quarantine);
   }
   return r;
 }

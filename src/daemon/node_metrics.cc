@@ -59,6 +59,9 @@ std::string RenderMetrics(const control::StatusReply& s, const control::PeersRep
   one("mycel_gossip_connections_screened_total", "counter",
       "Peer-port connections closed before authentication for what they sent, or for sending nothing.",
       static_cast<double>(p.connections_screened()));
+  one("mycel_trust_probes_total", "counter", "Trust probes of the neighbours' shares on validation data.",
+      static_cast<double>(p.trust_probes()));
+  one("mycel_trust_probe_seconds_total", "counter", "Wall time spent in trust probes.", p.trust_probe_seconds());
   if (p.peers_size() == 0) return e.Take();
 
   auto per_peer = [&](const char* name, const char* type, const char* help, auto value) {
@@ -91,6 +94,16 @@ std::string RenderMetrics(const control::StatusReply& s, const control::PeersRep
     for (const auto& [reason, count] : peer.refusals()) {
       e.Sample(static_cast<double>(count), {{"peer", peer.name()}, {"reason", reason}});
     }
+  }
+  if (p.trust()) {
+    e.Family("mycel_peer_trust", "gauge", "Trust in the neighbour per layer, in [0, 1] (0: quarantined).");
+    for (const auto& peer : p.peers()) {
+      for (const auto& t : peer.trust()) e.Sample(t.trust(), {{"peer", peer.name()}, {"layer", t.layer()}});
+    }
+    per_peer("mycel_peer_quarantined", "gauge", "1 while the neighbour is quarantined in some layer.",
+             [](const Peer& q) { return q.quarantine().empty() ? 0 : 1; });
+    per_peer("mycel_peer_hurt_probes_total", "counter", "Trust probes in which a share of the neighbour hurt.",
+             [](const Peer& q) { return q.hurt_probes(); });
   }
   return e.Take();
 }

@@ -248,6 +248,18 @@ int64_t Model::shared_parameter_count() const {
   return n;
 }
 
+std::vector<std::pair<std::string, size_t>> Model::SharedLayers() const {
+  std::vector<std::pair<std::string, size_t>> layers;
+  for (const NamedTensor& p : params_) {
+    if (!p.shared) continue;
+    const size_t dot = p.name.rfind('.');
+    std::string layer = dot == std::string::npos ? p.name : p.name.substr(0, dot);
+    if (layers.empty() || layers.back().first != layer) layers.emplace_back(std::move(layer), 0);
+    layers.back().second += static_cast<size_t>(p.tensor.numel());
+  }
+  return layers;
+}
+
 std::string Model::Fingerprint() const {
   // Everything that decides whether two models' shared weights line up, and
   // nothing about their values.

@@ -82,6 +82,11 @@ class Model {
   const std::vector<NamedTensor>& parameters() const { return params_; }
   int64_t parameter_count() const;
   int64_t shared_parameter_count() const;
+  // The shared parameters by layer, in parameters() order: each layer is the
+  // run of shared tensors whose names agree up to the last dot ("fc0.weight"
+  // and "fc0.bias" are layer "fc0"), with its number of values. The groups
+  // federation trust is kept for.
+  std::vector<std::pair<std::string, size_t>> SharedLayers() const;
   std::string Fingerprint() const;
 
   // Writes the current weights as a TorchScript module to `path` (through a

@@ -433,6 +433,14 @@ struct Gossip::Impl : public Peer::Service {
                                 options.federation.round_interval_s * std::pow(2.0, std::min(failures[j], 20)));
       next_try[j] = now + backoff;
     }
+    if (options.federation.trust && options.probe_losses) {
+      int64_t round;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        round = totals.rounds;
+      }
+      if (round % options.federation.trust_every == 0) ProbeTrust();
+    }
     absl::Status merged = with_shared(
         [this](std::vector<float>& x, int64_t, double round_lr) {
           // The correction learns per unit of the learning rate this round's
@@ -447,6 +455,33 @@ struct Gossip::Impl : public Peer::Service {
       return;
     }
     totals.rounds++;
+  }
+
+  // A trust probe between publish and merge: the local steps are closed, so
+  // the weights copied here are the ones the merge will see.
+  void ProbeTrust() {
+    const double t0 = Clock::Real()->MonotonicSeconds();
+    std::vector<float> x;
+    absl::Status copied = with_shared(
+        [&x](std::vector<float>& shared, int64_t, double) {
+          x = shared;
+          return false;
+        },
+        /*opens_round=*/false, {});
+    if (!copied.ok() || x.size() != fed.size()) return;
+    const federation::TrustProbe probe = fed.Probe(x.data());
+    if (probe.shares.empty()) return;
+    absl::StatusOr<std::vector<double>> losses =
+        options.probe_losses(probe.candidates(), [&probe](size_t i, float* out) { probe.Candidate(i, out); });
+    if (!losses.ok()) {
+      // No held-out examples yet is the usual reason: nothing to judge by.
+      Logger("peer")->debug("trust probe skipped: {}", losses.status().message());
+      return;
+    }
+    fed.Judge(probe, *losses);
+    std::lock_guard<std::mutex> lock(mu);
+    totals.trust_probes++;
+    totals.trust_probe_seconds += Clock::Real()->MonotonicSeconds() - t0;
   }
 
   // Sleeps until wall-clock time `t` (seconds since the epoch); false if stopping.
@@ -576,8 +611,16 @@ std::vector<PeerStatus> Gossip::Peers() const {
   out = impl_->status;
   double now = Clock::Real()->MonotonicSeconds();
   for (size_t j = 0; j < out.size(); ++j) out[j].next_retry_s = std::max(0.0, impl_->next_try[j] - now);
+  const std::vector<std::string> layers = impl_->fed.group_names();
   for (size_t j = 0; j < out.size(); ++j) {
     auto m = impl_->fed.mirror_stats(static_cast<int>(j));
+    out[j].trust.clear();
+    for (size_t g = 0; g < m.trust.size() && g < layers.size(); ++g) {
+      out[j].trust.push_back({layers[g], m.trust[g], g < m.harm.size() ? m.harm[g] : 0.0});
+    }
+    out[j].trust_probes = m.trust_probes;
+    out[j].hurt_probes = m.hurt_probes;
+    out[j].quarantine = m.quarantine;
     out[j].epoch = m.epoch;
     out[j].seq_applied = m.seq;
     out[j].samples_trained = m.samples_trained;

@@ -54,6 +54,11 @@ using SharedParametersFn =
     std::function<absl::Status(std::function<bool(std::vector<float>&, int64_t, double)>, bool opens_round,
                                std::vector<float> drift)>;
 
+// Validation losses of `count` candidate shared-weight vectors, candidate i
+// written by make(i, out) into shared_size() floats (Trainer::ProbeLosses).
+using ProbeLossesFn = std::function<absl::StatusOr<std::vector<double>>(
+    size_t count, const std::function<void(size_t, float*)>& make)>;
+
 struct GossipOptions {
   std::string node_name;
   std::string listen;                      // "" = do not serve
@@ -74,6 +79,11 @@ struct GossipOptions {
   // When set and true at a round's start, the round is skipped: no local
   // steps, publish, pull or merge. Serving neighbours goes on.
   std::function<bool()> hold_rounds;
+  // Trust probes ([federation] trust): every trust_every rounds, before the
+  // merge, the federation's candidate merges are evaluated through this
+  // (Trainer::ProbeLosses with [federation] trust_examples) and judged. Unset:
+  // no probes, every neighbour stays fully trusted.
+  ProbeLossesFn probe_losses;
 };
 
 struct PeerStatus {
@@ -100,6 +110,18 @@ struct PeerStatus {
   int64_t clipped = 0;                     // of those, past the radius (robust = "reject" or "clip")
   double last_distance = 0;                // ||m_j − x|| at its last merge
   double last_radius = 0;                  // the radius of that merge (0: not screening)
+  // Trust ([federation] trust): per layer, its trust in [0, 1] and the average
+  // harm of its share (relative validation-loss increase); empty before the
+  // first probe. `quarantine` says why trust is 0 somewhere ("" = it is not).
+  struct LayerTrust {
+    std::string layer;
+    double trust = 1;
+    double harm = 0;
+  };
+  std::vector<LayerTrust> trust;
+  int64_t trust_probes = 0;
+  int64_t hurt_probes = 0;                 // probes where a share of it hurt
+  std::string quarantine;
 };
 
 struct GossipTotals {
@@ -111,6 +133,8 @@ struct GossipTotals {
   int64_t refused_unknown = 0;             // requests from keys that are not pinned, or unparseable
   int64_t connections_shed = 0;            // peer-port connections closed at once: the cap was reached
   int64_t connections_screened = 0;        // closed for what they sent, or for sending nothing (PeerListener)
+  int64_t trust_probes = 0;                // trust probes made
+  double trust_probe_seconds = 0;          // wall time they took, evaluation included
   int listen_port = 0;
 };
 

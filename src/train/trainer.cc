@@ -385,6 +385,7 @@ void Trainer::Impl::MaybeRefresh(double now, bool force) {
                               skipped, rows->size(), shape.width, shape.classes);
       }
       auto [x, y] = ToTensors(examples);
+      std::lock_guard<std::mutex> model_lock(model_mu);  // ProbeLosses reads them from another thread
       val_x = x;
       val_y = y;
       val_count_loaded = val_count;
@@ -800,7 +801,44 @@ absl::Status Trainer::WithSharedParameters(
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<double>> Trainer::ProbeLosses(int64_t examples, size_t count,
+                                                         const std::function<void(size_t, float*)>& make) {
+  Impl* impl = impl_.get();
+  if (examples < 1) return absl::InvalidArgumentError("probe: needs at least one example");
+  try {
+    std::lock_guard<std::mutex> model_lock(impl->model_mu);  // waits for at most one step
+    if (!impl->val_x.defined() || impl->val_x.size(0) == 0) {
+      return absl::FailedPreconditionError("probe: no validation examples yet");
+    }
+    // A fresh random batch of the held-out examples each probe, the same
+    // one for every candidate (the comparison is paired).
+    const int64_t n = std::min<int64_t>(examples, impl->val_x.size(0));
+    torch::Tensor pick = torch::randperm(impl->val_x.size(0), torch::kLong).slice(0, 0, n);
+    torch::Tensor x = impl->val_x.index_select(0, pick);
+    torch::Tensor y = impl->val_y.defined() ? impl->val_y.index_select(0, pick) : torch::Tensor();
+    std::vector<float> own, candidate(static_cast<size_t>(impl->shared_numel));
+    impl->CopyShared(&own);
+    std::vector<double> losses(count);
+    const bool training = impl->model->IsTraining();
+    impl->model->SetTraining(false);
+    for (size_t i = 0; i < count; ++i) {
+      make(i, candidate.data());
+      impl->WriteShared(candidate);
+      losses[i] = impl->model->Evaluate(x, y).loss;
+    }
+    impl->WriteShared(own);
+    impl->model->SetTraining(training);
+    return losses;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(std::string("probe: ") + e.what_without_backtrace());
+  }
+}
+
 int64_t Trainer::shared_size() const { return impl_->shared_numel; }
+
+std::vector<std::pair<std::string, size_t>> Trainer::shared_layers() const {
+  return impl_->model->SharedLayers();  // the layout never changes after Create
+}
 
 absl::Status Trainer::CheckpointNow() {
   Impl* impl = impl_.get();

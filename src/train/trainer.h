@@ -151,7 +151,18 @@ class Trainer {
   absl::Status WithSharedParameters(
       std::function<bool(std::vector<float>& shared, int64_t samples_trained, double round_lr)> fn,
       bool opens_round = false, std::vector<float> drift = {});
+  // Validation loss of `count` candidate shared-weight vectors (federation
+  // trust probes): make(i, out) writes candidate i (shared_size() values) into
+  // `out`, which is loaded into the model and evaluated, in eval mode, on one
+  // random batch of at most `examples` held-out examples, the same batch for
+  // every candidate. The model's own weights are put back before it returns.
+  // Runs on the calling thread under the model lock, like
+  // WithSharedParameters. FailedPrecondition while nothing is held out.
+  absl::StatusOr<std::vector<double>> ProbeLosses(int64_t examples, size_t count,
+                                                  const std::function<void(size_t, float*)>& make);
   int64_t shared_size() const;
+  // The shared parameters by layer, in their flattened order (Model::SharedLayers).
+  std::vector<std::pair<std::string, size_t>> shared_layers() const;
   absl::Status CheckpointNow();
 
   // Benchmark hook: trains `steps` batches on the calling thread (Start() not called).
