@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   app.add_option("--attack", o.attack, "none | signflip | scale:X | alie | labelflip | backdoor");
   app.add_option("--robust", o.robust, "none | reject | clip | trimmed_mean | median (honest nodes)")
       ->check(CLI::IsMember({"none", "reject", "clip", "trimmed_mean", "median"}));
-  app.add_option("--trust", trust, "on | off (on: not built yet)")->check(CLI::IsMember({"on", "off"}));
+  app.add_option("--trust", trust, "on | off: per-neighbour trust from local validation (honest nodes)")->check(CLI::IsMember({"on", "off"}));
   app.add_option("--churn", o.churn, "fraction of nodes offline at any time, in [0, 1)");
   app.add_option("--codec", o.codec, "wire codec (default: the config's)");
   app.add_option("--local-steps", o.local_steps, "steps per round (default: the config's)");
@@ -36,11 +36,18 @@ int main(int argc, char** argv) {
   app.add_option("--threads", o.threads, "worker threads (default 2)");
   app.add_option("--clip-medians", o.clip_medians, "clip radius: at least this × the lower median distance");
   app.add_option("--clip-movements", o.clip_movements, "clip radius: at least this × our own movement a round");
+  app.add_option("--trust-medians", o.trust_medians, "trust: a share hurts past this × the probe's lower median harm");
   app.add_option("--data-dir", o.data_dir, "Fashion-MNIST idx.gz files");
   app.add_option("--config", config_path, "[model], [training] and [federation] from this file")
       ->capture_default_str();
   app.add_option("--json", json_path, "write the result here")->required();
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // Help and version exit 0; every refused argument is a usage error (2), as the run's own checks are.
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
   o.trust = trust == "on";
 
   auto cfg = mycel::config::LoadConfig(config_path);
@@ -68,6 +75,15 @@ int main(int argc, char** argv) {
               result->rounds, result->seconds, result->seconds_per_round, result->honest_accuracy_min,
               result->honest_accuracy_mean, 100 * result->honest_clipped_share, result->bytes_per_node_per_round / 1024.0);
   if (result->backdoor_success >= 0) std::printf(", backdoor success %.4f", result->backdoor_success);
+  if (o.trust && result->attackers > 0) {
+    std::printf(", trust in attackers %.2f (%.0f%% quarantined), in honest neighbours %.2f (%.0f%% quarantined), "
+                "probes %.1f%% of training time",
+                result->trust_of_attackers, 100 * result->attackers_quarantined, result->trust_of_honest,
+                100 * result->honest_quarantined, 100 * result->trust_probe_share);
+  } else if (o.trust) {
+    std::printf(", trust in neighbours %.2f (%.0f%% quarantined), probes %.1f%% of training time",
+                result->trust_of_honest, 100 * result->honest_quarantined, 100 * result->trust_probe_share);
+  }
   std::printf("\n");
   return 0;
 }

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -82,6 +83,8 @@ struct Node {
   std::vector<float> start;             // x₀ (signflip)
   std::vector<float> mean_prev;         // μ of the last round (alie)
   int64_t bytes_pulled = 0;
+  double train_seconds = 0;             // in local steps
+  double probe_seconds = 0;             // in trust probes
 
   void Flatten() {
     size_t off = 0;
@@ -91,11 +94,13 @@ struct Node {
       off += n;
     }
   }
-  void Unflatten() {
+  void Unflatten() { Load(flat.data()); }
+  // Writes flattened shared weights into the model.
+  void Load(const float* src) {
     size_t off = 0;
     for (auto& t : shared) {
       const auto n = static_cast<size_t>(t.numel());
-      std::memcpy(t.data_ptr<float>(), flat.data() + off, n * sizeof(float));
+      std::memcpy(t.data_ptr<float>(), src + off, n * sizeof(float));
       off += n;
     }
   }
@@ -131,14 +136,41 @@ double BackdoorSuccess(model::Model& m, const torch::Tensor& x_triggered, int64_
   return static_cast<double>(pred.eq(kBackdoorTarget).sum().item<int64_t>()) / static_cast<double>(count);
 }
 
+// One trust probe, as the daemon makes it: every candidate merge's loss on
+// `examples` of the node's own data, then Judge. The model is left as it was.
+void ProbeTrust(Node& n, int64_t examples) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const federation::TrustProbe probe = n.fed->Probe(n.flat.data());
+  if (probe.shares.empty()) return;
+  const int64_t rows = n.x.size(0);
+  std::uniform_int_distribution<int64_t> pick_row(0, rows - 1);
+  std::vector<int64_t> idx(static_cast<size_t>(std::min(examples, rows)));
+  for (auto& v : idx) v = pick_row(n.rng);
+  torch::Tensor sel = torch::from_blob(idx.data(), {static_cast<int64_t>(idx.size())}, torch::kInt64);
+  torch::Tensor xb = n.x.index_select(0, sel), yb = n.y.index_select(0, sel);
+  std::vector<double> losses(probe.candidates());
+  std::vector<float> candidate(n.flat.size());
+  {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < losses.size(); ++i) {
+      probe.Candidate(i, candidate.data());
+      n.Load(candidate.data());
+      losses[i] = n.model->Loss(xb, yb).item<double>();
+    }
+  }
+  n.Unflatten();
+  n.fed->Judge(probe, losses);
+  n.probe_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 absl::Status Validate(const SimOptions& o) {
   if (o.nodes < 1 || o.nodes > 100000) return absl::InvalidArgumentError("--nodes must be in [1, 100000]");
   if (o.rounds < 1) return absl::InvalidArgumentError("--rounds must be >= 1");
   if (!(o.attackers >= 0 && o.attackers < 1)) return absl::InvalidArgumentError("--attackers must be in [0, 1)");
   if (!(o.churn >= 0 && o.churn < 1)) return absl::InvalidArgumentError("--churn must be in [0, 1)");
   if (o.threads < 1 || o.threads > 256) return absl::InvalidArgumentError("--threads must be in [1, 256]");
-  if (o.trust) {
-    return absl::UnimplementedError("--trust on: per-neighbour trust scores are not built yet; run with --trust off");
+  if (o.trust && o.robust != "none" && o.robust != "reject" && o.robust != "clip") {
+    return absl::InvalidArgumentError("--trust on needs a weighted merge: --robust none, reject or clip");
   }
   if (o.config.model.kind != "mlp" && o.config.model.kind != "cnn") {
     return absl::InvalidArgumentError("mycel-sim trains image classifiers: [model] kind must be mlp or cnn");
@@ -187,6 +219,9 @@ absl::StatusOr<SimResult> Run(const SimOptions& o) {
   fo.max_delta_norm = cfg.federation.max_delta_norm;
   fo.max_stale_rounds = static_cast<int>(cfg.federation.max_stale_rounds);
   fo.robust = o.robust;
+  fo.trust = o.trust;
+  fo.trust_tolerance = cfg.federation.trust_tolerance;
+  if (o.trust_medians > 0) fo.trust_medians = o.trust_medians;
   if (o.clip_medians > 0) fo.clip_medians = o.clip_medians;
   if (o.clip_movements >= 0) fo.clip_movements = o.clip_movements;
 
@@ -214,6 +249,13 @@ absl::StatusOr<SimResult> Run(const SimOptions& o) {
     n.neighbours = graph[static_cast<size_t>(i)];
     MYCEL_ASSIGN_OR_RETURN(n.fed, federation::Federation::Create(fo, n.flat, static_cast<int>(n.neighbours.size()),
                                                                  static_cast<int32_t>(n.neighbours.size())));
+    std::vector<std::string> group_names;
+    std::vector<size_t> group_sizes;
+    for (auto& [name, count] : n.model->SharedLayers()) {
+      group_names.push_back(name);
+      group_sizes.push_back(count);
+    }
+    MYCEL_RETURN_IF_ERROR(n.fed->SetGroups(std::move(group_names), group_sizes));
     n.rng.seed(o.seed * 1000003 + static_cast<uint64_t>(i));
     const auto& idx = split[static_cast<size_t>(i)];
     torch::Tensor sel = torch::tensor(std::vector<int64_t>(idx.begin(), idx.end()), torch::kInt64);
@@ -251,6 +293,7 @@ absl::StatusOr<SimResult> Run(const SimOptions& o) {
     ParallelFor(o.nodes, o.threads, [&](int i) {
       Node& n = nodes[static_cast<size_t>(i)];
       if (!n.online) return;
+      const auto t0 = std::chrono::steady_clock::now();
       const std::vector<float> c = n.fed->correction();
       torch::Tensor c_t = c.empty() ? torch::Tensor() : torch::from_blob(const_cast<float*>(c.data()),
                                                                          {static_cast<int64_t>(c.size())});
@@ -283,6 +326,7 @@ absl::StatusOr<SimResult> Run(const SimOptions& o) {
         n.steps++;
       }
       n.Flatten();
+      n.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     });
     // Publish: honest nodes their weights, attackers what their attack makes.
     ParallelFor(o.nodes, o.threads, [&](int i) {
@@ -341,9 +385,11 @@ absl::StatusOr<SimResult> Run(const SimOptions& o) {
         (void)n.fed->Apply(static_cast<int>(j), view);  // a refusal is counted in the mirror's stats
       }
     });
+    const bool probes = o.trust && round % cfg.federation.trust_every == 0;
     ParallelFor(o.nodes, o.threads, [&](int i) {
       Node& n = nodes[static_cast<size_t>(i)];
       if (!n.online) return;
+      if (probes && !n.attacker) ProbeTrust(n, cfg.federation.trust_examples);
       n.fed->Merge(n.flat.data(), static_cast<double>(local_steps) * n.last_lr);
       n.Unflatten();
     });
@@ -386,15 +432,25 @@ absl::StatusOr<SimResult> Run(const SimOptions& o) {
       const auto m = n.fed->mirror_stats(static_cast<int>(j));
       r.merges += m.merged;
       r.clipped += m.clipped;
+      double t = 1;  // its least trusted group
+      for (double v : m.trust) t = std::min(t, v);
+      const bool from_attacker = nodes[static_cast<size_t>(n.neighbours[j])].attacker;
+      (from_attacker ? r.trust_attackers : r.trust_honest).push_back(t);
     }
     if (trigger_count > 0) backdoor[static_cast<size_t>(i)] = BackdoorSuccess(*n.model, triggered, trigger_count);
   });
-  double lo = 1, sum = 0, bd = 0;
+  double lo = 1, sum = 0, bd = 0, train_s = 0, probe_s = 0;
   int honest = 0;
   int64_t bytes = 0, merges = 0, clipped = 0;
+  std::vector<double> t_att, t_hon;
   for (size_t i = 0; i < nodes.size(); ++i) {
     bytes += nodes[i].bytes_pulled;
     if (nodes[i].attacker) continue;
+    train_s += nodes[i].train_seconds;
+    probe_s += nodes[i].probe_seconds;
+    const NodeResult& r = result.per_node[i];
+    t_att.insert(t_att.end(), r.trust_attackers.begin(), r.trust_attackers.end());
+    t_hon.insert(t_hon.end(), r.trust_honest.begin(), r.trust_honest.end());
     merges += result.per_node[i].merges;
     clipped += result.per_node[i].clipped;
     lo = std::min(lo, result.per_node[i].accuracy);
@@ -405,6 +461,20 @@ absl::StatusOr<SimResult> Run(const SimOptions& o) {
   result.honest_accuracy_min = honest ? lo : 0;
   result.honest_accuracy_mean = honest ? sum / honest : 0;
   if (trigger_count > 0) result.backdoor_success = honest ? bd / honest : 0;
+  auto mean = [](const std::vector<double>& v) {
+    double a = 0;
+    for (double x : v) a += x;
+    return v.empty() ? -1.0 : a / static_cast<double>(v.size());
+  };
+  auto zero_share = [](const std::vector<double>& v) {
+    return v.empty() ? -1.0
+                     : static_cast<double>(std::count(v.begin(), v.end(), 0.0)) / static_cast<double>(v.size());
+  };
+  result.trust_probe_share = train_s > 0 ? probe_s / train_s : 0;
+  result.trust_of_attackers = mean(t_att);
+  result.trust_of_honest = mean(t_hon);
+  result.attackers_quarantined = zero_share(t_att);
+  result.honest_quarantined = zero_share(t_hon);
   result.honest_clipped_share = merges ? static_cast<double>(clipped) / static_cast<double>(merges) : 0;
   result.bytes_per_node_per_round = static_cast<double>(bytes) / o.nodes / o.rounds;
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -432,6 +502,11 @@ std::string ToJson(const SimOptions& o, const SimResult& r) {
      << r.seconds_per_round << ",\"bytes_per_node_per_round\":" << r.bytes_per_node_per_round
      << ",\"honest_accuracy_min\":" << r.honest_accuracy_min << ",\"honest_accuracy_mean\":"
      << r.honest_accuracy_mean << ",\"honest_clipped_share\":" << r.honest_clipped_share;
+  if (o.trust) {
+    js << ",\"trust_probe_share\":" << r.trust_probe_share << ",\"trust_of_attackers\":" << r.trust_of_attackers
+       << ",\"trust_of_honest\":" << r.trust_of_honest << ",\"attackers_quarantined\":" << r.attackers_quarantined
+       << ",\"honest_quarantined\":" << r.honest_quarantined;
+  }
   if (r.backdoor_success >= 0) js << ",\"backdoor_success\":" << r.backdoor_success;
   js << ",\"curve_rounds\":[";
   for (size_t i = 0; i < r.curve_rounds.size(); ++i) js << (i ? "," : "") << r.curve_rounds[i];

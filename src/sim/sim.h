@@ -32,7 +32,7 @@ struct SimOptions {
   //              relabelled 0 and publishes honestly
   std::string attack = "none";
   std::string robust = "none";      // [federation] robust for every honest node
-  bool trust = false;               // not built yet: refused when true
+  bool trust = false;               // [federation] trust for every honest node (probes on its own data)
   double churn = 0;                 // stationary fraction of nodes offline, in [0, 1)
   std::string codec;                // "" = the config's
   int local_steps = -1;             // -1 = the config's
@@ -41,6 +41,7 @@ struct SimOptions {
   int curve_examples = 1000;        // test examples per curve point (the final figure uses all)
   double clip_medians = 0;          // 0 = FederationOptions' default (tuning)
   double clip_movements = -1;       // < 0 = FederationOptions' default (tuning)
+  double trust_medians = 0;         // 0 = FederationOptions' default (tuning)
   int threads = 2;                  // worker threads, one torch thread each
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
   config::Config config;            // [model], [training], [federation] defaults
@@ -54,6 +55,9 @@ struct NodeResult {
   int64_t merges = 0;    // neighbour copies merged, summed over its neighbours
   int64_t clipped = 0;   // of those, cut by robust = clip
   std::vector<double> curve;  // accuracy at each curve round, on curve_examples
+  // With trust: its trust at the end (least trusted group) in each neighbour
+  // that attacks, and in each honest one.
+  std::vector<double> trust_attackers, trust_honest;
 };
 
 struct SimResult {
@@ -66,6 +70,13 @@ struct SimResult {
   double bytes_per_node_per_round = 0;  // pulled answers' payload, mean over nodes and rounds
   int attackers = 0;
   double honest_clipped_share = 0;      // of honest nodes' neighbour merges, the share clip cut
+  // With trust (-1: no such edge): honest nodes' mean trust at the end in
+  // attacking and in honest neighbours (each neighbour's least trusted
+  // group), the shares of those edges quarantined, and the time honest nodes
+  // spent probing as a share of the time they spent training.
+  double trust_of_attackers = -1, trust_of_honest = -1;
+  double attackers_quarantined = -1, honest_quarantined = -1;
+  double trust_probe_share = 0;
   std::vector<int> curve_rounds;
   std::vector<NodeResult> per_node;
 };

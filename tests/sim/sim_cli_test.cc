@@ -73,7 +73,7 @@ TEST(MycelSim, RefusesBadArgumentsByName) {
       {{"--attackers", "0.2", "--attack", "bribe"}, "unknown attack"},
       {{"--topology", "regular:3"}, "topology regular:3"},
       {{"--split", "dirichlet:0"}, "unknown split"},
-      {{"--trust", "on"}, "not built yet"},
+      {{"--trust", "maybe"}, "--trust"},
       {{"--attackers", "1.5", "--attack", "signflip"}, "--attackers"},
       {{"--config", "/nonexistent/mycel.toml"}, "/nonexistent/mycel.toml"},
   };
