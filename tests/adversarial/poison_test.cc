@@ -1,0 +1,228 @@
+// A pinned neighbour that sends poison: three real myceld learn Fashion-MNIST
+// together, and all pin a fourth peer that speaks the real protocol (the
+// project's own Gossip, Federation and crypto session, in this process) but
+// publishes the first honest node's learning reversed: 2·x₀ − x of what it
+// pulled, "sign flipping" (README, "Robust merges"). With [federation] trust
+// on, the honest nodes must quarantine it from their own validation data, say
+// so in `mycel peers`, and keep learning. Three honest nodes give each three
+// neighbours, the fewest with which a node judges one against the others
+// (with one or two, only harm that nearly doubles the loss counts).
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "config/config.h"
+#include "crypto/identity.h"
+#include "federation/federation.h"
+#include "harness.h"
+#include "peer/gossip.h"
+
+namespace mycel::it {
+namespace {
+
+std::string SharedSections(const std::string& federation_extra) {
+  std::string all = ReadFileOrDie(std::string(MYCEL_SOURCE_DIR) + "/configs/federation.toml");
+  std::string shared = all.substr(all.find("\n[model]\n") + 1);
+  const std::string head = "[federation]\n";
+  shared.insert(shared.find(head) + head.size(), federation_extra);
+  return shared;
+}
+
+// The attacker: pulls node `victim` like any neighbour, and publishes
+// 2·x₀ − m, m its mirror of the victim and x₀ the victim's first copy (the
+// shared start: the victim had no data yet).
+class SignFlipper {
+ public:
+  SignFlipper(size_t size, std::string fingerprint) : size_(size), fingerprint_(std::move(fingerprint)) {
+    auto id = crypto::Identity::Generate();
+    EXPECT_TRUE(id.ok()) << id.status();
+    id_ = std::move(id).value();
+  }
+  ~SignFlipper() {
+    if (gossip_) gossip_->Stop();
+  }
+  const crypto::Identity& id() const { return *id_; }
+
+  // Pins `victims` (the first is the one whose learning it reverses) and starts serving.
+  void Start(const std::vector<config::PeerOptions>& victims) {
+    auto fed = federation::Federation::Create({}, std::vector<float>(size_, 0.0f), static_cast<int>(victims.size()),
+                                              static_cast<int32_t>(victims.size()));
+    ASSERT_TRUE(fed.ok()) << fed.status();
+    fed_ = std::move(fed).value();
+    peer::GossipOptions o;
+    o.node_name = "flipper";
+    o.listen = "127.0.0.1:0";
+    o.fingerprint = fingerprint_;
+    o.federation.round_interval_s = 0.5;
+    o.peers = victims;
+    auto g = peer::Gossip::Create(o, *id_, *fed_,
+                                  [this](std::function<bool(std::vector<float>&, int64_t, double)> fn, bool,
+                                         std::vector<float>) { return Craft(std::move(fn)); });
+    ASSERT_TRUE(g.ok()) << g.status();
+    gossip_ = std::move(g).value();
+    ASSERT_TRUE(gossip_->Start().ok());
+  }
+  int port() const { return gossip_->Totals().listen_port; }
+  bool sees_victim() const { return fed_->mirror_stats(0).initialized; }
+
+ private:
+  absl::Status Craft(std::function<bool(std::vector<float>&, int64_t, double)> fn) {
+    if (!fn) return absl::OkStatus();
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::vector<float> m = fed_->mirror(0);
+    if (!m.empty()) {
+      if (start_.empty()) start_ = m;
+      x_.resize(size_);
+      for (size_t k = 0; k < size_; ++k) x_[k] = 2 * start_[k] - m[k];
+    } else {
+      x_.assign(size_, 0.0f);
+    }
+    std::vector<float> x = x_;
+    fn(x, 1000000, 1.0);  // claims to have trained a lot
+    return absl::OkStatus();
+  }
+
+  size_t size_;
+  std::string fingerprint_;
+  std::unique_ptr<crypto::Identity> id_;
+  std::unique_ptr<federation::Federation> fed_;
+  std::unique_ptr<peer::Gossip> gossip_;
+  std::mutex mu_;
+  std::vector<float> start_, x_;
+};
+
+struct Honest {
+  std::unique_ptr<TestNode> node;
+  std::string name, key;
+  int port = 0;
+};
+
+double TestAccuracy(const TestNode& node) {
+  auto r = node.Mycel({"eval", "--json", T10kImages(), T10kLabels()});
+  if (r.exit_code != 0) return -1;
+  auto j = ParseJson(r.out);
+  return j ? j->Num("accuracy") : -1;
+}
+
+// The least trust `node` has in its neighbour `name` over the layers; -1 if not probed yet.
+double LeastTrust(const Json& peers, const std::string& name, std::string* quarantine = nullptr) {
+  for (const Json& p : peers.Find("peers")->array) {
+    if (p.Str("name") != name) continue;
+    if (quarantine) *quarantine = p.Str("quarantine");
+    const Json* layers = p.Find("trust");
+    if (layers == nullptr || layers->array.empty()) return -1;
+    double least = 1;
+    for (const Json& l : layers->array) least = std::min(least, l.Num("trust"));
+    return least;
+  }
+  return -1;
+}
+
+TEST(PoisonTest, ASignFlippingNeighbourIsQuarantinedAndTheHonestNodesKeepLearning) {
+  TempDir tmp;
+  constexpr int kHonest = 3;
+  const char* const kNames[kHonest] = {"alice", "bob", "carol"};
+  Honest h[kHonest];
+  for (int i = 0; i < kHonest; ++i) {
+    h[i].name = kNames[i];
+    h[i].node = std::make_unique<TestNode>(tmp.path(), h[i].name);
+    h[i].port = FreePort();
+    auto id = h[i].node->Mycel({"id"});
+    ASSERT_EQ(id.exit_code, 0) << id.Describe();
+    h[i].key = id.out.substr(0, id.out.find('\n'));
+  }
+  // The fingerprint and size of the shared model, from a node started alone first.
+  const std::string shared = SharedSections("trust = true\ntrust_every = 2\n");
+  auto write = [&](int i, const std::string& peers) {
+    WriteFileOrDie(h[i].node->config_path(),
+                   "[node]\nname = \"" + h[i].name + "\"\nstate_dir = \"" + h[i].node->state_dir() +
+                       "\"\nlisten = \"127.0.0.1:" + std::to_string(h[i].port) + "\"\nlog_level = \"info\"\n\n" +
+                       shared + "\n" + peers);
+  };
+  auto pin = [](const std::string& name, int port, const std::string& key) {
+    return "[[peers]]\nname = \"" + name + "\"\naddress = \"127.0.0.1:" + std::to_string(port) +
+           "\"\npublic_key = \"" + key + "\"\n\n";
+  };
+  write(0, "");
+  ASSERT_TRUE(h[0].node->daemon().Start());
+  auto st = h[0].node->Status();
+  ASSERT_TRUE(st.has_value());
+  const std::string fingerprint = st->Str("model_fingerprint");
+  const auto size = static_cast<size_t>(st->Num("shared_parameters"));
+  ASSERT_FALSE(fingerprint.empty());
+  ASSERT_EQ(h[0].node->daemon().Stop(), 0);
+
+  SignFlipper flipper(size, fingerprint);
+  // The victims as a config pins them (keys decoded as myceld decodes them).
+  std::string all_honest;
+  for (const auto& n : h) all_honest += pin(n.name, n.port, n.key);
+  auto victims = config::ParseConfig(all_honest, "victims");
+  ASSERT_TRUE(victims.ok()) << victims.status();
+  flipper.Start(victims->peers);
+  ASSERT_GT(flipper.port(), 0);
+  const std::string flipper_key = flipper.id().PublicKeyBase64();
+  for (int i = 0; i < kHonest; ++i) {
+    std::string peers;
+    for (int k = 0; k < kHonest; ++k) {
+      if (k != i) peers += pin(h[k].name, h[k].port, h[k].key);
+    }
+    write(i, peers + pin("mallory", flipper.port(), flipper_key));
+  }
+  for (auto& n : h) ASSERT_TRUE(n.node->daemon().Start());
+  // The flipper learns the shared start before anyone trains.
+  ASSERT_TRUE(PollUntil([&] { return flipper.sees_victim(); }, 30));
+  for (auto& n : h) {
+    auto r = n.node->Mycel({"ingest", TrainImages(), TrainLabels()});
+    ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  }
+
+  // Quarantined by all three, each from its own validation data.
+  std::string why[kHonest];
+  bool quarantined = PollUntil(
+      [&] {
+        for (int i = 0; i < kHonest; ++i) {
+          auto r = h[i].node->Mycel({"peers", "--json"});
+          auto j = ParseJson(r.out);
+          if (!j || LeastTrust(*j, "mallory", &why[i]) != 0.0) return false;
+        }
+        return true;
+      },
+      240 * kLearningTimeScale, 2);
+  ASSERT_TRUE(quarantined) << h[0].node->Mycel({"peers"}).out << h[1].node->Mycel({"peers"}).out
+                           << h[2].node->Mycel({"peers"}).out;
+  for (int i = 0; i < kHonest; ++i) EXPECT_NE(why[i].find("raised validation loss"), std::string::npos) << why[i];
+
+  // They keep learning: every node well past chance on all ten classes.
+  std::vector<double> acc(kHonest, 0);
+  bool learnt = PollUntil(
+      [&] {
+        bool all = true;
+        for (int i = 0; i < kHonest; ++i) {
+          acc[i] = TestAccuracy(*h[i].node);
+          all = all && acc[i] >= 0.75;
+        }
+        return all;
+      },
+      240 * kLearningTimeScale, 5);
+  EXPECT_TRUE(learnt) << "alice " << acc[0] << ", bob " << acc[1] << ", carol " << acc[2];
+  // Still quarantined at the end, and the honest neighbour is trusted.
+  auto r = h[0].node->Mycel({"peers", "--json"});
+  auto j = ParseJson(r.out);
+  ASSERT_TRUE(j.has_value()) << r.out;
+  EXPECT_LT(LeastTrust(*j, "mallory"), 0.5) << r.out;
+  EXPECT_GT(LeastTrust(*j, "bob"), 0.5) << r.out;
+  EXPECT_GT(LeastTrust(*j, "carol"), 0.5) << r.out;
+  EXPECT_GT(j->Num("trust_probes"), 10) << r.out;
+  // The text view names the quarantine too.
+  auto text = h[0].node->Mycel({"peers"});
+  EXPECT_NE(text.out.find("QUARANTINED"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("trust mallory"), std::string::npos) << text.out;
+  for (auto& n : h) EXPECT_EQ(n.node->daemon().Stop(), 0);
+}
+
+}  // namespace
+}  // namespace mycel::it
