@@ -526,10 +526,17 @@ int main(int argc, char** argv) {
                               .Int("bytes_received", r.bytes_received()).Int("peers", r.peers())
                               .Int("peers_connected", r.peers_connected()).Int("listen_port", r.listen_port())
                               .Str("metrics_url", r.metrics_url())
+                              .Int("validations_without_gain", r.validations_without_gain())
+                              .Num("rest_s", r.rest_seconds()).Int("rests", r.rests())
                               .Done().c_str());
     } else {
       std::printf("node        %s\n", r.node_name().c_str());
-      std::printf("state       %s (%s)\n", r.state().c_str(), r.reason().c_str());
+      if (r.state() == "resting") {
+        std::printf("state       %s (%s; next burst within %s s)\n", r.state().c_str(), r.reason().c_str(),
+                    Fixed(r.rest_seconds(), 0).c_str());
+      } else {
+        std::printf("state       %s (%s)\n", r.state().c_str(), r.reason().c_str());
+      }
       std::printf("model       %s, %lld parameters (%lld shared)\n", r.model_kind().c_str(),
                   static_cast<long long>(r.parameters()), static_cast<long long>(r.shared_parameters()));
       std::printf("steps       %lld (%s steps/s), %lld samples trained\n", static_cast<long long>(r.steps()),

@@ -494,6 +494,9 @@ std::vector<Field> TrainingFields(TrainingOptions* o) {
       RealField("checkpoint_interval_s", &o->checkpoint_interval_s, Seconds()),
       RealField("eval_interval_s", &o->eval_interval_s, Seconds()),
       IntField("max_eval_examples", &o->max_eval_examples, IntAtLeast(1)),
+      BoolField("rest", &o->rest),
+      IntField("rest_patience", &o->rest_patience, IntIn(1, 1000000)),
+      RealField("rest_max_s", &o->rest_max_s, Seconds()),
   };
 }
 

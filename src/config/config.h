@@ -52,6 +52,9 @@ struct TrainingOptions {
   double checkpoint_interval_s = 60;   // seconds between periodic checkpoints
   double eval_interval_s = 5;          // seconds between validation passes
   int64_t max_eval_examples = 10000;   // validation examples used per pass
+  bool rest = true;                    // rest when validation stops improving (train/trainer.h, "Resting")
+  int64_t rest_patience = 6;           // validation passes without a gain before the trainer rests
+  double rest_max_s = 600;             // longest rest between two short training bursts
 };
 
 struct FederationOptions {

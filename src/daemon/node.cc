@@ -229,7 +229,7 @@ void Node::Reload(const config::Config& config) {
   trainer_->SetMaxCpuPercent(config.policy.max_cpu_percent);
   trainer_->SetThreads(config.policy.threads);
   gossip_when_held_ = config.policy.gossip_when_held;
-  trainer_->Wake();
+  trainer_->Wake("reload");
   (void)SetLogLevel(config.node.log_level);
   std::string applied = "[policy], log_level";
   if (gossip_) {
@@ -302,6 +302,9 @@ absl::StatusOr<control::StatusReply> Node::GetStatus() {
   r.set_node_name(config_.node.name);
   r.set_public_key(identity_->PublicKeyBase64());
   r.set_steps_per_s(st.steps_per_s);
+  r.set_validations_without_gain(st.validations_without_gain);
+  r.set_rest_seconds(st.rest_s);
+  r.set_rests(st.rests);
   r.set_checkpoints_written(st.checkpoints_written);
   r.set_last_checkpoint_step(st.last_checkpoint_step);
   r.set_eval_examples(st.eval_examples);
@@ -326,7 +329,7 @@ absl::StatusOr<control::PauseReply> Node::SetPaused(bool paused) {
   // Persist first: a pause must survive a restart until resumed.
   MYCEL_RETURN_IF_ERROR(store_->SetMeta(kPausedKey, paused ? "1" : "0"));
   pause_->SetPaused(paused);
-  trainer_->Wake();
+  trainer_->Wake(paused ? "pause" : "resume");
   Logger("node")->info("{} by user", paused ? "paused" : "resumed");
   control::PauseReply r;
   r.set_state(paused ? "paused" : "training");
@@ -394,7 +397,7 @@ absl::StatusOr<control::IngestReply> Node::Ingest(const std::vector<control::Upl
     return added.status();
   }
   const double store_end = Clock::Real()->MonotonicSeconds();
-  trainer_->Wake();
+  trainer_->Wake("ingest");
   control::IngestReply r = ReplyOf(*added, *store_);
   Logger("control")->info(
       "ingested {} examples from {} file(s): {} train, {} validation, {} evicted (parse {:.2f} s, store {:.2f} s)",

@@ -23,6 +23,9 @@ std::string RenderMetrics(const control::StatusReply& s, const control::PeersRep
   one("mycel_training_samples_total", "counter", "Examples trained on, counting repeats.",
       static_cast<double>(s.samples_trained()));
   one("mycel_training_steps_per_second", "gauge", "Recent training rate.", s.steps_per_s());
+  one("mycel_training_rests_total", "counter", "Times training went to rest (converged) since start.",
+      static_cast<double>(s.rests()));
+  one("mycel_training_rest_seconds", "gauge", "Length of the rest under way; 0 when not resting.", s.rest_seconds());
   one("mycel_train_loss", "gauge", "Moving average of the training loss (NaN before the first step).",
       s.train_loss());
   one("mycel_validation_loss", "gauge", "Loss of the last validation pass (NaN before the first).", s.val_loss());

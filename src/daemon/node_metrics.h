@@ -10,7 +10,7 @@ namespace mycel {
 
 // The training states a node can report; each is a series of
 // mycel_training_state (1 for the current one, 0 for the others).
-inline constexpr const char* kTrainingStates[] = {"starting",   "training",  "waiting_for_data",     "paused",
+inline constexpr const char* kTrainingStates[] = {"starting",   "training",  "resting", "waiting_for_data",     "paused",
                                                   "on_battery", "system_busy", "outside_active_hours", "stopped"};
 
 // `peers` may be empty (a node without neighbours).

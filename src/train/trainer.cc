@@ -38,6 +38,12 @@ constexpr double kPolicyPeriodS = 0.2;
 constexpr double kRefreshPeriodS = 1.0;
 // Loss shown in `mycel status`: exponential moving average over ~50 steps.
 constexpr double kLossEmaAlpha = 0.02;
+// Resting: a validation pass gains when its loss is below the best by this
+// share; a rest burst trains this many steps; a merge that moves the shared
+// weights by more than this share of their L2 norm ends a rest.
+constexpr double kRestMinGain = 0.002;
+constexpr int64_t kRestBurstSteps = 64;
+constexpr double kRestWakeShift = 1e-3;
 
 double ThreadCpuSeconds() {
   struct timespec ts {};
@@ -108,6 +114,14 @@ struct Trainer::Impl {
   int64_t round_steps = 0;                      // local steps of the round under way
   double round_lr = 0;                          // their learning rates, summed
   double round_last_lr = 0;                     // the last one's
+  // Resting (trainer thread, but for the flags guarded by mu below).
+  double best_val_loss = std::numeric_limits<double>::infinity();
+  int64_t no_gain = 0;                          // validation passes since the best
+  bool resting = false;
+  double rest_s = 0;                            // the rest under way
+  double rest_until = 0;                        // monotonic time the next burst starts
+  int64_t burst_left = 0;                       // steps left of the burst under way
+  int64_t last_ckpt_steps = -1, last_ckpt_rounds = -1;
   std::atomic<double> max_cpu_percent{100};
   std::atomic<int> threads_wanted{1};
   int threads_set = 0;  // trainer thread only
@@ -125,6 +139,8 @@ struct Trainer::Impl {
   bool stop_requested = false;                  // guarded by mu
   bool data_dirty = true;                       // guarded by mu
   bool round_opened = false;                    // guarded by mu: a merge opened new local steps
+  std::string wake_reason;                      // guarded by mu: why a rest must end ("" = it need not)
+  bool wake_resets_best = false;                // guarded by mu: new data, the validation set changed
   TrainerStats stats;                           // guarded by mu
   std::thread thread;
   bool running = false;                         // guarded by mu
@@ -158,6 +174,9 @@ struct Trainer::Impl {
   void Step();
   void MaybeRefresh(double now, bool force);
   void ValidationPass();
+  // After a validation pass (loss r): counts gains, starts or lengthens a rest.
+  void AfterValidation(double loss, double now);
+  void EndRest(const std::string& why, bool reset_backoff);
   void SetState(const std::string& state, const std::string& reason);
   // Runs fn on the trainer thread (or inline when it is not running) and returns its result.
   template <typename T>
@@ -214,6 +233,8 @@ absl::Status Trainer::Impl::Init() {
     MYCEL_RETURN_IF_ERROR(options.participant->Init(std::move(initial)));
   }
   if (options.restore) MYCEL_RETURN_IF_ERROR(Restore());
+  last_ckpt_steps = stats.steps;  // what is on disk already (or nothing to save yet)
+  last_ckpt_rounds = stats.rounds;
   double now = clock->MonotonicSeconds();
   last_eval_time = now - options.training.eval_interval_s;  // evaluate soon after data appears
   last_ckpt_time = now;
@@ -337,6 +358,8 @@ absl::Status Trainer::Impl::WriteCheckpoint(const char* why, bool final) {
   if (s.ok()) {
     stats.checkpoints_written++;
     stats.last_checkpoint_step = stats.steps;
+    last_ckpt_steps = stats.steps;
+    last_ckpt_rounds = stats.rounds;
     Logger("train")->info("checkpoint {} written ({}) at step {}, {} bytes", checkpointer.last_seq(),
                           why, stats.steps, payload.size());
   } else {
@@ -434,12 +457,51 @@ EvalResult Trainer::Impl::EvaluateTensors(const torch::Tensor& x, const torch::T
 void Trainer::Impl::ValidationPass() {
   if (!val_x.defined() || val_x.size(0) == 0) return;
   EvalResult r = EvaluateTensors(val_x, val_y);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    stats.val_loss = r.loss;
+    stats.val_accuracy = r.accuracy;
+    stats.eval_examples = val_x.size(0);
+    Logger("train")->info("step {}: train loss {:.4f}, validation loss {:.4f}, accuracy {:.4f} on {}",
+                          stats.steps, stats.train_loss, r.loss, r.accuracy, stats.eval_examples);
+  }
+  AfterValidation(r.loss, clock->MonotonicSeconds());
+}
+
+void Trainer::Impl::AfterValidation(double loss, double now) {
+  const auto& t = options.training;
+  const bool gain = std::isfinite(loss) && loss < best_val_loss * (1 - kRestMinGain);
+  if (std::isfinite(loss) && loss < best_val_loss) best_val_loss = loss;
+  no_gain = gain ? 0 : no_gain + 1;
+  if (resting && gain) {
+    EndRest("a rest burst lowered the validation loss", /*reset_backoff=*/false);
+  } else if (resting) {
+    rest_s = std::min(t.rest_max_s, 2 * rest_s);  // the burst did not help: rest longer
+    rest_until = now + rest_s;
+  } else if (t.rest && no_gain >= t.rest_patience) {
+    resting = true;
+    // A rest after a wake-up that did not help starts where the last left off.
+    if (rest_s <= 0) rest_s = std::min(t.rest_max_s, static_cast<double>(t.rest_patience) * t.eval_interval_s);
+    rest_until = now + rest_s;
+    std::lock_guard<std::mutex> lock(mu);
+    stats.rests++;
+    Logger("train")->info("resting: no gain in {} validations (best loss {:.4f}); next burst in {:.0f} s", no_gain,
+                          best_val_loss, rest_s);
+  }
   std::lock_guard<std::mutex> lock(mu);
-  stats.val_loss = r.loss;
-  stats.val_accuracy = r.accuracy;
-  stats.eval_examples = val_x.size(0);
-  Logger("train")->info("step {}: train loss {:.4f}, validation loss {:.4f}, accuracy {:.4f} on {}",
-                        stats.steps, stats.train_loss, r.loss, r.accuracy, stats.eval_examples);
+  stats.validations_without_gain = no_gain;
+  stats.rest_s = resting ? rest_s : 0;
+}
+
+void Trainer::Impl::EndRest(const std::string& why, bool reset_backoff) {
+  if (resting) Logger("train")->info("rest ends: {}", why);
+  resting = false;
+  burst_left = 0;
+  no_gain = 0;
+  if (reset_backoff) rest_s = 0;
+  std::lock_guard<std::mutex> lock(mu);
+  stats.validations_without_gain = 0;
+  stats.rest_s = 0;
 }
 
 // Cosine decay from lr to lr_final over lr_decay_steps, then lr_final: the
@@ -510,12 +572,19 @@ void Trainer::Impl::Loop() {
   for (;;) {
     DrainTasks();
     bool force_refresh;
+    std::string wake;
+    bool new_data = false;
     {
       std::lock_guard<std::mutex> lock(mu);
       if (stop_requested) break;
       force_refresh = data_dirty;
       data_dirty = false;
+      wake.swap(wake_reason);
+      new_data = wake_resets_best;
+      wake_resets_best = false;
     }
+    if (new_data) best_val_loss = std::numeric_limits<double>::infinity();  // another validation set
+    if (!wake.empty()) EndRest(wake, /*reset_backoff=*/true);
     if (const int t = threads_wanted.load(); t != threads_set) {
       torch::set_num_threads(t);  // between two steps, on the thread that trains
       threads_set = t;
@@ -533,13 +602,28 @@ void Trainer::Impl::Loop() {
     } else if (sampler->size() == 0) {
       idle_state = "waiting_for_data";
       idle_reason = "waiting for data";
+    } else if (resting && burst_left == 0 && now < rest_until) {
+      idle_state = "resting";
+      idle_reason = "converged: no gain in " + std::to_string(no_gain) + " validations";
     } else if (options.local_steps > 0 && steps_since_round >= options.local_steps) {
       // Paced: this round's local steps are done; the next merge opens more.
       idle_state = "training";
       idle_reason = "waiting for the next merge round";
     }
+    if (resting && burst_left == 0 && now >= rest_until && idle_state.empty()) burst_left = kRestBurstSteps;
     if (!idle_state.empty()) {
       SetState(idle_state, idle_reason);
+      if (now - last_ckpt_time >= options.training.checkpoint_interval_s) {
+        // Held or resting, merges may still move the model: checkpoint what changed, not an unchanged one.
+        std::lock_guard<std::mutex> model_lock(model_mu);
+        bool changed;
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          changed = stats.steps != last_ckpt_steps || stats.rounds != last_ckpt_rounds;
+        }
+        if (changed) (void)WriteCheckpoint("periodic");
+        last_ckpt_time = now;
+      }
       std::unique_lock<std::mutex> lock(mu);
       cv.wait_for(lock, std::chrono::milliseconds(200),
                   [&] { return stop_requested || data_dirty || round_opened || !tasks.empty(); });
@@ -549,9 +633,14 @@ void Trainer::Impl::Loop() {
       }
       continue;
     }
-    SetState("training", "training");
+    SetState("training", resting ? "a short burst while resting" : "training");
     const double cpu_before = ThreadCpuSeconds();
     Step();
+    if (resting && burst_left > 0 && --burst_left == 0) {
+      std::lock_guard<std::mutex> model_lock(model_mu);
+      ValidationPass();  // did the burst gain? (AfterValidation)
+      last_eval_time = now;
+    }
     if (const double cap = max_cpu_percent.load(); cap < 100) {
       // Duty cycle: idle (cpu / cap − cpu) after each step so the thread's CPU
       // share stays at `cap` percent, whatever the step costs.
@@ -650,10 +739,12 @@ void Trainer::SetMaxCpuPercent(double percent) {
   impl_->cv.notify_all();
 }
 
-void Trainer::Wake() {
+void Trainer::Wake(const std::string& why) {
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->data_dirty = true;
+    impl_->wake_reason = why;
+    impl_->wake_resets_best = impl_->wake_resets_best || why == "ingest";
   }
   impl_->cv.notify_all();
 }
@@ -762,6 +853,7 @@ absl::Status Trainer::WithSharedParameters(
     return absl::InvalidArgumentError(absl::StrCat("drift of ", drift.size(), " values for ", impl->shared_numel,
                                                    " shared parameters", opens_round ? "" : " outside a round's opening"));
   }
+  bool notify = false;  // a rest must end
   try {
     std::lock_guard<std::mutex> model_lock(impl->model_mu);  // waits for at most one step
     if (fn) {
@@ -772,7 +864,23 @@ absl::Status Trainer::WithSharedParameters(
         std::lock_guard<std::mutex> lock(impl->mu);
         samples = impl->stats.samples_trained;
       }
-      if (fn(shared, samples, impl->RoundScale())) impl->WriteShared(shared);
+      std::vector<float> before = shared;
+      if (fn(shared, samples, impl->RoundScale())) {
+        impl->WriteShared(shared);
+        // A merge that moved the model ends a rest: there is something new to learn from.
+        double moved = 0, norm = 0;
+        for (size_t k = 0; k < shared.size(); ++k) {
+          const double d = static_cast<double>(shared[k]) - before[k];
+          moved += d * d;
+          norm += static_cast<double>(before[k]) * before[k];
+        }
+        const double shift = std::sqrt(moved / std::max(norm, 1e-30));
+        if (shift > kRestWakeShift) {
+          std::lock_guard<std::mutex> lock(impl->mu);
+          impl->wake_reason = absl::StrCat("a merge moved the shared weights by ", shift * 100, "%");
+          notify = true;
+        }
+      }
     }
     if (opens_round) {
       impl->round_drift = std::move(drift);
@@ -786,6 +894,7 @@ absl::Status Trainer::WithSharedParameters(
       // Publish and merge close the round's local steps: the model rests
       // merged until the next round opens, whenever the trainer got its CPU.
       impl->steps_since_round = impl->options.local_steps;
+      if (notify) impl->cv.notify_all();
       return absl::OkStatus();
     }
     impl->steps_since_round = 0;

@@ -15,6 +15,14 @@
 // Thread-safety: all public methods may be called from any thread. Calls that
 // need the model (Evaluate, Classify, ...) block until the trainer thread has
 // run them (or run inline before Start / after Stop).
+//
+// Resting ([training] rest): after rest_patience validation passes without a
+// gain in validation loss the trainer stops training (state "resting") and
+// tries a short burst of steps after rests that double from rest_patience ·
+// eval_interval_s up to rest_max_s, leaving the rest when a burst gains. An
+// ingest or a policy change (Wake) or a merge that moves the shared weights
+// by more than kRestWakeShift of their norm ends it at once and resets the
+// backoff. Merge rounds go on while it rests.
 // This header is torch-free: the model lives behind a pimpl.
 #pragma once
 
@@ -65,7 +73,7 @@ struct TrainerOptions {
 };
 
 struct TrainerStats {
-  std::string state = "starting";   // training | paused | waiting_for_data | starting | stopped | ...
+  std::string state = "starting";   // training | resting | paused | waiting_for_data | starting | stopped | ...
   std::string reason = "starting";
   int64_t steps = 0;
   int64_t samples_trained = 0;
@@ -77,6 +85,9 @@ struct TrainerStats {
   int64_t eval_examples = 0;
   double steps_per_s = 0;
   int64_t checkpoints_written = 0;
+  int64_t validations_without_gain = 0;  // since the best validation loss (resting)
+  double rest_s = 0;                // length of the rest under way; 0 when not resting
+  int64_t rests = 0;                // times the trainer went to rest since start
   int64_t last_checkpoint_step = -1;
   int64_t parameters = 0;
   int64_t shared_parameters = 0;
@@ -112,8 +123,9 @@ class Trainer {
 
   TrainerStats Stats() const;
   data::ExampleShape example_shape() const;
-  // Tells the trainer that examples were added or the policy changed.
-  void Wake();
+  // Tells the trainer that examples were added or the policy changed; ends a
+  // rest (`why` is logged: "ingest", "resume", ...).
+  void Wake(const std::string& why = "woken");
   // Changes the duty-cycle cap (SIGHUP reload).
   void SetMaxCpuPercent(double percent);
   // Changes the training threads, from the next step on (SIGHUP reload).

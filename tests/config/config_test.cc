@@ -177,6 +177,9 @@ max_examples = 100
 checkpoint_interval_s = 30
 eval_interval_s = 0.5
 max_eval_examples = 1
+rest = false
+rest_patience = 3
+rest_max_s = 120
 
 [policy]
 threads = 256
@@ -215,6 +218,9 @@ public_key = ")" + kKeyB + "\"\n");
   EXPECT_EQ(c->training.checkpoint_interval_s, 30.0);
   EXPECT_EQ(c->training.eval_interval_s, 0.5);
   EXPECT_EQ(c->training.max_eval_examples, 1);
+  EXPECT_FALSE(c->training.rest);
+  EXPECT_EQ(c->training.rest_patience, 3);
+  EXPECT_EQ(c->training.rest_max_s, 120.0);
   EXPECT_EQ(c->policy.threads, 256);
   EXPECT_FALSE(c->policy.gossip_when_held);
   EXPECT_EQ(c->node.log_file, dir_ + "/logs/myceld.log");
@@ -301,6 +307,9 @@ std::vector<BadCase> BadCases() {
       {hdr + "[training]\ncheckpoint_interval_s = 0\n", 4, "[training] checkpoint_interval_s", "[0.01, 31536000]"},
       {hdr + "[training]\neval_interval_s = -1\n", 4, "[training] eval_interval_s", "(got -1)"},
       {hdr + "[training]\nmax_eval_examples = 0\n", 4, "[training] max_eval_examples", "must be >= 1"},
+      {hdr + "[training]\nrest = 1\n", 4, "[training] rest", "true or false"},
+      {hdr + "[training]\nrest_patience = 0\n", 4, "[training] rest_patience", "must be in [1, 1000000]"},
+      {hdr + "[training]\nrest_max_s = 1e300\n", 4, "[training] rest_max_s", "[0.01, 31536000]"},
       {hdr + "[policy]\nthreads = 0\n", 4, "[policy] threads", "must be in [1, 256]"},
       {hdr + "[policy]\nthreads = 257\n", 4, "[policy] threads", "must be in [1, 256]"},
       {hdr + "[policy]\nthreads = 4294967297\n", 4, "[policy] threads", "must be in [1, 256]"},
@@ -553,7 +562,7 @@ TEST(ExampleConfigTest, MentionsEveryKey) {
         "checkpoint_interval_s", "eval_interval_s", "max_eval_examples", "threads", "address",
         "public_key", "round_interval_s", "local_steps", "merge", "mixing", "drift_correction", "codec", "max_delta_norm", "max_stale_rounds",
         "pull_timeout_s", "max_backoff_s", "on_battery", "max_cpu_percent", "idle_only", "active_hours",
-        "power_supply_dir", "lr_decay_steps", "lr_final"}) {
+        "power_supply_dir", "lr_decay_steps", "lr_final", "rest", "rest_patience", "rest_max_s"}) {
     const bool active = text.find("\n" + std::string(key) + " = ") != std::string::npos;
     const bool commented = text.find("\n# " + std::string(key) + " = ") != std::string::npos;
     EXPECT_TRUE(active || commented) << key << " is not in the example config";

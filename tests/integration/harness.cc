@@ -501,6 +501,7 @@ std::string ConfigToml(const std::string& name, const std::string& state_dir, co
      << "checkpoint_interval_s = " << FormatDouble(spec.checkpoint_interval_s) << "\n"
      << "eval_interval_s = " << FormatDouble(spec.eval_interval_s) << "\n"
      << "max_eval_examples = " << spec.max_eval_examples << "\n"
+     << "rest_patience = " << spec.rest_patience << "\n"
      << spec.extra_training;
   return os.str();
 }

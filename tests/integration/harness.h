@@ -169,6 +169,9 @@ struct ConfigSpec {
   double checkpoint_interval_s = 60;
   double eval_interval_s = 1;           // fast feedback for val_accuracy polls
   int64_t max_eval_examples = 1000;     // keeps the periodic evaluation cheap
+  // Rest (on, as by default) after as many seconds without a gain as a
+  // user's daemon: 30 passes at eval_interval_s 1 are the default 6 at 5 s.
+  int64_t rest_patience = 30;
   std::string extra_training;           // appended verbatim to [training]
   std::string extra_node;               // appended verbatim to [node]
 };
