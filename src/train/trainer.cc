@@ -655,7 +655,7 @@ void Trainer::Impl::Loop() {
       rate_window_start = now;
       rate_window_steps = 0;
     }
-    if (now - last_eval_time >= options.training.eval_interval_s) {
+    if (!resting && now - last_eval_time >= options.training.eval_interval_s) {  // a burst validates at its end
       std::lock_guard<std::mutex> model_lock(model_mu);
       ValidationPass();
       last_eval_time = now;
