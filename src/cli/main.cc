@@ -528,6 +528,8 @@ int main(int argc, char** argv) {
                               .Str("metrics_url", r.metrics_url())
                               .Int("validations_without_gain", r.validations_without_gain())
                               .Num("rest_s", r.rest_seconds()).Int("rests", r.rests())
+                              .Int("drift_rollbacks", r.drift_rollbacks())
+                              .Str("last_rollback", r.last_rollback())
                               .Done().c_str());
     } else {
       std::printf("node        %s\n", r.node_name().c_str());
@@ -549,6 +551,10 @@ int main(int argc, char** argv) {
                   Fixed(r.val_accuracy(), 4).c_str(), static_cast<long long>(r.eval_examples()));
       std::printf("checkpoint  %lld written, last at step %lld\n", static_cast<long long>(r.checkpoints_written()),
                   static_cast<long long>(r.last_checkpoint_step()));
+      if (r.drift_rollbacks() > 0) {
+        std::printf("drift guard %lld rollback(s); last: %s\n", static_cast<long long>(r.drift_rollbacks()),
+                    r.last_rollback().c_str());
+      }
       if (r.peers() > 0) {
         std::printf("federation  %lld rounds, %d/%d neighbours connected, %s sent, %s received\n",
                     static_cast<long long>(r.rounds()), r.peers_connected(), r.peers(),

@@ -497,6 +497,8 @@ std::vector<Field> TrainingFields(TrainingOptions* o) {
       BoolField("rest", &o->rest),
       IntField("rest_patience", &o->rest_patience, IntIn(1, 1000000)),
       RealField("rest_max_s", &o->rest_max_s, Seconds()),
+      RealField("drift_guard_drop", &o->drift_guard_drop, RealIn(0, 1, /*hi_open=*/false)),
+      IntField("drift_guard_window", &o->drift_guard_window, IntIn(1, 1000000)),
   };
 }
 

@@ -55,6 +55,8 @@ struct TrainingOptions {
   bool rest = true;                    // rest when validation stops improving (train/trainer.h, "Resting")
   int64_t rest_patience = 6;           // validation passes without a gain before the trainer rests
   double rest_max_s = 600;             // longest rest between two short training bursts
+  double drift_guard_drop = 0;         // roll back when validation accuracy stays this far below its best; 0 = off
+  int64_t drift_guard_window = 3;      // validation passes it must stay there (train/trainer.h, "Drift guard")
 };
 
 struct FederationOptions {

@@ -53,6 +53,7 @@ class FederationState : public train::CheckpointParticipant {
   }
   std::string Save(bool final) override { return fed_->Serialize(final); }
   absl::Status Load(const std::string& bytes) override { return fed_->Restore(bytes); }
+  void RolledBack() override { fed_->ResetCorrection(); }
   federation::Federation& fed() { return *fed_; }
 
  private:
@@ -77,7 +78,8 @@ bool SameTraining(const config::TrainingOptions& a, const config::TrainingOption
   auto tie = [](const config::TrainingOptions& o) {
     return std::tie(o.optimizer, o.lr, o.lr_decay_steps, o.lr_final, o.momentum, o.batch_size, o.validation_fraction,
                     o.replay_fraction, o.max_examples, o.checkpoint_interval_s, o.eval_interval_s,
-                    o.max_eval_examples);
+                    o.max_eval_examples, o.rest, o.rest_patience, o.rest_max_s, o.drift_guard_drop,
+                    o.drift_guard_window);
   };
   return tie(a) == tie(b);
 }
@@ -305,6 +307,8 @@ absl::StatusOr<control::StatusReply> Node::GetStatus() {
   r.set_validations_without_gain(st.validations_without_gain);
   r.set_rest_seconds(st.rest_s);
   r.set_rests(st.rests);
+  r.set_drift_rollbacks(st.drift_rollbacks);
+  r.set_last_rollback(st.last_rollback);
   r.set_checkpoints_written(st.checkpoints_written);
   r.set_last_checkpoint_step(st.last_checkpoint_step);
   r.set_eval_examples(st.eval_examples);

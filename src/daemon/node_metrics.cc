@@ -25,6 +25,9 @@ std::string RenderMetrics(const control::StatusReply& s, const control::PeersRep
   one("mycel_training_steps_per_second", "gauge", "Recent training rate.", s.steps_per_s());
   one("mycel_training_rests_total", "counter", "Times training went to rest (converged) since start.",
       static_cast<double>(s.rests()));
+  one("mycel_training_drift_rollbacks_total", "counter",
+      "Times the drift guard rolled the model back to its good checkpoint since start.",
+      static_cast<double>(s.drift_rollbacks()));
   one("mycel_training_rest_seconds", "gauge", "Length of the rest under way; 0 when not resting.", s.rest_seconds());
   one("mycel_train_loss", "gauge", "Moving average of the training loss (NaN before the first step).",
       s.train_loss());

@@ -904,6 +904,11 @@ std::vector<float> Federation::correction() const {
   return state_->correction;
 }
 
+void Federation::ResetCorrection() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::fill(state_->correction.begin(), state_->correction.end(), 0.0f);
+}
+
 std::string Federation::Serialize(bool clean) const {
   std::lock_guard<std::mutex> lock(mu_);
   const State& s = *state_;

@@ -252,6 +252,9 @@ class Federation {
   // A copy of the drift correction c (empty while β = 0), per unit of
   // learning rate: the trainer adds lr · c after each local step.
   std::vector<float> correction() const;
+  // Sets c to zero (the trainer's drift guard rolled the weights back, so
+  // what the merges since taught the correction no longer applies).
+  void ResetCorrection();
 
   // Names the parameter groups trust is kept for (layers) and their sizes in
   // the flattened order; the sizes must sum to size(). Until called there is

@@ -12,6 +12,7 @@ namespace {
 constexpr char kMagic[] = "MYCELCK1";
 constexpr char kPrefix[] = "ckpt-";
 constexpr char kSuffix[] = ".bin";
+constexpr char kGoodName[] = "good.bin";
 
 // Sequences we could ever write: one checkpoint a second for 30 million years.
 // A name past it (ckpt-99999999999999999999999.bin, or 2^64 − 1, after which
@@ -106,6 +107,20 @@ absl::StatusOr<std::optional<Checkpointer::Loaded>> Checkpointer::LoadNewest() {
     return std::optional<Loaded>(Loaded{*it, path, std::move(payload).value()});
   }
   return std::optional<Loaded>();
+}
+
+absl::Status Checkpointer::SaveGood(std::string_view payload) {
+  return Annotate(options_.env->WriteFileAtomically(options_.dir + "/" + kGoodName, FrameChecksummed(kMagic, payload)),
+                  "writing the good checkpoint");
+}
+
+absl::StatusOr<std::optional<Checkpointer::Loaded>> Checkpointer::LoadGood() {
+  const std::string path = options_.dir + "/" + kGoodName;
+  auto bytes = options_.env->ReadFile(path);
+  if (absl::IsNotFound(bytes.status())) return std::optional<Loaded>();
+  if (!bytes.ok()) return bytes.status();
+  MYCEL_ASSIGN_OR_RETURN(auto payload, UnframeChecksummed(kMagic, *bytes, path));
+  return std::optional<Loaded>(Loaded{0, path, std::move(payload)});
 }
 
 void Sections::Put(const std::string& name, std::string bytes) {

@@ -45,6 +45,12 @@ class Checkpointer {
   absl::Status Save(std::string_view payload);
   // The newest checkpoint that verifies, or nullopt if there is none.
   absl::StatusOr<std::optional<Loaded>> LoadNewest();
+  // The last good checkpoint (the trainer's drift guard): one file, good.bin,
+  // beside the numbered ones, framed and written atomically like them but
+  // never rotated, and never what LoadNewest() restores. LoadGood() returns
+  // nullopt if there is none and DataLoss if it does not verify.
+  absl::Status SaveGood(std::string_view payload);
+  absl::StatusOr<std::optional<Loaded>> LoadGood();
 
   uint64_t last_seq() const { return last_seq_; }
   const std::string& dir() const { return options_.dir; }

@@ -22,6 +22,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 #include "common/logging.h"
 #include "common/status.h"
@@ -44,6 +45,11 @@ constexpr double kLossEmaAlpha = 0.02;
 constexpr double kRestMinGain = 0.002;
 constexpr int64_t kRestBurstSteps = 64;
 constexpr double kRestWakeShift = 1e-3;
+// Drift guard: at most one good-checkpoint write this often (a new best every
+// pass while a model learns would otherwise write one every eval_interval_s);
+// a drop that comes back within this many windows of a rollback is accepted.
+constexpr double kGoodCheckpointPeriodS = 30;
+constexpr int64_t kGuardRecentWindows = 4;
 
 double ThreadCpuSeconds() {
   struct timespec ts {};
@@ -122,6 +128,14 @@ struct Trainer::Impl {
   double rest_until = 0;                        // monotonic time the next burst starts
   int64_t burst_left = 0;                       // steps left of the burst under way
   int64_t last_ckpt_steps = -1, last_ckpt_rounds = -1;
+  // Drift guard (trainer thread).
+  double guard_best = -std::numeric_limits<double>::infinity();  // best accuracy on this held-out set
+  int64_t guard_below = 0;                      // consecutive passes more than the drop below it
+  bool guard_good_pending = false;              // a best not yet saved as the good checkpoint
+  double guard_good_time = -1e9;                // when the good checkpoint was last written
+  double guard_good_acc = -1;                   // and the accuracy it was written at
+  bool guard_good_failed = false;               // the last write failed: wait a period
+  int64_t guard_since_rollback = -1;            // validation passes since the last rollback; -1 = none
   std::atomic<double> max_cpu_percent{100};
   std::atomic<int> threads_wanted{1};
   int threads_set = 0;  // trainer thread only
@@ -148,8 +162,14 @@ struct Trainer::Impl {
 
   absl::Status Init();
   absl::Status Restore();
-  absl::StatusOr<std::string> EncodeCheckpoint(bool final);
+  // `federation`: with the participant's section (a rollback does not use it).
+  absl::StatusOr<std::string> EncodeCheckpoint(bool final, bool federation = true);
   absl::Status WriteCheckpoint(const char* why, bool final = false);
+  // Weights (and the optimizer's state, if it loads) from a decoded checkpoint.
+  absl::Status LoadModelSections(const Sections& sections, const std::string& path);
+  // After a validation pass (accuracy acc): keeps the good checkpoint, rolls back to it.
+  void DriftGuard(double acc, double now);
+  void RollBack(double acc);
   void CopyShared(std::vector<float>* out);
   double LearningRate(int64_t step) const;
   // What the merge learns the drift correction per unit of: the learning
@@ -275,7 +295,7 @@ void Trainer::Impl::WriteShared(const std::vector<float>& in) {
   }
 }
 
-absl::StatusOr<std::string> Trainer::Impl::EncodeCheckpoint(bool final) {
+absl::StatusOr<std::string> Trainer::Impl::EncodeCheckpoint(bool final, bool federation) {
   Sections sections;
   std::string meta;
   meta += MetaLine("version", "1");
@@ -292,8 +312,9 @@ absl::StatusOr<std::string> Trainer::Impl::EncodeCheckpoint(bool final) {
   optimizer->save(archive);
   archive.save_to(os);
   sections.Put("optimizer", os.str());
-  if (options.participant) sections.Put("federation", options.participant->Save(final));
+  if (options.participant && federation) sections.Put("federation", options.participant->Save(final));
   meta += MetaLine("rounds", std::to_string(stats.rounds));
+  meta += MetaLine("val_accuracy", std::to_string(stats.val_accuracy));
   sections.Put("meta", meta);
   return sections.Encode();
 }
@@ -316,19 +337,7 @@ absl::Status Trainer::Impl::Restore() {
         ") but the config describes a " + options.model.kind + " model (fingerprint " +
         model->Fingerprint() + "); restore the [model] config or move the checkpoints away");
   }
-  MYCEL_RETURN_IF_ERROR(Annotate(model::LoadTensors(*params, model->parameters()), loaded->path));
-  if (const std::string* opt = sections.Get("optimizer"); opt && !opt->empty()) {
-    try {
-      std::istringstream is(*opt);
-      torch::serialize::InputArchive archive;
-      archive.load_from(is);
-      optimizer->load(archive);
-    } catch (const c10::Error& e) {
-      // Weights are what matters; a fresh optimizer state only costs a few steps.
-      Logger("train")->warn("{}: optimizer state not restored: {}", loaded->path,
-                            e.what_without_backtrace());
-    }
-  }
+  MYCEL_RETURN_IF_ERROR(LoadModelSections(sections, loaded->path));
   stats.steps = std::stoll("0" + MetaValue(*meta, "steps"));
   stats.samples_trained = std::stoll("0" + MetaValue(*meta, "samples_trained"));
   stats.rounds = std::stoll("0" + MetaValue(*meta, "rounds"));
@@ -340,6 +349,24 @@ absl::Status Trainer::Impl::Restore() {
   stats.last_checkpoint_step = stats.steps;
   Logger("train")->info("resumed from {} at step {} ({} samples trained)", loaded->path, stats.steps,
                         stats.samples_trained);
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::Impl::LoadModelSections(const Sections& sections, const std::string& path) {
+  const std::string* params = sections.Get("params");
+  if (!params) return absl::DataLossError(path + ": missing sections");
+  MYCEL_RETURN_IF_ERROR(Annotate(model::LoadTensors(*params, model->parameters()), path));
+  if (const std::string* opt = sections.Get("optimizer"); opt && !opt->empty()) {
+    try {
+      std::istringstream is(*opt);
+      torch::serialize::InputArchive archive;
+      archive.load_from(is);
+      optimizer->load(archive);
+    } catch (const c10::Error& e) {
+      // Weights are what matters; a fresh optimizer state only costs a few steps.
+      Logger("train")->warn("{}: optimizer state not restored: {}", path, e.what_without_backtrace());
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -412,6 +439,9 @@ void Trainer::Impl::MaybeRefresh(double now, bool force) {
       val_x = x;
       val_y = y;
       val_count_loaded = val_count;
+      guard_best = -std::numeric_limits<double>::infinity();  // accuracies on two sets do not compare
+      guard_good_acc = -1;
+      guard_below = 0;
     }
   }
 }
@@ -465,7 +495,96 @@ void Trainer::Impl::ValidationPass() {
     Logger("train")->info("step {}: train loss {:.4f}, validation loss {:.4f}, accuracy {:.4f} on {}",
                           stats.steps, stats.train_loss, r.loss, r.accuracy, stats.eval_examples);
   }
-  AfterValidation(r.loss, clock->MonotonicSeconds());
+  const double now = clock->MonotonicSeconds();
+  AfterValidation(r.loss, now);
+  DriftGuard(r.accuracy, now);
+}
+
+void Trainer::Impl::DriftGuard(double acc, double now) {
+  const auto& t = options.training;
+  if (t.drift_guard_drop <= 0 || !std::isfinite(acc)) return;
+  if (guard_since_rollback >= 0) guard_since_rollback++;
+  if (acc >= guard_best) {
+    guard_best = acc;
+    guard_good_pending = true;
+  }
+  guard_below = acc < guard_best - t.drift_guard_drop ? guard_below + 1 : 0;
+  // Keep the best as the good checkpoint: at once if it gained more than half
+  // the drop on the one kept (so a rollback lands within half the drop of the
+  // best), else at most once a period, at a pass within a point of the best.
+  const bool gained = acc > guard_good_acc + t.drift_guard_drop / 2;
+  const bool due = (gained && !guard_good_failed) || now - guard_good_time >= kGoodCheckpointPeriodS;
+  if (guard_good_pending && acc >= guard_best - 0.01 && due) {
+    absl::Status s;
+    try {
+      auto encoded = EncodeCheckpoint(/*final=*/false, /*federation=*/false);
+      s = encoded.ok() ? checkpointer.SaveGood(*encoded) : encoded.status();
+    } catch (const c10::Error& e) {
+      s = absl::InternalError(e.what_without_backtrace());
+    }
+    guard_good_time = now;
+    guard_good_failed = !s.ok();  // a failure (full disk) retries after the period, not every pass
+    if (s.ok()) {
+      guard_good_pending = false;
+      guard_good_acc = acc;
+    } else {
+      Logger("train")->error("drift guard: writing the good checkpoint failed: {}", s.message());
+    }
+  }
+  if (guard_below < t.drift_guard_window) return;
+  guard_below = 0;
+  if (guard_since_rollback >= 0 && guard_since_rollback <= kGuardRecentWindows * t.drift_guard_window) {
+    Logger("train")->warn(
+        "drift guard: validation accuracy fell to {:.1f}% again within {} validations of rolling back; "
+        "taking it as the new reference (new data or the federation moved the model, not drift a rollback undoes)",
+        100 * acc, guard_since_rollback);
+    guard_best = acc;
+    guard_good_pending = true;
+    guard_since_rollback = -1;
+    return;
+  }
+  RollBack(acc);
+}
+
+void Trainer::Impl::RollBack(double acc) {
+  const auto& t = options.training;
+  auto fail = [&](const absl::Status& s) {
+    Logger("train")->error("drift guard: validation accuracy {:.1f}% stayed more than {:.1f} points below its "
+                           "best {:.1f}%, but rolling back failed: {}",
+                           100 * acc, 100 * t.drift_guard_drop, 100 * guard_best, s.message());
+    guard_best = acc;  // nothing to go back to: carry on from here
+  };
+  auto good = checkpointer.LoadGood();
+  if (!good.ok()) return fail(good.status());
+  if (!*good) return fail(absl::NotFoundError("no good checkpoint was written"));
+  auto sections = Sections::Decode((*good)->payload);
+  if (!sections.ok()) return fail(Annotate(sections.status(), (*good)->path));
+  const std::string* meta = sections->Get("meta");
+  if (!meta || MetaValue(*meta, "fingerprint") != model->Fingerprint()) {
+    return fail(absl::FailedPreconditionError((*good)->path + " holds another model"));
+  }
+  absl::Status s;
+  try {
+    s = LoadModelSections(*sections, (*good)->path);
+  } catch (const c10::Error& e) {
+    s = absl::InternalError(e.what_without_backtrace());
+  }
+  if (!s.ok()) return fail(s);
+  round_drift.clear();  // this round's share of the correction the rollback forgets
+  if (options.participant) options.participant->RolledBack();
+  const std::string step = MetaValue(*meta, "steps");
+  const double good_acc = std::strtod(MetaValue(*meta, "val_accuracy").c_str(), nullptr);
+  std::string what = absl::StrCat("validation accuracy ", absl::StrFormat("%.1f", 100 * acc), "% stayed more than ",
+                                  absl::StrFormat("%.1f", 100 * t.drift_guard_drop), " points below its best ",
+                                  absl::StrFormat("%.1f", 100 * guard_best), "% for ", t.drift_guard_window,
+                                  " validations; rolled back to the good checkpoint of step ", step, " (",
+                                  absl::StrFormat("%.1f", 100 * good_acc), "%)");
+  Logger("train")->warn("drift guard: {}", what);
+  guard_since_rollback = 0;
+  guard_good_acc = good_acc;
+  std::lock_guard<std::mutex> lock(mu);
+  stats.drift_rollbacks++;
+  stats.last_rollback = what;
 }
 
 void Trainer::Impl::AfterValidation(double loss, double now) {

@@ -23,6 +23,20 @@
 // ingest or a policy change (Wake) or a merge that moves the shared weights
 // by more than kRestWakeShift of their norm ends it at once and resets the
 // backoff. Merge rounds go on while it rests.
+//
+// Drift guard ([training] drift_guard_drop, drift_guard_window): the model
+// at a new best validation accuracy is kept as the good checkpoint
+// (Checkpointer::SaveGood, at most one write every kGoodCheckpointPeriodS).
+// When accuracy stays more than drift_guard_drop below that best for
+// drift_guard_window passes, the trainer reloads the good checkpoint's
+// weights and optimizer state, tells the participant (RolledBack: the
+// federation forgets its drift correction) and carries on; the counters and
+// the federation's sequence, mirrors and public copy go forward, so the next
+// publish sends neighbours the way back as an ordinary delta rather than a
+// forked stream. A drop that returns within a few windows of a rollback was
+// not drift the rollback could undo (new data, the federation moving the
+// model): it becomes the new reference instead of looping. The best resets
+// when the held-out set changes, as accuracies on two sets do not compare.
 // This header is torch-free: the model lives behind a pimpl.
 #pragma once
 
@@ -54,6 +68,9 @@ class CheckpointParticipant {
   // `final`: the last checkpoint of an orderly shutdown.
   virtual std::string Save(bool final) = 0;
   virtual absl::Status Load(const std::string& bytes) = 0;
+  // The drift guard reloaded older weights: forget what was learnt from the
+  // rounds since (the federation's drift correction). Trainer thread, model lock held.
+  virtual void RolledBack() {}
 };
 
 struct TrainerOptions {
@@ -88,6 +105,8 @@ struct TrainerStats {
   int64_t validations_without_gain = 0;  // since the best validation loss (resting)
   double rest_s = 0;                // length of the rest under way; 0 when not resting
   int64_t rests = 0;                // times the trainer went to rest since start
+  int64_t drift_rollbacks = 0;      // drift guard rollbacks since start
+  std::string last_rollback;        // what the last one did ("" = none)
   int64_t last_checkpoint_step = -1;
   int64_t parameters = 0;
   int64_t shared_parameters = 0;

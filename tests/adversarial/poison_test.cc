@@ -7,10 +7,17 @@
 // so in `mycel peers`, and keep learning. Three honest nodes give each three
 // neighbours, the fewest with which a node judges one against the others
 // (with one or two, only harm that nearly doubles the loss counts).
+// The second test is the drift guard's: a neighbour that zeroes the model.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -24,38 +31,45 @@
 namespace mycel::it {
 namespace {
 
-std::string SharedSections(const std::string& federation_extra) {
+std::string SharedSections(const std::string& federation_extra, const std::string& training_extra = "") {
   std::string all = ReadFileOrDie(std::string(MYCEL_SOURCE_DIR) + "/configs/federation.toml");
   std::string shared = all.substr(all.find("\n[model]\n") + 1);
-  const std::string head = "[federation]\n";
-  shared.insert(shared.find(head) + head.size(), federation_extra);
+  for (const auto& [head, extra] : {std::pair<std::string, std::string>{"[federation]\n", federation_extra},
+                                    {"[training]\n", training_extra}}) {
+    shared.insert(shared.find(head) + head.size(), extra);
+  }
   return shared;
 }
 
-// The attacker: pulls node `victim` like any neighbour, and publishes
-// 2·x₀ − m, m its mirror of the victim and x₀ the victim's first copy (the
-// shared start: the victim had no data yet).
-class SignFlipper {
+// The attacker: pulls node `victim` like any neighbour, and publishes, by
+// mode, 2·x₀ − m ("sign flipping"; m its mirror of the victim and x₀ the
+// victim's first copy, the shared start: the victim had no data yet) or zero
+// weights.
+class HostileNeighbour {
  public:
-  SignFlipper(size_t size, std::string fingerprint) : size_(size), fingerprint_(std::move(fingerprint)) {
+  enum Mode { kFlip, kZero };
+  HostileNeighbour(size_t size, std::string fingerprint, Mode mode)
+      : size_(size), fingerprint_(std::move(fingerprint)), mode_(mode) {
     auto id = crypto::Identity::Generate();
     EXPECT_TRUE(id.ok()) << id.status();
     id_ = std::move(id).value();
   }
-  ~SignFlipper() {
+  ~HostileNeighbour() { Stop(); }
+  // Goes silent: its port closes, as a laptop that left.
+  void Stop() {
     if (gossip_) gossip_->Stop();
   }
   const crypto::Identity& id() const { return *id_; }
 
-  // Pins `victims` (the first is the one whose learning it reverses) and starts serving.
-  void Start(const std::vector<config::PeerOptions>& victims) {
+  // Pins `victims` (the first is the one whose learning it reverses) and starts serving on `listen`.
+  void Start(const std::vector<config::PeerOptions>& victims, const std::string& listen = "127.0.0.1:0") {
     auto fed = federation::Federation::Create({}, std::vector<float>(size_, 0.0f), static_cast<int>(victims.size()),
                                               static_cast<int32_t>(victims.size()));
     ASSERT_TRUE(fed.ok()) << fed.status();
     fed_ = std::move(fed).value();
     peer::GossipOptions o;
     o.node_name = "flipper";
-    o.listen = "127.0.0.1:0";
+    o.listen = listen;
     o.fingerprint = fingerprint_;
     o.federation.round_interval_s = 0.5;
     o.peers = victims;
@@ -74,7 +88,7 @@ class SignFlipper {
     if (!fn) return absl::OkStatus();
     std::lock_guard<std::mutex> lock(mu_);
     const std::vector<float> m = fed_->mirror(0);
-    if (!m.empty()) {
+    if (!m.empty() && mode_ != kZero) {
       if (start_.empty()) start_ = m;
       x_.resize(size_);
       for (size_t k = 0; k < size_; ++k) x_[k] = 2 * start_[k] - m[k];
@@ -92,6 +106,7 @@ class SignFlipper {
   std::unique_ptr<federation::Federation> fed_;
   std::unique_ptr<peer::Gossip> gossip_;
   std::mutex mu_;
+  const Mode mode_;
   std::vector<float> start_, x_;
 };
 
@@ -156,7 +171,7 @@ TEST(PoisonTest, ASignFlippingNeighbourIsQuarantinedAndTheHonestNodesKeepLearnin
   ASSERT_FALSE(fingerprint.empty());
   ASSERT_EQ(h[0].node->daemon().Stop(), 0);
 
-  SignFlipper flipper(size, fingerprint);
+  HostileNeighbour flipper(size, fingerprint, HostileNeighbour::kFlip);
   // The victims as a config pins them (keys decoded as myceld decodes them).
   std::string all_honest;
   for (const auto& n : h) all_honest += pin(n.name, n.port, n.key);
@@ -222,6 +237,102 @@ TEST(PoisonTest, ASignFlippingNeighbourIsQuarantinedAndTheHonestNodesKeepLearnin
   EXPECT_NE(text.out.find("QUARANTINED"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("trust mallory"), std::string::npos) << text.out;
   for (auto& n : h) EXPECT_EQ(n.node->daemon().Stop(), 0);
+}
+
+// The drift guard, end to end: one real myceld learns alone, though it pins
+// a neighbour that is not up yet. The neighbour comes up and sends zero
+// weights round after round, which with the drift correction they teach
+// drags the node's validation accuracy far down. While it lasts, the guard
+// must roll the node back to its good checkpoint, say so once in the log and
+// in `mycel status`, and, the neighbour gone, the model must be about as good
+// as before. With drift_guard_drop = 0 (the default) nothing rolls back.
+TEST(PoisonTest, TheDriftGuardUndoesANeighbourThatZeroedTheModel) {
+  TempDir tmp;
+  Honest a;
+  a.name = "alice";
+  a.node = std::make_unique<TestNode>(tmp.path(), a.name);
+  a.port = FreePort();
+  auto id = a.node->Mycel({"id"});
+  ASSERT_EQ(id.exit_code, 0) << id.Describe();
+  a.key = id.out.substr(0, id.out.find('\n'));
+  const std::string shared =
+      SharedSections("max_backoff_s = 0.5\nmax_stale_rounds = 1\n", "drift_guard_drop = 0.10\ndrift_guard_window = 3\n");
+  auto write = [&](const std::string& peers) {
+    WriteFileOrDie(a.node->config_path(), "[node]\nname = \"alice\"\nstate_dir = \"" + a.node->state_dir() +
+                                              "\"\nlisten = \"127.0.0.1:" + std::to_string(a.port) +
+                                              "\"\nlog_level = \"info\"\n\n" + shared + "\n" + peers);
+  };
+  auto pin = [](const std::string& name, int port, const std::string& key) {
+    return "[[peers]]\nname = \"" + name + "\"\naddress = \"127.0.0.1:" + std::to_string(port) +
+           "\"\npublic_key = \"" + key + "\"\n\n";
+  };
+  write("");
+  ASSERT_TRUE(a.node->daemon().Start());
+  auto st = a.node->Status();
+  ASSERT_TRUE(st.has_value());
+  const std::string fingerprint = st->Str("model_fingerprint");
+  const auto size = static_cast<size_t>(st->Num("shared_parameters"));
+  ASSERT_EQ(a.node->daemon().Stop(), 0);
+
+  HostileNeighbour mallory(size, fingerprint, HostileNeighbour::kZero);
+  const int mallory_port = FreePort();
+  write(pin("mallory", mallory_port, mallory.id().PublicKeyBase64()));
+  ASSERT_TRUE(a.node->daemon().Start());
+  auto r = a.node->Mycel({"ingest", TrainImages(), TrainLabels()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+
+  // It learns, and keeps its best as the good checkpoint.
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        st = a.node->Status();
+        return st && st->Num("val_accuracy") >= 0.8;
+      },
+      240 * kLearningTimeScale, 1))
+      << (st ? st->Num("val_accuracy") : -1);
+  std::this_thread::sleep_for(std::chrono::seconds(10));  // two more passes near the top
+  ASSERT_EQ(::access((a.node->state_dir() + "/checkpoints/good.bin").c_str(), F_OK), 0);
+  const double before = TestAccuracy(*a.node);
+  ASSERT_GE(before, 0.75);
+
+  auto victims = config::ParseConfig(pin(a.name, a.port, a.key), "victims");
+  ASSERT_TRUE(victims.ok()) << victims.status();
+  mallory.Start(victims->peers, "127.0.0.1:" + std::to_string(mallory_port));
+  double lowest = 1;
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        st = a.node->Status();
+        if (st) lowest = std::min(lowest, st->Num("val_accuracy"));
+        return st && st->Num("drift_rollbacks") >= 1;
+      },
+      120 * kLearningTimeScale, 0.2))
+      << "lowest validation accuracy " << lowest << "\n" << a.node->Mycel({"status"}).out;
+  mallory.Stop();  // gone: its mirror sits out after max_stale_rounds
+  EXPECT_LT(lowest, 0.7);  // the attack did drag it down
+  EXPECT_NE(st->Str("last_rollback").find("rolled back to the good checkpoint of step"), std::string::npos)
+      << st->Str("last_rollback");
+  double after = -1;
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        after = TestAccuracy(*a.node);
+        return after >= before - 0.08;
+      },
+      60 * kLearningTimeScale, 2))
+      << "before " << before << ", after " << after;
+  // One rollback, said once, and shown by the text status and the metrics' source.
+  std::this_thread::sleep_for(std::chrono::seconds(20));
+  st = a.node->Status();
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->Num("drift_rollbacks"), 1) << st->Str("last_rollback");
+  const std::string log = a.node->daemon().LogSinceStart();
+  size_t lines = 0;
+  for (size_t at = log.find("rolled back to the good checkpoint"); at != std::string::npos;
+       at = log.find("rolled back to the good checkpoint", at + 1)) {
+    lines++;
+  }
+  EXPECT_EQ(lines, 1u) << log.substr(log.size() > 4000 ? log.size() - 4000 : 0);
+  auto text = a.node->Mycel({"status"});
+  EXPECT_NE(text.out.find("drift guard 1 rollback(s); last: validation accuracy"), std::string::npos) << text.out;
+  EXPECT_EQ(a.node->daemon().Stop(), 0);
 }
 
 }  // namespace

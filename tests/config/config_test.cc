@@ -97,6 +97,11 @@ void ExpectSameOptions(const Config& a, const Config& b) {
   EXPECT_EQ(a.training.checkpoint_interval_s, b.training.checkpoint_interval_s);
   EXPECT_EQ(a.training.eval_interval_s, b.training.eval_interval_s);
   EXPECT_EQ(a.training.max_eval_examples, b.training.max_eval_examples);
+  EXPECT_EQ(a.training.rest, b.training.rest);
+  EXPECT_EQ(a.training.rest_patience, b.training.rest_patience);
+  EXPECT_EQ(a.training.rest_max_s, b.training.rest_max_s);
+  EXPECT_EQ(a.training.drift_guard_drop, b.training.drift_guard_drop);
+  EXPECT_EQ(a.training.drift_guard_window, b.training.drift_guard_window);
   EXPECT_EQ(a.policy.threads, b.policy.threads);
   EXPECT_EQ(a.policy.gossip_when_held, b.policy.gossip_when_held);
   EXPECT_EQ(a.node.log_file, b.node.log_file);
@@ -180,6 +185,8 @@ max_eval_examples = 1
 rest = false
 rest_patience = 3
 rest_max_s = 120
+drift_guard_drop = 0.25
+drift_guard_window = 7
 
 [policy]
 threads = 256
@@ -221,6 +228,8 @@ public_key = ")" + kKeyB + "\"\n");
   EXPECT_FALSE(c->training.rest);
   EXPECT_EQ(c->training.rest_patience, 3);
   EXPECT_EQ(c->training.rest_max_s, 120.0);
+  EXPECT_EQ(c->training.drift_guard_drop, 0.25);
+  EXPECT_EQ(c->training.drift_guard_window, 7);
   EXPECT_EQ(c->policy.threads, 256);
   EXPECT_FALSE(c->policy.gossip_when_held);
   EXPECT_EQ(c->node.log_file, dir_ + "/logs/myceld.log");
@@ -310,6 +319,9 @@ std::vector<BadCase> BadCases() {
       {hdr + "[training]\nrest = 1\n", 4, "[training] rest", "true or false"},
       {hdr + "[training]\nrest_patience = 0\n", 4, "[training] rest_patience", "must be in [1, 1000000]"},
       {hdr + "[training]\nrest_max_s = 1e300\n", 4, "[training] rest_max_s", "[0.01, 31536000]"},
+      {hdr + "[training]\ndrift_guard_drop = 1.5\n", 4, "[training] drift_guard_drop", "[0, 1]"},
+      {hdr + "[training]\ndrift_guard_drop = nan\n", 4, "[training] drift_guard_drop", "[0, 1]"},
+      {hdr + "[training]\ndrift_guard_window = 0\n", 4, "[training] drift_guard_window", "must be in [1, 1000000]"},
       {hdr + "[policy]\nthreads = 0\n", 4, "[policy] threads", "must be in [1, 256]"},
       {hdr + "[policy]\nthreads = 257\n", 4, "[policy] threads", "must be in [1, 256]"},
       {hdr + "[policy]\nthreads = 4294967297\n", 4, "[policy] threads", "must be in [1, 256]"},
@@ -562,7 +574,7 @@ TEST(ExampleConfigTest, MentionsEveryKey) {
         "checkpoint_interval_s", "eval_interval_s", "max_eval_examples", "threads", "address",
         "public_key", "round_interval_s", "local_steps", "merge", "mixing", "drift_correction", "codec", "max_delta_norm", "max_stale_rounds",
         "pull_timeout_s", "max_backoff_s", "on_battery", "max_cpu_percent", "idle_only", "active_hours",
-        "power_supply_dir", "lr_decay_steps", "lr_final", "rest", "rest_patience", "rest_max_s"}) {
+        "power_supply_dir", "lr_decay_steps", "lr_final", "rest", "rest_patience", "rest_max_s", "drift_guard_drop", "drift_guard_window"}) {
     const bool active = text.find("\n" + std::string(key) + " = ") != std::string::npos;
     const bool commented = text.find("\n# " + std::string(key) + " = ") != std::string::npos;
     EXPECT_TRUE(active || commented) << key << " is not in the example config";

@@ -131,6 +131,40 @@ TEST(Checkpointer, HostileNamesAreIgnoredAndNewCheckpointsSurvive) {
   EXPECT_EQ(names->size(), 6u);  // the four strangers untouched, and our two
 }
 
+TEST(Checkpointer, GoodCheckpointIsKeptApartFromTheNumberedOnes) {
+  CheckpointerOptions o;
+  o.dir = TempDir() + "/ckpt";
+  auto c = Checkpointer::Open(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto none = (*c)->LoadGood();
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+  ASSERT_TRUE((*c)->SaveGood("good one").ok());
+  ASSERT_TRUE((*c)->SaveGood("good two").ok());  // replaces, atomically
+  for (int i = 1; i <= 4; ++i) ASSERT_TRUE((*c)->Save("numbered " + std::to_string(i)).ok());
+  // Rotation never removes it, and restarts never restore it.
+  auto newest = (*c)->LoadNewest();
+  ASSERT_TRUE(newest.ok() && newest->has_value());
+  EXPECT_EQ((*newest)->payload, "numbered 4");
+  c = Checkpointer::Open(o);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ((*c)->last_seq(), 4u);
+  auto good = (*c)->LoadGood();
+  ASSERT_TRUE(good.ok()) << good.status();
+  ASSERT_TRUE(good->has_value());
+  EXPECT_EQ((*good)->payload, "good two");
+
+  // A flipped byte is refused with the file's name, not loaded.
+  const std::string path = o.dir + "/good.bin";
+  auto bytes = Env::Default()->ReadFile(path);
+  ASSERT_TRUE(bytes.ok());
+  (*bytes)[bytes->size() - 1] ^= 0x40;
+  ASSERT_TRUE(Env::Default()->WriteFileAtomically(path, *bytes).ok());
+  auto corrupt = (*c)->LoadGood();
+  ASSERT_FALSE(corrupt.ok());
+  EXPECT_NE(corrupt.status().message().find("good.bin"), std::string::npos) << corrupt.status();
+}
+
 TEST(Sections, RoundTripAndTruncation) {
   Sections s;
   s.Put("meta", "steps=3");

@@ -1,5 +1,7 @@
 #include "train/trainer.h"
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <ctime>
 #include <cmath>
@@ -281,6 +283,128 @@ TEST(Trainer, ADriftIsSpreadOverTheRoundsLocalSteps) {
   EXPECT_FALSE(trainer->WithSharedParameters(nullptr, true, std::vector<float>(3, 1.0f)).ok());
   ASSERT_TRUE(trainer->TrainStepsForBenchmark(1).ok());
   EXPECT_NEAR(log_odds() - base, 5.0, kTol);
+}
+
+// Counts the drift guard's calls (the federation forgets its correction there).
+class CountingParticipant : public CheckpointParticipant {
+ public:
+  absl::Status Init(std::vector<float>) override { return absl::OkStatus(); }
+  std::string Save(bool) override { return "fed"; }
+  absl::Status Load(const std::string&) override { return absl::OkStatus(); }
+  void RolledBack() override { rolled_back++; }
+  std::atomic<int> rolled_back{0};
+};
+
+// Zero weights: every hidden unit is dead and, without momentum, no gradient
+// reaches the weights again, so the model stays at chance until something
+// restores it. A merge with a broken neighbour could do this.
+void ZeroWeights(Trainer& trainer) {
+  ASSERT_TRUE(trainer.WithSharedParameters([](std::vector<float>& w, int64_t, double) {
+    std::fill(w.begin(), w.end(), 0.0f);
+    return true;
+  }).ok());
+}
+
+// A trainer without momentum (see ZeroWeights) with the guard at `drop`,
+// started on t10k and trained past 75% validation accuracy.
+std::unique_ptr<Trainer> GuardedAndTrained(Fixture& f, double drop, int64_t window) {
+  f.options.training.momentum = 0;
+  f.options.training.lr = 0.1;
+  f.options.training.drift_guard_drop = drop;
+  f.options.training.drift_guard_window = window;
+  f.options.training.rest = false;
+  auto trainer = f.MakeTrainer();
+  if (!trainer) return nullptr;
+  EXPECT_TRUE(f.store->Add(LoadT10k(trainer->example_shape())).ok());
+  trainer->Wake();
+  trainer->Start();
+  EXPECT_TRUE(WaitFor([&] { return trainer->Stats().val_accuracy > 0.75; }, 120))
+      << "acc " << trainer->Stats().val_accuracy;
+  return trainer;
+}
+
+TEST(Trainer, DriftGuardRollsBackToTheGoodCheckpointOnce) {
+  Fixture f;
+  CountingParticipant fed;
+  f.options.participant = &fed;
+  auto trainer = GuardedAndTrained(f, 0.10, 3);
+  ASSERT_NE(trainer, nullptr);
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // a few more passes at the top
+  ASSERT_TRUE(Env::Default()->ReadFile(f.dir + "/checkpoints/good.bin").ok()) << "no good checkpoint kept";
+  const double before = trainer->Stats().val_accuracy;
+  const int64_t steps_before = trainer->Stats().steps;
+
+  ZeroWeights(*trainer);
+  // The model cannot recover by itself, so only the guard brings it back.
+  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().drift_rollbacks >= 1; }, 30))
+      << "acc " << trainer->Stats().val_accuracy;
+  EXPECT_EQ(fed.rolled_back.load(), 1);
+  const auto st = trainer->Stats();
+  EXPECT_NE(st.last_rollback.find("rolled back to the good checkpoint of step"), std::string::npos) << st.last_rollback;
+  EXPECT_NE(st.last_rollback.find("for 3 validations"), std::string::npos) << st.last_rollback;
+  EXPECT_GE(st.steps, steps_before);  // counters go forward
+  // Back to within half the drop of the best, for good: no second rollback.
+  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().val_accuracy >= before - 0.05 - 0.02; }, 10))
+      << "acc " << trainer->Stats().val_accuracy << " before " << before;
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  EXPECT_EQ(trainer->Stats().drift_rollbacks, 1);
+  EXPECT_GT(trainer->Stats().val_accuracy, 0.65);
+  ASSERT_TRUE(trainer->Stop().ok());
+}
+
+TEST(Trainer, DriftGuardTakesADropThatReturnsAsTheNewReference) {
+  Fixture f;
+  auto trainer = GuardedAndTrained(f, 0.10, 2);
+  ASSERT_NE(trainer, nullptr);
+  ZeroWeights(*trainer);
+  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().drift_rollbacks == 1; }, 30));
+  // Whatever moves it keeps moving it (a broken neighbour every round): one
+  // more rollback would only loop, so the guard takes the new level.
+  std::atomic<bool> stop{false};
+  std::thread hostile([&] {
+    while (!stop) {
+      ZeroWeights(*trainer);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::seconds(6));  // ≥ 4 windows of 0.2 s passes, many times over
+  stop = true;
+  hostile.join();
+  EXPECT_EQ(trainer->Stats().drift_rollbacks, 1);
+  EXPECT_LT(trainer->Stats().val_accuracy, 0.5);
+  ASSERT_TRUE(trainer->Stop().ok());
+}
+
+TEST(Trainer, DriftGuardOffLeavesADriftedModelAlone) {
+  Fixture f;
+  auto trainer = GuardedAndTrained(f, 0, 3);
+  ASSERT_NE(trainer, nullptr);
+  ZeroWeights(*trainer);
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  EXPECT_EQ(trainer->Stats().drift_rollbacks, 0);
+  EXPECT_LT(trainer->Stats().val_accuracy, 0.5);  // the same drift as above, and nothing undid it
+  EXPECT_FALSE(Env::Default()->ReadFile(f.dir + "/checkpoints/good.bin").ok());
+  ASSERT_TRUE(trainer->Stop().ok());
+}
+
+TEST(Trainer, DriftGuardStaysQuietThroughOrdinaryTraining) {
+  // Momentum 0.9 and a high rate: the validation accuracy of a pass every
+  // 0.2 s on 1000 held-out examples jitters by points from pass to pass.
+  Fixture f;
+  f.options.training.lr = 0.1;
+  f.options.training.momentum = 0.9;
+  f.options.training.drift_guard_drop = 0.10;
+  f.options.training.drift_guard_window = 3;
+  f.options.training.rest = false;
+  auto trainer = f.MakeTrainer();
+  ASSERT_TRUE(f.store->Add(LoadT10k(trainer->example_shape())).ok());
+  trainer->Wake();
+  trainer->Start();
+  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().steps > 3000; }, 180));
+  std::this_thread::sleep_for(std::chrono::seconds(10));  // ~50 passes
+  EXPECT_EQ(trainer->Stats().drift_rollbacks, 0) << trainer->Stats().last_rollback;
+  EXPECT_GT(trainer->Stats().val_accuracy, 0.7);
+  ASSERT_TRUE(trainer->Stop().ok());
 }
 
 TEST(Trainer, ClassifyRejectsWrongWidth) {
