@@ -10,10 +10,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -26,6 +28,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "cli/progress_bar.h"
+#include "cli/when.h"
 #include "common/file_util.h"
 #include "config/config.h"
 #include "control.grpc.pb.h"
@@ -307,14 +310,22 @@ mycel::control::IngestReply Ingest(const Client& client, const std::vector<std::
 // copies what SQLite can read of the store into <store>.repair-tmp, moves the
 // damaged file (and its -wal/-shm) to <store>.damaged-<UTC time>, and puts
 // the new store in its place.
-int Repair(const mycel::config::Config& config, bool force) {
-  const std::string store = config.StorePath();
+// Holds <state_dir>/myceld.lock, as myceld does while it runs, or fails
+// saying the daemon must be stopped first for `what`.
+int LockStateDirOrFail(const mycel::config::Config& config, const std::string& what) {
   const std::string lock_path = config.node.state_dir + "/myceld.lock";
   int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lock < 0) Fail("cannot open " + lock_path + ": " + std::strerror(errno));
   if (::flock(lock, LOCK_EX | LOCK_NB) != 0) {
-    Fail("myceld is running on " + config.node.state_dir + "; stop it first (systemctl --user stop myceld)");
+    Fail("myceld is running on " + config.node.state_dir + "; stop it before " + what +
+         " (systemctl --user stop myceld)");
   }
+  return lock;
+}
+
+int Repair(const mycel::config::Config& config, bool force) {
+  const std::string store = config.StorePath();
+  (void)LockStateDirOrFail(config, "a repair");
   struct stat st;
   const std::string salvaged_path = store + ".repair-tmp";
   if (::stat(store.c_str(), &st) != 0 && ::stat(salvaged_path.c_str(), &st) == 0) {
@@ -399,6 +410,144 @@ std::string Bytes(int64_t b) {
   return buf;
 }
 
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// `mycel data`: what the store holds, per label and per ingest.
+int Data(Client& client, int max_ingests, bool json) {
+  mycel::control::DataRequest req;
+  req.set_max_ingests(max_ingests);
+  mycel::control::DataReply r;
+  client.Check(client.stub->Data(client.Context(60).get(), req, &r));
+  if (json) {
+    std::string labels = "[", ingests = "[";
+    for (const auto& l : r.labels()) {
+      labels += (labels.size() > 1 ? "," : "") +
+                Json().Int("label", l.label()).Int("train", l.train()).Int("validation", l.validation()).Done();
+    }
+    for (const auto& g : r.ingests()) {
+      ingests += (ingests.size() > 1 ? "," : "") + Json()
+                                                       .Int("id", g.id())
+                                                       .Str("added", mycel::cli::FormatWhen(g.added_unix_ms()))
+                                                       .Int("added_unix_ms", g.added_unix_ms())
+                                                       .Str("source", g.source())
+                                                       .Int("offered", g.offered())
+                                                       .Int("duplicates", g.duplicates())
+                                                       .Int("train", g.train())
+                                                       .Int("validation", g.validation())
+                                                       .Done();
+    }
+    std::printf("%s\n", Json()
+                            .Int("examples_train", r.examples_train())
+                            .Int("examples_val", r.examples_val())
+                            .Raw("labels", labels + "]")
+                            .Raw("ingests", ingests + "]")
+                            .Int("ingests_total", r.ingests_total())
+                            .Done()
+                            .c_str());
+    return 0;
+  }
+  std::printf("%lld train, %lld validation examples\n", static_cast<long long>(r.examples_train()),
+              static_cast<long long>(r.examples_val()));
+  if (r.labels_size() > 0) {
+    std::printf("\n%-8s %10s %10s\n", "LABEL", "TRAIN", "VALIDATION");
+    for (const auto& l : r.labels()) {
+      std::printf("%-8s %10lld %10lld\n", l.label() < 0 ? "text" : std::to_string(l.label()).c_str(),
+                  static_cast<long long>(l.train()), static_cast<long long>(l.validation()));
+    }
+  }
+  if (r.ingests_size() > 0) {
+    std::printf("\n%-6s %-24s %9s %10s %9s %9s  %s\n", "INGEST", "ADDED (UTC)", "OFFERED", "DUPLICATES", "TRAIN",
+                "VALID", "SOURCE");
+    for (const auto& g : r.ingests()) {
+      std::printf("%-6lld %-24s %9lld %10lld %9lld %9lld  %s\n", static_cast<long long>(g.id()),
+                  mycel::cli::FormatWhen(g.added_unix_ms()).c_str(), static_cast<long long>(g.offered()),
+                  static_cast<long long>(g.duplicates()), static_cast<long long>(g.train()),
+                  static_cast<long long>(g.validation()), g.source().c_str());
+    }
+    if (r.ingests_total() > r.ingests_size()) {
+      std::printf("(%lld older ingests not shown; --ingests N shows more)\n",
+                  static_cast<long long>(r.ingests_total() - r.ingests_size()));
+    }
+  }
+  return 0;
+}
+
+struct ForgetArgs {
+  bool all = false;
+  int64_t label = -1;   // < 0: not given
+  std::string before;   // "": not given
+  int64_t ingest = 0;   // 0: not given
+};
+
+// `mycel forget`: deletes examples from the store and the trainer's memory.
+int Forget(Client& client, const ForgetArgs& a, bool json) {
+  mycel::control::ForgetRequest req;
+  const bool some = a.label >= 0 || !a.before.empty() || a.ingest > 0;
+  if (a.all == some) Fail("forget takes --all, or one or more of --label, --before and --ingest", 2);
+  req.set_all(a.all);
+  if (a.label >= 0) req.set_label(a.label);
+  if (a.ingest > 0) req.set_ingest(a.ingest);
+  if (!a.before.empty()) {
+    auto when = mycel::cli::ParseWhen(a.before, NowUnixMs());
+    if (!when.ok()) Fail("--before: " + std::string(when.status().message()), 2);
+    req.set_before_unix_ms(*when);
+  }
+  mycel::control::ForgetReply r;
+  client.Check(client.stub->Forget(client.Context(600).get(), req, &r));
+  if (json) {
+    std::printf("%s\n", Json()
+                            .Int("forgot_train", r.train())
+                            .Int("forgot_validation", r.validation())
+                            .Int("examples_train", r.examples_train())
+                            .Int("examples_val", r.examples_val())
+                            .Done()
+                            .c_str());
+  } else {
+    std::printf("forgot %lld examples (%lld train, %lld validation); store holds %lld train, %lld validation\n"
+                "the model keeps what it learnt from them; `mycel reset` (daemon stopped) starts it afresh\n",
+                static_cast<long long>(r.train() + r.validation()), static_cast<long long>(r.train()),
+                static_cast<long long>(r.validation()), static_cast<long long>(r.examples_train()),
+                static_cast<long long>(r.examples_val()));
+  }
+  return 0;
+}
+
+// `mycel reset`: the model starts afresh at the next start. Deletes every
+// checkpoint (the numbered ones, the drift guard's good one and leftovers of
+// an interrupted write), which hold the weights, optimizer and federation
+// state; the examples, identity and config stay.
+int Reset(const mycel::config::Config& config) {
+  const int lock = LockStateDirOrFail(config, "a reset");
+  const std::string dir = config.CheckpointDir();
+  std::error_code ec;
+  int removed = 0;
+  if (std::filesystem::exists(dir, ec)) {
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind("ckpt-", 0) != 0 && name.rfind("good.bin", 0) != 0) continue;
+      if (!std::filesystem::remove(entry.path(), ec)) {
+        Fail("cannot delete " + entry.path().string() + ": " + ec.message() + "; " + std::to_string(removed) +
+             " checkpoint file(s) deleted before it");
+      }
+      ++removed;
+    }
+    if (ec) Fail("cannot list " + dir + ": " + ec.message());
+    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);  // the deletions survive a crash
+      ::close(dfd);
+    }
+  }
+  ::close(lock);
+  std::printf("deleted %d checkpoint file(s) in %s; myceld starts from a fresh model next time (the examples "
+              "stay: `mycel forget --all` deletes them)\n",
+              removed, dir.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -473,6 +622,24 @@ int main(int argc, char** argv) {
   auto* peers_cmd = app.add_subcommand("peers", "pinned neighbours: state, last exchange, sequence, traffic, refusals");
   peers_cmd->add_flag("--json", json, "print JSON");
 
+  int max_ingests = 20;
+  auto* data_cmd = app.add_subcommand("data", "stored examples per label and per ingest");
+  data_cmd->add_flag("--json", json, "print JSON");
+  data_cmd->add_option("--ingests", max_ingests, "newest ingests listed")->check(CLI::Range(1, 100000));
+
+  ForgetArgs forget;
+  auto* forget_cmd = app.add_subcommand(
+      "forget", "delete stored examples for good (criteria combine: --label 3 --before 30d)");
+  forget_cmd->add_flag("--all", forget.all, "every example");
+  forget_cmd->add_option("--label", forget.label, "examples of this label")->check(CLI::Range(int64_t{0}, INT64_MAX));
+  forget_cmd->add_option("--before", forget.before,
+                         "examples ingested before a time: 2026-12-04, 2026-12-04T17:30:00Z or an age (30d, 12h)");
+  forget_cmd->add_option("--ingest", forget.ingest, "examples of one ingest (its id in `mycel data`)")
+      ->check(CLI::Range(int64_t{1}, INT64_MAX));
+  forget_cmd->add_flag("--json", json, "print JSON");
+
+  app.add_subcommand("reset", "start the model afresh: delete its checkpoints, keep the examples (myceld must be stopped)");
+
   CLI11_PARSE(app, argc, argv);
 
   absl::StatusOr<mycel::config::Config> config;
@@ -493,6 +660,7 @@ int main(int argc, char** argv) {
   }
 
   if (cmd == "repair") return Repair(*config, repair_force);
+  if (cmd == "reset") return Reset(*config);
 
   Client client(socket_override.empty() ? config->SocketPath() : socket_override);
 
@@ -569,6 +737,9 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (cmd == "data") return Data(client, max_ingests, json);
+  if (cmd == "forget") return Forget(client, forget, json);
+
   if (cmd == "pause" || cmd == "resume") {
     mycel::control::PauseRequest req;
     req.set_paused(cmd == "pause");
@@ -603,6 +774,7 @@ int main(int argc, char** argv) {
       mycel::control::IngestReply r = Ingest(client, files, format, keep_labels, key, ingest_retry_s, &bar);
       if (json) {
         std::printf("%s\n", Json().Int("offered", r.offered()).Int("stored", r.stored()).Int("evicted", r.evicted())
+                                .Int("duplicates", r.duplicates())
                                 .Int("train", r.train()).Int("validation", r.validation())
                                 .Int("examples_train", r.examples_train()).Int("examples_val", r.examples_val())
                                 .Bool("replayed", r.replayed()).Str("key", key).Done().c_str());
@@ -612,10 +784,12 @@ int main(int argc, char** argv) {
                     key.c_str(), static_cast<long long>(r.stored()), static_cast<long long>(r.examples_train()),
                     static_cast<long long>(r.examples_val()));
       } else {
-        std::printf("stored %lld examples (%lld train, %lld validation, %lld evicted); store holds %lld train, %lld validation\n",
+        std::printf("stored %lld examples (%lld train, %lld validation, %lld evicted, %lld already stored); store holds "
+                    "%lld train, %lld validation\n",
                     static_cast<long long>(r.stored()), static_cast<long long>(r.train()),
                     static_cast<long long>(r.validation()), static_cast<long long>(r.evicted()),
-                    static_cast<long long>(r.examples_train()), static_cast<long long>(r.examples_val()));
+                    static_cast<long long>(r.duplicates()), static_cast<long long>(r.examples_train()),
+                    static_cast<long long>(r.examples_val()));
       }
     } else {
       mycel::control::EvalReply r;

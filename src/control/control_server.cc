@@ -196,6 +196,20 @@ class Service final : public Control::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status Data(grpc::ServerContext*, const DataRequest* req, DataReply* reply) override {
+    auto r = handler_.GetData(*req);
+    if (!r.ok()) return ToGrpc(r.status());
+    *reply = std::move(r).value();
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Forget(grpc::ServerContext*, const ForgetRequest* req, ForgetReply* reply) override {
+    auto r = handler_.Forget(*req);
+    if (!r.ok()) return ToGrpc(r.status());
+    *reply = std::move(r).value();
+    return grpc::Status::OK;
+  }
+
   grpc::Status Export(grpc::ServerContext*, const ExportRequest*,
                       grpc::ServerWriter<ExportChunk>* writer) override {
     auto r = handler_.Export();

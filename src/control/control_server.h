@@ -64,6 +64,9 @@ class ControlHandler {
   // The current model as TorchScript bytes.
   virtual absl::StatusOr<std::string> Export() = 0;
   virtual absl::StatusOr<mycel::control::PeersReply> GetPeers() = 0;
+  virtual absl::StatusOr<mycel::control::DataReply> GetData(const mycel::control::DataRequest& request) = 0;
+  // Deletes what the request names, durably, before answering.
+  virtual absl::StatusOr<mycel::control::ForgetReply> Forget(const mycel::control::ForgetRequest& request) = 0;
 };
 
 struct ControlServerOptions {

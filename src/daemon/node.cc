@@ -350,6 +350,7 @@ control::IngestReply ReplyOf(const data::AddResult& added, data::ExampleStore& s
   r.set_train(added.train);
   r.set_validation(added.validation);
   r.set_replayed(added.replayed);
+  r.set_duplicates(added.duplicates);
   r.set_examples_train(store.Count(data::Split::kTrain));
   r.set_examples_val(store.Count(data::Split::kValidation));
   return r;
@@ -388,10 +389,12 @@ absl::StatusOr<control::IngestReply> Node::Ingest(const std::vector<control::Upl
     if (examples->empty()) return absl::InvalidArgumentError("no example has one of the --labels given");
   }
   const double store_start = Clock::Real()->MonotonicSeconds();
+  std::string source;
+  for (const auto& f : files) absl::StrAppend(&source, source.empty() ? "" : " ", f.name);
   auto added = store_->Add(
       *examples,
       [&progress](int64_t done, int64_t total) { return progress(control::IngestProgress::STORING, done, total); },
-      options.key);
+      options.key, source);
   if (absl::IsCancelled(added.status())) {
     Logger("control")->warn("ingest cancelled by the client, nothing stored ({})", added.status().message());
     return cancelled;
@@ -404,9 +407,60 @@ absl::StatusOr<control::IngestReply> Node::Ingest(const std::vector<control::Upl
   trainer_->Wake("ingest");
   control::IngestReply r = ReplyOf(*added, *store_);
   Logger("control")->info(
-      "ingested {} examples from {} file(s): {} train, {} validation, {} evicted (parse {:.2f} s, store {:.2f} s)",
-      added->stored, files.size(), added->train, added->validation, added->evicted, store_start - parse_start,
-      store_end - store_start);
+      "ingested {} examples from {} file(s): {} train, {} validation, {} evicted, {} already stored (parse {:.2f} s, "
+      "store {:.2f} s)",
+      added->stored, files.size(), added->train, added->validation, added->evicted, added->duplicates,
+      store_start - parse_start, store_end - store_start);
+  return r;
+}
+
+absl::StatusOr<control::DataReply> Node::GetData(const control::DataRequest& request) {
+  constexpr int kDefaultIngests = 100;
+  if (request.max_ingests() < 0) return absl::InvalidArgumentError("max_ingests must be >= 0");
+  MYCEL_ASSIGN_OR_RETURN(data::DataSummary summary,
+                         store_->Summarize(request.max_ingests() == 0 ? kDefaultIngests : request.max_ingests()));
+  control::DataReply r;
+  for (const auto& c : summary.labels) {
+    auto* l = r.add_labels();
+    l->set_label(c.label);
+    l->set_train(c.train);
+    l->set_validation(c.validation);
+  }
+  for (const auto& i : summary.ingests) {
+    auto* g = r.add_ingests();
+    g->set_id(i.id);
+    g->set_added_unix_ms(i.added_unix_ms);
+    g->set_source(i.source);
+    g->set_offered(i.offered);
+    g->set_duplicates(i.duplicates);
+    g->set_train(i.train);
+    g->set_validation(i.validation);
+  }
+  r.set_ingests_total(summary.ingests_total);
+  r.set_examples_train(store_->Count(data::Split::kTrain));
+  r.set_examples_val(store_->Count(data::Split::kValidation));
+  return r;
+}
+
+absl::StatusOr<control::ForgetReply> Node::Forget(const control::ForgetRequest& request) {
+  data::ForgetFilter filter;
+  filter.all = request.all();
+  if (request.has_label()) filter.label = request.label();
+  if (request.has_before_unix_ms()) filter.before_unix_ms = request.before_unix_ms();
+  if (request.has_ingest()) filter.ingest = request.ingest();
+  auto forgot = store_->Forget(filter);
+  if (!forgot.ok()) {
+    Logger("control")->error("forget failed, nothing deleted: {}", forgot.status().message());
+    return forgot.status();
+  }
+  trainer_->DropForgottenRows();  // before the answer: nothing forgotten is trained on after it
+  Logger("control")->info("forgot {} examples ({} train, {} validation) at the user's request",
+                          forgot->train + forgot->validation, forgot->train, forgot->validation);
+  control::ForgetReply r;
+  r.set_train(forgot->train);
+  r.set_validation(forgot->validation);
+  r.set_examples_train(store_->Count(data::Split::kTrain));
+  r.set_examples_val(store_->Count(data::Split::kValidation));
   return r;
 }
 

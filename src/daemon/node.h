@@ -55,6 +55,8 @@ class Node : public control::ControlHandler {
                                                 const std::vector<control::UploadedFile>& files) override;
   absl::StatusOr<std::string> Export() override;
   absl::StatusOr<control::PeersReply> GetPeers() override;
+  absl::StatusOr<control::DataReply> GetData(const control::DataRequest& request) override;
+  absl::StatusOr<control::ForgetReply> Forget(const control::ForgetRequest& request) override;
 
  private:
   explicit Node(const config::Config& config);

@@ -3,10 +3,13 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
@@ -19,8 +22,10 @@ namespace {
 // so a foreign database is never mistaken for one (sqlite.org/fileformat.html,
 // header offset 68). PRAGMA user_version holds the schema version.
 constexpr int32_t kApplicationId = 0x4D59434C;
-// Version 2 added the ingests table; a version-1 store is upgraded in place.
-constexpr int kSchemaVersion = 2;
+// Version 2 added the ingests table, version 3 each row's content digest and
+// ingest (dedupe, `mycel data`, `mycel forget`); older stores are upgraded in
+// place, a new one is created as version 1 and upgraded the same way.
+constexpr int kSchemaVersion = 3;
 // How long a write waits for another connection's lock before failing.
 constexpr int kBusyTimeoutMs = 5000;
 // Internal meta keys live under this prefix; SetMeta refuses it.
@@ -54,6 +59,26 @@ CREATE TABLE ingests(
   train INTEGER NOT NULL,
   validation INTEGER NOT NULL);
 )sql";
+// Version 3's additions. digest is ContentHash (a lookup key: equality is
+// decided on the bytes), ingest the batches row of the Add that stored it.
+constexpr char kVersion3[] = R"sql(
+ALTER TABLE examples ADD COLUMN digest INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE examples ADD COLUMN ingest INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX examples_digest ON examples(digest);
+CREATE INDEX examples_ingest ON examples(ingest);
+CREATE TABLE batches(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  added_ms INTEGER NOT NULL,
+  source TEXT NOT NULL,
+  offered INTEGER NOT NULL,
+  duplicates INTEGER NOT NULL);
+ALTER TABLE ingests ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0;
+)sql";
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 absl::Status CheckIngestKey(const std::string& key) {
   if (key.empty() || key.size() > kMaxIngestKeyBytes) {
@@ -130,14 +155,17 @@ uint64_t ContentHash(const Example& e) {
 }  // namespace
 
 struct ExampleStore::Statements {
-  Stmt insert;       // (split, slot, label, dtype, data)
+  Stmt insert;       // (split, slot, label, dtype, data, digest, ingest)
+  Stmt find_digest;  // (digest) -> label, dtype, data
+  Stmt add_batch;    // (added_ms, source, offered)
+  Stmt finish_batch; // (id, duplicates)
   Stmt delete_slot;  // (split, slot)
   Stmt move_slot;    // (split, from_slot, to_slot)
   Stmt read_since;   // (split, after_id, limit)
   Stmt get_meta;     // (key)
   Stmt set_meta;     // (key, value)
   Stmt find_ingest;  // (key)
-  Stmt add_ingest;   // (key, offered, stored, evicted, train, validation)
+  Stmt add_ingest;   // (key, offered, stored, evicted, train, validation, duplicates)
   Stmt prune_ingests;  // (keep)
 };
 
@@ -248,7 +276,7 @@ absl::Status ExampleStore::Init() {
           absl::StrCat(path, ": example store has schema version ", user_version,
                        " but this mycel reads version ", kSchemaVersion, " (written by a newer mycel?)"));
     }
-    if (user_version != kSchemaVersion && user_version != 1) {
+    if (user_version < 1) {
       return absl::DataLossError(
           absl::StrCat(path, ": example store has no valid schema version (", user_version, ")"));
     }
@@ -271,27 +299,9 @@ absl::Status ExampleStore::Init() {
   }
   MYCEL_RETURN_IF_ERROR(Exec("PRAGMA synchronous=FULL"));
 
-  if (fresh) {
-    MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    absl::Status s = Exec(kSchema);
-    if (s.ok()) s = Exec(kIngestsTable);
-    if (s.ok()) s = Exec(absl::StrCat("PRAGMA application_id=", kApplicationId).c_str());
-    if (s.ok()) s = Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
-    if (s.ok()) s = Exec("COMMIT");
-    if (!s.ok()) {
-      if (!sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
-      return Annotate(s, "creating the example store schema");
-    }
-  } else if (user_version == 1) {
-    MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    absl::Status s = Exec(kIngestsTable);
-    if (s.ok()) s = Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
-    if (s.ok()) s = Exec("COMMIT");
-    if (!s.ok()) {
-      if (!sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
-      return Annotate(s, "upgrading the example store to schema version 2");
-    }
-    Logger("data")->info("example store {}: upgraded to schema version {}", path, kSchemaVersion);
+  if (fresh || user_version < kSchemaVersion) {
+    MYCEL_RETURN_IF_ERROR(Upgrade(fresh ? 0 : user_version));
+    if (!fresh) Logger("data")->info("example store {}: upgraded to schema version {}", path, kSchemaVersion);
   }
 
   auto prepare = [this](const char* sql, Stmt* out) -> absl::Status {
@@ -303,7 +313,12 @@ absl::Status ExampleStore::Init() {
   };
   stmts_ = std::make_unique<Statements>();
   MYCEL_RETURN_IF_ERROR(prepare(
-      "INSERT INTO examples(split, slot, label, dtype, data) VALUES(?1, ?2, ?3, ?4, ?5)", &stmts_->insert));
+      "INSERT INTO examples(split, slot, label, dtype, data, digest, ingest) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+      &stmts_->insert));
+  MYCEL_RETURN_IF_ERROR(prepare("SELECT label, dtype, data FROM examples WHERE digest = ?1", &stmts_->find_digest));
+  MYCEL_RETURN_IF_ERROR(prepare("INSERT INTO batches(added_ms, source, offered, duplicates) VALUES(?1, ?2, ?3, 0)",
+                                &stmts_->add_batch));
+  MYCEL_RETURN_IF_ERROR(prepare("UPDATE batches SET duplicates = ?2 WHERE id = ?1", &stmts_->finish_batch));
   MYCEL_RETURN_IF_ERROR(
       prepare("DELETE FROM examples WHERE split = ?1 AND slot = ?2", &stmts_->delete_slot));
   MYCEL_RETURN_IF_ERROR(prepare("UPDATE examples SET slot = ?3 WHERE split = ?1 AND slot = ?2",
@@ -315,9 +330,11 @@ absl::Status ExampleStore::Init() {
   MYCEL_RETURN_IF_ERROR(
       prepare("INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", &stmts_->set_meta));
   MYCEL_RETURN_IF_ERROR(prepare(
-      "SELECT offered, stored, evicted, train, validation FROM ingests WHERE key = ?1", &stmts_->find_ingest));
+      "SELECT offered, stored, evicted, train, validation, duplicates FROM ingests WHERE key = ?1",
+      &stmts_->find_ingest));
   MYCEL_RETURN_IF_ERROR(prepare(
-      "INSERT INTO ingests(key, offered, stored, evicted, train, validation) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+      "INSERT INTO ingests(key, offered, stored, evicted, train, validation, duplicates) "
+      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
       &stmts_->add_ingest));
   MYCEL_RETURN_IF_ERROR(prepare(
       "DELETE FROM ingests WHERE seq <= (SELECT max(seq) FROM ingests) - ?1", &stmts_->prune_ingests));
@@ -386,6 +403,68 @@ absl::Status ExampleStore::Init() {
   return absl::OkStatus();
 }
 
+absl::Status ExampleStore::Upgrade(int64_t from_version) {
+  MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto body = [&]() -> absl::Status {
+    if (from_version < 1) MYCEL_RETURN_IF_ERROR(Exec(kSchema));
+    if (from_version < 2) MYCEL_RETURN_IF_ERROR(Exec(kIngestsTable));
+    if (from_version < 3) {
+      MYCEL_RETURN_IF_ERROR(Exec(kVersion3));
+      // Rows stored before version 3 get their digest, and one ingest that
+      // says what it is; duplicates among them stay (nothing is removed on
+      // an upgrade), later Adds are checked against them.
+      if (from_version >= 1) {
+        sqlite3_stmt* raw = nullptr;
+        int rc = sqlite3_prepare_v2(db_, "SELECT count(*) FROM examples", -1, &raw, nullptr);
+        Stmt count(raw);
+        if (rc != SQLITE_OK || sqlite3_step(count.get()) != SQLITE_ROW) return SqlError(rc, "counting examples");
+        const int64_t rows = sqlite3_column_int64(count.get(), 0);
+        if (rows > 0) {
+          std::string add = absl::StrCat(
+              "INSERT INTO batches(added_ms, source, offered, duplicates) VALUES(", NowUnixMs(),
+              ", 'stored before this version of mycel', ", rows, ", 0)");
+          MYCEL_RETURN_IF_ERROR(Exec(add.c_str()));
+          const int64_t ingest = sqlite3_last_insert_rowid(db_);
+          rc = sqlite3_prepare_v2(db_, "SELECT id, label, dtype, data FROM examples", -1, &raw, nullptr);
+          Stmt read(raw);
+          if (rc != SQLITE_OK) return SqlError(rc, "reading examples to upgrade");
+          rc = sqlite3_prepare_v2(db_, "UPDATE examples SET digest = ?2, ingest = ?3 WHERE id = ?1", -1, &raw,
+                                  nullptr);
+          Stmt update(raw);
+          if (rc != SQLITE_OK) return SqlError(rc, "upgrading examples");
+          while ((rc = sqlite3_step(read.get())) == SQLITE_ROW) {
+            Example e;
+            e.label = sqlite3_column_int64(read.get(), 1);
+            e.dtype = static_cast<DType>(sqlite3_column_int(read.get(), 2));
+            const int bytes = sqlite3_column_bytes(read.get(), 3);
+            if (bytes > 0) {
+              e.data.assign(static_cast<const char*>(sqlite3_column_blob(read.get(), 3)), static_cast<size_t>(bytes));
+            }
+            sqlite3_bind_int64(update.get(), 1, sqlite3_column_int64(read.get(), 0));
+            sqlite3_bind_int64(update.get(), 2, static_cast<int64_t>(ContentHash(e)));
+            sqlite3_bind_int64(update.get(), 3, ingest);
+            const int urc = sqlite3_step(update.get());
+            sqlite3_reset(update.get());
+            if (urc != SQLITE_DONE) return SqlError(urc, "upgrading examples");
+          }
+          if (rc != SQLITE_DONE) return SqlError(rc, "reading examples to upgrade");
+        }
+      }
+    }
+    if (from_version < 1) MYCEL_RETURN_IF_ERROR(Exec(absl::StrCat("PRAGMA application_id=", kApplicationId).c_str()));
+    MYCEL_RETURN_IF_ERROR(Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str()));
+    return Exec("COMMIT");
+  };
+  absl::Status s = body();
+  if (!s.ok()) {
+    if (!sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
+    return Annotate(s, from_version < 1 ? std::string("creating the example store schema")
+                                        : absl::StrCat("upgrading the example store from schema version ",
+                                                       from_version, " to ", kSchemaVersion));
+  }
+  return absl::OkStatus();
+}
+
 void ExampleStore::PublishCountsLocked() {
   committed_[0].store(count_[0], std::memory_order_relaxed);
   committed_[1].store(count_[1], std::memory_order_relaxed);
@@ -430,7 +509,7 @@ absl::Status ExampleStore::Evict(int split) {
   return absl::OkStatus();
 }
 
-absl::Status ExampleStore::InsertRow(const Example& example, int split) {
+absl::Status ExampleStore::InsertRow(const Example& example, int split, uint64_t digest, int64_t ingest) {
   sqlite3_stmt* s = stmts_->insert.get();
   ResetOnExit reset(s);
   sqlite3_bind_int(s, 1, split);
@@ -438,9 +517,39 @@ absl::Status ExampleStore::InsertRow(const Example& example, int split) {
   sqlite3_bind_int64(s, 3, example.label);
   sqlite3_bind_int(s, 4, static_cast<int>(example.dtype));
   sqlite3_bind_blob64(s, 5, example.data.data(), example.data.size(), SQLITE_STATIC);
+  sqlite3_bind_int64(s, 6, static_cast<int64_t>(digest));
+  sqlite3_bind_int64(s, 7, ingest);
   int rc = sqlite3_step(s);
   if (rc != SQLITE_DONE) return SqlError(rc, "storing an example");
   ++count_[split];
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> ExampleStore::StoredLocked(const Example& example, uint64_t digest) {
+  sqlite3_stmt* s = stmts_->find_digest.get();
+  ResetOnExit reset(s);
+  sqlite3_bind_int64(s, 1, static_cast<int64_t>(digest));
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    const auto bytes = static_cast<size_t>(sqlite3_column_bytes(s, 2));
+    const void* blob = sqlite3_column_blob(s, 2);
+    if (sqlite3_column_int64(s, 0) == example.label && sqlite3_column_int(s, 1) == static_cast<int>(example.dtype) &&
+        bytes == example.data.size() && (bytes == 0 || std::memcmp(blob, example.data.data(), bytes) == 0)) {
+      return true;
+    }
+  }
+  if (rc != SQLITE_DONE) return SqlError(rc, "looking for an equal stored example");
+  return false;
+}
+
+absl::Status ExampleStore::SaveSeenLocked() {
+  std::string v = std::to_string(seen_);
+  sqlite3_stmt* s = stmts_->set_meta.get();
+  ResetOnExit reset(s);
+  sqlite3_bind_text(s, 1, kSeenKey, -1, SQLITE_STATIC);
+  sqlite3_bind_blob(s, 2, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  int rc = sqlite3_step(s);
+  if (rc != SQLITE_DONE) return SqlError(rc, "recording the reservoir count");
   return absl::OkStatus();
 }
 
@@ -457,6 +566,7 @@ absl::StatusOr<std::optional<AddResult>> ExampleStore::FindIngestLocked(const st
   r.evicted = sqlite3_column_int64(s, 2);
   r.train = sqlite3_column_int64(s, 3);
   r.validation = sqlite3_column_int64(s, 4);
+  r.duplicates = sqlite3_column_int64(s, 5);
   r.replayed = true;
   return std::optional<AddResult>(r);
 }
@@ -471,6 +581,7 @@ absl::Status ExampleStore::RecordIngestLocked(const std::string& key, const AddR
     sqlite3_bind_int64(s, 4, result.evicted);
     sqlite3_bind_int64(s, 5, result.train);
     sqlite3_bind_int64(s, 6, result.validation);
+    sqlite3_bind_int64(s, 7, result.duplicates);
     int rc = sqlite3_step(s);
     if (rc != SQLITE_DONE) return SqlError(rc, "recording the ingest key");
   }
@@ -501,7 +612,8 @@ absl::StatusOr<std::optional<AddResult>> ExampleStore::FindIngest(const std::str
 }
 
 absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples,
-                                            const AddProgressFn& progress, const std::string& key) {
+                                            const AddProgressFn& progress, const std::string& key,
+                                            const std::string& source) {
   if (!key.empty()) MYCEL_RETURN_IF_ERROR(CheckIngestKey(key));
   AddResult result;
   result.offered = static_cast<int64_t>(examples.size());
@@ -528,11 +640,29 @@ absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples
   auto body = [&]() -> absl::Status {
     MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     const int64_t total = static_cast<int64_t>(examples.size());
+    int64_t ingest = 0;
+    if (total > 0) {
+      sqlite3_stmt* s = stmts_->add_batch.get();
+      ResetOnExit reset(s);
+      const std::string name = source.substr(0, kMaxSourceBytes);
+      sqlite3_bind_int64(s, 1, NowUnixMs());
+      sqlite3_bind_text(s, 2, name.data(), static_cast<int>(name.size()), SQLITE_TRANSIENT);
+      sqlite3_bind_int64(s, 3, total);
+      int rc = sqlite3_step(s);
+      if (rc != SQLITE_DONE) return SqlError(rc, "recording the ingest");
+      ingest = sqlite3_last_insert_rowid(db_);
+    }
     for (int64_t done = 0; done < total; ++done) {
       if (progress && done > 0 && done % kAddProgressEvery == 0 && !progress(done, total)) {
         return absl::CancelledError(absl::StrCat("cancelled after ", done, " of ", total, " examples"));
       }
       const Example& e = examples[static_cast<size_t>(done)];
+      const uint64_t digest = ContentHash(e);
+      MYCEL_ASSIGN_OR_RETURN(bool stored, StoredLocked(e, digest));
+      if (stored) {
+        ++result.duplicates;
+        continue;
+      }
       ++seen_;
       int split = static_cast<int>(SplitOf(e, options_.validation_fraction));
       if (count_[0] + count_[1] >= options_.max_examples) {
@@ -543,19 +673,19 @@ absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples
         MYCEL_RETURN_IF_ERROR(Evict(count_[split] > 0 ? split : 1 - split));
         ++result.evicted;
       }
-      MYCEL_RETURN_IF_ERROR(InsertRow(e, split));
+      MYCEL_RETURN_IF_ERROR(InsertRow(e, split, digest, ingest));
       ++result.stored;
       ++(split == 0 ? result.train : result.validation);
     }
-    {
-      std::string v = std::to_string(seen_);
-      sqlite3_stmt* s = stmts_->set_meta.get();
+    if (ingest != 0 && result.duplicates > 0) {
+      sqlite3_stmt* s = stmts_->finish_batch.get();
       ResetOnExit reset(s);
-      sqlite3_bind_text(s, 1, kSeenKey, -1, SQLITE_STATIC);
-      sqlite3_bind_blob(s, 2, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+      sqlite3_bind_int64(s, 1, ingest);
+      sqlite3_bind_int64(s, 2, result.duplicates);
       int rc = sqlite3_step(s);
-      if (rc != SQLITE_DONE) return SqlError(rc, "recording the reservoir count");
+      if (rc != SQLITE_DONE) return SqlError(rc, "recording the ingest");
     }
+    MYCEL_RETURN_IF_ERROR(SaveSeenLocked());
     if (!key.empty()) MYCEL_RETURN_IF_ERROR(RecordIngestLocked(key, result));
     if (progress && total > 0 && !progress(total, total)) {
       return absl::CancelledError(absl::StrCat("cancelled after all ", total, " examples, before the commit"));
@@ -573,6 +703,144 @@ absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples
   }
   PublishCountsLocked();
   return result;
+}
+
+absl::Status ExampleStore::RenumberSlots(int split) {
+  // Slots [0, n) must be taken again: rows above n move into the holes below.
+  const int64_t n = count_[split];
+  std::vector<bool> taken(static_cast<size_t>(n), false);
+  std::vector<int64_t> movers;  // ids of rows at slot >= n
+  {
+    sqlite3_stmt* raw = nullptr;
+    int rc = sqlite3_prepare_v2(db_, "SELECT id, slot FROM examples WHERE split = ?1", -1, &raw, nullptr);
+    Stmt s(raw);
+    if (rc != SQLITE_OK) return SqlError(rc, "renumbering examples");
+    sqlite3_bind_int(s.get(), 1, split);
+    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+      const int64_t slot = sqlite3_column_int64(s.get(), 1);
+      if (slot >= 0 && slot < n) {
+        taken[static_cast<size_t>(slot)] = true;
+      } else {
+        movers.push_back(sqlite3_column_int64(s.get(), 0));
+      }
+    }
+    if (rc != SQLITE_DONE) return SqlError(rc, "renumbering examples");
+  }
+  sqlite3_stmt* raw = nullptr;
+  int rc = sqlite3_prepare_v2(db_, "UPDATE examples SET slot = ?2 WHERE id = ?1", -1, &raw, nullptr);
+  Stmt move(raw);
+  if (rc != SQLITE_OK) return SqlError(rc, "renumbering examples");
+  size_t next = 0;
+  for (int64_t hole = 0; hole < n; ++hole) {
+    if (taken[static_cast<size_t>(hole)]) continue;
+    if (next >= movers.size()) {
+      return absl::DataLossError(absl::StrCat(options_.path, ": example store is inconsistent: split ", split,
+                                              " has a hole at slot ", hole, " and no row to fill it"));
+    }
+    sqlite3_bind_int64(move.get(), 1, movers[next++]);
+    sqlite3_bind_int64(move.get(), 2, hole);
+    rc = sqlite3_step(move.get());
+    sqlite3_reset(move.get());
+    if (rc != SQLITE_DONE) return SqlError(rc, "renumbering examples");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ForgetResult> ExampleStore::Forget(const ForgetFilter& filter) {
+  if (!filter.all && !filter.label && !filter.before_unix_ms && !filter.ingest) {
+    return absl::InvalidArgumentError("forget: say what to forget (all, a label, a time or an ingest)");
+  }
+  std::string where = "1";
+  if (!filter.all) {
+    if (filter.label) absl::StrAppend(&where, " AND label = ", *filter.label);
+    if (filter.before_unix_ms) {
+      absl::StrAppend(&where, " AND ingest IN (SELECT id FROM batches WHERE added_ms < ", *filter.before_unix_ms, ")");
+    }
+    if (filter.ingest) absl::StrAppend(&where, " AND ingest = ", *filter.ingest);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t saved_seen = seen_;
+  const int64_t saved_count[2] = {count_[0], count_[1]};
+  ForgetResult result;
+  auto body = [&]() -> absl::Status {
+    MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    for (int split = 0; split < 2; ++split) {
+      const std::string del = absl::StrCat("DELETE FROM examples WHERE split = ", split, " AND ", where);
+      MYCEL_RETURN_IF_ERROR(Exec(del.c_str()));
+      const int64_t removed = sqlite3_changes64(db_);
+      (split == 0 ? result.train : result.validation) = removed;
+      count_[split] -= removed;
+      if (removed > 0) MYCEL_RETURN_IF_ERROR(RenumberSlots(split));
+    }
+    MYCEL_RETURN_IF_ERROR(Exec("DELETE FROM batches WHERE id NOT IN (SELECT DISTINCT ingest FROM examples)"));
+    // Forgotten rows count as never offered, so the reservoir does not hold
+    // the next examples back on their account.
+    seen_ = std::max(count_[0] + count_[1], seen_ - result.train - result.validation);
+    MYCEL_RETURN_IF_ERROR(SaveSeenLocked());
+    return Exec("COMMIT");
+  };
+  // secure_delete overwrites freed pages with zeros; the WAL still holds the
+  // old pages until a checkpoint copies the new ones back and truncates it.
+  MYCEL_RETURN_IF_ERROR(Exec("PRAGMA secure_delete=ON"));
+  absl::Status s = body();
+  if (!s.ok()) {
+    if (!sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
+    seen_ = saved_seen;
+    count_[0] = saved_count[0];
+    count_[1] = saved_count[1];
+    Exec("PRAGMA secure_delete=OFF").IgnoreError();
+    return Annotate(s, "forgetting examples");
+  }
+  PublishCountsLocked();
+  if (result.train + result.validation > 0) generation_.fetch_add(1, std::memory_order_acq_rel);
+  absl::Status wiped = Exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  Exec("PRAGMA secure_delete=OFF").IgnoreError();
+  if (!wiped.ok()) {
+    // Committed all the same; the next checkpoint overwrites the old pages.
+    Logger("data")->warn("forgot {} examples; the write-ahead log is not truncated yet: {}",
+                         result.train + result.validation, wiped.message());
+  }
+  return result;
+}
+
+absl::StatusOr<DataSummary> ExampleStore::Summarize(int64_t max_ingests) {
+  DataSummary out;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto query = [this](const char* sql, const std::function<void(sqlite3_stmt*)>& row) -> absl::Status {
+    sqlite3_stmt* raw = nullptr;
+    int rc = sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr);
+    Stmt s(raw);
+    if (rc != SQLITE_OK) return SqlError(rc, "summarizing the store");
+    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) row(s.get());
+    if (rc != SQLITE_DONE) return SqlError(rc, "summarizing the store");
+    return absl::OkStatus();
+  };
+  MYCEL_RETURN_IF_ERROR(query("SELECT label, sum(split = 0), sum(split = 1) FROM examples GROUP BY label ORDER BY label",
+                              [&](sqlite3_stmt* s) {
+                                LabelCount c;
+                                c.label = sqlite3_column_int64(s, 0);
+                                c.train = sqlite3_column_int64(s, 1);
+                                c.validation = sqlite3_column_int64(s, 2);
+                                out.labels.push_back(c);
+                              }));
+  MYCEL_RETURN_IF_ERROR(query(
+      "SELECT b.id, b.added_ms, b.source, b.offered, b.duplicates, sum(e.split = 0), sum(e.split = 1) "
+      "FROM batches b JOIN examples e ON e.ingest = b.id GROUP BY b.id ORDER BY b.id DESC",
+      [&](sqlite3_stmt* s) {
+        ++out.ingests_total;
+        if (static_cast<int64_t>(out.ingests.size()) >= max_ingests) return;
+        IngestInfo i;
+        i.id = sqlite3_column_int64(s, 0);
+        i.added_unix_ms = sqlite3_column_int64(s, 1);
+        const unsigned char* text = sqlite3_column_text(s, 2);
+        if (text != nullptr) i.source = reinterpret_cast<const char*>(text);
+        i.offered = sqlite3_column_int64(s, 3);
+        i.duplicates = sqlite3_column_int64(s, 4);
+        i.train = sqlite3_column_int64(s, 5);
+        i.validation = sqlite3_column_int64(s, 6);
+        out.ingests.push_back(std::move(i));
+      }));
+  return out;
 }
 
 int64_t ExampleStore::Count(Split split) {

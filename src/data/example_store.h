@@ -47,7 +47,8 @@ struct ExampleStoreOptions {
 
 struct AddResult {
   int64_t offered = 0;     // examples passed to Add
-  int64_t stored = 0;      // rows inserted (offered minus those the reservoir skipped)
+  int64_t duplicates = 0;  // of those, already stored (same label, dtype and bytes): not stored again
+  int64_t stored = 0;      // rows inserted (offered minus duplicates and those the reservoir skipped)
   int64_t evicted = 0;     // older rows removed to make room
   int64_t train = 0;       // of the stored, how many went to the train split
   int64_t validation = 0;  // ... and to the validation split
@@ -68,6 +69,48 @@ constexpr size_t kMaxIngestKeyBytes = 128;
 // store. Returning false cancels the Add: it rolls back and returns kCancelled.
 using AddProgressFn = std::function<bool(int64_t done, int64_t total)>;
 
+// Longest `source` an Add records; longer ones are cut.
+constexpr size_t kMaxSourceBytes = 256;
+
+// What Forget removes: rows matching every criterion given (at least one, or
+// `all`). Times are Unix milliseconds of the Add that stored the row.
+struct ForgetFilter {
+  bool all = false;
+  std::optional<int64_t> label;           // rows of this label
+  std::optional<int64_t> before_unix_ms;  // rows added strictly before this time
+  std::optional<int64_t> ingest;          // rows of this ingest (IngestInfo::id)
+};
+
+struct ForgetResult {
+  int64_t train = 0;       // rows removed from the train split
+  int64_t validation = 0;  // ... and from the validation split
+};
+
+// Rows per label, now.
+struct LabelCount {
+  int64_t label = -1;  // -1: text (char_lm) windows
+  int64_t train = 0;
+  int64_t validation = 0;
+};
+
+// One Add that still has rows in the store. An ingest's rows leave by
+// reservoir eviction or Forget; once none is left it is no longer listed.
+struct IngestInfo {
+  int64_t id = 0;             // increasing: later ingests have larger ids
+  int64_t added_unix_ms = 0;  // when it committed
+  std::string source;         // what the caller named it (file names), may be ""
+  int64_t offered = 0;        // examples it was given
+  int64_t duplicates = 0;     // of those, already stored at the time
+  int64_t train = 0;          // of its rows, still stored now
+  int64_t validation = 0;
+};
+
+struct DataSummary {
+  std::vector<LabelCount> labels;    // ascending label
+  std::vector<IngestInfo> ingests;   // newest first, at most the limit asked for
+  int64_t ingests_total = 0;         // ingests with rows stored (listed or not)
+};
+
 // Examples between two progress reports. Measured with Fashion-MNIST's 60k:
 // 1000 take 6 ms into an empty store on an idle machine (17 ms with a build
 // running) and ~20 ms into a full one, where each insert also evicts; well
@@ -86,8 +129,24 @@ class ExampleStore {
 
   // Stores `examples` atomically (all or none). `progress` may be empty.
   // `key` (may be empty: no key) makes the Add idempotent, see above.
+  // An example equal to a stored one (label, dtype and bytes) is counted in
+  // `duplicates` and not stored again, nor offered to the reservoir. The Add
+  // is recorded as an ingest named `source` (see Summarize).
   absl::StatusOr<AddResult> Add(const std::vector<Example>& examples, const AddProgressFn& progress = nullptr,
-                                const std::string& key = "");
+                                const std::string& key = "", const std::string& source = "");
+
+  // Removes the rows `filter` matches, in one transaction, with SQLite's
+  // secure_delete on and the WAL checkpointed and truncated afterwards, so
+  // the removed bytes are overwritten in the file, not only unlinked. The
+  // reservoir count drops by the rows removed. Bumps generation(): readers
+  // holding rows (the Sampler) must reload. Idempotency keys stay: a retried
+  // ingest of forgotten data is still a replay and stores nothing.
+  absl::StatusOr<ForgetResult> Forget(const ForgetFilter& filter);
+  // Incremented by every Forget that removed a row; starts at 0 per process.
+  int64_t generation() const { return generation_.load(std::memory_order_acquire); }
+
+  // Rows per label and the newest `max_ingests` ingests with rows left.
+  absl::StatusOr<DataSummary> Summarize(int64_t max_ingests);
   // The result of the Add that committed `key`, if it is remembered.
   absl::StatusOr<std::optional<AddResult>> FindIngest(const std::string& key);
   // Remembers `key` as committed with `result` (as the newest key) without
@@ -121,7 +180,11 @@ class ExampleStore {
   explicit ExampleStore(const ExampleStoreOptions& options);
   absl::Status Init();                                  // opens, checks or creates the schema
   absl::Status Evict(int split);                        // removes a uniformly random row of `split`
-  absl::Status InsertRow(const Example& example, int split);
+  absl::Status InsertRow(const Example& example, int split, uint64_t digest, int64_t ingest);
+  absl::StatusOr<bool> StoredLocked(const Example& example, uint64_t digest);  // an equal row exists
+  absl::Status Upgrade(int64_t from_version);           // to kSchemaVersion, in one transaction
+  absl::Status RenumberSlots(int split);                // dense slots again after a Forget
+  absl::Status SaveSeenLocked();                        // persists seen_ (inside a transaction)
   absl::StatusOr<std::optional<AddResult>> FindIngestLocked(const std::string& key);
   absl::Status RecordIngestLocked(const std::string& key, const AddResult& result);
   absl::Status Exec(const char* sql);                   // one-shot statement without results
@@ -136,6 +199,7 @@ class ExampleStore {
   std::atomic<int64_t> committed_[2] = {0, 0};  // count_ as of the last commit; read without mu_
   void PublishCountsLocked();      // committed_ = count_, after a commit
   std::mt19937_64 rng_;            // guarded by mu_
+  std::atomic<int64_t> generation_{0};
 };
 
 }  // namespace mycel::data

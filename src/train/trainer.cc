@@ -100,6 +100,8 @@ struct Trainer::Impl {
   std::unique_ptr<model::Model> model;          // trainer thread only
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::unique_ptr<data::Sampler> sampler;       // trainer thread only
+  data::SamplerOptions sampler_options;
+  int64_t sampler_generation = 0;               // store.generation() the sampler's rows are from
   data::ExampleShape shape;
 
   // ---- trainer-thread state ----
@@ -193,6 +195,10 @@ struct Trainer::Impl {
   void Loop();
   void Step();
   void MaybeRefresh(double now, bool force);
+  // The store forgot rows: drops every row held in memory (train and
+  // validation) so none is trained on again; the next refresh reloads what
+  // is left. Holds model_mu.
+  void DropForgottenRows();
   void ValidationPass();
   // After a validation pass (loss r): counts gains, starts or lengthens a rest.
   void AfterValidation(double loss, double now);
@@ -227,7 +233,9 @@ absl::Status Trainer::Impl::Init() {
     so.capacity = t.max_examples;
     so.replay_fraction = t.replay_fraction;
     so.seed = options.model.seed;
+    sampler_options = so;
     sampler = std::make_unique<data::Sampler>(so);
+    sampler_generation = store.generation();
     if (shape.text) {
       x_batch = torch::empty({t.batch_size, shape.width}, torch::kLong);
     } else {
@@ -406,7 +414,27 @@ void Trainer::Impl::SetState(const std::string& state, const std::string& reason
   stats.reason = reason;
 }
 
+void Trainer::Impl::DropForgottenRows() {
+  Logger("train")->info("the store forgot examples: dropped the {} held in memory, reloading what is left",
+                        sampler->size());
+  sampler = std::make_unique<data::Sampler>(sampler_options);
+  sampler_generation = store.generation();
+  val_x = torch::Tensor();
+  val_y = torch::Tensor();
+  val_count_loaded = -1;
+  best_val_loss = std::numeric_limits<double>::infinity();  // another validation set
+  guard_best = -std::numeric_limits<double>::infinity();
+  guard_good_acc = -1;
+  guard_below = 0;
+  last_refresh_time = -1e9;
+}
+
 void Trainer::Impl::MaybeRefresh(double now, bool force) {
+  if (store.generation() != sampler_generation) {
+    std::lock_guard<std::mutex> model_lock(model_mu);
+    DropForgottenRows();
+    force = true;
+  }
   if (!force && now - last_refresh_time < kRefreshPeriodS) return;
   last_refresh_time = now;
   auto loaded = sampler->Refresh(store);
@@ -1066,6 +1094,15 @@ int64_t Trainer::shared_size() const { return impl_->shared_numel; }
 
 std::vector<std::pair<std::string, size_t>> Trainer::shared_layers() const {
   return impl_->model->SharedLayers();  // the layout never changes after Create
+}
+
+void Trainer::DropForgottenRows() {
+  Impl* impl = impl_.get();
+  impl->RunOnTrainer<bool>([impl] {
+    if (impl->store.generation() != impl->sampler_generation) impl->DropForgottenRows();
+    return true;
+  });
+  Wake("forget");
 }
 
 absl::Status Trainer::CheckpointNow() {

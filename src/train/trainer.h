@@ -145,6 +145,10 @@ class Trainer {
   // Tells the trainer that examples were added or the policy changed; ends a
   // rest (`why` is logged: "ingest", "resume", ...).
   void Wake(const std::string& why = "woken");
+  // After ExampleStore::Forget: returns once no forgotten row is held in
+  // memory (so none is trained on, validated on or replayed again), then
+  // wakes the trainer to reload what is left.
+  void DropForgottenRows();
   // Changes the duty-cycle cap (SIGHUP reload).
   void SetMaxCpuPercent(double percent);
   // Changes the training threads, from the next step on (SIGHUP reload).

@@ -50,6 +50,8 @@ class ScriptedHandler : public ControlHandler {
   }
   absl::StatusOr<std::string> Export() override { return absl::UnimplementedError("export"); }
   absl::StatusOr<PeersReply> GetPeers() override { return absl::UnimplementedError("peers"); }
+  absl::StatusOr<DataReply> GetData(const DataRequest&) override { return absl::UnimplementedError("data"); }
+  absl::StatusOr<ForgetReply> Forget(const ForgetRequest&) override { return absl::UnimplementedError("forget"); }
 
   std::atomic<int> files_received{0};
   std::vector<UploadedFile> predict_files;
