@@ -380,22 +380,16 @@ absl::Status ExampleStore::Init() {
   // A smaller max_examples than last time: trim uniformly, once.
   int64_t excess = count_[0] + count_[1] - options_.max_examples;
   if (excess > 0) {
-    int64_t saved[2] = {count_[0], count_[1]};
-    MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    absl::Status s;
-    for (int64_t i = 0; i < excess && s.ok(); ++i) {
-      // Evict from splits in proportion to their size, as uniform eviction would.
-      int64_t total = count_[0] + count_[1];
-      int split = std::uniform_int_distribution<int64_t>(0, total - 1)(rng_) < count_[0] ? 0 : 1;
-      s = Evict(split);
-    }
-    if (s.ok()) s = Exec("COMMIT");
-    if (!s.ok()) {
-      if (!sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
-      count_[0] = saved[0];
-      count_[1] = saved[1];
-      return Annotate(s, "trimming the example store to max_examples");
-    }
+    absl::Status s = TransactLocked([&]() -> absl::Status {
+      for (int64_t i = 0; i < excess; ++i) {
+        // Evict from splits in proportion to their size, as uniform eviction would.
+        int64_t total = count_[0] + count_[1];
+        int split = std::uniform_int_distribution<int64_t>(0, total - 1)(rng_) < count_[0] ? 0 : 1;
+        MYCEL_RETURN_IF_ERROR(Evict(split));
+      }
+      return absl::OkStatus();
+    });
+    if (!s.ok()) return Annotate(s, "trimming the example store to max_examples");
     Logger("data")->info("example store {}: trimmed {} examples to honour max_examples={}", path,
                          excess, options_.max_examples);
   }
@@ -404,8 +398,7 @@ absl::Status ExampleStore::Init() {
 }
 
 absl::Status ExampleStore::Upgrade(int64_t from_version) {
-  MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-  auto body = [&]() -> absl::Status {
+  absl::Status s = TransactLocked([&]() -> absl::Status {
     if (from_version < 1) MYCEL_RETURN_IF_ERROR(Exec(kSchema));
     if (from_version < 2) MYCEL_RETURN_IF_ERROR(Exec(kIngestsTable));
     if (from_version < 3) {
@@ -452,17 +445,30 @@ absl::Status ExampleStore::Upgrade(int64_t from_version) {
       }
     }
     if (from_version < 1) MYCEL_RETURN_IF_ERROR(Exec(absl::StrCat("PRAGMA application_id=", kApplicationId).c_str()));
-    MYCEL_RETURN_IF_ERROR(Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str()));
-    return Exec("COMMIT");
-  };
-  absl::Status s = body();
+    return Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
+  });
   if (!s.ok()) {
-    if (!sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
     return Annotate(s, from_version < 1 ? std::string("creating the example store schema")
                                         : absl::StrCat("upgrading the example store from schema version ",
                                                        from_version, " to ", kSchemaVersion));
   }
   return absl::OkStatus();
+}
+
+absl::Status ExampleStore::TransactLocked(const std::function<absl::Status()>& body) {
+  const int64_t saved_seen = seen_;
+  const int64_t saved_count[2] = {count_[0], count_[1]};
+  MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status s = body();
+  if (s.ok()) s = Exec("COMMIT");
+  if (!s.ok()) {
+    // SQLite may already have rolled back on its own (e.g. after SQLITE_FULL).
+    if (!sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
+    seen_ = saved_seen;
+    count_[0] = saved_count[0];
+    count_[1] = saved_count[1];
+  }
+  return s;
 }
 
 void ExampleStore::PublishCountsLocked() {
@@ -598,11 +604,7 @@ absl::Status ExampleStore::RememberIngest(const std::string& key, const AddResul
   std::lock_guard<std::mutex> lock(mu_);
   MYCEL_ASSIGN_OR_RETURN(std::optional<AddResult> known, FindIngestLocked(key));
   if (known) return absl::OkStatus();
-  MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-  absl::Status s = RecordIngestLocked(key, result);
-  if (s.ok()) s = Exec("COMMIT");
-  if (!s.ok() && !sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
-  return s;
+  return TransactLocked([&] { return RecordIngestLocked(key, result); });
 }
 
 absl::StatusOr<std::optional<AddResult>> ExampleStore::FindIngest(const std::string& key) {
@@ -635,10 +637,7 @@ absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples
     MYCEL_ASSIGN_OR_RETURN(std::optional<AddResult> earlier, FindIngestLocked(key));
     if (earlier.has_value()) return *earlier;
   }
-  const int64_t saved_seen = seen_;
-  const int64_t saved_count[2] = {count_[0], count_[1]};
-  auto body = [&]() -> absl::Status {
-    MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status s = TransactLocked([&]() -> absl::Status {
     const int64_t total = static_cast<int64_t>(examples.size());
     int64_t ingest = 0;
     if (total > 0) {
@@ -690,17 +689,9 @@ absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples
     if (progress && total > 0 && !progress(total, total)) {
       return absl::CancelledError(absl::StrCat("cancelled after all ", total, " examples, before the commit"));
     }
-    return Exec("COMMIT");
-  };
-  absl::Status s = body();
-  if (!s.ok()) {
-    // SQLite may already have rolled back on its own (e.g. after SQLITE_FULL).
-    if (!sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
-    seen_ = saved_seen;
-    count_[0] = saved_count[0];
-    count_[1] = saved_count[1];
-    return Annotate(s, absl::StrCat("adding ", examples.size(), " examples"));
-  }
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return Annotate(s, absl::StrCat("adding ", examples.size(), " examples"));
   PublishCountsLocked();
   return result;
 }
@@ -759,11 +750,11 @@ absl::StatusOr<ForgetResult> ExampleStore::Forget(const ForgetFilter& filter) {
     if (filter.ingest) absl::StrAppend(&where, " AND ingest = ", *filter.ingest);
   }
   std::lock_guard<std::mutex> lock(mu_);
-  const int64_t saved_seen = seen_;
-  const int64_t saved_count[2] = {count_[0], count_[1]};
   ForgetResult result;
-  auto body = [&]() -> absl::Status {
-    MYCEL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  // secure_delete overwrites freed pages with zeros; the WAL still holds the
+  // old pages until a checkpoint copies the new ones back and truncates it.
+  MYCEL_RETURN_IF_ERROR(Exec("PRAGMA secure_delete=ON"));
+  absl::Status s = TransactLocked([&]() -> absl::Status {
     for (int split = 0; split < 2; ++split) {
       const std::string del = absl::StrCat("DELETE FROM examples WHERE split = ", split, " AND ", where);
       MYCEL_RETURN_IF_ERROR(Exec(del.c_str()));
@@ -776,18 +767,9 @@ absl::StatusOr<ForgetResult> ExampleStore::Forget(const ForgetFilter& filter) {
     // Forgotten rows count as never offered, so the reservoir does not hold
     // the next examples back on their account.
     seen_ = std::max(count_[0] + count_[1], seen_ - result.train - result.validation);
-    MYCEL_RETURN_IF_ERROR(SaveSeenLocked());
-    return Exec("COMMIT");
-  };
-  // secure_delete overwrites freed pages with zeros; the WAL still holds the
-  // old pages until a checkpoint copies the new ones back and truncates it.
-  MYCEL_RETURN_IF_ERROR(Exec("PRAGMA secure_delete=ON"));
-  absl::Status s = body();
+    return SaveSeenLocked();
+  });
   if (!s.ok()) {
-    if (!sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
-    seen_ = saved_seen;
-    count_[0] = saved_count[0];
-    count_[1] = saved_count[1];
     Exec("PRAGMA secure_delete=OFF").IgnoreError();
     return Annotate(s, "forgetting examples");
   }

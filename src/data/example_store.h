@@ -185,6 +185,9 @@ class ExampleStore {
   absl::Status Upgrade(int64_t from_version);           // to kSchemaVersion, in one transaction
   absl::Status RenumberSlots(int split);                // dense slots again after a Forget
   absl::Status SaveSeenLocked();                        // persists seen_ (inside a transaction)
+  // BEGIN IMMEDIATE, body, COMMIT; on any failure a rollback that also puts
+  // seen_ and count_ back as they were. Holds mu_.
+  absl::Status TransactLocked(const std::function<absl::Status()>& body);
   absl::StatusOr<std::optional<AddResult>> FindIngestLocked(const std::string& key);
   absl::Status RecordIngestLocked(const std::string& key, const AddResult& result);
   absl::Status Exec(const char* sql);                   // one-shot statement without results

@@ -21,12 +21,6 @@ int64_t LabelCount(const Json& data, int64_t label) {
   return 0;
 }
 
-std::optional<Json> DataJson(const TestNode& node) {
-  auto r = node.Mycel({"data", "--json"});
-  EXPECT_EQ(r.exit_code, 0) << r.Describe();
-  return ParseJson(r.out);
-}
-
 TEST(DataControlTest, IngestTwiceStoresOnceAndDataCountsPerLabelAndIngest) {
   TempDir tmp;
   TestNode node(tmp.path(), "node");
@@ -45,7 +39,7 @@ TEST(DataControlTest, IngestTwiceStoresOnceAndDataCountsPerLabelAndIngest) {
   EXPECT_NE(second.out.find(std::to_string(kT10kCount) + " already stored"), std::string::npos) << second.out;
   EXPECT_EQ(node.ExampleCount(), kT10kCount);
 
-  auto data = DataJson(node);
+  auto data = node.MycelJson({"data"});
   ASSERT_TRUE(data.has_value());
   EXPECT_EQ(data->Num("examples_train") + data->Num("examples_val"), kT10kCount);
   int64_t total = 0;
@@ -94,7 +88,7 @@ TEST(DataControlTest, ForgottenExamplesAreGoneAndNeverTrainedOnAgain) {
   ASSERT_TRUE(fj.has_value()) << forgot.out;
   EXPECT_EQ(fj->Num("forgot_train") + fj->Num("forgot_validation"), 1000);
   EXPECT_EQ(node.ExampleCount(), 1000);
-  auto data = DataJson(node);
+  auto data = node.MycelJson({"data"});
   ASSERT_TRUE(data.has_value());
   EXPECT_EQ(LabelCount(*data, 1), 0);
   EXPECT_EQ(LabelCount(*data, 0), 1000);
@@ -114,13 +108,13 @@ TEST(DataControlTest, ForgottenExamplesAreGoneAndNeverTrainedOnAgain) {
   EXPECT_EQ(node.daemon().Stop(), 0);
   ASSERT_TRUE(node.daemon().Start());
   EXPECT_EQ(node.ExampleCount(), 1000);
-  data = DataJson(node);
+  data = node.MycelJson({"data"});
   ASSERT_TRUE(data.has_value());
   EXPECT_EQ(LabelCount(*data, 1), 0);
   auto again = node.Mycel({"forget", "--label", "1"});
   ASSERT_EQ(again.exit_code, 0) << again.Describe();
   EXPECT_NE(again.out.find("forgot 0 examples"), std::string::npos) << again.out;
-  // Everything older than a minute from now: all of it.
+  // Everything ingested before a date far ahead: all of it.
   auto all = node.Mycel({"forget", "--before", "2099-01-01"});
   ASSERT_EQ(all.exit_code, 0) << all.Describe();
   EXPECT_EQ(node.ExampleCount(), 0);

@@ -153,11 +153,7 @@ TEST(FederationTest, RingOfFiveLearnsAllTenClassesWhileANodeAloneCannot) {
 }
 
 // `mycel peers --json` of a node, parsed; the test fails if it does not parse.
-std::optional<Json> Peers(const TestNode& node) {
-  auto r = node.Mycel({"peers", "--json"});
-  EXPECT_EQ(r.exit_code, 0) << r.Describe();
-  return ParseJson(r.out);
-}
+std::optional<Json> Peers(const TestNode& node) { return node.MycelJson({"peers"}); }
 
 TEST(FederationTest, AnIntruderWithAnUnpinnedKeyGetsNothingAndChangesNothing) {
   TempDir tmp;

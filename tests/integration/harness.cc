@@ -582,19 +582,23 @@ std::unique_ptr<Process> TestNode::SpawnMycel(const std::vector<std::string>& ar
   return Process::Spawn(argv, out_path, err_path);
 }
 
-std::optional<Json> TestNode::Status() const {
-  CommandResult r = Mycel({"status", "--json"}, 60);
+std::optional<Json> TestNode::MycelJson(std::vector<std::string> args) const {
+  const std::string what = "mycel " + args.front() + " --json";
+  args.push_back("--json");
+  CommandResult r = Mycel(args, 60);
   if (r.exit_code != 0) {
-    ADD_FAILURE() << "mycel status --json failed: " << r.Describe();
+    ADD_FAILURE() << what << " failed: " << r.Describe();
     return std::nullopt;
   }
   auto j = ParseJson(r.out);
   if (!j || j->type != Json::Type::kObject) {
-    ADD_FAILURE() << "mycel status --json printed no JSON object: " << r.Describe();
+    ADD_FAILURE() << what << " printed no JSON object: " << r.Describe();
     return std::nullopt;
   }
   return j;
 }
+
+std::optional<Json> TestNode::Status() const { return MycelJson({"status"}); }
 
 double TestNode::StatusNum(const std::string& key) const {
   auto s = Status();

@@ -227,6 +227,9 @@ class TestNode {
   // `mycel status --json`, parsed; nullopt (after a test failure naming the
   // output) if the command fails or prints something else.
   std::optional<Json> Status() const;
+  // `mycel ARGS... --json` parsed as an object; a failure or anything else
+  // printed fails the test (ADD_FAILURE) and gives nullopt.
+  std::optional<Json> MycelJson(std::vector<std::string> args) const;
   // Status field shortcuts; NaN when status fails.
   double StatusNum(const std::string& key) const;
   // examples_train + examples_val; -1 when status fails.
