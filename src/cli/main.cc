@@ -784,12 +784,14 @@ int main(int argc, char** argv) {
                     key.c_str(), static_cast<long long>(r.stored()), static_cast<long long>(r.examples_train()),
                     static_cast<long long>(r.examples_val()));
       } else {
-        std::printf("stored %lld examples (%lld train, %lld validation, %lld evicted, %lld already stored); store holds "
-                    "%lld train, %lld validation\n",
+        // Scripts parse this line: the duplicates go after it, only when there are some.
+        std::printf("stored %lld examples (%lld train, %lld validation, %lld evicted); store holds "
+                    "%lld train, %lld validation",
                     static_cast<long long>(r.stored()), static_cast<long long>(r.train()),
                     static_cast<long long>(r.validation()), static_cast<long long>(r.evicted()),
-                    static_cast<long long>(r.duplicates()), static_cast<long long>(r.examples_train()),
-                    static_cast<long long>(r.examples_val()));
+                    static_cast<long long>(r.examples_train()), static_cast<long long>(r.examples_val()));
+        if (r.duplicates() > 0) std::printf("; %lld already stored", static_cast<long long>(r.duplicates()));
+        std::printf("\n");
       }
     } else {
       mycel::control::EvalReply r;
