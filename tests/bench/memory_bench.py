@@ -12,29 +12,12 @@ and the last reading are reported, with what myceld's RSS is made of (from
 model.
    tests/bench/memory_bench.sh [window_s=60] [models=mlp,cnn]
 """
-import json, os, re, subprocess, sys, tempfile, time
+import os, re, subprocess, sys, tempfile, time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BIN = os.path.join(ROOT, "build", "bin")
+from benchlib import BIN, DATA, example_config, mycel, start_daemon, status
+
 BARE = os.path.join(BIN, "bare_torch")
-DATA = "/usr/share/datasets/fashion-mnist"
 ROWS = 60000
-
-
-def config(name, state, kind):
-    with open(os.path.join(ROOT, "configs", "mycel.example.toml")) as f:
-        text = f.read()
-    body = text[text.index("\n[model]") + 1 : text.index("\n[federation]")]
-    body = body.replace("\nrest = true", "\nrest = false")
-    body = re.sub(r'\nkind = "[a-z_]+"', f'\nkind = "{kind}"', body, count=1)
-    return f'[node]\nname = "{name}"\nstate_dir = "{state}"\nlisten = ""\n' + body
-
-
-def mycel(cfg, *args):
-    r = subprocess.run([os.path.join(BIN, "mycel"), "--config", cfg, *args], capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"mycel {' '.join(args)} failed: {r.stderr}")
-    return r.stdout
 
 
 def rss_mib(pid):
@@ -67,8 +50,6 @@ def breakdown(pid):
                     name = "grpc+protobuf+absl"
                 elif ".so" in base:
                     name = "other libraries"
-                elif path == "[stack]":
-                    name = "anonymous (heap, tensors, stacks)"
                 else:
                     name = "anonymous (heap, tensors, stacks)"
             elif head and head[0] == "Rss:" and name:
@@ -80,15 +61,10 @@ def measure(kind, window, tmp):
     state = os.path.join(tmp, kind)
     cfg = os.path.join(tmp, kind + ".toml")
     with open(cfg, "w") as f:
-        f.write(config(kind, state, kind))
-    log = open(os.path.join(tmp, kind + ".log"), "w")
-    daemon = subprocess.Popen([os.path.join(BIN, "myceld"), "--config", cfg], stdout=log, stderr=log)
+        f.write(example_config(kind, state, rest=False, kind=kind))
+    daemon = start_daemon(cfg, state, os.path.join(tmp, kind + ".log"))
     bare = None
     try:
-        for _ in range(300):
-            if os.path.exists(os.path.join(state, "control.sock")):
-                break
-            time.sleep(0.1)
         time.sleep(2)
         empty = rss_mib(daemon.pid)
         mycel(cfg, "ingest", "--no-progress", f"{DATA}/train-images-idx3-ubyte.gz", f"{DATA}/train-labels-idx1-ubyte.gz")
@@ -102,9 +78,10 @@ def measure(kind, window, tmp):
             d_peak, b_peak = max(d_peak, d), max(b_peak, b)
             time.sleep(1)
         d_last, b_last = rss_mib(daemon.pid), rss_mib(bare.pid)
+        d_peak, b_peak = max(d_peak, d_last), max(b_peak, b_last)
         parts = breakdown(daemon.pid)
         bare_parts = breakdown(bare.pid)
-        st = json.loads(mycel(cfg, "status", "--json"))
+        st = status(cfg)
         print(f"{kind}: myceld {st['examples_train']} train + {st['examples_val']} validation examples, "
               f"{st['steps']} steps; RSS with an empty store {empty:.0f} MiB")
         print(f"{kind}: RSS over {window:.0f} s, peak / last: myceld {d_peak:.0f} / {d_last:.0f} MiB, "

@@ -10,35 +10,11 @@ the ingest's acknowledgement to the trainer training again is measured.
 Prints one line per figure and a summary line.
    tests/bench/rest_bench.sh [window_s=60]
 """
-import json, os, subprocess, sys, tempfile, time
+import os, sys, tempfile, time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BIN = os.path.join(ROOT, "build", "bin")
-DATA = "/usr/share/datasets/fashion-mnist"
+from benchlib import DATA, example_config, mycel, start_daemon, status
+
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def config(name, state, rest):
-    with open(os.path.join(ROOT, "configs", "mycel.example.toml")) as f:
-        text = f.read()
-    lines = [f'[node]\nname = "{name}"\nstate_dir = "{state}"\nlisten = ""\n']
-    # The example's [model] and [training], as a user would have them.
-    body = text[text.index("\n[model]") + 1 : text.index("\n[federation]")]
-    if not rest:
-        body = body.replace("\nrest = true", "\nrest = false")
-    lines.append(body)
-    return "".join(lines)
-
-
-def mycel(cfg, *args):
-    r = subprocess.run([os.path.join(BIN, "mycel"), "--config", cfg, *args], capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"mycel {' '.join(args)} failed: {r.stderr}")
-    return r.stdout
-
-
-def status(cfg):
-    return json.loads(mycel(cfg, "status", "--json"))
 
 
 def cpu_seconds(pid):
@@ -56,16 +32,11 @@ def main():
             state = os.path.join(tmp, name)
             cfg = os.path.join(tmp, name + ".toml")
             with open(cfg, "w") as f:
-                f.write(config(name, state, rest))
-            log = open(os.path.join(tmp, name + ".log"), "w")
-            p = subprocess.Popen([os.path.join(BIN, "myceld"), "--config", cfg], stdout=log, stderr=log)
+                f.write(example_config(name, state, rest=rest))
+            p = start_daemon(cfg, state, os.path.join(tmp, name + ".log"))
             procs.append(p)
             nodes[name] = (cfg, p)
         for name, (cfg, p) in nodes.items():
-            for _ in range(300):
-                if os.path.exists(os.path.join(tmp, name, "control.sock")):
-                    break
-                time.sleep(0.1)
             mycel(cfg, "ingest", "--no-progress", f"{DATA}/t10k-images-idx3-ubyte.gz", f"{DATA}/t10k-labels-idx1-ubyte.gz")
         cfg, p = nodes["resting"]
         t0 = time.time()
