@@ -126,7 +126,14 @@ TEST(FederationTest, RingOfFiveLearnsAllTenClassesWhileANodeAloneCannot) {
       },
       480 * kLearningTimeScale, 10);
   std::string summary;
-  for (size_t i = 0; i < kRing; ++i) summary += fed[i].name + "=" + std::to_string(acc[i]) + " ";
+  for (size_t i = 0; i < kRing; ++i) {
+    summary += fed[i].name + "=" + std::to_string(acc[i]) + " ";
+    if (!all_good) {
+      auto st = fed[i].node->Status();
+      if (st) summary += "(" + st->Str("state") + ": " + st->Str("reason") + ", steps " +
+                         std::to_string(static_cast<int64_t>(st->Num("steps"))) + ") ";
+    }
+  }
   EXPECT_TRUE(all_good) << "accuracy on all ten classes: " << summary;
 
   // What `mycel peers` and `mycel status` say of a healthy ring.
