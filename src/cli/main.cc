@@ -695,6 +695,7 @@ int main(int argc, char** argv) {
                               .Int("peers_connected", r.peers_connected()).Int("listen_port", r.listen_port())
                               .Str("metrics_url", r.metrics_url())
                               .Int("validations_without_gain", r.validations_without_gain())
+                              .Num("best_val_loss", r.best_val_loss())
                               .Num("rest_s", r.rest_seconds()).Int("rests", r.rests())
                               .Int("drift_rollbacks", r.drift_rollbacks())
                               .Str("last_rollback", r.last_rollback())

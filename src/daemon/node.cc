@@ -305,6 +305,7 @@ absl::StatusOr<control::StatusReply> Node::GetStatus() {
   r.set_public_key(identity_->PublicKeyBase64());
   r.set_steps_per_s(st.steps_per_s);
   r.set_validations_without_gain(st.validations_without_gain);
+  r.set_best_val_loss(st.best_val_loss);
   r.set_rest_seconds(st.rest_s);
   r.set_rests(st.rests);
   r.set_drift_rollbacks(st.drift_rollbacks);

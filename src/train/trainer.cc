@@ -156,7 +156,7 @@ struct Trainer::Impl {
   bool data_dirty = true;                       // guarded by mu
   bool round_opened = false;                    // guarded by mu: a merge opened new local steps
   std::string wake_reason;                      // guarded by mu: why a rest must end ("" = it need not)
-  bool wake_resets_best = false;                // guarded by mu: new data, the validation set changed
+  bool wake_resets_best = false;                // guarded by mu: new data or a moving merge: another reference
   TrainerStats stats;                           // guarded by mu
   std::thread thread;
   bool running = false;                         // guarded by mu
@@ -251,7 +251,7 @@ absl::Status Trainer::Impl::Init() {
   stats.parameters = model->parameter_count();
   stats.shared_parameters = model->shared_parameter_count();
   stats.fingerprint = model->Fingerprint();
-  stats.train_loss = stats.val_loss = stats.val_accuracy = kNaN;
+  stats.train_loss = stats.val_loss = stats.val_accuracy = stats.best_val_loss = kNaN;
   for (const auto& p : model->parameters()) {
     if (p.shared) shared_numel += p.tensor.numel();
   }
@@ -637,6 +637,7 @@ void Trainer::Impl::AfterValidation(double loss, double now) {
   }
   std::lock_guard<std::mutex> lock(mu);
   stats.validations_without_gain = no_gain;
+  stats.best_val_loss = std::isfinite(best_val_loss) ? best_val_loss : kNaN;
   stats.rest_s = resting ? rest_s : 0;
 }
 
@@ -720,17 +721,17 @@ void Trainer::Impl::Loop() {
     DrainTasks();
     bool force_refresh;
     std::string wake;
-    bool new_data = false;
+    bool reset_best = false;
     {
       std::lock_guard<std::mutex> lock(mu);
       if (stop_requested) break;
       force_refresh = data_dirty;
       data_dirty = false;
       wake.swap(wake_reason);
-      new_data = wake_resets_best;
+      reset_best = wake_resets_best;
       wake_resets_best = false;
     }
-    if (new_data) best_val_loss = std::numeric_limits<double>::infinity();  // another validation set
+    if (reset_best) best_val_loss = std::numeric_limits<double>::infinity();  // another validation set or model
     if (!wake.empty()) EndRest(wake, /*reset_backoff=*/true);
     if (const int t = threads_wanted.load(); t != threads_set) {
       torch::set_num_threads(t);  // between two steps, on the thread that trains
@@ -1025,6 +1026,10 @@ absl::Status Trainer::WithSharedParameters(
         if (shift > kRestWakeShift) {
           std::lock_guard<std::mutex> lock(impl->mu);
           impl->wake_reason = absl::StrCat("a merge moved the shared weights by ", shift * 100, "%");
+          // The best loss was of a model the merge replaced: measured against
+          // it, a non-IID node whose own-data best came from training alone
+          // never gains again and rests at whatever its neighbours agree on.
+          impl->wake_resets_best = true;
           notify = true;
         }
       }

@@ -103,6 +103,9 @@ struct TrainerStats {
   double steps_per_s = 0;
   int64_t checkpoints_written = 0;
   int64_t validations_without_gain = 0;  // since the best validation loss (resting)
+  // What rests are measured against: the best validation loss since the
+  // validation set last changed (ingest, forget) or a merge moved the model.
+  double best_val_loss = 0;         // NaN until the first validation pass
   double rest_s = 0;                // length of the rest under way; 0 when not resting
   int64_t rests = 0;                // times the trainer went to rest since start
   int64_t drift_rollbacks = 0;      // drift guard rollbacks since start

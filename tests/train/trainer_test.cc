@@ -407,6 +407,65 @@ TEST(Trainer, DriftGuardStaysQuietThroughOrdinaryTraining) {
   ASSERT_TRUE(trainer->Stop().ok());
 }
 
+// A merge that moves the model starts the rest policy afresh: rests are
+// measured against the best loss of the merged model, not of the one it
+// replaced. Against the old best, a non-IID node whose own-data optimum came
+// from training alone never gains again once its neighbours pull it away, and
+// rests for good wherever the federation happens to be (the five-node ring
+// froze at 63% that way). A merge too small to wake it changes nothing.
+// Resting, or in one of a rest's short bursts (state "training").
+bool Resting(const TrainerStats& s) {
+  return s.state == "resting" || s.reason == "a short burst while resting";
+}
+
+TEST(Trainer, AMovingMergeIsANewReferenceForResting) {
+  Fixture f;
+  f.options.training.rest_patience = 3;
+  f.options.training.rest_max_s = 60;
+  // The rate decays to almost nothing: after the merge the loss stays where
+  // the merge put it, so the reference the policy keeps is plain to see.
+  f.options.training.lr_decay_steps = 2000;
+  f.options.training.lr_final = 1e-6;
+  auto trainer = f.MakeTrainer();
+  ASSERT_NE(trainer, nullptr);
+  ASSERT_TRUE(f.store->Add(LoadT10k(trainer->example_shape())).ok());
+  trainer->Wake();
+  trainer->Start();
+  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().state == "resting"; }, 120))
+      << trainer->Stats().state << ": " << trainer->Stats().reason;
+  const double best = trainer->Stats().best_val_loss;
+  ASSERT_TRUE(std::isfinite(best));
+  EXPECT_LE(best, trainer->Stats().val_loss + 1e-9);
+  EXPECT_GT(trainer->Stats().val_accuracy, 0.7);
+
+  // A shift under the wake threshold: it rests on, against the same best.
+  ASSERT_TRUE(trainer->WithSharedParameters([](std::vector<float>& w, int64_t, double) {
+    for (float& v : w) v *= 1.0f + 1e-5f;
+    return true;
+  }).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // three validation intervals
+  EXPECT_TRUE(Resting(trainer->Stats())) << trainer->Stats().state << ": " << trainer->Stats().reason;
+  EXPECT_EQ(trainer->Stats().best_val_loss, best);
+
+  // A merge that moves every weight most of the way to zero: the logits
+  // flatten and the loss rises several-fold. It wakes the trainer, the loss
+  // of the merged model becomes the reference, and it rests again from there.
+  const int64_t rests = trainer->Stats().rests;
+  ASSERT_TRUE(trainer->WithSharedParameters([](std::vector<float>& w, int64_t, double) {
+    for (float& v : w) v *= 0.3f;
+    return true;
+  }).ok());
+  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().val_loss > 1.5 * best; }, 10))
+      << "no validation of the merged model: val_loss " << trainer->Stats().val_loss;
+  EXPECT_TRUE(WaitFor([&] { return trainer->Stats().best_val_loss > 1.5 * best; }, 10))
+      << "rests still measured against the replaced model's best " << best << ": best_val_loss "
+      << trainer->Stats().best_val_loss << ", val_loss " << trainer->Stats().val_loss;
+  EXPECT_TRUE(WaitFor([&] { return trainer->Stats().rests > rests; }, 30))
+      << trainer->Stats().state << ": " << trainer->Stats().reason;
+  EXPECT_TRUE(Resting(trainer->Stats())) << trainer->Stats().state << ": " << trainer->Stats().reason;
+  ASSERT_TRUE(trainer->Stop().ok());
+}
+
 TEST(Trainer, ClassifyRejectsWrongWidth) {
   Fixture f;
   auto trainer = f.MakeTrainer();
