@@ -188,6 +188,7 @@ TEST(FederationTest, AnIntruderWithAnUnpinnedKeyGetsNothingAndChangesNothing) {
   };
   ASSERT_TRUE(PollUntil([&] { return held() > 1; }, 30, 0.2));  // the round under way has ended
   const double rounds = a.StatusNum("rounds");
+  const double held0 = held();
   auto before = a.Mycel({"eval", "--json", T10kImages(), T10kLabels()});
   ASSERT_EQ(before.exit_code, 0) << before.Describe();
 
@@ -212,7 +213,11 @@ TEST(FederationTest, AnIntruderWithAnUnpinnedKeyGetsNothingAndChangesNothing) {
   auto after = a.Mycel({"eval", "--json", T10kImages(), T10kLabels()});
   EXPECT_EQ(before.out, after.out);  // same weights, to the last digit
   EXPECT_EQ(a.StatusNum("rounds"), rounds);  // and a ran no round that could explain a change
-  EXPECT_GT(held(), 5);
+  // The scheduler keeps skipping rounds while held. How many it skipped
+  // while the intruder knocked depends on the machine's pace, so wait for a
+  // few more rather than count them at one instant.
+  EXPECT_TRUE(PollUntil([&] { return held() > held0 + 3; }, 30, 0.2)) << held();
+  EXPECT_EQ(a.StatusNum("rounds"), rounds);
   EXPECT_NE(fed[0].node->daemon().Log().find("unpinned_key"), std::string::npos);
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(fed[i].node->daemon().Stop(), 0);
 }
