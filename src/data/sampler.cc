@@ -209,8 +209,10 @@ void Sampler::Retire(int64_t fresh_count) {
   }
   const int64_t total = static_cast<int64_t>(fresh_labels_.size());
   if (fresh_head_ == total) {
-    fresh_rows_.clear();
-    fresh_labels_.clear();
+    // Give the queue's memory back: after a large ingest it held every row,
+    // and a cleared vector would keep those pages resident beside the pool.
+    std::vector<uint8_t>().swap(fresh_rows_);
+    std::vector<int64_t>().swap(fresh_labels_);
     fresh_head_ = 0;
   } else if (fresh_head_ >= kCompactMinRows && fresh_head_ >= total - fresh_head_) {
     CompactFresh();

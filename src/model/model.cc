@@ -218,7 +218,9 @@ Model::EvalResult Model::Evaluate(const torch::Tensor& x, const torch::Tensor& y
     const int64_t rows = std::min(chunk, x.size(0) - start);
     torch::Tensor logits, targets;
     if (task_ == Task::kClassify) {
-      logits = Forward(x.narrow(0, start, rows));
+      torch::Tensor chunk_x = x.narrow(0, start, rows);
+      if (chunk_x.scalar_type() == torch::kByte) chunk_x = chunk_x.to(torch::kFloat).div_(255.0f);
+      logits = Forward(chunk_x);
       targets = y.narrow(0, start, rows).to(torch::kLong);
     } else {
       const torch::Tensor tokens = x.narrow(0, start, rows).to(torch::kLong);

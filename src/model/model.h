@@ -72,8 +72,11 @@ class Model {
   torch::Tensor Loss(const torch::Tensor& x, const torch::Tensor& y);
   // Mean loss, correct predictions and count over a labelled set, without
   // gradients, in chunks of `chunk` rows. NextByte counts next-byte accuracy.
+  // A classifier's x may be uint8 images, scaled by 1/255 chunk by chunk.
+  // 256 rows bound the CNN's activations to ~25 MB per layer (1024 rows held
+  // ~100 MB each, measured in tests/bench/memory_bench.sh).
   struct EvalResult { double loss = 0; int64_t correct = 0; int64_t count = 0; };
-  EvalResult Evaluate(const torch::Tensor& x, const torch::Tensor& y, int64_t chunk = 1024);
+  EvalResult Evaluate(const torch::Tensor& x, const torch::Tensor& y, int64_t chunk = 256);
 
   virtual void SetTraining(bool training) = 0;
   virtual bool IsTraining() const = 0;  // a new Model is in training mode

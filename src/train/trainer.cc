@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <malloc.h>
 #include <sched.h>
 #include <time.h>
 #include <sys/resource.h>
@@ -209,7 +210,11 @@ struct Trainer::Impl {
   T RunOnTrainer(std::function<T()> fn);
   void DrainTasks();
   EvalResult EvaluateTensors(const torch::Tensor& x, const torch::Tensor& y);
-  std::pair<torch::Tensor, torch::Tensor> ToTensors(const std::vector<data::Example>& examples);
+  // Examples as (x, y). Images come as float32 scaled by 1/255, or with
+  // `keep_u8` as the uint8 they are stored as (a quarter of the memory; what
+  // Model::Evaluate accepts) when every example is uint8.
+  std::pair<torch::Tensor, torch::Tensor> ToTensors(const std::vector<data::Example>& examples,
+                                                    bool keep_u8 = false);
 };
 
 absl::Status Trainer::Impl::Init() {
@@ -429,6 +434,15 @@ void Trainer::Impl::DropForgottenRows() {
   last_refresh_time = -1e9;
 }
 
+// An ingest and a reload of the working set free far more than they keep
+// (decoded files, row vectors, the store's reads); glibc holds freed heap
+// pages in its arenas unless asked, and they would stay in the RSS.
+static void ReleaseFreedMemory() {
+#ifdef __GLIBC__
+  ::malloc_trim(0);
+#endif
+}
+
 void Trainer::Impl::MaybeRefresh(double now, bool force) {
   if (store.generation() != sampler_generation) {
     std::lock_guard<std::mutex> model_lock(model_mu);
@@ -443,6 +457,7 @@ void Trainer::Impl::MaybeRefresh(double now, bool force) {
   } else if (*loaded > 0) {
     Logger("train")->info("loaded {} new training examples ({} in memory)", *loaded, sampler->size());
   }
+  bool trim = loaded.ok() && *loaded > 0;
   int64_t val_count = store.Count(data::Split::kValidation);
   if (val_count != val_count_loaded) {
     auto rows = store.ReadSince(data::Split::kValidation, 0, options.training.max_eval_examples);
@@ -462,7 +477,7 @@ void Trainer::Impl::MaybeRefresh(double now, bool force) {
                               "labels in [0, {})); they were stored under another [model]",
                               skipped, rows->size(), shape.width, shape.classes);
       }
-      auto [x, y] = ToTensors(examples);
+      auto [x, y] = ToTensors(examples, /*keep_u8=*/true);
       std::lock_guard<std::mutex> model_lock(model_mu);  // ProbeLosses reads them from another thread
       val_x = x;
       val_y = y;
@@ -470,12 +485,14 @@ void Trainer::Impl::MaybeRefresh(double now, bool force) {
       guard_best = -std::numeric_limits<double>::infinity();  // accuracies on two sets do not compare
       guard_good_acc = -1;
       guard_below = 0;
+      trim = true;
     }
   }
+  if (trim) ReleaseFreedMemory();
 }
 
 std::pair<torch::Tensor, torch::Tensor> Trainer::Impl::ToTensors(
-    const std::vector<data::Example>& examples) {
+    const std::vector<data::Example>& examples, bool keep_u8) {
   const int64_t n = static_cast<int64_t>(examples.size());
   const int64_t w = shape.width;
   if (shape.text) {
@@ -487,10 +504,21 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::Impl::ToTensors(
     }
     return {tokens, torch::Tensor()};
   }
-  auto x = torch::empty({n, w}, torch::kFloat);
   auto y = torch::empty({n}, torch::kLong);
-  float* xp = x.data_ptr<float>();
   int64_t* yp = y.data_ptr<int64_t>();
+  const bool all_u8 = std::all_of(examples.begin(), examples.end(),
+                                  [](const data::Example& e) { return e.dtype == data::DType::kU8; });
+  if (keep_u8 && all_u8) {
+    auto x = torch::empty({n, w}, torch::kByte);
+    uint8_t* xp = x.data_ptr<uint8_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      yp[i] = examples[i].label;
+      std::memcpy(xp + i * w, examples[i].data.data(), w);
+    }
+    return {x, y};
+  }
+  auto x = torch::empty({n, w}, torch::kFloat);
+  float* xp = x.data_ptr<float>();
   for (int64_t i = 0; i < n; ++i) {
     const auto& e = examples[i];
     yp[i] = e.label;
@@ -515,6 +543,9 @@ EvalResult Trainer::Impl::EvaluateTensors(const torch::Tensor& x, const torch::T
 void Trainer::Impl::ValidationPass() {
   if (!val_x.defined() || val_x.size(0) == 0) return;
   EvalResult r = EvaluateTensors(val_x, val_y);
+  // What other threads freed since (an ingest's decoded files, a peer's
+  // payloads) goes back to the system every pass, not only on a reload.
+  ReleaseFreedMemory();
   {
     std::lock_guard<std::mutex> lock(mu);
     stats.val_loss = r.loss;
@@ -910,7 +941,7 @@ absl::StatusOr<EvalResult> Trainer::Evaluate(const std::vector<data::Example>& e
   }
   return impl->RunOnTrainer<absl::StatusOr<EvalResult>>([impl, &examples]() -> absl::StatusOr<EvalResult> {
     try {
-      auto [x, y] = impl->ToTensors(examples);
+      auto [x, y] = impl->ToTensors(examples, /*keep_u8=*/true);
       return impl->EvaluateTensors(x, y);
     } catch (const c10::Error& e) {
       return absl::InternalError(std::string("evaluate: ") + e.what_without_backtrace());

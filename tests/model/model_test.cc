@@ -337,6 +337,22 @@ TEST(ModelTest, EvaluateRestoresModeAndIgnoresChunking) {
   EXPECT_NEAR(m->Loss(tokens, torch::Tensor()).item<double>(), whole.loss, 1e-5);
 }
 
+// The trainer keeps held-out images as uint8; evaluated, they must count as
+// the float32 images the model trains on (scaled by 1/255), not as raw bytes.
+TEST(ModelTest, EvaluatesUint8ImagesAsTheirScaledFloats) {
+  torch::manual_seed(6);
+  auto m = MustCreate(Mlp({1, 28, 28}, {16}, 10));
+  torch::Tensor u8 = torch::randint(0, 256, {40, 784}, torch::kByte);
+  torch::Tensor y = torch::randint(0, 10, {40}, torch::kLong);
+  const auto as_float = m->Evaluate(u8.to(torch::kFloat) / 255.0f, y);
+  const auto as_u8 = m->Evaluate(u8, y, 7);
+  const auto raw = m->Evaluate(u8.to(torch::kFloat), y);
+  EXPECT_EQ(as_u8.count, 40);
+  EXPECT_EQ(as_u8.correct, as_float.correct);
+  EXPECT_NEAR(as_u8.loss, as_float.loss, 1e-5);
+  EXPECT_GT(std::abs(raw.loss - as_float.loss), 1e-3);  // the scaling is visible in the loss
+}
+
 TEST(ModelTest, TorchScriptFixtureLoadsTrainsAndKeepsHeadLocal) {
   config::ModelOptions o = TorchScript();
   o.local_layers = {"head"};
