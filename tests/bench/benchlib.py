@@ -41,3 +41,11 @@ def start_daemon(cfg, state, log_path):
         time.sleep(0.1)
     p.kill()
     sys.exit(f"myceld did not open its control socket within 30 s; see {log_path}")
+
+
+def stop_daemons(procs):
+    """SIGTERM to every daemon, then waits for each orderly shutdown."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(timeout=60)

@@ -12,7 +12,7 @@ Prints one line per figure and a summary line.
 """
 import os, sys, tempfile, time
 
-from benchlib import DATA, example_config, mycel, start_daemon, status
+from benchlib import DATA, example_config, mycel, start_daemon, status, stop_daemons
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -73,10 +73,7 @@ def main():
         print(f"rest_bench: resting {share['resting']:.2f}% of a core vs {share['always']:.1f}% with rest = false "
               f"(ratio {share['resting'] / max(share['always'], 1e-9):.4f}); wakes in {wake:.2f} s after an ingest")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=60)
+        stop_daemons(procs)
 
 
 if __name__ == "__main__":
