@@ -111,10 +111,15 @@ double Distance(const float* a, const float* b, size_t n) {
 
 // robust = median | trimmed_mean: x[k] += γ (agg_k − x[k]), agg_k the median
 // of {x[k], m_j[k]}, or their mean without the lowest and highest value (with
-// fewer than three values, the plain mean); c learns from the move, as with
-// the weighted mean. Unweighted, as these rules are.
+// fewer than three values, the plain mean). Unweighted, as these rules are.
+// c learns nothing from these moves (Merge fades it): the correction tracks
+// the bias of a linear mixing, which a coordinate-wise order statistic is not,
+// and integrated at β = 0.99 such moves wreck the federation (measured with
+// mycel-sim, 16 nodes, random 4-regular, Dirichlet(0.3), no attacker, worst
+// node: trimmed_mean 41.6% and median 11.4% when c learnt from them; 84.0%
+// and 78.8% with β = 0, where plain averaging reaches 85.0%).
 void MergeCoordinatewise(float* x, size_t size, const std::vector<const float*>& mirrors, bool median,
-                         float mixing, float* c, float beta, float inv_scale) {
+                         float mixing) {
   const size_t v = mirrors.size() + 1;
   std::vector<float> vals(v);
   for (size_t k = 0; k < size; ++k) {
@@ -130,9 +135,7 @@ void MergeCoordinatewise(float* x, size_t size, const std::vector<const float*>&
       for (size_t i = trim; i < v - trim; ++i) sum += vals[i];
       agg = static_cast<float>(sum / static_cast<double>(v - 2 * trim));
     }
-    const float d = mixing * (agg - x[k]);
-    x[k] += d;
-    if (c) c[k] = beta * (c[k] + inv_scale * d);
+    x[k] += mixing * (agg - x[k]);
   }
 }
 
@@ -446,8 +449,8 @@ int Federation::Merge(float* x, double step_scale) {
   if (options_.robust == "trimmed_mean" || options_.robust == "median") {
     std::vector<const float*> ms;
     for (const Mirror* m : parts) ms.push_back(m->m.data());
-    MergeCoordinatewise(x, size_, ms, options_.robust == "median", static_cast<float>(options_.mixing),
-                        corrected ? s.correction.data() : nullptr, beta, inv_scale);
+    MergeCoordinatewise(x, size_, ms, options_.robust == "median", static_cast<float>(options_.mixing));
+    for (float& c : s.correction) c *= beta;  // see MergeCoordinatewise: nothing for c to learn
     return static_cast<int>(parts.size());
   }
   // Each neighbour's weight per parameter group: the plan's, times its trust there.
