@@ -79,6 +79,7 @@ absl::StatusOr<Graph> MakeTopology(const std::string& spec, int n, uint64_t seed
   const std::vector<std::string> parts = absl::StrSplit(spec, ':');
   std::set<std::pair<int, int>> edges;
   if (n == 1) return Graph(1);
+  if (parts[0] == "none" && parts.size() == 1) return Graph(static_cast<size_t>(n));  // every node alone
   if (parts[0] == "ring" && parts.size() == 1) {
     for (int i = 0; i < n; ++i) AddEdge(&edges, i, (i + 1) % n);
     return FromEdges(n, edges);

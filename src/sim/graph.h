@@ -14,7 +14,9 @@ namespace mycel::sim {
 using Graph = std::vector<std::vector<int>>;
 
 // spec: "ring" | "torus" | "regular:D" | "smallworld:D:P" (Watts–Strogatz:
-// a ring lattice of degree D, even, each edge rewired with probability P).
+// a ring lattice of degree D, even, each edge rewired with probability P) |
+// "none" (no edges: every node learns alone, the baseline a federation must
+// beat).
 // Random graphs are drawn from `seed` until connected. `n` ≥ 1; one node has
 // no neighbours.
 absl::StatusOr<Graph> MakeTopology(const std::string& spec, int n, uint64_t seed);

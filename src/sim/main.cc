@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
   std::string json_path, trust = "off";
   CLI::App app{"mycel-sim: many mycel nodes in one process, on the real federation and model code"};
   app.add_option("--nodes", o.nodes, "number of nodes")->required();
-  app.add_option("--topology", o.topology, "ring | torus | regular:D | smallworld:D:P")->required();
+  app.add_option("--topology", o.topology, "ring | torus | regular:D | smallworld:D:P | none (every node alone)")->required();
   app.add_option("--split", o.split, "iid | dirichlet:A | classes:K")->required();
   app.add_option("--rounds", o.rounds, "gossip rounds")->required();
   app.add_option("--attackers", o.attackers, "fraction of nodes that attack, in [0, 1)");
@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"none", "reject", "clip", "trimmed_mean", "median"}));
   app.add_option("--trust", trust, "on | off: per-neighbour trust from local validation (honest nodes)")->check(CLI::IsMember({"on", "off"}));
   app.add_option("--churn", o.churn, "fraction of nodes offline at any time, in [0, 1)");
+  app.add_option("--missed-pulls", o.missed_pulls, "share of pulls that fail at random (Wi-Fi), in [0, 1)");
   app.add_option("--codec", o.codec, "wire codec (default: the config's)");
   app.add_option("--local-steps", o.local_steps, "steps per round (default: the config's)");
   app.add_option("--seed", o.seed, "seed of graph, split, attackers and sampling");
@@ -70,10 +71,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("mycel-sim: %d nodes (%d attacking: %s), %s, %s, robust %s, %d rounds in %.1f s (%.3f s a round): "
-              "honest accuracy min %.4f mean %.4f, %.1f%% of honest merges clipped, %.1f KiB pulled per node per round",
+              "honest accuracy min %.4f mean %.4f (on their own distributions min %.4f mean %.4f), "
+              "%.1f%% of honest merges clipped, %.1f KiB pulled per node per round",
               o.nodes, result->attackers, o.attack.c_str(), o.topology.c_str(), o.split.c_str(), o.robust.c_str(),
               result->rounds, result->seconds, result->seconds_per_round, result->honest_accuracy_min,
-              result->honest_accuracy_mean, 100 * result->honest_clipped_share, result->bytes_per_node_per_round / 1024.0);
+              result->honest_accuracy_mean, result->honest_own_accuracy_min, result->honest_own_accuracy_mean,
+              100 * result->honest_clipped_share, result->bytes_per_node_per_round / 1024.0);
   if (result->backdoor_success >= 0) std::printf(", backdoor success %.4f", result->backdoor_success);
   if (o.trust && result->attackers > 0) {
     std::printf(", trust in attackers %.2f (%.0f%% quarantined), in honest neighbours %.2f (%.0f%% quarantined), "

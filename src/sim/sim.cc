@@ -126,6 +126,34 @@ double Accuracy(model::Model& m, const torch::Tensor& x, const torch::Tensor& y)
   return r.count ? static_cast<double>(r.correct) / static_cast<double>(r.count) : 0;
 }
 
+// Accuracy on each class's test images: correct / count per class. With
+// `bias` (one value per class), it is added to the logits first.
+std::vector<double> ClassAccuracy(model::Model& m, const torch::Tensor& x, const torch::Tensor& y, int64_t classes,
+                                  const torch::Tensor& bias = {}) {
+  torch::NoGradGuard no_grad;
+  m.SetTraining(false);
+  std::vector<int64_t> correct(static_cast<size_t>(classes), 0), count(static_cast<size_t>(classes), 0);
+  for (int64_t at = 0; at < x.size(0); at += 2048) {
+    const int64_t end = std::min<int64_t>(x.size(0), at + 2048);
+    torch::Tensor yb = y.slice(0, at, end);
+    torch::Tensor logits = m.Forward(x.slice(0, at, end));
+    if (bias.defined()) logits = logits + bias;
+    torch::Tensor hit = logits.argmax(1).eq(yb);
+    const auto ys = yb.accessor<int64_t, 1>();
+    const auto hs = hit.accessor<bool, 1>();
+    for (int64_t k = 0; k < ys.size(0); ++k) {
+      count[static_cast<size_t>(ys[k])]++;
+      correct[static_cast<size_t>(ys[k])] += hs[k] ? 1 : 0;
+    }
+  }
+  m.SetTraining(true);
+  std::vector<double> acc(static_cast<size_t>(classes), 0.0);
+  for (size_t c = 0; c < acc.size(); ++c) {
+    acc[c] = count[c] ? static_cast<double>(correct[c]) / static_cast<double>(count[c]) : 0.0;
+  }
+  return acc;
+}
+
 // Share of triggered test images whose label is not the target that the
 // model classifies as the target.
 double BackdoorSuccess(model::Model& m, const torch::Tensor& x_triggered, int64_t count) {
@@ -168,6 +196,9 @@ absl::Status Validate(const SimOptions& o) {
   if (o.rounds < 1) return absl::InvalidArgumentError("--rounds must be >= 1");
   if (!(o.attackers >= 0 && o.attackers < 1)) return absl::InvalidArgumentError("--attackers must be in [0, 1)");
   if (!(o.churn >= 0 && o.churn < 1)) return absl::InvalidArgumentError("--churn must be in [0, 1)");
+  if (!(o.missed_pulls >= 0 && o.missed_pulls < 1)) {
+    return absl::InvalidArgumentError("--missed-pulls must be in [0, 1)");
+  }
   if (o.threads < 1 || o.threads > 256) return absl::InvalidArgumentError("--threads must be in [1, 256]");
   if (o.trust && o.robust != "none" && o.robust != "reject" && o.robust != "clip") {
     return absl::InvalidArgumentError("--trust on needs a weighted merge: --robust none, reject or clip");
@@ -369,13 +400,16 @@ absl::StatusOr<SimResult> Run(const SimOptions& o) {
       }
       n.fed->Publish(n.published.data(), samples);
     });
-    // Pull every online neighbour (an offline one is a failed pull), then merge.
+    // Pull every online neighbour (an offline one is a failed pull, and so is
+    // a missed_pulls share of the others), then merge.
     ParallelFor(o.nodes, o.threads, [&](int i) {
       Node& n = nodes[static_cast<size_t>(i)];
       if (!n.online) return;
+      std::uniform_real_distribution<double> miss(0, 1);
       for (size_t j = 0; j < n.neighbours.size(); ++j) {
         const Node& from = nodes[static_cast<size_t>(n.neighbours[j])];
         if (!from.online) continue;
+        if (o.missed_pulls > 0 && miss(n.rng) < o.missed_pulls) continue;
         auto [epoch, after] = n.fed->Cursor(static_cast<int>(j));
         const federation::SharedPullAnswer ans = from.fed->AnswerShared(epoch, after);
         const federation::PullAnswerView view = federation::ViewOf(ans);
@@ -425,6 +459,18 @@ absl::StatusOr<SimResult> Run(const SimOptions& o) {
     Node& n = nodes[static_cast<size_t>(i)];
     NodeResult& r = result.per_node[static_cast<size_t>(i)];
     r.accuracy = Accuracy(*n.model, test.x, test_y);
+    {
+      const std::vector<double> per_class = ClassAccuracy(*n.model, test.x, test_y, shape.classes);
+      torch::Tensor counts = torch::bincount(n.y, {}, shape.classes).to(torch::kDouble);
+      torch::Tensor share = counts / counts.sum();
+      const auto sh = share.accessor<double, 1>();
+      for (size_t c = 0; c < per_class.size(); ++c) r.own_accuracy += sh[static_cast<int64_t>(c)] * per_class[c];
+      // Label-shift correction: logits + log of the node's own class prior
+      // (add-one smoothed) against a uniform one.
+      torch::Tensor prior = ((counts + 1) / (counts.sum() + static_cast<double>(shape.classes))).log().to(torch::kFloat);
+      const std::vector<double> shifted = ClassAccuracy(*n.model, test.x, test_y, shape.classes, prior);
+      for (size_t c = 0; c < shifted.size(); ++c) r.own_accuracy_prior += sh[static_cast<int64_t>(c)] * shifted[c];
+    }
     r.attacker = n.attacker;
     r.degree = static_cast<int>(n.neighbours.size());
     r.examples = n.x.size(0);
@@ -439,7 +485,7 @@ absl::StatusOr<SimResult> Run(const SimOptions& o) {
     }
     if (trigger_count > 0) backdoor[static_cast<size_t>(i)] = BackdoorSuccess(*n.model, triggered, trigger_count);
   });
-  double lo = 1, sum = 0, bd = 0, train_s = 0, probe_s = 0;
+  double lo = 1, sum = 0, own_lo = 1, own_sum = 0, bd = 0, train_s = 0, probe_s = 0;
   int honest = 0;
   int64_t bytes = 0, merges = 0, clipped = 0;
   std::vector<double> t_att, t_hon;
@@ -455,11 +501,15 @@ absl::StatusOr<SimResult> Run(const SimOptions& o) {
     clipped += result.per_node[i].clipped;
     lo = std::min(lo, result.per_node[i].accuracy);
     sum += result.per_node[i].accuracy;
+    own_lo = std::min(own_lo, result.per_node[i].own_accuracy);
+    own_sum += result.per_node[i].own_accuracy;
     bd += backdoor[i];
     ++honest;
   }
   result.honest_accuracy_min = honest ? lo : 0;
   result.honest_accuracy_mean = honest ? sum / honest : 0;
+  result.honest_own_accuracy_min = honest ? own_lo : 0;
+  result.honest_own_accuracy_mean = honest ? own_sum / honest : 0;
   if (trigger_count > 0) result.backdoor_success = honest ? bd / honest : 0;
   auto mean = [](const std::vector<double>& v) {
     double a = 0;
@@ -495,13 +545,15 @@ std::string ToJson(const SimOptions& o, const SimResult& r) {
   js.precision(6);
   js << "{\"nodes\":" << o.nodes << ",\"topology\":" << q(o.topology) << ",\"split\":" << q(o.split)
      << ",\"attack\":" << q(o.attack) << ",\"attackers\":" << r.attackers << ",\"robust\":" << q(o.robust)
-     << ",\"trust\":" << (o.trust ? "true" : "false") << ",\"churn\":" << o.churn << ",\"codec\":"
+     << ",\"trust\":" << (o.trust ? "true" : "false") << ",\"churn\":" << o.churn << ",\"missed_pulls\":" << o.missed_pulls << ",\"codec\":"
      << q(o.codec.empty() ? o.config.federation.codec : o.codec) << ",\"local_steps\":"
      << (o.local_steps >= 0 ? o.local_steps : o.config.federation.local_steps) << ",\"seed\":" << o.seed
      << ",\"rounds\":" << r.rounds << ",\"seconds\":" << r.seconds << ",\"seconds_per_round\":"
      << r.seconds_per_round << ",\"bytes_per_node_per_round\":" << r.bytes_per_node_per_round
      << ",\"honest_accuracy_min\":" << r.honest_accuracy_min << ",\"honest_accuracy_mean\":"
-     << r.honest_accuracy_mean << ",\"honest_clipped_share\":" << r.honest_clipped_share;
+     << r.honest_accuracy_mean << ",\"honest_own_accuracy_min\":" << r.honest_own_accuracy_min
+     << ",\"honest_own_accuracy_mean\":" << r.honest_own_accuracy_mean
+     << ",\"honest_clipped_share\":" << r.honest_clipped_share;
   if (o.trust) {
     js << ",\"trust_probe_share\":" << r.trust_probe_share << ",\"trust_of_attackers\":" << r.trust_of_attackers
        << ",\"trust_of_honest\":" << r.trust_of_honest << ",\"attackers_quarantined\":" << r.attackers_quarantined
@@ -513,7 +565,9 @@ std::string ToJson(const SimOptions& o, const SimResult& r) {
   js << "],\"per_node\":[";
   for (size_t i = 0; i < r.per_node.size(); ++i) {
     const NodeResult& n = r.per_node[i];
-    js << (i ? "," : "") << "{\"node\":" << i << ",\"accuracy\":" << n.accuracy << ",\"attacker\":"
+    js << (i ? "," : "") << "{\"node\":" << i << ",\"accuracy\":" << n.accuracy
+       << ",\"own_accuracy\":" << n.own_accuracy << ",\"own_accuracy_prior\":" << n.own_accuracy_prior
+       << ",\"attacker\":"
        << (n.attacker ? "true" : "false") << ",\"degree\":" << n.degree << ",\"examples\":" << n.examples << ",\"merges\":" << n.merges << ",\"clipped\":" << n.clipped
        << ",\"curve\":[";
     for (size_t k = 0; k < n.curve.size(); ++k) js << (k ? "," : "") << n.curve[k];

@@ -34,6 +34,7 @@ struct SimOptions {
   std::string robust = "none";      // [federation] robust for every honest node
   bool trust = false;               // [federation] trust for every honest node (probes on its own data)
   double churn = 0;                 // stationary fraction of nodes offline, in [0, 1)
+  double missed_pulls = 0;          // share of pulls between online nodes that fail, in [0, 1)
   std::string codec;                // "" = the config's
   int local_steps = -1;             // -1 = the config's
   uint64_t seed = 1;
@@ -49,6 +50,11 @@ struct SimOptions {
 
 struct NodeResult {
   double accuracy = 0;   // on the whole test set, at the end
+  // On the node's own distribution: the test set's per-class accuracy
+  // weighted by the share of each class in the node's training data (what
+  // its user would see; personalisation is judged on it).
+  double own_accuracy = 0;
+  double own_accuracy_prior = 0;  // the same, with the node's class prior added to the logits
   bool attacker = false;
   int degree = 0;
   int64_t examples = 0;
@@ -63,6 +69,8 @@ struct NodeResult {
 struct SimResult {
   double honest_accuracy_min = 0;
   double honest_accuracy_mean = 0;
+  double honest_own_accuracy_min = 0;   // NodeResult::own_accuracy over honest nodes
+  double honest_own_accuracy_mean = 0;
   double backdoor_success = -1;     // mean over honest nodes; -1 unless attack = backdoor
   int rounds = 0;
   double seconds = 0;

@@ -71,6 +71,14 @@ TEST(Topology, BadSpecsAreRefusedWithTheirName) {
   EXPECT_TRUE((*one)[0].empty());
 }
 
+TEST(Topology, NoneLeavesEveryNodeAlone) {
+  auto g = MakeTopology("none", 7, 1);
+  ASSERT_TRUE(g.ok()) << g.status();
+  ASSERT_EQ(g->size(), 7u);
+  for (const auto& adj : *g) EXPECT_TRUE(adj.empty());
+  EXPECT_FALSE(MakeTopology("none:2", 7, 1).ok());
+}
+
 std::vector<int64_t> Labels(int per_class, int classes) {
   std::vector<int64_t> y;
   for (int c = 0; c < classes; ++c) y.insert(y.end(), static_cast<size_t>(per_class), c);

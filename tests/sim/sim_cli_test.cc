@@ -76,6 +76,8 @@ TEST(MycelSim, RefusesBadArgumentsByName) {
       {{"--trust", "maybe"}, "--trust"},
       {{"--attackers", "1.5", "--attack", "signflip"}, "--attackers"},
       {{"--config", "/nonexistent/mycel.toml"}, "/nonexistent/mycel.toml"},
+      {{"--missed-pulls", "1"}, "--missed-pulls"},
+      {{"--missed-pulls", "-0.1"}, "--missed-pulls"},
   };
   for (const Case& c : cases) {
     // The base run, with each option the case names replaced by its value.
@@ -95,6 +97,38 @@ TEST(MycelSim, RefusesBadArgumentsByName) {
     EXPECT_NE(r.cmd.err.find(c.says), std::string::npos) << "expected '" << c.says << "': " << r.cmd.Describe();
     EXPECT_TRUE(r.json.empty()) << "no result is written for a refused run";
   }
+}
+
+// Two classes a node, each node alone (--topology none): on the whole test
+// set a node knows only its two classes (at most 20%), on its own
+// distribution it does well; a ring of the same nodes knows more classes.
+TEST(MycelSim, NodesAloneAreJudgedOnTheirOwnDistribution) {
+  TempDir dir;
+  auto run = [&](const std::string& topology) {
+    SimRun r = Sim(dir, {"--nodes", "5", "--topology", topology, "--split", "classes:2", "--rounds", "10"});
+    EXPECT_EQ(r.cmd.exit_code, 0) << r.cmd.Describe();
+    return r;
+  };
+  SimRun alone = run("none");
+  EXPECT_EQ(Field(alone.json, "bytes_per_node_per_round"), 0) << "alone, nothing is pulled";
+  EXPECT_LE(Field(alone.json, "honest_accuracy_mean"), 0.2 + 1e-9);
+  EXPECT_GT(Field(alone.json, "honest_own_accuracy_mean"), 0.8) << alone.json.substr(0, 600);
+  EXPECT_NE(alone.json.find("\"own_accuracy_prior\":"), std::string::npos);
+  SimRun ring = run("ring");
+  EXPECT_GT(Field(ring.json, "honest_accuracy_mean"), Field(alone.json, "honest_accuracy_mean") + 0.05);
+}
+
+// Every pull missed: nodes learn alone, so nothing crosses the ring.
+TEST(MycelSim, MissedPullsAreNotPulled) {
+  TempDir dir;
+  const std::vector<std::string> base = {"--nodes", "4", "--topology", "ring", "--split", "iid", "--rounds", "3"};
+  std::vector<std::string> most = base;
+  most.insert(most.end(), {"--missed-pulls", "0.999"});
+  SimRun none = Sim(dir, most);
+  ASSERT_EQ(none.cmd.exit_code, 0) << none.cmd.Describe();
+  SimRun all = Sim(dir, base);
+  ASSERT_EQ(all.cmd.exit_code, 0) << all.cmd.Describe();
+  EXPECT_LT(Field(none.json, "bytes_per_node_per_round"), Field(all.json, "bytes_per_node_per_round") / 50);
 }
 
 // Two of eight nodes publish their neighbourhood's mean plus 100 times their
