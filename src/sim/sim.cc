@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include <torch/torch.h>
 
@@ -126,32 +127,29 @@ double Accuracy(model::Model& m, const torch::Tensor& x, const torch::Tensor& y)
   return r.count ? static_cast<double>(r.correct) / static_cast<double>(r.count) : 0;
 }
 
-// Accuracy on each class's test images: correct / count per class. With
-// `bias` (one value per class), it is added to the logits first.
-std::vector<double> ClassAccuracy(model::Model& m, const torch::Tensor& x, const torch::Tensor& y, int64_t classes,
-                                  const torch::Tensor& bias = {}) {
+// Accuracy on a node's own distribution: the test set's per-class accuracy
+// weighted by the class shares of `counts` (the node's training labels), as
+// predicted (first) and with the log of its add-one-smoothed class prior
+// added to the logits (second: a label-shift correction against a uniform
+// prior). One forward pass over the test set.
+std::pair<double, double> OwnAccuracy(model::Model& m, const torch::Tensor& x, const torch::Tensor& y,
+                                      const torch::Tensor& counts) {
+  const int64_t classes = counts.size(0);
+  const torch::Tensor prior = ((counts + 1) / (counts.sum() + static_cast<double>(classes))).log().to(torch::kFloat);
+  torch::Tensor hits = torch::zeros({2, classes}, torch::kDouble), seen = torch::zeros({classes}, torch::kDouble);
   torch::NoGradGuard no_grad;
   m.SetTraining(false);
-  std::vector<int64_t> correct(static_cast<size_t>(classes), 0), count(static_cast<size_t>(classes), 0);
   for (int64_t at = 0; at < x.size(0); at += 2048) {
     const int64_t end = std::min<int64_t>(x.size(0), at + 2048);
-    torch::Tensor yb = y.slice(0, at, end);
-    torch::Tensor logits = m.Forward(x.slice(0, at, end));
-    if (bias.defined()) logits = logits + bias;
-    torch::Tensor hit = logits.argmax(1).eq(yb);
-    const auto ys = yb.accessor<int64_t, 1>();
-    const auto hs = hit.accessor<bool, 1>();
-    for (int64_t k = 0; k < ys.size(0); ++k) {
-      count[static_cast<size_t>(ys[k])]++;
-      correct[static_cast<size_t>(ys[k])] += hs[k] ? 1 : 0;
-    }
+    const torch::Tensor yb = y.slice(0, at, end);
+    const torch::Tensor logits = m.Forward(x.slice(0, at, end));
+    seen += torch::bincount(yb, {}, classes).to(torch::kDouble);
+    hits[0] += torch::bincount(yb, logits.argmax(1).eq(yb).to(torch::kDouble), classes);
+    hits[1] += torch::bincount(yb, (logits + prior).argmax(1).eq(yb).to(torch::kDouble), classes);
   }
   m.SetTraining(true);
-  std::vector<double> acc(static_cast<size_t>(classes), 0.0);
-  for (size_t c = 0; c < acc.size(); ++c) {
-    acc[c] = count[c] ? static_cast<double>(correct[c]) / static_cast<double>(count[c]) : 0.0;
-  }
-  return acc;
+  const torch::Tensor weight = (counts / counts.sum()) / seen.clamp_min(1);  // share of c per test image of c
+  return {(hits[0] * weight).sum().item<double>(), (hits[1] * weight).sum().item<double>()};
 }
 
 // Share of triggered test images whose label is not the target that the
@@ -459,18 +457,8 @@ absl::StatusOr<SimResult> Run(const SimOptions& o) {
     Node& n = nodes[static_cast<size_t>(i)];
     NodeResult& r = result.per_node[static_cast<size_t>(i)];
     r.accuracy = Accuracy(*n.model, test.x, test_y);
-    {
-      const std::vector<double> per_class = ClassAccuracy(*n.model, test.x, test_y, shape.classes);
-      torch::Tensor counts = torch::bincount(n.y, {}, shape.classes).to(torch::kDouble);
-      torch::Tensor share = counts / counts.sum();
-      const auto sh = share.accessor<double, 1>();
-      for (size_t c = 0; c < per_class.size(); ++c) r.own_accuracy += sh[static_cast<int64_t>(c)] * per_class[c];
-      // Label-shift correction: logits + log of the node's own class prior
-      // (add-one smoothed) against a uniform one.
-      torch::Tensor prior = ((counts + 1) / (counts.sum() + static_cast<double>(shape.classes))).log().to(torch::kFloat);
-      const std::vector<double> shifted = ClassAccuracy(*n.model, test.x, test_y, shape.classes, prior);
-      for (size_t c = 0; c < shifted.size(); ++c) r.own_accuracy_prior += sh[static_cast<int64_t>(c)] * shifted[c];
-    }
+    std::tie(r.own_accuracy, r.own_accuracy_prior) =
+        OwnAccuracy(*n.model, test.x, test_y, torch::bincount(n.y, {}, shape.classes).to(torch::kDouble));
     r.attacker = n.attacker;
     r.degree = static_cast<int>(n.neighbours.size());
     r.examples = n.x.size(0);

@@ -73,13 +73,10 @@ def plot(result_path, png_path=None):
     return png_path
 
 
-a_sim = SIM  # --sim
-
-
-def run(out_dir, name, args):
+def run(a, name, args):
     """One mycel-sim run; returns its result with the JSON's path."""
-    path = os.path.join(out_dir, name + ".json")
-    cmd = [a_sim, *args, "--json", path]
+    path = os.path.join(a.out, name + ".json")
+    cmd = [a.sim, *args, "--json", path]
     t0 = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
@@ -110,7 +107,7 @@ def common(a, n, topology, split="dirichlet:0.3"):
 
 
 def central(a):
-    return run(a.out, "central", ["--nodes", "1", "--topology", "regular:4", "--split", "iid",
+    return run(a, "central", ["--nodes", "1", "--topology", "regular:4", "--split", "iid",
                                   "--rounds", str(a.rounds), "--seed", str(a.seed),
                                   "--eval-every", str(max(1, a.rounds // 50))])
 
@@ -120,7 +117,7 @@ def scale(a):
     rows = []
     for n in a.sizes:
         for topo in ("ring", "regular:4"):
-            res = run(a.out, f"scale-{n}-{topo.replace(':', '')}", common(a, n, topo))
+            res = run(a, f"scale-{n}-{topo.replace(':', '')}", common(a, n, topo))
             rows.append((n, topo, res))
     print(f"\ncentral {c * 100:.1f}%; target: every node at {a.target * 100:.0f}% on the curve")
     print("| nodes | graph | rounds to target | worst | mean | worst − central | s a round | KiB/node/round |")
@@ -143,10 +140,10 @@ def churn(a):
     """Away nodes do not train (a closed laptop), so at equal rounds a churned
     federation has taken 1/(1 − churn) fewer steps and its learning rate has
     not finished decaying; the goal is judged at equal steps per node."""
-    base = run(a.out, "churn-0", common(a, 16, "regular:4"))
-    same_rounds = run(a.out, "churn-0.2-same-rounds", common(a, 16, "regular:4") + ["--churn", "0.2"])
+    base = run(a, "churn-0", common(a, 16, "regular:4"))
+    same_rounds = run(a, "churn-0.2-same-rounds", common(a, 16, "regular:4") + ["--churn", "0.2"])
     longer = argparse.Namespace(**{**vars(a), "rounds": round(a.rounds / 0.8)})
-    ch = run(a.out, "churn-0.2", common(longer, 16, "regular:4") + ["--churn", "0.2"])
+    ch = run(a, "churn-0.2", common(longer, 16, "regular:4") + ["--churn", "0.2"])
     gap = (base["honest_accuracy_min"] - ch["honest_accuracy_min"]) * 100
     return (f"churn: 20% offline, {longer.rounds} rounds (as many steps per node as {a.rounds} "
             f"without churn): worst {ch['honest_accuracy_min'] * 100:.1f}% against "
@@ -157,8 +154,8 @@ def churn(a):
 
 def backdoor(a):
     att = ["--attackers", "0.2", "--attack", "backdoor"]
-    off = run(a.out, "backdoor-trust-off", common(a, 16, "regular:4") + att + ["--trust", "off"])
-    on = run(a.out, "backdoor-trust-on", common(a, 16, "regular:4") + att + ["--trust", "on"])
+    off = run(a, "backdoor-trust-off", common(a, 16, "regular:4") + att + ["--trust", "off"])
+    on = run(a, "backdoor-trust-on", common(a, 16, "regular:4") + att + ["--trust", "on"])
     s_off, s_on = off["backdoor_success"] * 100, on["backdoor_success"] * 100
     return (f"backdoor: trigger success on honest nodes {s_on:.1f}% with trust on, {s_off:.1f}% "
             f"with it off (worst honest {on['honest_accuracy_min'] * 100:.1f}% / "
@@ -193,9 +190,9 @@ def personal(a):
     mean = lambda v: sum(v) / len(v)
     for split in ("dirichlet:0.1", "classes:2"):
         tag = split.replace(":", "")
-        alone = run(a.out, f"personal-{tag}-alone", common(a, 16, "none", split))
-        fed = run(a.out, f"personal-{tag}-federated", common(a, 16, "regular:4", split))
-        mine = run(a.out, f"personal-{tag}-local-head", common(a, 16, "regular:4", split) + ["--config", cfg])
+        alone = run(a, f"personal-{tag}-alone", common(a, 16, "none", split))
+        fed = run(a, f"personal-{tag}-federated", common(a, 16, "regular:4", split))
+        mine = run(a, f"personal-{tag}-local-head", common(a, 16, "regular:4", split) + ["--config", cfg])
         own = lambda r, k="own_accuracy": [n[k] * 100 for n in r["per_node"]]
         al, fe, pe, pr = own(alone), own(fed), own(mine), own(fed, "own_accuracy_prior")
         gain = mean([p - max(f, l) for p, f, l in zip(pe, fe, al)])
@@ -222,7 +219,7 @@ def robust(a):
         for rule, trust in rules:
             att = [] if attack == "none" else ["--attackers", "0.2", "--attack", attack]
             name = f"robust-{attack.replace(':', '')}-{rule}" + ("-trust" if trust == "on" else "")
-            table[attack, rule, trust] = run(a.out, name, common(a, 16, "regular:4") + att +
+            table[attack, rule, trust] = run(a, name, common(a, 16, "regular:4") + att +
                                              ["--robust", rule, "--trust", trust])
     heads = [rule + (" + trust" if trust == "on" else "") for rule, trust in rules]
     print("\n| attack (20% of 16 nodes) | " + " | ".join(heads) + " |")
@@ -236,7 +233,7 @@ def robust(a):
                 cell += f" (trigger {res['backdoor_success'] * 100:.0f}%)"
             cells.append(cell)
         print(f"| {attack} | " + " | ".join(cells) + " |")
-    clean = run(a.out, "robust-none-none", common(a, 16, "regular:4"))["honest_accuracy_min"] \
+    clean = run(a, "robust-none-none", common(a, 16, "regular:4"))["honest_accuracy_min"] \
         if ("none", "none", "off") not in table else table["none", "none", "off"]["honest_accuracy_min"]
     best = {attack: max(rules, key=lambda r: table[attack, r[0], r[1]]["honest_accuracy_min"])
             for attack in ATTACKS if attack not in ("none", "backdoor")}
@@ -264,8 +261,6 @@ def main():
     p.add_argument("--sim", default=SIM, help="the mycel-sim binary")
     p.add_argument("--rules", help="robust: only these columns, e.g. median,trimmed_mean,none+trust")
     a = p.parse_args()
-    global a_sim
-    a_sim = a.sim
     a.sizes = [int(s) for s in a.sizes.split(",")]
     a.rules = a.rules.split(",") if a.rules else None
     if min(a.sizes) < 2 or a.rounds < 1 or not 0 < a.target < 1:
