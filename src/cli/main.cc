@@ -697,6 +697,7 @@ int main(int argc, char** argv) {
                               .Int("validations_without_gain", r.validations_without_gain())
                               .Num("best_val_loss", r.best_val_loss())
                               .Num("rest_s", r.rest_seconds()).Int("rests", r.rests())
+                              .Str("last_wake", r.last_wake())
                               .Int("drift_rollbacks", r.drift_rollbacks())
                               .Str("last_rollback", r.last_rollback())
                               .Done().c_str());

@@ -308,6 +308,7 @@ absl::StatusOr<control::StatusReply> Node::GetStatus() {
   r.set_best_val_loss(st.best_val_loss);
   r.set_rest_seconds(st.rest_s);
   r.set_rests(st.rests);
+  r.set_last_wake(st.last_wake);
   r.set_drift_rollbacks(st.drift_rollbacks);
   r.set_last_rollback(st.last_rollback);
   r.set_checkpoints_written(st.checkpoints_written);

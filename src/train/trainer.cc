@@ -42,10 +42,17 @@ constexpr double kRefreshPeriodS = 1.0;
 constexpr double kLossEmaAlpha = 0.02;
 // Resting: a validation pass gains when its loss is below the best by this
 // share; a rest burst trains this many steps; a merge that moves the shared
-// weights by more than this share of their L2 norm ends a rest.
+// weights by more than this share of their L2 norm ends a rest. Smaller merges
+// add up: once those since the last look moved the weights by that share, a
+// resting trainer validates the merged model, and wakes if its loss rose by
+// more than kRestWakeRise over the lowest seen in the rest. Neighbours that
+// keep training pull the shared model toward their own data; a resting node
+// whose classes only it teaches would otherwise watch them fade, a merge too
+// small to count at a time (three of a five-node ring rested at 57-61%).
 constexpr double kRestMinGain = 0.002;
 constexpr int64_t kRestBurstSteps = 64;
 constexpr double kRestWakeShift = 1e-3;
+constexpr double kRestWakeRise = 0.02;
 // Drift guard: at most one good-checkpoint write this often (a new best every
 // pass while a model learns would otherwise write one every eval_interval_s);
 // a drop that comes back within this many windows of a rollback is accepted.
@@ -130,6 +137,9 @@ struct Trainer::Impl {
   double rest_s = 0;                            // the rest under way
   double rest_until = 0;                        // monotonic time the next burst starts
   int64_t burst_left = 0;                       // steps left of the burst under way
+  double rest_ref_loss = 0;                     // lowest validation loss seen in the rest under way
+  bool rest_check_pending = false;              // merges moved the model: validate when the interval allows
+  std::vector<float> merged_since;              // model_mu: what merges moved since the last look
   int64_t last_ckpt_steps = -1, last_ckpt_rounds = -1;
   // Drift guard (trainer thread).
   double guard_best = -std::numeric_limits<double>::infinity();  // best accuracy on this held-out set
@@ -158,6 +168,7 @@ struct Trainer::Impl {
   bool round_opened = false;                    // guarded by mu: a merge opened new local steps
   std::string wake_reason;                      // guarded by mu: why a rest must end ("" = it need not)
   bool wake_resets_best = false;                // guarded by mu: new data or a moving merge: another reference
+  bool rest_check_due = false;                  // guarded by mu: small merges added up to kRestWakeShift
   TrainerStats stats;                           // guarded by mu
   std::thread thread;
   bool running = false;                         // guarded by mu
@@ -200,10 +211,14 @@ struct Trainer::Impl {
   // validation) so none is trained on again; the next refresh reloads what
   // is left. Holds model_mu.
   void DropForgottenRows();
-  void ValidationPass();
+  // `rest_check`: a look at a resting model that merges moved (RestCheck),
+  // not the end of a burst or an ordinary pass (AfterValidation).
+  void ValidationPass(bool rest_check = false);
   // After a validation pass (loss r): counts gains, starts or lengthens a rest.
   void AfterValidation(double loss, double now);
   void EndRest(const std::string& why, bool reset_backoff);
+  // After a rest check's validation pass (loss r): wakes when r rose.
+  void RestCheck(double loss);
   void SetState(const std::string& state, const std::string& reason);
   // Runs fn on the trainer thread (or inline when it is not running) and returns its result.
   template <typename T>
@@ -540,7 +555,7 @@ EvalResult Trainer::Impl::EvaluateTensors(const torch::Tensor& x, const torch::T
   return out;
 }
 
-void Trainer::Impl::ValidationPass() {
+void Trainer::Impl::ValidationPass(bool rest_check) {
   if (!val_x.defined() || val_x.size(0) == 0) return;
   EvalResult r = EvaluateTensors(val_x, val_y);
   // What other threads freed since (an ingest's decoded files, a peer's
@@ -555,7 +570,11 @@ void Trainer::Impl::ValidationPass() {
                           stats.steps, stats.train_loss, r.loss, r.accuracy, stats.eval_examples);
   }
   const double now = clock->MonotonicSeconds();
-  AfterValidation(r.loss, now);
+  if (rest_check) {
+    RestCheck(r.loss);
+  } else {
+    AfterValidation(r.loss, now);
+  }
   DriftGuard(r.accuracy, now);
 }
 
@@ -656,8 +675,10 @@ void Trainer::Impl::AfterValidation(double loss, double now) {
   } else if (resting) {
     rest_s = std::min(t.rest_max_s, 2 * rest_s);  // the burst did not help: rest longer
     rest_until = now + rest_s;
+    if (std::isfinite(loss)) rest_ref_loss = std::min(rest_ref_loss, loss);
   } else if (t.rest && no_gain >= t.rest_patience) {
     resting = true;
+    rest_ref_loss = std::isfinite(loss) ? loss : best_val_loss;
     // A rest after a wake-up that did not help starts where the last left off.
     if (rest_s <= 0) rest_s = std::min(t.rest_max_s, static_cast<double>(t.rest_patience) * t.eval_interval_s);
     rest_until = now + rest_s;
@@ -672,13 +693,26 @@ void Trainer::Impl::AfterValidation(double loss, double now) {
   stats.rest_s = resting ? rest_s : 0;
 }
 
+void Trainer::Impl::RestCheck(double loss) {
+  if (!resting || !std::isfinite(loss)) return;
+  if (loss <= rest_ref_loss * (1 + kRestWakeRise)) {
+    rest_ref_loss = std::min(rest_ref_loss, loss);
+    return;
+  }
+  EndRest(absl::StrFormat("merges raised the validation loss from %.4f to %.4f", rest_ref_loss, loss),
+          /*reset_backoff=*/true);
+  best_val_loss = loss;  // the merged model is the reference now, as after a moving merge
+}
+
 void Trainer::Impl::EndRest(const std::string& why, bool reset_backoff) {
+  const bool was_resting = resting;
   if (resting) Logger("train")->info("rest ends: {}", why);
   resting = false;
   burst_left = 0;
   no_gain = 0;
   if (reset_backoff) rest_s = 0;
   std::lock_guard<std::mutex> lock(mu);
+  if (was_resting) stats.last_wake = why;
   stats.validations_without_gain = 0;
   stats.rest_s = 0;
 }
@@ -761,6 +795,8 @@ void Trainer::Impl::Loop() {
       wake.swap(wake_reason);
       reset_best = wake_resets_best;
       wake_resets_best = false;
+      rest_check_pending = rest_check_pending || rest_check_due;
+      rest_check_due = false;
     }
     if (reset_best) best_val_loss = std::numeric_limits<double>::infinity();  // another validation set or model
     if (!wake.empty()) EndRest(wake, /*reset_backoff=*/true);
@@ -770,6 +806,16 @@ void Trainer::Impl::Loop() {
     }
     double now = clock->MonotonicSeconds();
     MaybeRefresh(now, force_refresh);
+    if (rest_check_pending && (!resting || now - last_eval_time >= options.training.eval_interval_s)) {
+      // Merges added up while resting: has the shared model left this node's data behind?
+      std::lock_guard<std::mutex> model_lock(model_mu);
+      std::fill(merged_since.begin(), merged_since.end(), 0.0f);
+      if (resting) {
+        ValidationPass(/*rest_check=*/true);
+        last_eval_time = now;
+      }
+      rest_check_pending = false;
+    }
     if (now - last_policy_time >= kPolicyPeriodS) {
       decision = policy.Decide();
       last_policy_time = now;
@@ -1054,7 +1100,15 @@ absl::Status Trainer::WithSharedParameters(
           norm += static_cast<double>(before[k]) * before[k];
         }
         const double shift = std::sqrt(moved / std::max(norm, 1e-30));
+        // And what the merges since the last look moved it, together.
+        impl->merged_since.resize(shared.size(), 0.0f);
+        double together = 0;
+        for (size_t k = 0; k < shared.size(); ++k) {
+          impl->merged_since[k] += shared[k] - before[k];
+          together += static_cast<double>(impl->merged_since[k]) * impl->merged_since[k];
+        }
         if (shift > kRestWakeShift) {
+          std::fill(impl->merged_since.begin(), impl->merged_since.end(), 0.0f);
           std::lock_guard<std::mutex> lock(impl->mu);
           impl->wake_reason = absl::StrCat("a merge moved the shared weights by ", shift * 100, "%");
           // The best loss was of a model the merge replaced: measured against
@@ -1062,6 +1116,9 @@ absl::Status Trainer::WithSharedParameters(
           // never gains again and rests at whatever its neighbours agree on.
           impl->wake_resets_best = true;
           notify = true;
+        } else if (std::sqrt(together / std::max(norm, 1e-30)) > kRestWakeShift) {
+          std::lock_guard<std::mutex> lock(impl->mu);
+          impl->rest_check_due = true;
         }
       }
     }

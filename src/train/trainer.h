@@ -22,7 +22,10 @@
 // eval_interval_s up to rest_max_s, leaving the rest when a burst gains. An
 // ingest or a policy change (Wake) or a merge that moves the shared weights
 // by more than kRestWakeShift of their norm ends it at once and resets the
-// backoff. Merge rounds go on while it rests.
+// backoff. Merge rounds go on while it rests; once smaller merges have moved
+// the weights that far together, the trainer validates the merged model and
+// wakes if its loss rose by more than kRestWakeRise over the rest's lowest
+// (neighbours that train on pull the model away from this node's data).
 //
 // Drift guard ([training] drift_guard_drop, drift_guard_window): the model
 // at a new best validation accuracy is kept as the good checkpoint
@@ -108,6 +111,7 @@ struct TrainerStats {
   double best_val_loss = 0;         // NaN until the first validation pass
   double rest_s = 0;                // length of the rest under way; 0 when not resting
   int64_t rests = 0;                // times the trainer went to rest since start
+  std::string last_wake;            // why the last rest ended ("" = none yet)
   int64_t drift_rollbacks = 0;      // drift guard rollbacks since start
   std::string last_rollback;        // what the last one did ("" = none)
   int64_t last_checkpoint_step = -1;
@@ -146,7 +150,8 @@ class Trainer {
   TrainerStats Stats() const;
   data::ExampleShape example_shape() const;
   // Tells the trainer that examples were added or the policy changed; ends a
-  // rest (`why` is logged: "ingest", "resume", ...).
+  // rest (`why` is logged and kept as TrainerStats::last_wake: "ingest",
+  // "resume", ...).
   void Wake(const std::string& why = "woken");
   // After ExampleStore::Forget: returns once no forgotten row is held in
   // memory (so none is trained on, validated on or replayed again), then

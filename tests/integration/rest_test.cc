@@ -68,6 +68,7 @@ TEST(RestTest, ConvergedDaemonRestsStandsStillAndWakesOnResumeAndIngest) {
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   ASSERT_TRUE(WaitFor(node, 10, &st, [](const Json& j) { return j.Str("state") == "training"; })) << Describe(st);
   EXPECT_EQ(st->Num("rest_s"), 0);
+  EXPECT_EQ(st->Str("last_wake"), "resume") << Describe(st);
 
   // Back to rest, then an ingest of new data wakes it and it trains far
   // more than a burst's worth.

@@ -466,6 +466,47 @@ TEST(Trainer, AMovingMergeIsANewReferenceForResting) {
   ASSERT_TRUE(trainer->Stop().ok());
 }
 
+// Merges each too small to wake a resting trainer add up: neighbours that
+// keep training pull the shared model away from what only this node teaches.
+// Once they moved the weights far enough together, the trainer looks at the
+// merged model and wakes because its validation loss rose. Before, it rested
+// on while each merge stayed under the threshold (three of a five-node ring
+// rested at 57-61% that way).
+TEST(Trainer, SmallMergesThatAddUpAndRaiseTheLossEndARest) {
+  Fixture f;
+  f.options.training.rest_patience = 3;
+  f.options.training.rest_max_s = 60;
+  f.options.training.lr_decay_steps = 2000;
+  f.options.training.lr_final = 1e-6;
+  auto trainer = f.MakeTrainer();
+  ASSERT_NE(trainer, nullptr);
+  ASSERT_TRUE(f.store->Add(LoadT10k(trainer->example_shape())).ok());
+  trainer->Wake();
+  trainer->Start();
+  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().state == "resting"; }, 120))
+      << trainer->Stats().state << ": " << trainer->Stats().reason;
+  const int64_t rests = trainer->Stats().rests;
+  const double best = trainer->Stats().best_val_loss;
+
+  // 2000 merges, each shrinking the weights by 0.05% (half the wake
+  // threshold), to 37% together: the logits flatten and the loss rises.
+  for (int i = 0; i < 2000; ++i) {
+    ASSERT_TRUE(trainer->WithSharedParameters([](std::vector<float>& w, int64_t, double) {
+      for (float& v : w) v *= 1.0f - 5e-4f;
+      return true;
+    }).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_TRUE(WaitFor([&] { return trainer->Stats().last_wake.find("merges raised") != std::string::npos; }, 30))
+      << "never woke: " << trainer->Stats().state << ": " << trainer->Stats().reason << ", last wake \""
+      << trainer->Stats().last_wake << "\", val_loss " << trainer->Stats().val_loss << " against a best of " << best;
+  EXPECT_TRUE(WaitFor([&] { return trainer->Stats().rests > rests; }, 30))
+      << "never woke: " << trainer->Stats().state << ": " << trainer->Stats().reason << ", val_loss "
+      << trainer->Stats().val_loss << " against a best of " << best;
+  EXPECT_GT(trainer->Stats().best_val_loss, best);  // the merged model is the reference now
+  ASSERT_TRUE(trainer->Stop().ok());
+}
+
 TEST(Trainer, ClassifyRejectsWrongWidth) {
   Fixture f;
   auto trainer = f.MakeTrainer();
