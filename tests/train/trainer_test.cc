@@ -418,19 +418,25 @@ bool Resting(const TrainerStats& s) {
   return s.state == "resting" || s.reason == "a short burst while resting";
 }
 
-TEST(Trainer, AMovingMergeIsANewReferenceForResting) {
-  Fixture f;
+// A trainer on t10k whose rate decays to almost nothing, started: after a
+// merge the loss stays where the merge put it, so the reference the rest
+// policy keeps is plain to see. Callers wait for it to rest.
+std::unique_ptr<Trainer> SlowingTrainer(Fixture& f) {
   f.options.training.rest_patience = 3;
   f.options.training.rest_max_s = 60;
-  // The rate decays to almost nothing: after the merge the loss stays where
-  // the merge put it, so the reference the policy keeps is plain to see.
   f.options.training.lr_decay_steps = 2000;
   f.options.training.lr_final = 1e-6;
   auto trainer = f.MakeTrainer();
-  ASSERT_NE(trainer, nullptr);
-  ASSERT_TRUE(f.store->Add(LoadT10k(trainer->example_shape())).ok());
+  if (trainer == nullptr || !f.store->Add(LoadT10k(trainer->example_shape())).ok()) return nullptr;
   trainer->Wake();
   trainer->Start();
+  return trainer;
+}
+
+TEST(Trainer, AMovingMergeIsANewReferenceForResting) {
+  Fixture f;
+  auto trainer = SlowingTrainer(f);
+  ASSERT_NE(trainer, nullptr);
   ASSERT_TRUE(WaitFor([&] { return trainer->Stats().state == "resting"; }, 120))
       << trainer->Stats().state << ": " << trainer->Stats().reason;
   const double best = trainer->Stats().best_val_loss;
@@ -445,7 +451,9 @@ TEST(Trainer, AMovingMergeIsANewReferenceForResting) {
   }).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(600));  // three validation intervals
   EXPECT_TRUE(Resting(trainer->Stats())) << trainer->Stats().state << ": " << trainer->Stats().reason;
-  EXPECT_EQ(trainer->Stats().best_val_loss, best);
+  // A burst in that window may lower the best, by less than a gain (0.2%).
+  EXPECT_LE(trainer->Stats().best_val_loss, best);
+  EXPECT_GT(trainer->Stats().best_val_loss, best * (1 - 0.002));
 
   // A merge that moves every weight most of the way to zero: the logits
   // flatten and the loss rises several-fold. It wakes the trainer, the loss
@@ -474,15 +482,8 @@ TEST(Trainer, AMovingMergeIsANewReferenceForResting) {
 // rested at 57-61% that way).
 TEST(Trainer, SmallMergesThatAddUpAndRaiseTheLossEndARest) {
   Fixture f;
-  f.options.training.rest_patience = 3;
-  f.options.training.rest_max_s = 60;
-  f.options.training.lr_decay_steps = 2000;
-  f.options.training.lr_final = 1e-6;
-  auto trainer = f.MakeTrainer();
+  auto trainer = SlowingTrainer(f);
   ASSERT_NE(trainer, nullptr);
-  ASSERT_TRUE(f.store->Add(LoadT10k(trainer->example_shape())).ok());
-  trainer->Wake();
-  trainer->Start();
   ASSERT_TRUE(WaitFor([&] { return trainer->Stats().state == "resting"; }, 120))
       << trainer->Stats().state << ": " << trainer->Stats().reason;
   const int64_t rests = trainer->Stats().rests;
