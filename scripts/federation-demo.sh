@@ -54,7 +54,7 @@ for i in $(seq 0 $((N - 1))) alone; do
   port=$(free_port)
   # `mycel id` creates the identity without a daemon; a user shares this key.
   printf '[node]\nstate_dir = "%s"\n' "$dir" > "$dir/id.toml"
-  key=$("$MYCEL" --config "$dir/id.toml" id)
+  key=$("$MYCEL" --config "$dir/id.toml" id | head -n1)
   names+=("$name"); dirs+=("$dir"); ports+=("$port"); keys+=("$key")
 done
 for i in $(seq 0 $((N - 1))); do

@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -25,11 +26,13 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include "absl/strings/str_join.h"
 #include <grpcpp/grpcpp.h>
 
 #include "cli/progress_bar.h"
 #include "cli/when.h"
 #include "common/file_util.h"
+#include "common/version.h"
 #include "config/config.h"
 #include "control.grpc.pb.h"
 #include "crypto/identity.h"
@@ -43,6 +46,84 @@ using mycel::control::Control;
 [[noreturn]] void Fail(const std::string& message, int code = 1) {
   std::fprintf(stderr, "mycel: %s\n", message.c_str());
   std::exit(code);
+}
+
+// Edit distance (insert, delete, substitute, swap of two neighbours).
+size_t Distance(const std::string& a, const std::string& b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    for (size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1])});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// Parses the command line. --help and --version print and exit 0, as does
+// `mycel help [COMMAND]`; anything else wrong prints one line that says what
+// (with the nearest command for a mistyped one) and exits 2.
+void ParseOrExit(CLI::App& app, int argc, char** argv) {
+  std::vector<std::string> names;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) names.push_back(sub->get_name());
+  // The first word that is not an option or an option's value is the command.
+  std::string command;
+  int at = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") break;
+    if (arg == "-c" || arg == "--config" || arg == "--socket") {
+      ++i;
+      continue;
+    }
+    if (arg.empty() || arg[0] == '-') continue;
+    command = arg;
+    at = i;
+    break;
+  }
+  if (command == "help") {
+    const std::string topic = at + 1 < argc ? argv[at + 1] : "";
+    if (topic.empty()) {
+      std::printf("%s", app.help().c_str());
+      std::exit(0);
+    }
+    if (std::find(names.begin(), names.end(), topic) != names.end()) {
+      std::printf("%s", app.get_subcommand(topic)->help().c_str());
+      std::exit(0);
+    }
+    command = topic;  // `mycel help stauts`: say so as for `mycel stauts`
+  }
+  if (!command.empty() && std::find(names.begin(), names.end(), command) == names.end()) {
+    // A command the word begins, else the nearest within two slips.
+    std::string nearest;
+    for (const std::string& n : names) {
+      if (nearest.empty() && command.size() >= 2 && n.rfind(command, 0) == 0) nearest = n;
+    }
+    size_t best = 3;
+    for (const std::string& n : names) {
+      if (const size_t d = Distance(command, n); nearest.empty() && d < best) {
+        best = d;
+        nearest = n;
+      }
+    }
+    Fail("unknown command '" + command + "'" + (nearest.empty() ? "" : "; did you mean '" + nearest + "'?") +
+             " (`mycel --help` lists the commands)",
+         2);
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help, --version
+    std::exit(app.exit(e));
+  } catch (const CLI::ParseError& e) {
+    std::string what = e.what();
+    while (!what.empty() && (what.back() == '\n' || what.back() == ' ')) what.pop_back();
+    if (command.empty() && what.find("subcommand") != std::string::npos) {
+      Fail("a command is required: " + absl::StrJoin(names, ", ") + " (`mycel --help` says what each does)", 2);
+    }
+    Fail(what + " (`mycel " + command + (command.empty() ? "" : " ") + "--help` lists the options)", 2);
+  }
 }
 
 // Replaces each byte that is not part of a well-formed UTF-8 sequence with
@@ -217,6 +298,14 @@ std::string Fixed(double v, int digits) {
   if (!std::isfinite(v)) return "-";
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
+  return buf;
+}
+
+// A learning rate: three significant digits, whatever its scale (0.1, 0.00123, 1e-06).
+std::string Rate(double v) {
+  if (!std::isfinite(v)) return "-";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.3g", v);
   return buf;
 }
 
@@ -551,10 +640,17 @@ int Reset(const mycel::config::Config& config) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"mycel: inspect, pause, feed, evaluate and query the myceld daemon"};
+  CLI::App app{"mycel: inspect, pause, feed, evaluate and query the myceld daemon", "mycel"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("mycel ") + mycel::kVersion);
+  // `mycel status --config X` as well as `mycel --config X status`: every
+  // subcommand (added below, which inherits this) hands options it does not
+  // know to the app.
+  app.fallthrough();
   std::string config_path, socket_override;
-  app.add_option("-c,--config", config_path, "config file (default: $XDG_CONFIG_HOME/mycel/mycel.toml)");
+  app.add_option("-c,--config", config_path,
+                 "config file (default: $MYCEL_CONFIG, else $XDG_CONFIG_HOME/mycel/mycel.toml)")
+      ->envname("MYCEL_CONFIG");
   app.add_option("--socket", socket_override, "control socket path (default: <state_dir>/control.sock)");
 
   bool json = false;
@@ -610,9 +706,11 @@ int main(int argc, char** argv) {
 
   std::string out_path;
   auto* export_cmd = app.add_subcommand("export", "write the model as TorchScript (torch.jit.load opens it)");
-  export_cmd->add_option("--out", out_path, "output file")->required();
+  export_cmd->add_option("--out", out_path, "output file, or a directory to write model.pt into")->required();
 
-  app.add_subcommand("id", "print this node's public key (works without a daemon)");
+  auto* id_cmd = app.add_subcommand(
+      "id", "print this node's public key and its fingerprint, as logs and `mycel peers` show it (no daemon needed)");
+  id_cmd->add_flag("--json", json, "print JSON");
 
   bool repair_force = false;
   auto* repair_cmd = app.add_subcommand(
@@ -640,7 +738,7 @@ int main(int argc, char** argv) {
 
   app.add_subcommand("reset", "start the model afresh: delete its checkpoints, keep the examples (myceld must be stopped)");
 
-  CLI11_PARSE(app, argc, argv);
+  ParseOrExit(app, argc, argv);
 
   absl::StatusOr<mycel::config::Config> config;
   if (config_path.empty()) {
@@ -655,7 +753,13 @@ int main(int argc, char** argv) {
   if (cmd == "id") {
     auto id = mycel::crypto::Identity::LoadOrCreate(config->IdentityPath());
     if (!id.ok()) Fail(std::string(id.status().message()));
-    std::printf("%s\n", (*id)->PublicKeyBase64().c_str());
+    if (json) {
+      std::printf("%s\n", Json().Str("public_key", (*id)->PublicKeyBase64()).Str("fingerprint", (*id)->Fingerprint())
+                              .Done().c_str());
+    } else {
+      // The key alone on the first line: scripts take it with `head -n1`.
+      std::printf("%s\nfingerprint %s\n", (*id)->PublicKeyBase64().c_str(), (*id)->Fingerprint().c_str());
+    }
     return 0;
   }
 
@@ -669,14 +773,16 @@ int main(int argc, char** argv) {
     mycel::control::StatusReply r;
     grpc::Status gs = client.stub->Status(client.Context(10).get(), {}, &r);
     if (!gs.ok() && watch && !first) {
-      std::printf("\nmyceld stopped answering (%s)\n", gs.error_message().c_str());
-      return 1;
+      // The daemon went away while watched: a stop, most likely (its log says if it was a crash).
+      std::printf("\nmyceld has stopped (%s no longer answers)\n", client.socket.c_str());
+      return 0;
     }
     client.Check(gs);
     if (watch) std::printf("\x1b[H\x1b[2J");  // home + clear: redraw in place
     if (json) {
       std::printf("%s\n", Json()
-                              .Str("node", r.node_name()).Str("state", r.state()).Str("reason", r.reason())
+                              .Str("node", r.node_name()).Str("version", r.version())
+                              .Str("state", r.state()).Str("reason", r.reason())
                               .Int("steps", r.steps()).Int("samples_trained", r.samples_trained())
                               .Int("examples_train", r.examples_train()).Int("examples_val", r.examples_val())
                               .Num("train_loss", r.train_loss()).Num("learning_rate", r.learning_rate())
@@ -702,7 +808,7 @@ int main(int argc, char** argv) {
                               .Str("last_rollback", r.last_rollback())
                               .Done().c_str());
     } else {
-      std::printf("node        %s\n", r.node_name().c_str());
+      std::printf("node        %s (myceld %s)\n", r.node_name().c_str(), r.version().c_str());
       if (r.state() == "resting") {
         std::printf("state       %s (%s; next burst within %s s)\n", r.state().c_str(), r.reason().c_str(),
                     Fixed(r.rest_seconds(), 0).c_str());
@@ -711,16 +817,33 @@ int main(int argc, char** argv) {
       }
       std::printf("model       %s, %lld parameters (%lld shared)\n", r.model_kind().c_str(),
                   static_cast<long long>(r.parameters()), static_cast<long long>(r.shared_parameters()));
-      std::printf("steps       %lld (%s steps/s), %lld samples trained\n", static_cast<long long>(r.steps()),
-                  Fixed(r.steps_per_s(), 1).c_str(), static_cast<long long>(r.samples_trained()));
+      if (r.state() == "training") {
+        std::printf("steps       %lld (%s steps/s), %lld samples trained\n", static_cast<long long>(r.steps()),
+                    Fixed(r.steps_per_s(), 1).c_str(), static_cast<long long>(r.samples_trained()));
+      } else {  // a rate is of a training daemon: paused or resting, it would be a stale figure
+        std::printf("steps       %lld, %lld samples trained\n", static_cast<long long>(r.steps()),
+                    static_cast<long long>(r.samples_trained()));
+      }
       std::printf("examples    %lld train, %lld validation\n", static_cast<long long>(r.examples_train()),
                   static_cast<long long>(r.examples_val()));
-      std::printf("train loss  %s (learning rate %s)\n", Fixed(r.train_loss(), 4).c_str(),
-                  Fixed(r.learning_rate(), 5).c_str());
-      std::printf("validation  loss %s, accuracy %s (on %lld examples)\n", Fixed(r.val_loss(), 4).c_str(),
-                  Fixed(r.val_accuracy(), 4).c_str(), static_cast<long long>(r.eval_examples()));
-      std::printf("checkpoint  %lld written, last at step %lld\n", static_cast<long long>(r.checkpoints_written()),
-                  static_cast<long long>(r.last_checkpoint_step()));
+      if (r.steps() > 0) {
+        std::printf("train loss  %s (learning rate %s)\n", Fixed(r.train_loss(), 4).c_str(),
+                    Rate(r.learning_rate()).c_str());
+      } else {
+        std::printf("train loss  - (no step yet)\n");
+      }
+      if (r.eval_examples() > 0) {
+        std::printf("validation  loss %s, accuracy %s (on %lld examples)\n", Fixed(r.val_loss(), 4).c_str(),
+                    Fixed(r.val_accuracy(), 4).c_str(), static_cast<long long>(r.eval_examples()));
+      } else {
+        std::printf("validation  - (no pass yet)\n");
+      }
+      if (r.last_checkpoint_step() >= 0) {
+        std::printf("checkpoint  %lld written, last at step %lld\n", static_cast<long long>(r.checkpoints_written()),
+                    static_cast<long long>(r.last_checkpoint_step()));
+      } else {
+        std::printf("checkpoint  none yet\n");
+      }
       if (r.drift_rollbacks() > 0) {
         std::printf("drift guard %lld rollback(s); last: %s\n", static_cast<long long>(r.drift_rollbacks()),
                     r.last_rollback().c_str());
@@ -897,7 +1020,7 @@ int main(int argc, char** argv) {
         if (i) peers += ",";
         peers += Json().Str("name", p.name()).Str("address", p.address()).Str("key_fingerprint", p.key_fingerprint())
                      .Str("state", p.state()).Str("last_error", p.last_error())
-                     .Int("last_success_unix", p.last_success_unix()).Int("epoch", static_cast<int64_t>(p.epoch()))
+                     .Int("last_success_unix", p.last_success_unix()).Str("epoch", std::to_string(p.epoch()))  // 64 random bits: a JSON number would round
                      .Int("seq_applied", static_cast<int64_t>(p.seq_applied()))
                      .Int("samples_trained", p.samples_trained()).Int("bytes_sent", p.bytes_sent())
                      .Int("bytes_received", p.bytes_received()).Int("pulls_ok", p.pulls_ok())
@@ -993,8 +1116,10 @@ int main(int argc, char** argv) {
     mycel::control::ExportChunk chunk;
     while (reader->Read(&chunk)) bytes += chunk.data();
     client.Check(reader->Finish());
+    std::error_code ec;
+    if (std::filesystem::is_directory(out_path, ec)) out_path = (std::filesystem::path(out_path) / "model.pt").string();
     auto s = mycel::Env::Default()->WriteFileAtomically(out_path, bytes);
-    if (!s.ok()) Fail(std::string(s.message()));
+    if (!s.ok()) Fail("export: cannot write " + out_path + ": " + std::string(s.message()));
     std::printf("wrote %s (%zu bytes, TorchScript)\n", out_path.c_str(), bytes.size());
     return 0;
   }

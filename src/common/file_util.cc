@@ -203,6 +203,17 @@ std::string ExpandPath(const std::string& path) {
     while (end < in.size() && (std::isalnum(static_cast<unsigned char>(in[end])) || in[end] == '_')) ++end;
     std::string var = in.substr(start, end - start);
     const char* val = std::getenv(var.c_str());
+    if (braced && in.compare(end, 2, ":-") == 0) {
+      // ${VAR:-default}: the default runs to the matching brace.
+      size_t close = end + 2;
+      for (int depth = 1; close < in.size(); ++close) {
+        if (in[close] == '{') ++depth;
+        if (in[close] == '}' && --depth == 0) break;
+      }
+      out += val != nullptr && val[0] != '\0' ? std::string(val) : ExpandPath(in.substr(end + 2, close - end - 2));
+      i = close;
+      continue;
+    }
     if (val) out += val;
     i = braced && end < in.size() && in[end] == '}' ? end : end - 1;
   }

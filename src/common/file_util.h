@@ -57,7 +57,8 @@ std::string FrameChecksummed(std::string_view magic8, std::string_view payload);
 absl::StatusOr<std::string> UnframeChecksummed(std::string_view magic8, std::string_view framed,
                                                std::string_view what);
 
-// Expands a leading "~" and $VAR / ${VAR} references.
+// Expands a leading "~" and $VAR / ${VAR} references; ${VAR:-default}
+// gives `default` (itself expanded) when VAR is unset or empty, as in sh.
 std::string ExpandPath(const std::string& path);
 
 }  // namespace mycel

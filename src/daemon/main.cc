@@ -19,6 +19,7 @@
 
 #include "common/fd_limit.h"
 #include "common/logging.h"
+#include "common/version.h"
 #include "config/config.h"
 #include "daemon/node.h"
 
@@ -47,11 +48,20 @@ int ExitCodeFor(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"myceld: on-device federated continual-learning daemon"};
+  CLI::App app{"myceld: on-device federated continual-learning daemon", "myceld"};
   std::string config_path;
-  app.add_option("-c,--config", config_path, "config file (default: $XDG_CONFIG_HOME/mycel/mycel.toml)");
-  app.set_version_flag("--version", "myceld 0.1.0");
-  CLI11_PARSE(app, argc, argv);
+  app.add_option("-c,--config", config_path,
+                 "config file (default: $MYCEL_CONFIG, else $XDG_CONFIG_HOME/mycel/mycel.toml)")
+      ->envname("MYCEL_CONFIG");
+  app.set_version_flag("--version", std::string("myceld ") + mycel::kVersion);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help, --version
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "myceld: %s (`myceld --help` lists the options)\n", e.what());
+    return 2;  // a usage error, like a config error: restarting does not fix it
+  }
   // Everything the daemon writes (examples, checkpoints, exports) is private
   // to the user: the training data never leaves the machine, nor this account.
   umask(0077);

@@ -14,6 +14,7 @@
 #include "common/file_util.h"
 #include "common/logging.h"
 #include "common/status.h"
+#include "common/version.h"
 #include "crypto/identity.h"
 #include "daemon/node_metrics.h"
 #include "data/example_store.h"
@@ -309,6 +310,7 @@ absl::StatusOr<control::StatusReply> Node::GetStatus() {
   r.set_rest_seconds(st.rest_s);
   r.set_rests(st.rests);
   r.set_last_wake(st.last_wake);
+  r.set_version(kVersion);
   r.set_drift_rollbacks(st.drift_rollbacks);
   r.set_last_rollback(st.last_rollback);
   r.set_checkpoints_written(st.checkpoints_written);

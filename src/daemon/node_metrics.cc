@@ -11,7 +11,7 @@ std::string RenderMetrics(const control::StatusReply& s, const control::PeersRep
     e.Sample(v);
   };
   e.Family("mycel_info", "gauge", "Constant 1, labelled with what this node is.");
-  e.Sample(1, {{"node", s.node_name()}, {"model", s.model_kind()}});
+  e.Sample(1, {{"node", s.node_name()}, {"model", s.model_kind()}, {"version", s.version()}});
   e.Family("mycel_training_state", "gauge", "1 for the state training is in now, 0 for the others.");
   bool known = false;
   for (const char* state : kTrainingStates) {

@@ -363,7 +363,8 @@ absl::Status Trainer::Impl::Restore() {
     return absl::FailedPreconditionError(
         loaded->path + " holds a " + MetaValue(*meta, "kind") + " model (fingerprint " + fp +
         ") but the config describes a " + options.model.kind + " model (fingerprint " +
-        model->Fingerprint() + "); restore the [model] config or move the checkpoints away");
+        model->Fingerprint() + "); restore the [model] config, or run `mycel reset` (with myceld stopped) to "
+        "start the new model afresh: it deletes the checkpoints and keeps the examples");
   }
   MYCEL_RETURN_IF_ERROR(LoadModelSections(sections, loaded->path));
   stats.steps = std::stoll("0" + MetaValue(*meta, "steps"));

@@ -55,5 +55,19 @@ TEST(FileUtil, ExpandPathExpandsVariablesAndHome) {
   EXPECT_EQ(ExpandPath("~/s"), "/home/u/s");
 }
 
+TEST(FileUtil, ExpandPathTakesADefaultForAnUnsetOrEmptyVariable) {
+  ::setenv("MYCEL_TEST_VAR", "/abc", 1);
+  ::setenv("HOME", "/home/u", 1);
+  ::unsetenv("MYCEL_TEST_UNSET");
+  ::setenv("MYCEL_TEST_EMPTY", "", 1);
+  EXPECT_EQ(ExpandPath("${MYCEL_TEST_VAR:-/d}/x"), "/abc/x");
+  EXPECT_EQ(ExpandPath("${MYCEL_TEST_UNSET:-/d}/x"), "/d/x");
+  EXPECT_EQ(ExpandPath("${MYCEL_TEST_EMPTY:-/d}/x"), "/d/x");
+  EXPECT_EQ(ExpandPath("${MYCEL_TEST_UNSET:-$HOME/.local/state/demo}"), "/home/u/.local/state/demo");
+  EXPECT_EQ(ExpandPath("${MYCEL_TEST_UNSET:-${MYCEL_TEST_VAR}/n}"), "/abc/n");
+  EXPECT_EQ(ExpandPath("${MYCEL_TEST_UNSET:-}z"), "z");
+  EXPECT_EQ(ExpandPath("${MYCEL_TEST_UNSET:-/open"), "/open");  // no closing brace: the rest is the default
+}
+
 }  // namespace
 }  // namespace mycel

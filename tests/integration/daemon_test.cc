@@ -259,13 +259,20 @@ TEST_F(DaemonTest, CliWithoutDaemonAndIdentityFiles) {
   EXPECT_NE(r.err.find(node.daemon().socket_path()), std::string::npos) << "does not name the socket: " << r.Describe();
   EXPECT_TRUE(r.out.empty()) << r.Describe();
 
-  // `mycel id` needs no daemon: a 32-byte Ed25519 key is 44 base64 characters.
+  // `mycel id` needs no daemon: a 32-byte Ed25519 key is 44 base64
+  // characters, alone on the first line, then the fingerprint the logs and
+  // `mycel peers` show.
   CommandResult id1 = node.Mycel({"id"});
   ASSERT_EQ(id1.exit_code, 0) << id1.Describe();
-  ASSERT_FALSE(id1.out.empty());
-  ASSERT_EQ(id1.out.back(), '\n');
-  const std::string key = id1.out.substr(0, id1.out.size() - 1);
-  EXPECT_TRUE(std::regex_match(key, std::regex("[A-Za-z0-9+/]{43}="))) << "'" << key << "'";
+  std::smatch m;
+  ASSERT_TRUE(std::regex_match(id1.out, m, std::regex("([A-Za-z0-9+/]{43}=)\nfingerprint ([0-9a-f:]+)\n")))
+      << "'" << id1.out << "'";
+  const std::string key = m[1];
+  const std::string fingerprint = m[2];
+  auto idj = node.MycelJson({"id"});
+  ASSERT_TRUE(idj);
+  EXPECT_EQ(idj->Str("public_key"), key);
+  EXPECT_EQ(idj->Str("fingerprint"), fingerprint);
   CommandResult id2 = node.Mycel({"id"});
   ASSERT_EQ(id2.exit_code, 0) << id2.Describe();
   EXPECT_EQ(id2.out, id1.out) << "identity changed between two calls";
@@ -275,6 +282,8 @@ TEST_F(DaemonTest, CliWithoutDaemonAndIdentityFiles) {
   auto st = node.Status();
   ASSERT_TRUE(st);
   EXPECT_EQ(st->Str("public_key"), key) << "the daemon uses another identity than `mycel id`";
+  EXPECT_NE(node.daemon().LogSinceStart().find("identity " + key + " (" + fingerprint + ")"), std::string::npos)
+      << "the daemon logs another fingerprint than `mycel id`: " << node.daemon().LogSinceStart();
   EXPECT_EQ(FileMode(node.daemon().socket_path()), 0600);
   EXPECT_EQ(FileMode(node.state_dir() + "/identity.key"), 0600);
   CommandResult id3 = node.Mycel({"id"});

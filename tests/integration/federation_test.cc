@@ -8,6 +8,7 @@
 #include <cmath>
 #include <memory>
 #include <optional>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -149,6 +150,11 @@ TEST(FederationTest, RingOfFiveLearnsAllTenClassesWhileANodeAloneCannot) {
     EXPECT_GT(p.Num("deltas_accepted") + p.Num("keyframes_accepted"), 50) << peers.out;
     EXPECT_GT(p.Num("bytes_received"), 0);
     EXPECT_GT(p.Num("seq_applied"), 0);
+    // A 64-bit random epoch, as a string: a JSON number would lose its low bits in jq or JavaScript.
+    const Json* epoch = p.Find("epoch");
+    ASSERT_NE(epoch, nullptr);
+    EXPECT_EQ(epoch->type, Json::Type::kString) << peers.out;
+    EXPECT_TRUE(std::regex_match(epoch->string, std::regex("[1-9][0-9]*"))) << peers.out;
   }
   auto st = fed[0].node->Status();
   ASSERT_TRUE(st.has_value());

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/version.h"
 #include "harness.h"
 
 namespace mycel::it {
@@ -76,7 +77,7 @@ TEST(MetricsTest, EndpointIsValidPrometheusTextThatAgreesWithStatus) {
   EXPECT_GT(SampleOf(*m, "mycel_train_loss{}"), 0);
   EXPECT_EQ(SampleOf(*m, "mycel_model_parameters{kind=all}"), after->Num("parameters"));
   EXPECT_EQ(SampleOf(*m, "mycel_training_state{state=training}"), 1) << r.body;
-  EXPECT_EQ(SampleOf(*m, "mycel_info{model=mlp,node=metered}"), 1);
+  EXPECT_EQ(SampleOf(*m, std::string("mycel_info{model=mlp,node=metered,version=") + kVersion + "}"), 1);
   EXPECT_EQ(SampleOf(*m, "mycel_peers{}"), 0);
 
   // The state follows a pause, within seconds.
@@ -120,7 +121,7 @@ TEST(MetricsTest, BusyMetricsPortIsLoggedAndTrainingGoesOn) {
   EXPECT_TRUE(second.WaitForStepsAbove(10, 90));
   auto m = ParseExposition(HttpRequest(port, "GET", "/metrics").body, tmp.path());  // the first one is unharmed
   ASSERT_TRUE(m.has_value());
-  EXPECT_EQ(SampleOf(*m, "mycel_info{model=mlp,node=first}"), 1);
+  EXPECT_EQ(SampleOf(*m, std::string("mycel_info{model=mlp,node=first,version=") + kVersion + "}"), 1);
   EXPECT_EQ(first.daemon().Stop(), 0);
   EXPECT_EQ(second.daemon().Stop(), 0);
 }
