@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -299,6 +300,30 @@ std::string Fixed(double v, int digits) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
   return buf;
+}
+
+// What a person reads in the peers table for a failed pull: the cause in a
+// few words, not gRPC's whole chain ("unreachable: failed to connect to all
+// addresses; last error: UNKNOWN: ipv4:...: Failed to connect to remote host:
+// Connection refused"). `mycel peers --json` keeps the full message.
+std::string ShortReason(const std::string& message) {
+  std::string lower = message;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  static const std::pair<const char*, const char*> kCauses[] = {
+      {"connection refused", "connection refused (is myceld running there, with listen set?)"},
+      {"deadline exceeded", "timed out"},
+      {"timed out", "timed out"},
+      {"no route to host", "no route to host"},
+      {"network is unreachable", "network unreachable"},
+      {"dns resolution failed", "host name not found"},
+      {"name or service not known", "host name not found"},
+      {"connection reset", "connection reset"},
+  };
+  for (const auto& [needle, said] : kCauses) {
+    if (lower.find(needle) != std::string::npos) return said;
+  }
+  constexpr size_t kMax = 60;
+  return message.size() <= kMax ? message : message.substr(0, kMax - 3) + "...";
 }
 
 // A learning rate: three significant digits, whatever its scale (0.1, 0.00123, 1e-06).
@@ -1054,7 +1079,9 @@ int main(int argc, char** argv) {
       std::string last = p.last_success_unix() ? std::to_string(now - p.last_success_unix()) + "s ago" : "never";
       std::string reasons;
       for (const auto& [reason, n] : p.refusals()) reasons += (reasons.empty() ? "" : ", ") + reason + "=" + std::to_string(n);
-      if (!p.last_error().empty() && p.state() != "connected") reasons += (reasons.empty() ? "" : "; ") + p.last_error();
+      if (!p.last_error().empty() && p.state() != "connected") {
+        reasons += (reasons.empty() ? "" : "; ") + ShortReason(p.last_error());
+      }
       if (p.clipped() > 0) {
         // robust = reject/clip screened this neighbour out: how often, and how far it was last time.
         char clip[128];

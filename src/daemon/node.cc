@@ -508,7 +508,8 @@ absl::StatusOr<control::PredictReply> Node::Predict(const control::PredictReques
   data::Example example;
   if (!files.empty()) {
     MYCEL_ASSIGN_OR_RETURN(auto fmt, data::ParseFormat(request.files(0).format()));
-    MYCEL_ASSIGN_OR_RETURN(auto examples, data::ImportFiles(ToBlobs(files), fmt, trainer_->example_shape()));
+    MYCEL_ASSIGN_OR_RETURN(auto examples,
+                           data::ImportFiles(ToBlobs(files), fmt, trainer_->example_shape(), /*unlabelled=*/true));
     if (request.index() < 0 || request.index() >= static_cast<int64_t>(examples.size())) {
       return absl::OutOfRangeError("index " + std::to_string(request.index()) + " is outside [0, " +
                                    std::to_string(examples.size()) + ")");

@@ -170,11 +170,11 @@ absl::Status CheckIdxBody(const IdxFile& idx, const std::string& what) {
   return absl::OkStatus();
 }
 
-absl::Status ImportIdxPair(const IdxFile& images, const IdxFile& labels, const ExampleShape& shape,
+// `labels` null: the images alone, each with label -1 (inputs to predict).
+absl::Status ImportIdxPair(const IdxFile& images, const IdxFile* labels_or_null, const ExampleShape& shape,
                            std::vector<Example>* out) {
   const uint64_t n = images.dims[0];
   MYCEL_RETURN_IF_ERROR(CheckIdxBody(images, absl::StrCat(n, " images of ", DimsText(images.dims, 1))));
-  MYCEL_RETURN_IF_ERROR(CheckIdxBody(labels, absl::StrCat(labels.dims[0], " labels")));
   uint64_t width = 1;  // saturates: with 0 images the dims are unchecked by the body size
   for (size_t d = 1; d < images.dims.size(); ++d) {
     uint32_t dim = images.dims[d];
@@ -189,6 +189,19 @@ absl::Status ImportIdxPair(const IdxFile& images, const IdxFile& labels, const E
     return absl::InvalidArgumentError(
         absl::StrCat(images.name, ": images ", dims, " but the model takes ", shape.width));
   }
+  const char* px = images.bytes.data() + images.body_offset;
+  if (labels_or_null == nullptr) {
+    out->reserve(out->size() + n);
+    for (uint64_t i = 0; i < n; ++i) {
+      Example e;
+      e.dtype = DType::kU8;
+      e.data.assign(px + i * width, width);
+      out->push_back(std::move(e));
+    }
+    return absl::OkStatus();
+  }
+  const IdxFile& labels = *labels_or_null;
+  MYCEL_RETURN_IF_ERROR(CheckIdxBody(labels, absl::StrCat(labels.dims[0], " labels")));
   if (labels.dims[0] != n) {
     return absl::InvalidArgumentError(absl::StrCat(images.name, ": ", n, " images but ", labels.name, ": ",
                                                    labels.dims[0], " labels"));
@@ -201,7 +214,6 @@ absl::Status ImportIdxPair(const IdxFile& images, const IdxFile& labels, const E
     }
   }
   out->reserve(out->size() + n);
-  const char* px = images.bytes.data() + images.body_offset;
   for (uint64_t i = 0; i < n; ++i) {
     Example e;
     e.label = lab[i];
@@ -212,7 +224,7 @@ absl::Status ImportIdxPair(const IdxFile& images, const IdxFile& labels, const E
   return absl::OkStatus();
 }
 
-absl::Status ImportIdx(const std::vector<const NamedBlob*>& files, const ExampleShape& shape,
+absl::Status ImportIdx(const std::vector<const NamedBlob*>& files, const ExampleShape& shape, bool unlabelled,
                        std::vector<Example>* out) {
   std::vector<IdxFile> images, labels;
   for (const NamedBlob* f : files) {
@@ -223,6 +235,13 @@ absl::Status ImportIdx(const std::vector<const NamedBlob*>& files, const Example
     MYCEL_ASSIGN_OR_RETURN(IdxFile idx, ParseIdx(*f));
     (idx.dims.size() == 1 ? labels : images).push_back(std::move(idx));
   }
+  if (unlabelled && labels.empty()) {
+    for (IdxFile& f : images) {
+      MYCEL_RETURN_IF_ERROR(ImportIdxPair(f, nullptr, shape, out));
+      std::string().swap(f.bytes);
+    }
+    return absl::OkStatus();
+  }
   if (images.size() != labels.size()) {
     const std::vector<IdxFile>& more = images.size() > labels.size() ? images : labels;
     const IdxFile& extra = more[std::min(images.size(), labels.size())];
@@ -232,7 +251,7 @@ absl::Status ImportIdx(const std::vector<const NamedBlob*>& files, const Example
         " to pair with (", images.size(), " image files, ", labels.size(), " label files)"));
   }
   for (size_t i = 0; i < images.size(); ++i) {
-    MYCEL_RETURN_IF_ERROR(ImportIdxPair(images[i], labels[i], shape, out));
+    MYCEL_RETURN_IF_ERROR(ImportIdxPair(images[i], &labels[i], shape, out));
     // Free the decompressed buffers as we go.
     std::string().swap(images[i].bytes);
     std::string().swap(labels[i].bytes);
@@ -527,7 +546,7 @@ absl::StatusOr<std::string> GunzipLimited(const std::string& bytes, const std::s
 }  // namespace internal
 
 absl::StatusOr<std::vector<Example>> ImportFiles(const std::vector<NamedBlob>& files, Format format,
-                                                 const ExampleShape& shape) {
+                                                 const ExampleShape& shape, bool unlabelled) {
   if (files.empty()) return absl::InvalidArgumentError("no files to import");
   if (shape.width < 1) return absl::InvalidArgumentError(absl::StrCat("example width must be >= 1, got ", shape.width));
   if (!shape.text && shape.classes < 1) {
@@ -545,7 +564,7 @@ absl::StatusOr<std::vector<Example>> ImportFiles(const std::vector<NamedBlob>& f
       case Format::kAuto: break;  // GuessFormat never returns kAuto
     }
   }
-  if (!idx_files.empty()) MYCEL_RETURN_IF_ERROR(ImportIdx(idx_files, shape, &out));
+  if (!idx_files.empty()) MYCEL_RETURN_IF_ERROR(ImportIdx(idx_files, shape, unlabelled, &out));
   return out;
 }
 

@@ -38,8 +38,10 @@ Format GuessFormat(const NamedBlob& file);
 
 // Parses all files (idx files are paired images+labels by magic, in the order
 // given) into examples that fit `shape`. Any bad file fails the whole call.
+// `unlabelled`: idx images given without any labels file are taken alone,
+// each with label -1 (inputs to predict, not examples to store).
 absl::StatusOr<std::vector<Example>> ImportFiles(const std::vector<NamedBlob>& files, Format format,
-                                                 const ExampleShape& shape);
+                                                 const ExampleShape& shape, bool unlabelled = false);
 
 // Decompresses gzip data if it starts with the gzip magic, else returns it as is.
 // Errors name the file; output is capped at 4 GiB (a zip bomb is refused).

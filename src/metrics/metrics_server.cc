@@ -117,10 +117,11 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
   std::unique_ptr<MetricsServer> server(new MetricsServer());
   server->render_ = std::move(render);
   server->daemon_ = MHD_start_daemon(flags, static_cast<uint16_t>(port), nullptr, nullptr, &Handler::Access,
-                                     server.get(), MHD_OPTION_SOCK_ADDR, addr,
+                                     // The logger first: libmicrohttpd warns at every start otherwise.
+                                     server.get(), MHD_OPTION_EXTERNAL_LOGGER, &Handler::Log, nullptr,
+                                     MHD_OPTION_SOCK_ADDR, addr,
                                      MHD_OPTION_CONNECTION_LIMIT, 8u,
-                                     MHD_OPTION_CONNECTION_TIMEOUT, 10u,
-                                     MHD_OPTION_EXTERNAL_LOGGER, &Handler::Log, nullptr, MHD_OPTION_END);
+                                     MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
   if (server->daemon_ == nullptr) {
     return absl::UnavailableError("metrics_listen: cannot listen on " + listen +
                                   " (address in use, or not permitted)");

@@ -124,6 +124,22 @@ TEST_F(FashionT10k, MismatchedCountsAreNamed) {
   EXPECT_THAT(Message(r), HasSubstr("imgs: IDX images file has no labels file"));
 }
 
+TEST_F(FashionT10k, ImagesAloneAreInputsWithoutLabelsWhenAskedFor) {
+  // What `mycel predict images.gz --index 3` sends: no labels file.
+  auto r = ImportFiles({{"imgs.gz", images_gz_}}, Format::kAuto, Images(784), /*unlabelled=*/true);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 10000u);
+  EXPECT_EQ((*r)[3].label, -1);
+  EXPECT_EQ((*r)[3].data, images_.substr(16 + 3 * 784, 784));
+  // With a labels file, the labels still come along.
+  r = ImportFiles({{"imgs.gz", images_gz_}, {"labels.gz", labels_gz_}}, Format::kAuto, Images(784), true);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GE((*r)[3].label, 0);
+  // A labels file alone is still an error.
+  r = ImportFiles({{"labels.gz", labels_gz_}}, Format::kAuto, Images(784), true);
+  EXPECT_THAT(Message(r), HasSubstr("labels file has no images file"));
+}
+
 TEST_F(FashionT10k, WrongImageSizeForTheModel) {
   auto r = ImportFiles({{"imgs.gz", images_gz_}, {"labels.gz", labels_gz_}}, Format::kAuto, Images(100));
   EXPECT_THAT(Message(r), HasSubstr("imgs.gz: images are 28x28 = 784 values but the model takes 100"));

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -118,6 +119,15 @@ TEST(CliTest, TheReadmeLinesWorkAsWrittenWithMycelConfig) {
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(r.out.substr(0, r.out.find('\n')), j->Str("public_key"));
 
+  // `mycel predict` takes idx images without their labels file.
+  r = RunCommand(env({Mycel(), "predict", T10kImages(), "--index", "3", "--json"}), tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  auto pj = ParseJson(r.out);
+  ASSERT_TRUE(pj) << r.out;
+  ASSERT_NE(pj->Find("top"), nullptr) << r.out;
+  EXPECT_EQ(pj->Find("top")->array.size(), 3u) << r.out;
+  EXPECT_FALSE(pj->Has("true_label")) << r.out;
+
   // `mycel export --out DIR` writes DIR/model.pt.
   const std::string out_dir = tmp.path() + "/exports";
   ASSERT_EQ(::mkdir(out_dir.c_str(), 0700), 0);
@@ -141,6 +151,40 @@ TEST(CliTest, TheReadmeLinesWorkAsWrittenWithMycelConfig) {
   const std::string watched = ReadFileOrDie(tmp.path() + "/w.out");
   EXPECT_NE(watched.find("myceld has stopped"), std::string::npos) << watched;
   EXPECT_EQ(watched.find("CANCELLED"), std::string::npos) << watched;
+}
+
+// A neighbour that is not there: the peers table says why in a few words,
+// and --json keeps gRPC's whole message for whoever debugs it.
+TEST(CliTest, PeersTableGivesAShortReasonAndJsonTheFullOne) {
+  TempDir tmp;
+  TestNode other(tmp.path(), "other");
+  CommandResult id = other.Mycel({"id"});
+  ASSERT_EQ(id.exit_code, 0) << id.Describe();
+  const std::string key = id.out.substr(0, id.out.find('\n'));
+  ConfigSpec spec;
+  spec.extra_node = "listen = \"127.0.0.1:" + std::to_string(FreePort()) + "\"\n";
+  TestNode node(tmp.path(), "node", spec);
+  WriteFileOrDie(node.config_path(), ReadFileOrDie(node.config_path()) + "\n[[peers]]\nname = \"other\"\n" +
+                                         "address = \"127.0.0.1:" + std::to_string(FreePort()) + "\"\n" +
+                                         "public_key = \"" + key + "\"\n");
+  ASSERT_TRUE(node.daemon().Start());
+  std::optional<Json> peers;
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        peers = node.MycelJson({"peers"});
+        const Json* list = peers ? peers->Find("peers") : nullptr;
+        return list != nullptr && list->array.size() == 1 && list->array[0].Str("state") == "unreachable";
+      },
+      60))
+      << node.daemon().LogSinceStart();
+  const std::string full = peers->Find("peers")->array[0].Str("last_error");
+  EXPECT_NE(full.find("Connection refused"), std::string::npos) << full;  // gRPC's own words, all of them
+  CommandResult table = node.Mycel({"peers"});
+  ASSERT_EQ(table.exit_code, 0) << table.Describe();
+  EXPECT_NE(table.out.find("connection refused (is myceld running there, with listen set?)"), std::string::npos)
+      << table.out;
+  EXPECT_EQ(table.out.find("ipv4:"), std::string::npos) << "gRPC's chain in the table: " << table.out;
+  EXPECT_EQ(node.daemon().Stop(), 0);
 }
 
 }  // namespace

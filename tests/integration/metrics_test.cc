@@ -99,6 +99,9 @@ TEST(MetricsTest, EndpointIsValidPrometheusTextThatAgreesWithStatus) {
   EXPECT_NE(logged.find("myceld running"), std::string::npos) << logged;
   EXPECT_NE(logged.find("metrics on http://127.0.0.1:" + std::to_string(port) + "/metrics"), std::string::npos)
       << logged;
+  // A start with metrics on is quiet: no warning from libmicrohttpd about its own options.
+  EXPECT_EQ(logged.find(" W [metrics]"), std::string::npos) << logged;
+  EXPECT_EQ(node.daemon().LogSinceStart().find(" W [metrics]"), std::string::npos) << node.daemon().LogSinceStart();
 
   EXPECT_EQ(node.daemon().Stop(), 0);
   EXPECT_EQ(HttpRequest(port, "GET", "/metrics").status, 0);  // gone with the daemon
