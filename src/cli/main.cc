@@ -21,6 +21,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -662,6 +663,175 @@ int Reset(const mycel::config::Config& config) {
   return 0;
 }
 
+// ---- pairing: `mycel peers pending|add|accept|remove`, `mycel reload` ----
+//
+// Pinned peers that the CLI manages live one file each in the config's
+// drop-in directory (config::PeersDropInDir), so the user's own TOML and its
+// comments are never rewritten; the daemon is then asked to reload.
+
+// Asks the daemon to re-read its config. A daemon that is not running is not
+// an error here: it reads the config when it starts.
+bool ReloadDaemon(const Client& client, mycel::control::ReloadReply* reply, std::string* error) {
+  grpc::Status s = client.stub->Reload(client.Context(30).get(), {}, reply);
+  if (s.ok()) return true;
+  *error = s.error_code() == grpc::StatusCode::UNAVAILABLE ? "" : s.error_message();
+  return false;
+}
+
+int Reload(const Client& client) {
+  mycel::control::ReloadReply r;
+  std::string error;
+  if (!ReloadDaemon(client, &r, &error)) Fail(error.empty() ? Client::WhyUnreachable(client.socket) : error);
+  std::printf("reloaded: applied %s; %d neighbour(s) pinned\n", r.applied().c_str(), r.peers());
+  if (!r.needs_restart().empty()) std::printf("changed but needs a restart: %s\n", r.needs_restart().c_str());
+  return 0;
+}
+
+// The config file peers are pinned beside; fails if there is none.
+std::string ConfigFileOrFail(const mycel::config::Config& config) {
+  if (config.path.empty()) {
+    Fail("no config file (" + mycel::config::DefaultConfigPath() +
+             " does not exist): pinned peers live beside one; create it with [node] listen = \"0.0.0.0:7000\"",
+         2);
+  }
+  return config.path;
+}
+
+// Pins NAME (KEY, base64 as `mycel id` prints it) at ADDRESS: one drop-in
+// file, checked by loading the whole config, then a reload.
+int PinPeer(const mycel::config::Config& config, const Client& client, const std::string& name,
+            const std::string& key_b64, const std::string& address, const std::string& how) {
+  const std::string config_path = ConfigFileOrFail(config);
+  static const std::regex kName("[A-Za-z0-9._-]{1,64}");
+  if (!std::regex_match(name, kName)) {
+    Fail("peer name '" + name + "': use 1-64 of A-Z a-z 0-9 . _ - (it names a file)", 2);
+  }
+  static const std::regex kAddress("([A-Za-z0-9.-]+|\\[[0-9A-Fa-f:.]+\\]):([0-9]{1,5})");
+  std::smatch m;
+  if (!std::regex_match(address, m, kAddress) || std::stoi(m[2]) < 1 || std::stoi(m[2]) > 65535) {
+    Fail("address '" + address + "': expected host:port, the port in [1, 65535]", 2);
+  }
+  auto key = mycel::crypto::Base64Decode(key_b64);
+  if (!key.ok() || key->size() != 32) {
+    Fail("key '" + key_b64 + "': expected the 44-character public key that `mycel id` prints", 2);
+  }
+  auto me = mycel::crypto::Identity::LoadOrCreate(config.IdentityPath());
+  if (!me.ok()) Fail(std::string(me.status().message()));
+  if (*key == (*me)->public_key()) Fail("that is this node's own key (" + (*me)->Fingerprint() + ")", 2);
+  for (const auto& p : config.peers) {
+    if (p.name == name) Fail("'" + name + "' is already pinned at " + p.where + " (`mycel peers remove " + name + "`)", 2);
+    if (p.public_key == *key) {
+      Fail("that key is already pinned as '" + p.name + "' at " + p.where, 2);
+    }
+  }
+  const std::string dir = mycel::config::PeersDropInDir(config_path);
+  const std::string file = dir + "/" + name + ".toml";
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    Fail("cannot create " + dir + ": " + std::strerror(errno));
+  }
+  const std::string text = "# Pinned by `mycel peers " + how + "`; `mycel peers remove " + name +
+                           "` unpins it. Managed by mycel: edit the config file instead.\n[[peers]]\nname = \"" +
+                           name + "\"\naddress = \"" + address + "\"\npublic_key = \"" + key_b64 + "\"\n";
+  if (auto s = mycel::Env::Default()->WriteFileAtomically(file, text); !s.ok()) Fail(std::string(s.message()));
+  if (auto check = mycel::config::LoadConfig(config_path); !check.ok()) {
+    ::unlink(file.c_str());
+    Fail(std::string(check.status().message()), 2);
+  }
+  const std::string fingerprint = mycel::crypto::KeyFingerprint(*key);
+  mycel::control::ReloadReply r;
+  std::string error;
+  if (ReloadDaemon(client, &r, &error)) {
+    std::printf("pinned %s (%s) at %s; myceld pulls from it from the next round\n", name.c_str(),
+                fingerprint.c_str(), address.c_str());
+  } else if (error.empty()) {
+    std::printf("pinned %s (%s) at %s; myceld is not running and pulls from it when it starts\n", name.c_str(),
+                fingerprint.c_str(), address.c_str());
+  } else {
+    ::unlink(file.c_str());
+    Fail("the daemon refused the new peer list, so " + name + " is not pinned: " + error);
+  }
+  return 0;
+}
+
+mycel::control::PeersReply PeersOrFail(const Client& client) {
+  mycel::control::PeersReply r;
+  client.Check(client.stub->Peers(client.Context(10).get(), {}, &r));
+  return r;
+}
+
+int PeersPending(const Client& client, bool json) {
+  const mycel::control::PeersReply r = PeersOrFail(client);
+  const int64_t now = static_cast<int64_t>(std::time(nullptr));
+  if (json) {
+    std::string list = "[";
+    for (int i = 0; i < r.pending_size(); ++i) {
+      const auto& p = r.pending(i);
+      list += (i ? "," : "") + Json().Str("name", p.name()).Str("public_key", p.public_key())
+                                   .Str("key_fingerprint", p.key_fingerprint()).Str("address", p.address())
+                                   .Int("first_seen_unix", p.first_seen_unix())
+                                   .Int("last_seen_unix", p.last_seen_unix()).Int("requests", p.requests())
+                                   .Bool("same_model", p.same_model()).Done();
+    }
+    std::printf("%s\n", Json().Raw("pending", list + "]").Done().c_str());
+    return 0;
+  }
+  if (r.pending_size() == 0) {
+    std::printf("no pending peers (a node that pins this one's key and calls it is listed here)\n");
+    return 0;
+  }
+  std::printf("%-16s %-19s %-22s %-10s %8s  %s\n", "NAME", "KEY", "ADDRESS", "LAST", "REQUESTS", "MODEL");
+  for (const auto& p : r.pending()) {
+    std::printf("%-16s %-19s %-22s %-10s %8lld  %s\n", p.name().c_str(), p.key_fingerprint().c_str(),
+                p.address().empty() ? "(does not listen)" : p.address().c_str(),
+                (std::to_string(now - p.last_seen_unix()) + "s ago").c_str(), static_cast<long long>(p.requests()),
+                p.same_model() ? "same" : "DIFFERENT: it cannot exchange with this node");
+  }
+  std::printf("`mycel peers accept NAME|KEY-FINGERPRINT` pins one (check the fingerprint with its owner: `mycel id`)\n");
+  return 0;
+}
+
+int PeersAccept(const mycel::config::Config& config, const Client& client, const std::string& who,
+                std::string address) {
+  const mycel::control::PeersReply r = PeersOrFail(client);
+  std::vector<const mycel::control::PendingPeer*> found;
+  for (const auto& p : r.pending()) {
+    if (p.name() == who || p.key_fingerprint() == who) found.push_back(&p);
+  }
+  if (found.empty()) Fail("no pending peer named or fingerprinted '" + who + "' (`mycel peers pending` lists them)", 2);
+  if (found.size() > 1) {
+    std::string fps;
+    for (const auto* p : found) fps += (fps.empty() ? "" : ", ") + p->key_fingerprint();
+    Fail(std::to_string(found.size()) + " pending peers are called '" + who + "' (" + fps +
+             "): accept one by its fingerprint",
+         2);
+  }
+  const auto& p = *found.front();
+  if (address.empty()) address = p.address();
+  if (address.empty()) Fail("'" + p.name() + "' does not say where it listens: give --address HOST:PORT", 2);
+  return PinPeer(config, client, p.name(), p.public_key(), address, "accept");
+}
+
+int PeersRemove(const mycel::config::Config& config, const Client& client, const std::string& name) {
+  const std::string config_path = ConfigFileOrFail(config);
+  const std::string dir = mycel::config::PeersDropInDir(config_path);
+  for (const auto& p : config.peers) {
+    if (p.name != name) continue;
+    const std::string file = p.where.substr(0, p.where.rfind(':'));
+    if (file.rfind(dir + "/", 0) != 0) {
+      Fail("'" + name + "' is pinned at " + p.where +
+               ", which mycel does not rewrite: delete that [[peers]] table, then `mycel reload`",
+           2);
+    }
+    if (::unlink(file.c_str()) != 0) Fail("cannot remove " + file + ": " + std::strerror(errno));
+    mycel::control::ReloadReply r;
+    std::string error;
+    if (!ReloadDaemon(client, &r, &error) && !error.empty()) Fail("removed " + file + ", but the reload failed: " + error);
+    std::printf("unpinned %s (%s)\n", name.c_str(), mycel::crypto::KeyFingerprint(p.public_key).c_str());
+    return 0;
+  }
+  Fail("no pinned peer named '" + name + "'", 2);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -744,6 +914,20 @@ int main(int argc, char** argv) {
 
   auto* peers_cmd = app.add_subcommand("peers", "pinned neighbours: state, last exchange, sequence, traffic, refusals");
   peers_cmd->add_flag("--json", json, "print JSON");
+  peers_cmd->require_subcommand(0, 1);
+  auto* pending_cmd = peers_cmd->add_subcommand("pending", "callers not pinned yet that asked to pair, newest first");
+  pending_cmd->add_flag("--json", json, "print JSON");
+  std::string peer_name, peer_key, peer_address;
+  auto* add_cmd = peers_cmd->add_subcommand("add", "pin a neighbour: NAME KEY HOST:PORT (KEY as its `mycel id` prints it)");
+  add_cmd->add_option("name", peer_name, "what to call it (1-64 of A-Z a-z 0-9 . _ -)")->required();
+  add_cmd->add_option("key", peer_key, "its public key (base64)")->required();
+  add_cmd->add_option("address", peer_address, "where it listens, host:port")->required();
+  auto* accept_cmd = peers_cmd->add_subcommand("accept", "pin a pending peer, by its name or key fingerprint");
+  accept_cmd->add_option("who", peer_name, "NAME or KEY-FINGERPRINT from `mycel peers pending`")->required();
+  accept_cmd->add_option("--address", peer_address, "where it listens, host:port (default: the one it gave)");
+  auto* remove_cmd = peers_cmd->add_subcommand("remove", "unpin a neighbour that `mycel peers add/accept` pinned");
+  remove_cmd->add_option("name", peer_name, "its name in `mycel peers`")->required();
+  app.add_subcommand("reload", "re-read the config and its peers directory, as SIGHUP does");
 
   int max_ingests = 20;
   auto* data_cmd = app.add_subcommand("data", "stored examples per label and per ingest");
@@ -995,7 +1179,10 @@ int main(int argc, char** argv) {
       std::string top = "[";
       for (int i = 0; i < r.top_size(); ++i) {
         if (i) top += ",";
-        top += Json().Int("label", r.top(i).label()).Num("probability", r.top(i).probability()).Done();
+        Json one;
+        one.Int("label", r.top(i).label()).Num("probability", r.top(i).probability());
+        if (!r.top(i).name().empty()) one.Str("name", r.top(i).name());
+        top += one.Done();
       }
       top += "]";
       Json j;
@@ -1013,7 +1200,8 @@ int main(int argc, char** argv) {
           std::string shown = c == '\n' ? "\\n" : c == ' ' ? "' '" : c < 0x20 || c >= 0x7f ? "0x" + std::to_string(c) : std::string(1, c);
           std::printf("%-6s %.4f\n", shown.c_str(), p.probability());
         } else {
-          std::printf("class %-4lld %.4f\n", static_cast<long long>(p.label()), p.probability());
+          std::printf("class %-4lld %.4f%s%s\n", static_cast<long long>(p.label()), p.probability(),
+                      p.name().empty() ? "" : "  ", p.name().c_str());
         }
       }
       if (r.true_label() >= 0) std::printf("true label %lld\n", static_cast<long long>(r.true_label()));
@@ -1022,6 +1210,11 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (cmd == "reload") return Reload(client);
+  if (pending_cmd->parsed()) return PeersPending(client, json);
+  if (add_cmd->parsed()) return PinPeer(*config, client, peer_name, peer_key, peer_address, "add");
+  if (accept_cmd->parsed()) return PeersAccept(*config, client, peer_name, peer_address);
+  if (remove_cmd->parsed()) return PeersRemove(*config, client, peer_name);
   if (cmd == "peers") {
     mycel::control::PeersReply r;
     client.Check(client.stub->Peers(client.Context(10).get(), {}, &r));
@@ -1069,7 +1262,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (r.peers_size() == 0) {
-      std::printf("no neighbours pinned (add [[peers]] to the config)\n");
+      std::printf("no neighbours pinned (`mycel peers add NAME KEY HOST:PORT`, or [[peers]] in the config)\n");
+      if (r.pending_size() > 0) {
+        std::printf("%d pending peer(s) asked to pair: `mycel peers pending`\n", r.pending_size());
+      }
       return 0;
     }
     std::printf("%-12s %-22s %-19s %-12s %-9s %8s %10s %10s %8s %7s  %s\n", "NAME", "ADDRESS", "KEY", "STATE",
@@ -1121,6 +1317,9 @@ int main(int argc, char** argv) {
     std::printf("%lld rounds; %s sent, %s received; %lld requests refused from unknown callers\n",
                 static_cast<long long>(r.rounds()), Bytes(r.bytes_sent()).c_str(), Bytes(r.bytes_received()).c_str(),
                 static_cast<long long>(r.refused_unknown()));
+    if (r.pending_size() > 0) {
+      std::printf("%d pending peer(s) asked to pair: `mycel peers pending`\n", r.pending_size());
+    }
     if (r.connections_shed() + r.connections_screened() > 0) {
       // Someone floods or probes the peer port (the daemon's log says how).
       std::printf("peer port: %lld connection(s) closed at the cap, %lld closed for what they sent\n",

@@ -56,6 +56,7 @@ class Parser {
   }
   // Directory that relative paths in the file are resolved against (absolute).
   const std::string& base_dir() const { return base_dir_; }
+  const std::string& source() const { return source_; }
 
  private:
   const std::string& source_;
@@ -475,6 +476,7 @@ std::vector<Field> ModelFields(ModelOptions* o) {
       IntField("seed", &o->seed, IntAtLeast(0)),
       PathField("path", &o->path, /*allow_empty=*/true),
       StringListField("local_layers", &o->local_layers, NonEmpty()),
+      StringListField("class_names", &o->class_names, NonEmpty()),
       IntField("context", &o->context, IntIn(2, 4096)),
       IntField("embedding", &o->embedding, IntPositive()),
   };
@@ -566,6 +568,11 @@ absl::Status ParseModel(const Parser& p, const toml::node& n, Config* c) {
   MYCEL_ASSIGN_OR_RETURN(const toml::table* t, AsTable(p, n, "[model]"));
   ModelOptions& m = c->model;
   MYCEL_RETURN_IF_ERROR(ReadTable(p, *t, "[model]", ModelFields(&m)));
+  if (!m.class_names.empty() && static_cast<int64_t>(m.class_names.size()) != m.classes) {
+    return p.Error(LineOfKey(*t, "class_names"),
+                   absl::StrCat("[model] class_names: ", m.class_names.size(), " names for ", m.classes,
+                                " classes (one per class, in label order)"));
+  }
   if (m.kind == "torchscript") {
     if (m.path.empty()) {
       return p.Error(LineOfKey(*t, "kind"),
@@ -640,7 +647,13 @@ absl::Status ParsePeers(const Parser& p, const toml::node& n, Config* c) {
     return p.Error(LineOf(n), absl::StrCat("peers: expected an array of tables ([[peers]]), got ",
                                            TypeName(n)));
   }
-  std::map<std::string, std::pair<std::string, uint32_t>> names, keys;  // → (peer label, line)
+  // Name and key → where they are already used: earlier tables of this
+  // file, or of the files read before it (the config, then drop-ins).
+  std::map<std::string, std::string> names, keys;
+  for (const PeerOptions& seen : c->peers) {
+    names[seen.name] = absl::StrCat("'", seen.name, "' at ", seen.where);
+    keys[seen.public_key] = absl::StrCat("'", seen.name, "' at ", seen.where);
+  }
   for (size_t i = 0; i < arr->size(); ++i) {
     const toml::table& t = *arr->get(i)->as_table();
     const std::string label = absl::StrCat("[[peers]] #", i + 1);
@@ -665,15 +678,14 @@ absl::Status ParsePeers(const Parser& p, const toml::node& n, Config* c) {
     peer.public_key = std::move(raw);
     const uint32_t name_line = LineOfKey(t, "name");
     if (auto it = names.find(peer.name); it != names.end()) {
-      return p.Error(name_line, absl::StrCat(label, " name: '", peer.name, "' is already used by ",
-                                             it->second.first, " (line ", it->second.second, ")"));
+      return p.Error(name_line, absl::StrCat(label, " name: '", peer.name, "' is already used by ", it->second));
     }
     if (auto it = keys.find(peer.public_key); it != keys.end()) {
-      return p.Error(key_line, absl::StrCat(label, " public_key: same key as ", it->second.first,
-                                            " (line ", it->second.second, ")"));
+      return p.Error(key_line, absl::StrCat(label, " public_key: same key as ", it->second));
     }
-    names[peer.name] = {absl::StrCat(label, " '", peer.name, "'"), name_line};
-    keys[peer.public_key] = {absl::StrCat(label, " '", peer.name, "'"), key_line};
+    peer.where = absl::StrCat(p.source(), ":", LineOf(t));
+    names[peer.name] = absl::StrCat("'", peer.name, "' at ", peer.where);
+    keys[peer.public_key] = names[peer.name];
     c->peers.push_back(std::move(peer));
   }
   return absl::OkStatus();
@@ -755,16 +767,23 @@ Config DefaultConfig() {
   return c;
 }
 
-absl::StatusOr<Config> ParseConfig(std::string_view text, const std::string& source) {
-  toml::table root;
+namespace {
+
+// TOML text → table; a syntax error names source:line:column.
+absl::StatusOr<toml::table> ParseToml(std::string_view text, const std::string& source) {
   try {
-    root = toml::parse(text, source);
+    return toml::parse(text, source);
   } catch (const toml::parse_error& e) {
     const auto& pos = e.source().begin;
     return absl::InvalidArgumentError(
-        absl::StrCat(source, ":", pos.line, ":", pos.column, ": syntax error: ",
-                     std::string(e.description())));
+        absl::StrCat(source, ":", pos.line, ":", pos.column, ": syntax error: ", std::string(e.description())));
   }
+}
+
+}  // namespace
+
+absl::StatusOr<Config> ParseConfig(std::string_view text, const std::string& source) {
+  MYCEL_ASSIGN_OR_RETURN(toml::table root, ParseToml(text, source));
 
   const Parser p(source, BaseDirOf(source));
   Config config;
@@ -797,6 +816,37 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, const std::string& sou
   return config;
 }
 
+namespace {
+
+// Adds the [[peers]] of every *.toml in `dir` (absent: none), in name order.
+absl::Status LoadPeerDropIns(const std::string& dir, Config* config) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return absl::OkStatus();
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.path().extension() == ".toml" && entry.is_regular_file(ec)) files.push_back(entry.path().string());
+  }
+  if (ec) return ErrnoStatus(ec.value(), "listing the peers directory", dir);
+  std::sort(files.begin(), files.end());
+  for (const std::string& file : files) {
+    MYCEL_ASSIGN_OR_RETURN(std::string text, Env::Default()->ReadFile(file));
+    MYCEL_ASSIGN_OR_RETURN(toml::table root, ParseToml(text, file));
+    const Parser p(file, BaseDirOf(file));
+    for (const auto& [key, node] : root) {
+      if (key.str() != "peers") {
+        return p.Error(key.source().begin.line,
+                       absl::StrCat("'", std::string(key.str()),
+                                    "' in a peers drop-in: only [[peers]] tables belong here (settings go in the "
+                                    "config file)"));
+      }
+      MYCEL_RETURN_IF_ERROR(ParsePeers(p, node, config));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<Config> LoadConfig(const std::string& path) {
   // Absolute, so relative paths inside resolve the same whatever the daemon's cwd later is.
   std::string abs_path = path;
@@ -815,7 +865,14 @@ absl::StatusOr<Config> LoadConfig(const std::string& path) {
         absl::StrCat("config file ", abs_path, " is not a regular file"));
   }
   MYCEL_ASSIGN_OR_RETURN(std::string text, Env::Default()->ReadFile(abs_path));
-  return ParseConfig(text, abs_path);
+  MYCEL_ASSIGN_OR_RETURN(Config config, ParseConfig(text, abs_path));
+  MYCEL_RETURN_IF_ERROR(LoadPeerDropIns(PeersDropInDir(abs_path), &config));
+  return config;
+}
+
+std::string PeersDropInDir(const std::string& config_path) {
+  fs::path p(config_path);
+  return (p.parent_path() / (p.stem().string() + ".peers.d")).string();
 }
 
 }  // namespace mycel::config

@@ -35,6 +35,7 @@ struct ModelOptions {
   uint64_t seed = 1;                           // initial-weights seed; one federation shares it
   std::string path;                            // torchscript: the scripted module file
   std::vector<std::string> local_layers;       // parameter-name prefixes that never leave the device
+  std::vector<std::string> class_names;        // names `mycel predict` prints, one per class ([] = numbers)
   int64_t context = 64;                        // char_lm: characters of context per example
   int64_t embedding = 32;                      // char_lm: byte embedding width
 };
@@ -92,6 +93,7 @@ struct PeerOptions {
   std::string address;                 // "host:port"
   std::string public_key;              // raw 32-byte Ed25519 public key (decoded from base64)
   std::string public_key_b64;          // as written in the config
+  std::string where;                   // "file:line" of its [[peers]] table
 };
 
 struct Config {
@@ -118,8 +120,17 @@ std::string DefaultStateDir();
 // Parses TOML text; `source` names it in errors (usually the file path).
 // Relative state_dir and model.path are resolved against the file's directory.
 absl::StatusOr<Config> ParseConfig(std::string_view toml, const std::string& source);
-// Reads and parses a file. NotFound if it does not exist.
+// Reads and parses a file, then the peers drop-in directory beside it
+// (PeersDropInDir): every *.toml there, in name order, may hold [[peers]]
+// tables and nothing else; they add to the file's own, and a name or key
+// used twice anywhere is an error naming both places. NotFound if the file
+// does not exist.
 absl::StatusOr<Config> LoadConfig(const std::string& path);
+// The directory of peers that `mycel peers add/accept/remove` manage, one
+// file each, so the user's hand-edited config and its comments are never
+// rewritten: "<dir>/<stem>.peers.d" for "<dir>/<stem>.toml"
+// (~/.config/mycel/mycel.peers.d for the default config).
+std::string PeersDropInDir(const std::string& config_path);
 // Defaults with no file at all (state_dir = DefaultStateDir()).
 Config DefaultConfig();
 

@@ -210,6 +210,13 @@ class Service final : public Control::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status Reload(grpc::ServerContext*, const ReloadRequest*, ReloadReply* reply) override {
+    auto r = handler_.Reload();
+    if (!r.ok()) return ToGrpc(r.status());
+    *reply = std::move(r).value();
+    return grpc::Status::OK;
+  }
+
   grpc::Status Export(grpc::ServerContext*, const ExportRequest*,
                       grpc::ServerWriter<ExportChunk>* writer) override {
     auto r = handler_.Export();

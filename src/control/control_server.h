@@ -67,6 +67,8 @@ class ControlHandler {
   virtual absl::StatusOr<mycel::control::DataReply> GetData(const mycel::control::DataRequest& request) = 0;
   // Deletes what the request names, durably, before answering.
   virtual absl::StatusOr<mycel::control::ForgetReply> Forget(const mycel::control::ForgetRequest& request) = 0;
+  // Re-reads the config as SIGHUP does; an invalid one is an error, the old one stays.
+  virtual absl::StatusOr<mycel::control::ReloadReply> Reload() = 0;
 };
 
 struct ControlServerOptions {

@@ -402,9 +402,18 @@ absl::Status ClientSession::Finish() const {
 ServerSession::ServerSession() = default;
 ServerSession::~ServerSession() = default;
 
-absl::StatusOr<std::unique_ptr<ServerSession>> ServerSession::Accept(
-    const Identity& me, const std::vector<std::string>& pinned, ReplayGuard& replay,
-    std::string_view hello, int64_t now) {
+namespace {
+
+// Steps 1-5 of a Hello's verification, cheapest first (see the header):
+// parse, recipient, pinned (skipped when `pinned` is null), fresh, signed.
+struct CheckedHello {
+  std::string_view sender, nonce, client_eph_pk;
+  int64_t timestamp = 0;
+  uint32_t request_len = 0;
+};
+
+absl::StatusOr<CheckedHello> CheckHello(const Identity& me, const std::vector<std::string>* pinned,
+                                        int64_t window_s, std::string_view hello, int64_t now) {
   MYCEL_RETURN_IF_ERROR(InitSodium());
   // 1. Parse: fixed sizes and a bounded length, nothing allocated.
   if (hello.size() < kHelloMin || hello.size() > kHelloMax) {
@@ -438,20 +447,15 @@ absl::StatusOr<std::unique_ptr<ServerSession>> ServerSession::Accept(
                   absl::StrCat("hello is addressed to ", KeyFingerprint(recipient)));
   }
   // 3. From a pinned key.
-  bool is_pinned = false;
-  for (const std::string& pk : pinned) {
-    if (pk == sender) {
-      is_pinned = true;
-      break;
-    }
-  }
+  const bool is_pinned =
+      pinned == nullptr || std::find(pinned->begin(), pinned->end(), sender) != pinned->end();
   if (!is_pinned) {
     return Refuse("unpinned_key", absl::StrCat("sender ", KeyFingerprint(sender), " is not pinned"));
   }
   // 4. Fresh.
-  if (!WithinWindow(timestamp, now, replay.window_s())) {
+  if (!WithinWindow(timestamp, now, window_s)) {
     return Refuse("stale", absl::StrCat("hello timestamp ", timestamp, " is more than ",
-                                        replay.window_s(), "s from now (", now, ")"),
+                                        window_s, "s from now (", now, ")"),
                   absl::StatusCode::kFailedPrecondition);
   }
   // 5. Signed by the sender.
@@ -461,6 +465,28 @@ absl::StatusOr<std::unique_ptr<ServerSession>> ServerSession::Accept(
                   absl::StrCat("hello is not signed by ", KeyFingerprint(sender)),
                   absl::StatusCode::kUnauthenticated);
   }
+  return CheckedHello{sender, nonce, client_eph_pk, timestamp, request_len};
+}
+
+}  // namespace
+
+absl::StatusOr<VerifiedHello> ServerSession::IdentifyUnpinned(const Identity& me, int64_t window_s,
+                                                               std::string_view hello, int64_t now) {
+  MYCEL_ASSIGN_OR_RETURN(CheckedHello h, CheckHello(me, nullptr, window_s, hello, now));
+  VerifiedHello v;
+  v.sender_pk.assign(h.sender.data(), h.sender.size());
+  v.timestamp = h.timestamp;
+  v.request.assign(hello.data() + kHFixed, h.request_len);
+  return v;
+}
+
+absl::StatusOr<std::unique_ptr<ServerSession>> ServerSession::Accept(
+    const Identity& me, const std::vector<std::string>& pinned, ReplayGuard& replay,
+    std::string_view hello, int64_t now) {
+  MYCEL_ASSIGN_OR_RETURN(CheckedHello h, CheckHello(me, &pinned, replay.window_s(), hello, now));
+  const std::string_view sender = h.sender, nonce = h.nonce, client_eph_pk = h.client_eph_pk;
+  const int64_t timestamp = h.timestamp;
+  const uint32_t request_len = h.request_len;
   // 6. Not seen before.
   MYCEL_RETURN_IF_ERROR(replay.Check(sender, nonce, timestamp, now));
 

@@ -49,7 +49,7 @@ inline constexpr size_t kSealOverheadBytes = 17;   // a sealed chunk = plaintext
 
 // Parsed, verified Hello as the server sees it.
 struct VerifiedHello {
-  std::string sender_pk;   // 32 raw bytes, one of the pinned keys
+  std::string sender_pk;   // 32 raw bytes, one of the pinned keys (IdentifyUnpinned: any)
   int64_t timestamp = 0;
   std::string request;     // the client's opaque request bytes
 };
@@ -142,6 +142,12 @@ class ServerSession {
                                                                const std::vector<std::string>& pinned,
                                                                ReplayGuard& replay,
                                                                std::string_view hello, int64_t now);
+  // Who sent a Hello whose key is not pinned (pairing: a pending peer):
+  // the same checks as Accept but the pinned one, so the sender is proven to
+  // hold its key and to have addressed us within the window. No replay check
+  // and no session: nothing is answered, only recorded.
+  static absl::StatusOr<VerifiedHello> IdentifyUnpinned(const Identity& me, int64_t window_s,
+                                                        std::string_view hello, int64_t now);
   ~ServerSession();
   const VerifiedHello& hello() const { return verified_; }
   // The signed Reply carrying the opaque `header`; also derives the send key.

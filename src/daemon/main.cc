@@ -16,6 +16,9 @@
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#ifdef MYCEL_HAVE_SD_NOTIFY
+#include <systemd/sd-daemon.h>
+#endif
 
 #include "common/fd_limit.h"
 #include "common/logging.h"
@@ -24,6 +27,17 @@
 #include "daemon/node.h"
 
 namespace {
+
+// Tells the service manager (systemd, Type=notify) where the daemon stands:
+// "READY=1" once it serves, "RELOADING=1" around a reload, "STOPPING=1" at
+// shutdown. A no-op without NOTIFY_SOCKET, or off Linux.
+void Notify(const std::string& state) {
+#ifdef MYCEL_HAVE_SD_NOTIFY
+  (void)sd_notify(0, state.c_str());
+#else
+  (void)state;
+#endif
+}
 
 // Exit codes: 2 when the config or the state directory needs the user (a bad
 // value, a checkpoint of another model, a corrupt store, a second daemon on
@@ -131,6 +145,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "myceld: %s\n", std::string(s.message()).c_str());
     return ExitCodeFor(s);
   }
+  Notify("READY=1\nSTATUS=serving on " + config->SocketPath());
 
   std::thread shutdown_thread;
   for (;;) {
@@ -143,16 +158,10 @@ int main(int argc, char** argv) {
     }
     if (sig == SIGHUP) {
       // Reload: a config that does not validate is refused and the old one stays.
-      auto fresh = mycel::config::LoadConfig(config_path);
-      if (!fresh.ok() && absl::IsNotFound(fresh.status()) && config->path.empty()) {
-        fresh = mycel::config::DefaultConfig();
-      }
-      if (!fresh.ok()) {
-        log->error("SIGHUP: reload refused, the running config stays: {}", fresh.status().message());
-        continue;
-      }
-      log->info("SIGHUP: reloading {}", config_path);
-      (*node)->Reload(*fresh);
+      Notify("RELOADING=1");
+      auto reloaded = (*node)->Reload();
+      if (!reloaded.ok()) log->error("SIGHUP: reload refused, the running config stays: {}", reloaded.status().message());
+      Notify("READY=1");
       continue;
     }
     if (sig == SIGTERM || sig == SIGINT) {
@@ -161,6 +170,7 @@ int main(int argc, char** argv) {
         _exit(1);
       }
       log->info("received {}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      Notify("STOPPING=1");
       mycel::Node* n = node->get();
       shutdown_thread = std::thread([n] {
         (void)n->Shutdown();

@@ -158,10 +158,13 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
   to.training = config.training;
   to.max_cpu_percent = config.policy.max_cpu_percent;
   to.threads = config.policy.threads;
-  if (!config.peers.empty()) {
+  MYCEL_RETURN_IF_ERROR(node->CheckPeers(config.peers));
+  // A node that listens takes part even before its first neighbour is pinned
+  // (pairing adds one at a reload); it paces its training only once it has one.
+  if (!config.peers.empty() || !config.node.listen.empty()) {
     node->federation_ = std::make_unique<FederationState>(config);
     to.participant = node->federation_.get();
-    to.local_steps = config.federation.local_steps;
+    to.local_steps = config.peers.empty() ? 0 : config.federation.local_steps;
   }
   MYCEL_ASSIGN_OR_RETURN(node->trainer_,
                          train::Trainer::Create(to, *node->store_, *node->checkpointer_, *node->policy_));
@@ -179,6 +182,7 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
     go.node_name = config.node.name;
     go.listen = config.node.listen;
     go.fingerprint = node->trainer_->Stats().fingerprint;
+    go.layout = node->trainer_->Stats().model_layout;
     go.federation = config.federation;
     go.peers = config.peers;
     // While training is held, rounds go on unless [policy] gossip_when_held = false.
@@ -197,8 +201,6 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
                                         std::vector<float> drift) {
                                return trainer->WithSharedParameters(std::move(fn), opens_round, std::move(drift));
                              }));
-  } else if (!config.node.listen.empty()) {
-    Logger("node")->warn("[node] listen is set but no [[peers]] are pinned: not serving peers");
   }
   return node;
 }
@@ -227,7 +229,30 @@ absl::Status Node::Start() {
   return absl::OkStatus();
 }
 
-void Node::Reload(const config::Config& config) {
+absl::Status Node::CheckPeers(const std::vector<config::PeerOptions>& peers) const {
+  for (const auto& p : peers) {
+    if (p.public_key == identity_->public_key()) {
+      return absl::InvalidArgumentError(p.where + ": [[peers]] '" + p.name + "' has this node's own key (" +
+                                        identity_->Fingerprint() + "): a node is not its own neighbour");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<control::ReloadReply> Node::Reload() {
+  std::lock_guard<std::mutex> lock(reload_mu_);
+  // The file the daemon started from; with none, the default path, which may exist by now.
+  const std::string path = config_.path.empty() ? config::DefaultConfigPath() : config_.path;
+  absl::StatusOr<config::Config> fresh = config::LoadConfig(path);
+  if (!fresh.ok() && absl::IsNotFound(fresh.status()) && config_.path.empty()) fresh = config::DefaultConfig();
+  if (!fresh.ok()) return fresh.status();
+  MYCEL_RETURN_IF_ERROR(CheckPeers(fresh->peers));
+  Logger("node")->info("reloading {}", path);
+  return Apply(*fresh);
+}
+
+control::ReloadReply Node::Apply(const config::Config& config) {
+  control::ReloadReply reply;
   policy_->Reconfigure(ResourceOptions(config.policy));
   trainer_->SetMaxCpuPercent(config.policy.max_cpu_percent);
   trainer_->SetThreads(config.policy.threads);
@@ -237,11 +262,15 @@ void Node::Reload(const config::Config& config) {
   std::string applied = "[policy], log_level";
   if (gossip_) {
     gossip_->SetPeers(config.peers);  // from the next round on
+    trainer_->SetLocalSteps(config.peers.empty() ? 0 : config_.federation.local_steps);
     applied += ", [[peers]] (" + std::to_string(config.peers.size()) + ")";
+    reply.set_peers(static_cast<int32_t>(config.peers.size()));
   }
   // What a running daemon cannot change: said, not silently ignored.
   std::vector<std::string> restart;
-  if (!gossip_ && !config.peers.empty()) restart.push_back("the first [[peers]] of a node started without any");
+  if (!gossip_ && !config.peers.empty()) {
+    restart.push_back("the first [[peers]] of a node started without any and without [node] listen");
+  }
   if (config.node.listen != config_.node.listen) restart.push_back("[node] listen");
   if (config.node.state_dir != config_.node.state_dir) restart.push_back("[node] state_dir");
   if (config.node.metrics_listen != config_.node.metrics_listen) restart.push_back("[node] metrics_listen");
@@ -258,13 +287,16 @@ void Node::Reload(const config::Config& config) {
       config.model.classes != config_.model.classes || config.model.path != config_.model.path) {
     restart.push_back("[model]");
   }
+  reply.set_applied(applied);
   if (restart.empty()) {
     Logger("node")->info("reload: applied {}", applied);
   } else {
     std::string list;
     for (const auto& r : restart) list += (list.empty() ? "" : ", ") + r;
+    reply.set_needs_restart(list);
     Logger("node")->warn("reload: applied {}; {} changed and take(s) effect at the next restart", applied, list);
   }
+  return reply;
 }
 
 absl::Status Node::Shutdown() {
@@ -492,11 +524,13 @@ absl::StatusOr<control::PredictReply> Node::Predict(const control::PredictReques
   control::PredictReply r;
   r.set_true_label(-1);
   int top_k = request.top_k() > 0 ? request.top_k() : 3;
-  auto add_top = [&r](const std::vector<std::pair<int64_t, double>>& top) {
+  const std::vector<std::string>& names = config_.model.class_names;
+  auto add_top = [&r, &names](const std::vector<std::pair<int64_t, double>>& top) {
     for (const auto& [label, p] : top) {
       auto* pred = r.add_top();
       pred->set_label(label);
       pred->set_probability(p);
+      if (label >= 0 && label < static_cast<int64_t>(names.size())) pred->set_name(names[label]);
     }
   };
   if (!request.text().empty()) {
@@ -531,6 +565,17 @@ absl::StatusOr<control::PredictReply> Node::Predict(const control::PredictReques
 absl::StatusOr<control::PeersReply> Node::GetPeers() {
   control::PeersReply r;
   if (!gossip_) return r;
+  for (const peer::PendingPeer& p : gossip_->Pending()) {
+    control::PendingPeer* q = r.add_pending();
+    q->set_name(p.name);
+    q->set_public_key(crypto::Base64Encode(p.public_key));
+    q->set_key_fingerprint(p.key_fingerprint);
+    q->set_address(p.address);
+    q->set_first_seen_unix(p.first_seen_unix);
+    q->set_last_seen_unix(p.last_seen_unix);
+    q->set_requests(p.requests);
+    q->set_same_model(p.same_model);
+  }
   auto totals = gossip_->Totals();
   r.set_rounds(totals.rounds);
   r.set_bytes_sent(totals.bytes_sent);

@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -37,9 +38,11 @@ class Node : public control::ControlHandler {
   Node& operator=(const Node&) = delete;
 
   absl::Status Start();
-  // SIGHUP: applies a new config's [policy], log level and [[peers]] without
-  // a restart; what needs one is said in the log. The caller validated `config`.
-  void Reload(const config::Config& config);
+  // SIGHUP and `mycel reload` (ControlHandler::Reload): re-reads the config
+  // file the daemon started from and applies its [policy], log level and
+  // [[peers]] without a restart; what needs one is said in the log and the
+  // reply. A config that does not load, or pins this node's own key, is an
+  // error and the running one stays.
   // Idempotent; returns the final checkpoint's status.
   absl::Status Shutdown();
 
@@ -57,15 +60,21 @@ class Node : public control::ControlHandler {
   absl::StatusOr<control::PeersReply> GetPeers() override;
   absl::StatusOr<control::DataReply> GetData(const control::DataRequest& request) override;
   absl::StatusOr<control::ForgetReply> Forget(const control::ForgetRequest& request) override;
+  absl::StatusOr<control::ReloadReply> Reload() override;
 
  private:
   explicit Node(const config::Config& config);
+  // A peer with this node's own key is an error naming where it is pinned.
+  absl::Status CheckPeers(const std::vector<config::PeerOptions>& peers) const;
+  // Applies a loaded, checked config (Reload).
+  control::ReloadReply Apply(const config::Config& config);
   // The Prometheus text of GET /metrics (metrics server thread).
   std::string MetricsText();
   // "http://127.0.0.1:PORT/metrics", or "" without an endpoint. Any thread.
   std::string MetricsUrl() const;
 
   config::Config config_;                                // as started; Reload applies changes elsewhere
+  std::mutex reload_mu_;                                 // one reload at a time (SIGHUP, control RPC)
   double started_at_ = 0;
   int lock_fd_ = -1;                                    // flock on <state_dir>/myceld.lock
   std::unique_ptr<crypto::Identity> identity_;

@@ -262,17 +262,21 @@ std::vector<std::pair<std::string, size_t>> Model::SharedLayers() const {
   return layers;
 }
 
-std::string Model::Fingerprint() const {
-  // Everything that decides whether two models' shared weights line up, and
-  // nothing about their values.
+std::string Model::Layout() const {
   std::ostringstream text;
-  text << "mycel-model-v1\nkind " << options_.kind << "\n";
+  text << "kind " << options_.kind << "\n";
   for (const NamedTensor& p : params_) {
     if (!p.shared) continue;
     text << p.name << " " << c10::toString(p.tensor.scalar_type()) << " "
          << ShapeString(p.tensor.sizes()) << "\n";
   }
-  const std::string s = text.str();
+  return text.str();
+}
+
+std::string Model::Fingerprint() const {
+  // Everything that decides whether two models' shared weights line up, and
+  // nothing about their values.
+  const std::string s = "mycel-model-v1\n" + Layout();
   [[maybe_unused]] const int sodium_ready = sodium_init();  // idempotent; hashing cannot fail
   unsigned char hash[16];
   crypto_generichash(hash, sizeof(hash), reinterpret_cast<const unsigned char*>(s.data()), s.size(),

@@ -91,6 +91,10 @@ class Model {
   // federation trust is kept for.
   std::vector<std::pair<std::string, size_t>> SharedLayers() const;
   std::string Fingerprint() const;
+  // What Fingerprint() hashes, readable: "kind mlp\n" then one line per
+  // shared parameter, "name dtype shape" ("fc1.weight Float 128x784").
+  // Sent beside the fingerprint, so a mismatch can say what differs.
+  std::string Layout() const;
 
   // Writes the current weights as a TorchScript module to `path` (through a
   // temporary file and a rename). Built-in kinds export copies of the weights

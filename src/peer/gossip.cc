@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cmath>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -63,6 +65,81 @@ std::string Reason(const absl::Status& s) {
 
 // The pinned neighbours, as one immutable value: the server reads the one in
 // force without holding a lock across a pull, and SetPeers swaps in another.
+// A caller's name as shown to the user: at most 64 characters of
+// [A-Za-z0-9._-], others replaced by '_' ("" → "unnamed").
+std::string SanitisedName(const std::string& raw) {
+  std::string out;
+  for (char c : raw.substr(0, 64)) {
+    out.push_back(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' ? c : '_');
+  }
+  return out.empty() ? "unnamed" : out;
+}
+
+// The host of gRPC's peer string ("ipv4:1.2.3.4:5678", "ipv6:[::1]:5678"),
+// bracketed for IPv6; "" for anything else (a Unix socket, in tests).
+std::string CallerHost(const std::string& grpc_peer) {
+  for (const char* scheme : {"ipv4:", "ipv6:"}) {
+    if (grpc_peer.rfind(scheme, 0) != 0) continue;
+    std::string rest = grpc_peer.substr(5);
+    for (const auto& [from, to] : {std::pair<const char*, const char*>{"%5B", "["}, {"%5D", "]"}}) {
+      for (size_t at; (at = rest.find(from)) != std::string::npos;) rest.replace(at, 3, to);  // URI-escaped
+    }
+    const size_t colon = rest.rfind(':');
+    if (colon == std::string::npos || colon == 0) return "";
+    std::string host = rest.substr(0, colon);
+    if (scheme[3] == '6' && host.front() != '[') host = "[" + host + "]";
+    return host;
+  }
+  return "";
+}
+
+// What differs between our Model::Layout() and a neighbour's, as ": their
+// fc1.weight is Float 64x784, ours Float 128x784" (or the kind, or a
+// parameter only one side has); "" when they sent none (an older build) or
+// none is found (a layout cut at kMaxLayoutBytes). Their text is
+// authenticated but not trusted: printable ASCII only, at most 200 bytes.
+// `to_them`: worded for the neighbour that sent theirs (a refusal we send
+// back): "your ... is ..., mine ...".
+std::string LayoutDifference(const std::string& ours, const std::string& theirs_raw, bool to_them = false) {
+  const std::string their = to_them ? "your" : "their", our = to_them ? "mine" : "ours";
+  const std::string they = to_them ? "you" : "they", we = to_them ? "I" : "we";
+  if (theirs_raw.empty()) return "";
+  std::string theirs = theirs_raw;
+  for (char& c : theirs) {
+    if (c != '\n' && (c < 0x20 || c > 0x7e)) c = '?';
+  }
+  auto parse = [](const std::string& text) {
+    std::vector<std::pair<std::string, std::string>> out;  // name → "dtype shape", in order
+    size_t at = 0;
+    while (at < text.size()) {
+      size_t end = text.find('\n', at);
+      if (end == std::string::npos) end = text.size();
+      const std::string line = text.substr(at, end - at);
+      at = end + 1;
+      const size_t sp = line.find(' ');
+      if (sp != std::string::npos) out.emplace_back(line.substr(0, sp), line.substr(sp + 1));
+    }
+    return out;
+  };
+  const auto a = parse(ours), b = parse(theirs);
+  const std::map<std::string, std::string> am(a.begin(), a.end()), bm(b.begin(), b.end());
+  std::string what;
+  for (const auto& [name, v] : a) {
+    auto it = bm.find(name);
+    if (it == bm.end()) {
+      if (name != "kind") what = ": " + they + " have no " + name + " (" + our + " " + v + ")";
+    } else if (it->second != v) {
+      what = name == "kind" ? ": " + their + " model is " + it->second + ", " + our + " " + v
+                            : ": " + their + " " + name + " is " + it->second + ", " + our + " " + v;
+    }
+    if (!what.empty()) break;
+  }
+  for (size_t i = 0; what.empty() && i < b.size(); ++i) {
+    if (am.count(b[i].first) == 0) what = ": " + they + " have " + b[i].first + " (" + b[i].second + "), " + we + " do not";
+  }
+  return what.substr(0, 200);
+}
+
 struct Roster {
   std::vector<config::PeerOptions> peers;          // index = mirror index
   std::vector<std::string> pinned;                 // raw keys, same index
@@ -123,6 +200,9 @@ struct Gossip::Impl : public Peer::Service {
   std::vector<int> failures;                             // guarded by mu
   std::set<std::pair<std::string, std::string>> logged;  // (who, reason) already logged; guarded by mu
   GossipTotals totals;                                   // guarded by mu
+  std::vector<PendingPeer> pending_peers;                // guarded by mu; most recently seen first
+  double pairing_tokens = kPairingChecksPerSecond;       // guarded by mu: unpinned Hellos we may still check
+  double pairing_refill_at = 0;                          // guarded by mu (monotonic s)
 
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<PeerListener> listener;  // accepts for server, within PeerServerLimits
@@ -170,6 +250,10 @@ struct Gossip::Impl : public Peer::Service {
     Logger("peer")->info("peer list reloaded: {} neighbour(s), {} kept with their mirror, {} new, {} dropped",
                          next->peers.size(), kept, next->peers.size() - kept, roster->peers.size() - kept);
     roster = std::move(next);
+    // A caller pinned now is no longer pending.
+    pending_peers.erase(std::remove_if(pending_peers.begin(), pending_peers.end(),
+                                       [&](const PendingPeer& q) { return PeerIndexLocked(q.public_key) >= 0; }),
+                        pending_peers.end());
     status = std::move(next_status);
     next_try = std::move(next_try_);
     failures = std::move(next_failures);
@@ -189,6 +273,52 @@ struct Gossip::Impl : public Peer::Service {
     }
   }
 
+  // Pairing: lists an unpinned caller as a pending peer if its Hello is
+  // genuine (ServerSession::IdentifyUnpinned), within the rate the token
+  // bucket allows. `grpc_peer` is gRPC's "ipv4:1.2.3.4:5678" of the caller.
+  void NotePending(const std::string& grpc_peer, const std::string& hello, int64_t now) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      const double t = Clock::Real()->MonotonicSeconds();
+      pairing_tokens = std::min(kPairingChecksPerSecond,
+                                pairing_tokens + (t - pairing_refill_at) * kPairingChecksPerSecond);
+      pairing_refill_at = t;
+      if (pairing_tokens < 1) return;
+      pairing_tokens -= 1;
+    }
+    auto who = crypto::ServerSession::IdentifyUnpinned(identity, replay.window_s(), hello, now);
+    if (!who.ok()) return;
+    PullParams params;
+    if (!params.ParseFromString(who->request)) return;
+    PendingPeer p;
+    p.public_key = who->sender_pk;
+    p.key_fingerprint = crypto::KeyFingerprint(p.public_key);
+    p.name = SanitisedName(params.sender_name());
+    // Behind our listener gRPC sees only the relay ("fd:N"); it knows who called.
+    const std::string host = listener ? listener->CallerHost(grpc_peer) : CallerHost(grpc_peer);
+    if (!host.empty() && params.listen_port() > 0 && params.listen_port() < 65536) {
+      p.address = host + ":" + std::to_string(params.listen_port());
+    }
+    p.same_model = params.fingerprint() == options.fingerprint;
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = std::find_if(pending_peers.begin(), pending_peers.end(),
+                           [&](const PendingPeer& q) { return q.public_key == p.public_key; });
+    if (it != pending_peers.end()) {
+      p.first_seen_unix = it->first_seen_unix;
+      p.requests = it->requests;
+      pending_peers.erase(it);
+    } else {
+      p.first_seen_unix = now;
+      Logger("peer")->info("pending peer '{}' ({}) at {} asks to pair: `mycel peers accept {}` pins it", p.name,
+                           p.key_fingerprint, p.address.empty() ? "an address it does not give" : p.address,
+                           p.key_fingerprint);
+    }
+    p.last_seen_unix = now;
+    p.requests++;
+    pending_peers.insert(pending_peers.begin(), std::move(p));
+    if (pending_peers.size() > kMaxPendingPeers) pending_peers.pop_back();
+  }
+
   // ---- server ----
   grpc::Status Pull(grpc::ServerContext* ctx, const PullRequest* req, grpc::ServerWriter<PullChunk>* writer) override {
     int64_t now = Clock::Real()->UnixSeconds();
@@ -196,6 +326,7 @@ struct Gossip::Impl : public Peer::Service {
     auto session = crypto::ServerSession::Accept(identity, pinned->pinned, replay, req->hello(), now);
     if (!session.ok()) {
       std::string reason = crypto::RefusalReason(session.status());
+      if (reason == "unpinned_key") NotePending(ctx->peer(), req->hello(), now);
       // A refused Hello is not authenticated: attribute it to a pinned peer
       // only for the record; it never changes that peer's state.
       std::lock_guard<std::mutex> lock(mu);
@@ -213,9 +344,11 @@ struct Gossip::Impl : public Peer::Service {
     if (params.fingerprint() != options.fingerprint) {
       std::lock_guard<std::mutex> lock(mu);
       CountRefusal(PeerIndexLocked(sender), "fingerprint_mismatch",
-                   "their model " + params.fingerprint() + " is not ours " + options.fingerprint);
+                   "their model " + params.fingerprint() + " is not ours " + options.fingerprint +
+                       LayoutDifference(options.layout, params.layout()));
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                          "fingerprint_mismatch: model " + params.fingerprint() + " is not " + options.fingerprint);
+                          "fingerprint_mismatch: your model " + params.fingerprint() + " is not mine " +
+                              options.fingerprint + LayoutDifference(options.layout, params.layout(), true));
     }
     // The deltas stay shared with the log; the payload is sealed from them in place.
     federation::SharedPullAnswer shared = fed.AnswerShared(params.epoch(), params.after_seq());
@@ -228,6 +361,7 @@ struct Gossip::Impl : public Peer::Service {
     header.set_keyframe(answer.keyframe);
     header.set_codec(answer.codec);
     header.set_fingerprint(options.fingerprint);
+    header.set_layout(options.layout);
     header.set_samples_trained(answer.samples_trained);
     header.set_degree(answer.degree);
     header.set_count(static_cast<uint32_t>(shared.deltas.size()));
@@ -271,7 +405,12 @@ struct Gossip::Impl : public Peer::Service {
     params.set_epoch(epoch);
     params.set_after_seq(after);
     params.set_fingerprint(options.fingerprint);
+    params.set_layout(options.layout);
     params.set_sender_name(options.node_name);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      params.set_listen_port(static_cast<uint32_t>(totals.listen_port));
+    }
     MYCEL_ASSIGN_OR_RETURN(auto session, crypto::ClientSession::Begin(identity, peer.public_key,
                                                                       params.SerializeAsString(),
                                                                       Clock::Real()->UnixSeconds()));
@@ -303,7 +442,8 @@ struct Gossip::Impl : public Peer::Service {
     PullHeader header;
     if (!header.ParseFromString(*header_bytes)) return fail(Refuse("malformed", "reply header does not parse"));
     if (header.fingerprint() != options.fingerprint) {
-      return fail(Refuse("fingerprint_mismatch", "their model " + header.fingerprint() + " is not ours"));
+      return fail(Refuse("fingerprint_mismatch", "their model " + header.fingerprint() + " is not ours" +
+                                                     LayoutDifference(options.layout, header.layout())));
     }
     if (header.parameters() != fed.size()) {
       return fail(Refuse("bad_shape", std::to_string(header.parameters()) + " parameters, expected " +
@@ -516,6 +656,7 @@ struct Gossip::Impl : public Peer::Service {
       const double start = static_cast<double>(k) * period;
       if (!SleepUntil(start)) return;
       ApplyPendingRoster();
+      if (roster->peers.empty()) continue;  // no neighbour: nothing to publish to or pull from
       if (options.hold_rounds && options.hold_rounds()) {
         std::lock_guard<std::mutex> lock(mu);
         totals.rounds_held++;
@@ -537,7 +678,9 @@ absl::StatusOr<std::unique_ptr<Gossip>> Gossip::Create(const GossipOptions& opti
                                                        const crypto::Identity& identity,
                                                        federation::Federation& federation,
                                                        SharedParametersFn with_shared) {
-  auto impl = std::make_unique<Impl>(options, identity, federation, std::move(with_shared));
+  GossipOptions o = options;
+  if (o.layout.size() > kMaxLayoutBytes) o.layout.resize(kMaxLayoutBytes);
+  auto impl = std::make_unique<Impl>(o, identity, federation, std::move(with_shared));
   impl->roster = MakeRoster(options.peers);
   federation.SetPeers(impl->roster->pinned);  // index = mirror index: names them in order
   for (const auto& p : options.peers) {
@@ -600,6 +743,11 @@ void Gossip::Stop() {
     impl->server->Wait();
   }
   if (impl->listener) impl->listener->Stop();  // then the relays of the calls that drained
+}
+
+std::vector<PendingPeer> Gossip::Pending() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->pending_peers;
 }
 
 std::vector<PeerStatus> Gossip::Peers() const {

@@ -59,10 +59,14 @@ using SharedParametersFn =
 using ProbeLossesFn = std::function<absl::StatusOr<std::vector<double>>(
     size_t count, const std::function<void(size_t, float*)>& make)>;
 
+inline constexpr size_t kMaxLayoutBytes = 2048;  // of GossipOptions::layout on the wire (a Hello holds 4 KiB)
+
 struct GossipOptions {
   std::string node_name;
   std::string listen;                      // "" = do not serve
   std::string fingerprint;                 // of the shared model
+  std::string layout;                      // what it hashes (Model::Layout), for mismatch messages;
+                                           // sent cut to kMaxLayoutBytes
   config::FederationOptions federation;
   std::vector<config::PeerOptions> peers;  // pinned neighbours, index = mirror index
   int64_t max_answer_bytes = int64_t{1} << 31;  // refuse replies claiming more
@@ -124,6 +128,27 @@ struct PeerStatus {
   std::string quarantine;
 };
 
+// Pairing: an authenticated caller whose key is not pinned (it proved it
+// holds the key, addressed us, and its clock is within the replay window).
+// It is answered nothing; it is only listed, for `mycel peers accept`.
+struct PendingPeer {
+  std::string name;                        // its [node] name, as it sent it (sanitised)
+  std::string public_key;                  // raw 32 bytes
+  std::string key_fingerprint;
+  std::string address;                     // caller's IP and the peer port it says it listens on; "" if none
+  int64_t first_seen_unix = 0;
+  int64_t last_seen_unix = 0;
+  int64_t requests = 0;
+  bool same_model = false;                 // its model fingerprint is ours
+};
+
+// At most this many pending peers are kept (the least recently seen goes);
+// and at most kPairingChecksPerSecond unpinned Hellos a second are checked
+// (a signature each), so a flood of strangers costs little and evicts only
+// strangers.
+inline constexpr size_t kMaxPendingPeers = 16;
+inline constexpr double kPairingChecksPerSecond = 20;
+
 struct GossipTotals {
   int64_t rounds = 0;
   int64_t bytes_sent = 0;
@@ -148,7 +173,9 @@ class Gossip {
   Gossip(const Gossip&) = delete;
   Gossip& operator=(const Gossip&) = delete;
 
-  // Starts the peer server (if listen is set) and the round loop.
+  // Starts the peer server (if listen is set) and the round loop. With no
+  // neighbour pinned, rounds are skipped (nothing to publish to or pull
+  // from) while the server lists callers as pending peers.
   absl::Status Start();
   // Replaces the pinned neighbours (SIGHUP): callers are authenticated
   // against the new list at once; pulls and merges follow it from the next
@@ -160,6 +187,8 @@ class Gossip {
 
   std::vector<PeerStatus> Peers() const;
   GossipTotals Totals() const;
+  // Callers waiting to be pinned, the most recently seen first.
+  std::vector<PendingPeer> Pending() const;
 
   struct Impl;
 

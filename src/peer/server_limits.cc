@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -18,6 +19,7 @@
 #include <grpcpp/resource_quota.h>
 #include <grpcpp/server_posix.h>
 
+#include "absl/strings/numbers.h"
 #include "common/logging.h"
 #include "common/status.h"
 
@@ -61,17 +63,33 @@ void SetPort(sockaddr* sa, int port) {
 
 // Non-blocking, close-on-exec: accept4 on Linux, accept + fcntl elsewhere
 // (macOS has no accept4).
-int AcceptNonBlocking(int listen_fd) {
+int AcceptNonBlocking(int listen_fd, sockaddr_storage* from = nullptr) {
+  socklen_t len = sizeof(sockaddr_storage);
+  sockaddr* addr = reinterpret_cast<sockaddr*>(from);
 #ifdef __linux__
-  return ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  return ::accept4(listen_fd, addr, from != nullptr ? &len : nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
 #else
-  int fd = ::accept(listen_fd, nullptr, nullptr);
+  int fd = ::accept(listen_fd, addr, from != nullptr ? &len : nullptr);
   if (fd >= 0) {
     ::fcntl(fd, F_SETFD, FD_CLOEXEC);
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
   }
   return fd;
 #endif
+}
+
+// "1.2.3.4" or "[::1]" for an accepted peer; "" for another family.
+std::string HostOf(const sockaddr_storage& from) {
+  char buf[INET6_ADDRSTRLEN] = {0};
+  if (from.ss_family == AF_INET) {
+    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(from).sin_addr, buf, sizeof(buf));
+    return buf;
+  }
+  if (from.ss_family == AF_INET6) {
+    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(from).sin6_addr, buf, sizeof(buf));
+    return std::string("[") + buf + "]";
+  }
+  return "";
 }
 
 bool MakePipe(int fds[2]) {
@@ -199,6 +217,7 @@ struct PeerListener::Conn {
   H2ClientScreen screen;
   double accepted_at = 0;
   double close_by = 0;  // > 0: the server has closed; the client gets until then to take the rest
+  int server_fd = -1;   // the end handed to gRPC (its "fd:N" peer), a key of hosts_
 };
 
 namespace {
@@ -324,9 +343,22 @@ void PeerListener::Sweep() {
   }
 }
 
+std::string PeerListener::CallerHost(const std::string& grpc_peer) const {
+  if (grpc_peer.rfind("fd:", 0) != 0) return "";
+  int fd = -1;
+  if (!absl::SimpleAtoi(grpc_peer.substr(3), &fd)) return "";
+  std::lock_guard<std::mutex> lock(hosts_mu_);
+  auto it = hosts_.find(fd);
+  return it == hosts_.end() ? "" : it->second;
+}
+
 void PeerListener::Close(Conn* c, std::string_view why) {
   if (c->closed) return;
   c->closed = true;
+  {
+    std::lock_guard<std::mutex> lock(hosts_mu_);
+    hosts_.erase(c->server_fd);
+  }
   live_.fetch_sub(1);
   // Counted before the client can see the close.
   const int64_t n = why.empty() ? 0 : screened_.fetch_add(1) + 1;
@@ -449,7 +481,8 @@ void PeerListener::Relay(Conn* c) {
 // the server, or closed at once past the cap. Never stops listening.
 void PeerListener::AcceptReady(int listen_fd) {
   for (int i = 0; i < 1024 && !stop_.load(); ++i) {  // then poll again, so one socket cannot starve the rest
-    int fd = AcceptNonBlocking(listen_fd);
+    sockaddr_storage from{};
+    int fd = AcceptNonBlocking(listen_fd, &from);
     if (fd < 0) {
       const int err = errno;
       if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;
@@ -498,6 +531,11 @@ void PeerListener::AcceptReady(int listen_fd) {
     c->accepted_at = MonotonicSeconds();
     c->ends[0] = Endpoint{c, 0, fd};
     c->ends[1] = Endpoint{c, 1, pair[0]};
+    c->server_fd = pair[1];
+    {
+      std::lock_guard<std::mutex> lock(hosts_mu_);
+      hosts_[pair[1]] = HostOf(from);
+    }
     conns_.push_back(std::move(conn));
     live_.fetch_add(1);
     grpc::AddInsecureChannelFromFd(server_, pair[1]);  // the server owns pair[1] from here

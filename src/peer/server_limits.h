@@ -40,8 +40,10 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -155,6 +157,10 @@ class PeerListener {
   // Stops the thread and closes every connection. Idempotent.
   void Stop();
 
+  // The address a connection came from, for gRPC's peer string of it
+  // ("fd:N": gRPC sees only our relay's end): "1.2.3.4" or "[::1]"; "" if
+  // it is not one of ours or has closed. Thread-safe.
+  std::string CallerHost(const std::string& grpc_peer) const;
   // Connections relayed now (accepted and not yet closed). Thread-safe.
   int LiveConnections() const { return live_.load(); }
   // Connections closed at once because the cap was reached, since Bind.
@@ -187,6 +193,8 @@ class PeerListener {
   std::atomic<bool> stop_{false}, stop_accepting_{false};
   std::atomic<int> live_{0};
   std::atomic<int64_t> shed_{0}, screened_{0};
+  mutable std::mutex hosts_mu_;
+  std::unordered_map<int, std::string> hosts_;  // guarded by hosts_mu_: server_fd → caller host
   // Thread only:
   std::vector<std::unique_ptr<Conn>> conns_;
   std::vector<std::unique_ptr<Endpoint>> listen_endpoints_;

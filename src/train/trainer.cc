@@ -150,6 +150,7 @@ struct Trainer::Impl {
   bool guard_good_failed = false;               // the last write failed: wait a period
   int64_t guard_since_rollback = -1;            // validation passes since the last rollback; -1 = none
   std::atomic<double> max_cpu_percent{100};
+  std::atomic<int64_t> local_steps{0};          // TrainerOptions::local_steps, or SetLocalSteps's
   std::atomic<int> threads_wanted{1};
   int threads_set = 0;  // trainer thread only
   int64_t shared_numel = 0;
@@ -196,8 +197,9 @@ struct Trainer::Impl {
   // train loss of 360). Unpaced (local_steps = 0) the sum is the round.
   double RoundScale() const {
     if (round_steps == 0) return 0;
-    if (options.local_steps <= 0) return round_lr;
-    return static_cast<double>(options.local_steps) * round_last_lr;
+    const int64_t k = local_steps.load();
+    if (k <= 0) return round_lr;
+    return static_cast<double>(k) * round_last_lr;
   }
   void ApplyLearningRate(double lr);
   void WriteShared(const std::vector<float>& in);
@@ -266,11 +268,13 @@ absl::Status Trainer::Impl::Init() {
     return absl::InternalError(std::string("trainer: libtorch: ") + e.what_without_backtrace());
   }
   max_cpu_percent = options.max_cpu_percent;
+  local_steps = options.local_steps;
   threads_wanted = options.threads;
   stats.model_kind = options.model.kind;
   stats.parameters = model->parameter_count();
   stats.shared_parameters = model->shared_parameter_count();
   stats.fingerprint = model->Fingerprint();
+  stats.model_layout = model->Layout();
   stats.train_loss = stats.val_loss = stats.val_accuracy = stats.best_val_loss = kNaN;
   for (const auto& p : model->parameters()) {
     if (p.shared) shared_numel += p.tensor.numel();
@@ -752,7 +756,7 @@ void Trainer::Impl::Step() {
   optimizer->step();
   // The round's local steps: paced, its budget of them (a step past it, as
   // in a benchmark, is not one); unpaced, every step until the round closes.
-  if (round_open && (options.local_steps == 0 || round_steps < options.local_steps)) {
+  if (const int64_t k = local_steps.load(); round_open && (k == 0 || round_steps < k)) {
     if (!round_drift.empty()) AddShared(round_drift, static_cast<float>(lr));
     round_steps++;
     round_lr += lr;
@@ -831,7 +835,7 @@ void Trainer::Impl::Loop() {
     } else if (resting && burst_left == 0 && now < rest_until) {
       idle_state = "resting";
       idle_reason = "converged: no gain in " + std::to_string(no_gain) + " validations";
-    } else if (options.local_steps > 0 && steps_since_round >= options.local_steps) {
+    } else if (const int64_t k = local_steps.load(); k > 0 && steps_since_round >= k) {
       // Paced: this round's local steps are done; the next merge opens more.
       idle_state = "training";
       idle_reason = "waiting for the next merge round";
@@ -959,6 +963,11 @@ TrainerStats Trainer::Stats() const {
 data::ExampleShape Trainer::example_shape() const { return impl_->shape; }
 
 void Trainer::SetThreads(int threads) { impl_->threads_wanted = std::max(1, threads); }
+
+void Trainer::SetLocalSteps(int64_t steps) {
+  impl_->local_steps = std::max<int64_t>(0, steps);
+  impl_->cv.notify_all();
+}
 
 void Trainer::SetMaxCpuPercent(double percent) {
   impl_->max_cpu_percent = percent;
@@ -1134,7 +1143,7 @@ absl::Status Trainer::WithSharedParameters(
     if (!opens_round) {
       // Publish and merge close the round's local steps: the model rests
       // merged until the next round opens, whenever the trainer got its CPU.
-      impl->steps_since_round = impl->options.local_steps;
+      impl->steps_since_round = impl->local_steps.load();
       if (notify) impl->cv.notify_all();
       return absl::OkStatus();
     }

@@ -119,6 +119,7 @@ struct TrainerStats {
   int64_t shared_parameters = 0;
   std::string model_kind;
   std::string fingerprint;
+  std::string model_layout;         // Model::Layout(): what the fingerprint hashes
 };
 
 // The learning rate of step `step` under [training]: cosine decay from lr to
@@ -153,6 +154,11 @@ class Trainer {
   // rest (`why` is logged and kept as TrainerStats::last_wake: "ingest",
   // "resume", ...).
   void Wake(const std::string& why = "woken");
+  // Paces training at `steps` a merge round from now on (0: unpaced), as
+  // TrainerOptions::local_steps does at the start: a node whose first
+  // neighbour is pinned at a reload starts pacing, one whose last is removed
+  // stops.
+  void SetLocalSteps(int64_t steps);
   // After ExampleStore::Forget: returns once no forgotten row is held in
   // memory (so none is trained on, validated on or replayed again), then
   // wakes the trainer to reload what is left.

@@ -351,11 +351,13 @@ std::vector<BadCase> BadCases() {
       {hdr + PeerToml("a", "a:1", "") , 6, "[[peers]] #1 public_key", "decoded to 0 bytes"},
       // Duplicates: the second peer (lines 8-11) is the one blamed.
       {hdr + PeerToml("a", "a:1", kKeyA) + "\n" + PeerToml("a", "b:1", kKeyB), 9,
-       "[[peers]] #2 name", "'a' is already used by [[peers]] #1"},
+       "[[peers]] #2 name", "'a' is already used by 'a' at "},
       {hdr + PeerToml("a", "a:1", kKeyA) + "\n" + PeerToml("b", "b:1", kKeyA), 11,
-       "[[peers]] #2 public_key", "same key as [[peers]] #1 'a'"},
+       "[[peers]] #2 public_key", "same key as 'a' at "},
       {hdr + "[[peers]]\nname = \"a\"\npublic_key = \"" + kKeyA + "\"\n", 3, "[[peers]] #1",
        "missing key 'address'"},
+      {hdr + "[model]\nclasses = 3\nclass_names = [\"a\", \"b\"]\n", 5, "[model] class_names",
+       "2 names for 3 classes"},
       // Unknown keys and sections.
       {hdr + "[training]\nlr = 0.1\nlrr = 0.1\n", 5, "'lrr'", "unknown key 'lrr' in [training]"},
       {hdr + "[node]\nnmae = \"x\"\n", 4, "'nmae'", "unknown key 'nmae' in [node]"},
@@ -599,6 +601,49 @@ TEST(ExampleConfigTest, CommentedPeerExampleIsValid) {
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_EQ(c->peers.size(), 1u);
   EXPECT_EQ(c->peers[0].public_key.size(), 32u);
+}
+
+// Peers that `mycel peers add/accept` pinned live in <stem>.peers.d/, one
+// file each: they add to the config's own, and a name or key used twice
+// anywhere is refused naming both files and lines.
+TEST_F(ConfigFileTest, PeersDropInsAddToTheConfigAndClashesNameBothPlaces) {
+  EXPECT_EQ(PeersDropInDir(path_), dir_ + "/mycel.peers.d");
+  const std::string drop = dir_ + "/mycel.peers.d";
+  ASSERT_EQ(::mkdir(drop.c_str(), 0700), 0);
+  WriteFile(drop + "/b.toml", PeerToml("b", "b.lan:7000", kKeyB));
+  WriteFile(drop + "/notes.txt", "not toml, not read");
+  auto c = Load(PeerToml("a", "a.lan:7000", kKeyA));
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->peers.size(), 2u);
+  EXPECT_EQ(c->peers[0].name, "a");
+  EXPECT_EQ(c->peers[0].where, path_ + ":1");
+  EXPECT_EQ(c->peers[1].name, "b");
+  EXPECT_EQ(c->peers[1].address, "b.lan:7000");
+  EXPECT_EQ(c->peers[1].where, drop + "/b.toml:1");
+
+  // The same key in a drop-in as in the config: refused, naming both.
+  WriteFile(drop + "/c.toml", PeerToml("c", "c.lan:7000", kKeyA));
+  auto clash = Load(PeerToml("a", "a.lan:7000", kKeyA));
+  ASSERT_FALSE(clash.ok());
+  EXPECT_THAT(clash.status().message(), HasSubstr(drop + "/c.toml:4: [[peers]] #1 public_key: same key as 'a' at " +
+                                                  path_ + ":1"));
+  ::unlink((drop + "/c.toml").c_str());
+  // The same name.
+  WriteFile(drop + "/c.toml", PeerToml("a", "c.lan:7000", "AQECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="));
+  clash = Load(PeerToml("a", "a.lan:7000", kKeyA));
+  ASSERT_FALSE(clash.ok());
+  EXPECT_THAT(clash.status().message(), HasSubstr("c.toml:2: [[peers]] #1 name: 'a' is already used by 'a' at "));
+  ::unlink((drop + "/c.toml").c_str());
+  // Anything but [[peers]] in a drop-in is refused by name.
+  WriteFile(drop + "/c.toml", "[training]\nlr = 1.0\n");
+  clash = Load(PeerToml("a", "a.lan:7000", kKeyA));
+  ASSERT_FALSE(clash.ok());
+  EXPECT_THAT(clash.status().message(), HasSubstr("c.toml:1: 'training' in a peers drop-in: only [[peers]]"));
+  // A drop-in that is not TOML: file, line and column.
+  WriteFile(drop + "/c.toml", "[[peers]\n");
+  clash = Load(PeerToml("a", "a.lan:7000", kKeyA));
+  ASSERT_FALSE(clash.ok());
+  EXPECT_THAT(clash.status().message(), HasSubstr("c.toml:1:"));
 }
 
 }  // namespace

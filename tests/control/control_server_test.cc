@@ -52,6 +52,7 @@ class ScriptedHandler : public ControlHandler {
   absl::StatusOr<PeersReply> GetPeers() override { return absl::UnimplementedError("peers"); }
   absl::StatusOr<DataReply> GetData(const DataRequest&) override { return absl::UnimplementedError("data"); }
   absl::StatusOr<ForgetReply> Forget(const ForgetRequest&) override { return absl::UnimplementedError("forget"); }
+  absl::StatusOr<mycel::control::ReloadReply> Reload() override { return absl::UnimplementedError("reload"); }
 
   std::atomic<int> files_received{0};
   std::vector<UploadedFile> predict_files;

@@ -160,6 +160,32 @@ TEST_F(SessionTest, UnpinnedSenderRefused) {
   EXPECT_EQ(RefusalReason(Accept(c2->hello()).status()), "unpinned_key");
 }
 
+// Pairing: an unpinned caller is identified (to list it as a pending peer)
+// only if the Hello is addressed to us, fresh and signed by the key it names.
+TEST_F(SessionTest, UnpinnedSenderIsIdentifiedOnlyWhenItsHelloIsGenuine) {
+  auto c = ClientSession::Begin(*other_, server_->public_key(), "pull of a newcomer", kNow);
+  ASSERT_TRUE(c.ok());
+  auto who = ServerSession::IdentifyUnpinned(*server_, 120, (*c)->hello(), kNow + 5);
+  ASSERT_TRUE(who.ok()) << who.status();
+  EXPECT_EQ(who->sender_pk, other_->public_key());
+  EXPECT_EQ(who->timestamp, kNow);
+  EXPECT_EQ(who->request, "pull of a newcomer");
+  // Still refused as a session: identifying pins nothing.
+  EXPECT_EQ(RefusalReason(Accept((*c)->hello()).status()), "unpinned_key");
+
+  const std::string& hello = (*c)->hello();
+  EXPECT_EQ(RefusalReason(ServerSession::IdentifyUnpinned(*server_, 120, Flip(hello, hello.size() - 3), kNow).status()),
+            "bad_signature");
+  EXPECT_EQ(RefusalReason(ServerSession::IdentifyUnpinned(*server_, 120, hello, kNow + 121).status()), "stale");
+  EXPECT_EQ(RefusalReason(ServerSession::IdentifyUnpinned(*client_, 120, hello, kNow).status()), "wrong_recipient");
+  EXPECT_EQ(RefusalReason(ServerSession::IdentifyUnpinned(*server_, 120, hello.substr(0, 40), kNow).status()),
+            "malformed");
+  // Someone else's key in the sender field, signed by the caller: not that key's owner.
+  std::string claimed = hello;
+  claimed.replace(8 + 4, 32, client_->public_key());
+  EXPECT_EQ(RefusalReason(ServerSession::IdentifyUnpinned(*server_, 120, claimed, kNow).status()), "bad_signature");
+}
+
 TEST_F(SessionTest, WrongRecipientRefused) {
   // A Hello meant for another server, replayed to this one.
   auto c = ClientSession::Begin(*client_, other_->public_key(), "req", kNow);

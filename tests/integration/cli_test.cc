@@ -127,6 +127,16 @@ TEST(CliTest, TheReadmeLinesWorkAsWrittenWithMycelConfig) {
   ASSERT_NE(pj->Find("top"), nullptr) << r.out;
   EXPECT_EQ(pj->Find("top")->array.size(), 3u) << r.out;
   EXPECT_FALSE(pj->Has("true_label")) << r.out;
+  // configs/demo.toml names Fashion-MNIST's classes: predict prints them.
+  const std::vector<std::string> names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                          "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+  for (const Json& top : pj->Find("top")->array) {
+    EXPECT_EQ(top.Str("name"), names.at(static_cast<size_t>(top.Num("label")))) << r.out;
+  }
+  r = RunCommand(env({Mycel(), "predict", T10kImages(), "--index", "3"}), tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find(names.at(static_cast<size_t>(pj->Find("top")->array[0].Num("label")))), std::string::npos)
+      << r.out;
 
   // `mycel export --out DIR` writes DIR/model.pt.
   const std::string out_dir = tmp.path() + "/exports";

@@ -493,7 +493,8 @@ std::string ConfigToml(const std::string& name, const std::string& state_dir, co
      << spec.extra_node << "\n"
      << "[model]\n"
      << "kind = \"" << spec.model_kind << "\"\n"
-     << "seed = 7\n";
+     << "seed = 7\n"
+     << spec.extra_model;
   if (spec.model_kind == "char_lm") os << "context = " << spec.context << "\n";
   os << "\n[training]\n"
      // Momentum as in configs/demo.toml: Fashion-MNIST passes 60% within a few hundred steps.

@@ -174,6 +174,7 @@ struct ConfigSpec {
   int64_t rest_patience = 30;
   std::string extra_training;           // appended verbatim to [training]
   std::string extra_node;               // appended verbatim to [node]
+  std::string extra_model;              // appended verbatim to [model]
 };
 
 // myceld on one config; the log file collects stderr of every start.

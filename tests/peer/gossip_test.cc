@@ -442,6 +442,55 @@ TEST_F(GossipServerTest, UnpinnedKeyIsRefusedAndNothingIsSent) {
   EXPECT_TRUE(b_->peer(0).refusals.empty());
 }
 
+// Pairing, attacked: strangers are listed as pending only with a genuine
+// Hello, at most kMaxPendingPeers of them (the least recently seen goes),
+// and a flood of them is checked at a bounded rate. None is ever answered.
+TEST_F(GossipServerTest, StrangersArePendingOnlyWhenGenuineBoundedInNumberAndNeverServed) {
+  // One stranger: listed with its name, key and fingerprint; refused all the same.
+  PullParams named;
+  named.set_fingerprint(kFingerprint);
+  named.set_sender_name("new laptop\n<b>");  // what a hostile name turns into
+  ExpectRefused(Begin(*intruder_, BPk(), named.SerializeAsString())->hello(), grpc::StatusCode::PERMISSION_DENIED,
+                "unpinned_key");
+  auto pending = b_->gossip->Pending();
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(pending[0].public_key, intruder_->public_key());
+  EXPECT_EQ(pending[0].key_fingerprint, intruder_->Fingerprint());
+  EXPECT_EQ(pending[0].name, "new_laptop__b_");
+  EXPECT_TRUE(pending[0].same_model);
+  EXPECT_EQ(pending[0].address, "");  // it said it does not listen (port 0)
+
+  // A forged Hello naming someone else's key is not listed.
+  auto other = NewIdentity();
+  std::string forged = Begin(*intruder_, BPk(), Params(0, 0))->hello();
+  forged.replace(kHSender, 32, other->public_key());
+  ExpectRefused(forged, grpc::StatusCode::PERMISSION_DENIED, "unpinned_key");
+  for (const auto& p : b_->gossip->Pending()) EXPECT_NE(p.public_key, other->public_key());
+
+  // Forty strangers, paced under the check rate: the newest sixteen stay.
+  std::vector<std::unique_ptr<crypto::Identity>> strangers;
+  for (int i = 0; i < 40; ++i) {
+    strangers.push_back(NewIdentity());
+    PullResult r = RawPull(*stub_, Begin(*strangers.back(), BPk(), Params(0, 0))->hello());
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_TRUE(r.chunks.empty());
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  }
+  pending = b_->gossip->Pending();
+  ASSERT_EQ(pending.size(), kMaxPendingPeers);
+  EXPECT_EQ(pending[0].public_key, strangers.back()->public_key());  // most recently seen first
+
+  // A burst far above the rate: most go unchecked, counted as refusals all the same.
+  const int64_t before = b_->gossip->Totals().refused_unknown;
+  for (int i = 0; i < 200; ++i) {
+    auto s = NewIdentity();
+    (void)RawPull(*stub_, Begin(*s, BPk(), Params(0, 0))->hello());
+  }
+  EXPECT_EQ(b_->gossip->Totals().refused_unknown, before + 200);
+  EXPECT_LE(b_->gossip->Pending().size(), kMaxPendingPeers);
+  ExpectGoodPull();  // the pinned neighbour is served throughout
+}
+
 TEST_F(GossipServerTest, FlippedHelloBytesAreRefusedWithTheRightReason) {
   struct Case {
     const char* field;
