@@ -11,6 +11,8 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libsodium-dev libspdlog-dev libsqlite3-dev libtomlplusplus-dev libcli11-dev
   libmicrohttpd-dev       # the loopback Prometheus endpoint ([node] metrics_listen)
+  libsystemd-dev          # sd_notify: the user unit is Type=notify
+  help2man                # man pages myceld(1) and mycel(1) from --help
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   python3-torch           # optional consumer: benchmarks compare to PyTorch, tests load exports

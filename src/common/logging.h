@@ -1,6 +1,8 @@
 // The one logging module: hands out named spdlog loggers ("train", "peer",
-// "control", ...) that all write to stderr (journald picks it up) and, once
-// LogToFile is called, to a rotating file as well.
+// "control", ...) that all write to stderr and, once LogToFile is called, to
+// a rotating file as well. When stderr is the journal (JOURNAL_STREAM names
+// it), its lines start with their syslog priority ("<4>" for a warning) and
+// no timestamp, so `journalctl -p warning` finds them.
 // Thread-safe: loggers are created once under spdlog's registry lock.
 #pragma once
 

@@ -1,11 +1,16 @@
 // The daemon's life as a user sees it: start, learn Fashion-MNIST, pause,
 // restart, resume, evaluate, predict, export, stop; the CLI without a daemon;
 // refused configs; one daemon per state directory.
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <regex>
 #include <sstream>
 
@@ -324,6 +329,68 @@ TEST_F(DaemonTest, ClientSaysPermissionDeniedToAnotherUserAndNotRunningWithoutAD
       << other.Describe();
   EXPECT_TRUE(node.Status().has_value());  // the owner still gets through
   EXPECT_EQ(node.daemon().Stop(), 0);
+}
+
+// Under systemd (Type=notify): the service manager hears READY=1 once the
+// control socket answers, RELOADING=1 and READY=1 around a SIGHUP reload,
+// STOPPING=1 at SIGTERM; with stderr on the journal (JOURNAL_STREAM names
+// it) every log line starts with its syslog priority.
+TEST_F(DaemonTest, ServiceManagerHearsReadyReloadStopAndJournalLinesCarryPriorities) {
+  TestNode node(tmp_.path(), "unit");
+  const std::string notify_path = tmp_.path() + "/notify.sock";
+  const int notify = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  ASSERT_GE(notify, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  ASSERT_LT(notify_path.size(), sizeof(addr.sun_path));
+  std::memcpy(addr.sun_path, notify_path.c_str(), notify_path.size() + 1);
+  ASSERT_EQ(::bind(notify, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << std::strerror(errno);
+  std::string heard;
+  auto hear = [&](const std::string& what, double timeout_s) {
+    return PollUntil(
+        [&] {
+          char buf[4096];
+          for (ssize_t n; (n = ::recv(notify, buf, sizeof(buf), 0)) > 0;) heard.append(buf, n).push_back('|');
+          return heard.find(what) != std::string::npos;
+        },
+        timeout_s, 0.05);
+  };
+  // stderr as the journal: the file's device and inode in JOURNAL_STREAM.
+  const std::string err_path = tmp_.path() + "/journal.err";
+  WriteFileOrDie(err_path, "");
+  struct stat st;
+  ASSERT_EQ(::stat(err_path.c_str(), &st), 0);
+  const std::string stream = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+  auto daemon = Process::Spawn({"/usr/bin/env", "NOTIFY_SOCKET=" + notify_path, "JOURNAL_STREAM=" + stream,
+                                BinDir() + "/myceld", "-c", node.config_path()},
+                               tmp_.path() + "/journal.out", err_path);
+  ASSERT_TRUE(daemon);
+  ASSERT_TRUE(hear("READY=1", 60)) << "heard: " << heard << "\nlog: " << ReadFileOrDie(err_path);
+  CommandResult r = node.Mycel({"status"});
+  EXPECT_EQ(r.exit_code, 0) << "READY=1 before the control socket answered: " << r.Describe();
+
+  heard.clear();
+  daemon->Signal(SIGHUP);
+  ASSERT_TRUE(hear("READY=1", 30)) << "heard: " << heard;
+  EXPECT_LT(heard.find("RELOADING=1"), heard.find("READY=1")) << heard;
+
+  daemon->Signal(SIGTERM);
+  EXPECT_TRUE(hear("STOPPING=1", 30)) << "heard: " << heard;
+  auto code = daemon->Wait(60);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+  ::close(notify);
+
+  // Every line of the journal carries a priority: <6> info, <4> warning.
+  const std::string log = ReadFileOrDie(err_path);
+  std::istringstream lines(log);
+  int info = 0;
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_TRUE(std::regex_search(line, std::regex("^<[0-7]>[TDIWEC] \\[[a-z]+\\] "))) << line;
+    info += line.rfind("<6>I [", 0) == 0;
+  }
+  EXPECT_GT(info, 3) << log;
+  EXPECT_NE(log.find("<6>I [myceld] received SIGTERM"), std::string::npos) << log;
 }
 
 TEST_F(DaemonTest, SecondDaemonOnTheSameStateDirRefusesToStart) {
