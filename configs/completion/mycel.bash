@@ -8,7 +8,7 @@ _mycel() {
     words=("${COMP_WORDS[@]}")
     cword=$COMP_CWORD
   }
-  local commands="status pause resume ingest eval predict export id repair peers data forget reset reload help"
+  local commands="status pause resume ingest eval predict export id repair peers data forget reset reload doctor help"
   case $prev in
     -c | --config | --out)
       compopt -o filenames 2>/dev/null

@@ -343,6 +343,7 @@ absl::StatusOr<control::StatusReply> Node::GetStatus() {
   r.set_rests(st.rests);
   r.set_last_wake(st.last_wake);
   r.set_version(kVersion);
+  r.set_power_source(policy_->power() == train::PowerSource::kBattery ? "battery" : "mains");
   r.set_drift_rollbacks(st.drift_rollbacks);
   r.set_last_rollback(st.last_rollback);
   r.set_checkpoints_written(st.checkpoints_written);
@@ -623,6 +624,8 @@ absl::StatusOr<control::PeersReply> Node::GetPeers() {
     info->set_trust_probes(p.trust_probes);
     info->set_hurt_probes(p.hurt_probes);
     info->set_quarantine(p.quarantine);
+    info->set_clock_skew_s(p.clock_skew_s);
+    info->set_clock_skew_known(p.clock_skew_known);
   }
   return r;
 }

@@ -385,6 +385,9 @@ struct Gossip::Impl : public Peer::Service {
     if (int peer = PeerIndexLocked(sender); peer >= 0) {
       status[peer].bytes_sent += sent;
       status[peer].served++;
+      // Our clock minus theirs when they sent the Hello (plus the trip): `mycel doctor`.
+      status[peer].clock_skew_s = static_cast<double>(now - (*session)->hello().timestamp);
+      status[peer].clock_skew_known = true;
     }
     return grpc::Status::OK;
   }

@@ -123,6 +123,10 @@ struct PeerStatus {
     double harm = 0;
   };
   std::vector<LayerTrust> trust;
+  // Our clock minus its clock, from the last Hello it sent us (1 s
+  // resolution, the trip included); known once it has pulled from us.
+  double clock_skew_s = 0;
+  bool clock_skew_known = false;
   int64_t trust_probes = 0;
   int64_t hurt_probes = 0;                 // probes where a share of it hurt
   std::string quarantine;

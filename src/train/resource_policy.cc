@@ -159,6 +159,15 @@ PolicyDecision ResourcePolicy::DecideLocked() {
   return {};
 }
 
+PowerSource ResourcePolicy::power() {
+  std::string dir;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    dir = options_.power_supply_dir;
+  }
+  return ReadPowerSource(dir);
+}
+
 PolicyDecision ResourcePolicy::Decide() {
   std::lock_guard<std::mutex> lock(mu_);
   PolicyDecision d = DecideLocked();

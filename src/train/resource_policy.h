@@ -47,6 +47,9 @@ class ResourcePolicy : public Policy {
   PolicyDecision Decide() override;
   // Takes new options (SIGHUP reload); the next Decide() uses them.
   void Reconfigure(const ResourcePolicyOptions& options);
+  // The power source read now (`mycel status`, `mycel doctor`), whatever
+  // on_battery says.
+  PowerSource power();
 
  private:
   PolicyDecision DecideLocked();

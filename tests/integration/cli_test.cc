@@ -158,6 +158,11 @@ TEST(CliTest, TheReadmeLinesWorkAsWrittenWithMycelConfig) {
   auto watch_code = watch->Wait(30);
   ASSERT_TRUE(watch_code.has_value()) << "--watch went on after the daemon stopped";
   EXPECT_EQ(*watch_code, 0);
+  // `mycel doctor` without a daemon: one line says so and what to do.
+  r = RunCommand(env({Mycel(), "doctor"}), tmp.path());
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_NE(r.out.find("FIX  daemon         myceld is not running"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("OK   config"), std::string::npos) << r.out;
   const std::string watched = ReadFileOrDie(tmp.path() + "/w.out");
   EXPECT_NE(watched.find("myceld has stopped"), std::string::npos) << watched;
   EXPECT_EQ(watched.find("CANCELLED"), std::string::npos) << watched;

@@ -78,6 +78,18 @@ TEST(PairingTest, TwoStrangersPairWithIdAddPendingAndAcceptAndExchange) {
   EXPECT_EQ(ReadFileOrDie(alice.node->config_path()).find("[[peers]]"), std::string::npos)
       << "the hand-written config was rewritten";
 
+  // `mycel doctor` on Alice says what is missing: Bob has not pinned her.
+  CommandResult doctor;
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        doctor = alice.node->Mycel({"doctor"});
+        return doctor.out.find("FIX  peer bob") != std::string::npos &&
+               doctor.out.find("it has not pinned this node") != std::string::npos;
+      },
+      60))
+      << doctor.Describe();
+  EXPECT_EQ(doctor.exit_code, 1) << doctor.Describe();
+
   // Alice now calls Bob, who does not know her: she is pending there, under
   // her name, her fingerprint and the port she listens on.
   std::optional<Json> pending;
@@ -104,6 +116,18 @@ TEST(PairingTest, TwoStrangersPairWithIdAddPendingAndAcceptAndExchange) {
   EXPECT_NE(accept.out.find("pinned alice"), std::string::npos) << accept.out;
   EXPECT_TRUE(PollUntil([&] { return Exchanged(alice, "bob") && Exchanged(bob, "alice"); }, 90))
       << "alice: " << alice.node->Mycel({"peers"}).out << "\nbob: " << bob.node->Mycel({"peers"}).out;
+  // Now every check passes, her clock measured from his pulls of her.
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        doctor = alice.node->Mycel({"doctor"});
+        return doctor.exit_code == 0 && doctor.out.find("peer bob clock") != std::string::npos;
+      },
+      60))
+      << doctor.Describe();
+  for (const char* line : {"OK   config", "OK   disk", "OK   daemon", "OK   version", "OK   power",
+                           "OK   peer bob ", "OK   peer bob clock"}) {
+    EXPECT_NE(doctor.out.find(line), std::string::npos) << line << " missing: " << doctor.out;
+  }
   auto after = bob.node->MycelJson({"peers", "pending"});
   ASSERT_TRUE(after);
   EXPECT_TRUE(after->Find("pending")->array.empty()) << "a pinned peer is still listed as pending";
