@@ -99,6 +99,16 @@ absl::Status ExportNative(const Model& model, const std::string& class_name, con
     root.register_attribute("classes", c10::IntType::get(), text ? kByteVocab : o.classes);
     root.register_attribute("input_shape", c10::ListType::ofInts(),
                             c10::List<int64_t>(text ? std::vector<int64_t>{o.context} : o.input_shape));
+    // What the module expects and returns, for whoever loads it without the README.
+    root.register_attribute(
+        "mycel_input", c10::StringType::get(),
+        std::string(text ? "int64 byte values, shape [N, context]"
+                         : "float32, shape [N, *input_shape] (or [N, prod(input_shape)]); images as mycel "
+                           "trains on them: uint8 pixels divided by 255, in [0, 1]"));
+    root.register_attribute("mycel_output", c10::StringType::get(),
+                            std::string(text ? "logits, shape [N, context, 256]: softmax over the last axis"
+                                             : "logits, shape [N, classes]: softmax for probabilities"));
+    root.register_attribute("class_names", c10::ListType::ofStrings(), c10::List<std::string>(o.class_names));
     root.define(source);
     return SaveModule(root, path);
   } catch (const c10::Error& e) {

@@ -378,7 +378,9 @@ TEST(ModelTest, TorchScriptFixtureLoadsTrainsAndKeepsHeadLocal) {
 // Export
 
 std::vector<config::ModelOptions> ExportCases() {
-  return {Mlp({1, 28, 28}, {32, 16}, 10), Cnn({1, 12, 8}, 16, 5), CharLm(8, 24, 12), TorchScript()};
+  config::ModelOptions mlp = Mlp({1, 28, 28}, {32, 16}, 10);
+  mlp.class_names = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"};
+  return {mlp, Cnn({1, 12, 8}, 16, 5), CharLm(8, 24, 12), TorchScript()};
 }
 
 // One SGD step so the export must carry trained weights, not initial ones.
@@ -421,6 +423,15 @@ TEST(ModelTest, ExportIsExactInCpp) {
     }
     if (o.kind != "torchscript") {
       EXPECT_EQ(loaded.attr("mycel_kind").toStringRef(), o.kind);
+      // Its contract travels with it: input scaling, output, class names.
+      const std::string input = loaded.attr("mycel_input").toStringRef();
+      EXPECT_NE(input.find(m->task() == Task::kClassify ? "divided by 255" : "byte values"), std::string::npos);
+      EXPECT_EQ(loaded.attr("mycel_output").toStringRef().rfind("logits", 0), 0u);
+      const c10::List<c10::IValue> class_names = loaded.attr("class_names").toList();
+      ASSERT_EQ(class_names.size(), o.class_names.size());
+      for (size_t i = 0; i < class_names.size(); ++i) {
+        EXPECT_EQ(class_names.get(i).toStringRef(), o.class_names[i]);
+      }
       // The exported module holds copies: training on does not change it.
       std::vector<std::string> names;
       for (const auto& p : loaded.named_parameters()) names.push_back(p.name);
