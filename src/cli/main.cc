@@ -720,7 +720,7 @@ int PinPeer(const mycel::config::Config& config, const Client& client, const std
   if (!me.ok()) Fail(std::string(me.status().message()));
   if (*key == (*me)->public_key()) Fail("that is this node's own key (" + (*me)->Fingerprint() + ")", 2);
   for (const auto& p : config.peers) {
-    if (p.name == name) Fail("'" + name + "' is already pinned at " + p.where + " (`mycel peers remove " + name + "`)", 2);
+    if (p.name == name) Fail("'" + name + "' is already pinned at " + p.where + ": choose another name", 2);
     if (p.public_key == *key) {
       Fail("that key is already pinned as '" + p.name + "' at " + p.where, 2);
     }
@@ -729,6 +729,9 @@ int PinPeer(const mycel::config::Config& config, const Client& client, const std
   const std::string file = dir + "/" + name + ".toml";
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     Fail("cannot create " + dir + ": " + std::strerror(errno));
+  }
+  if (struct stat st; ::lstat(file.c_str(), &st) == 0) {
+    Fail(file + " exists already (a hand-written drop-in?): pin this peer under another name", 2);
   }
   const std::string text = "# Pinned by `mycel peers " + how + "`; `mycel peers remove " + name +
                            "` unpins it. Managed by mycel: edit the config file instead.\n[[peers]]\nname = \"" +
@@ -742,8 +745,16 @@ int PinPeer(const mycel::config::Config& config, const Client& client, const std
   mycel::control::ReloadReply r;
   std::string error;
   if (ReloadDaemon(client, &r, &error)) {
-    std::printf("pinned %s (%s) at %s; myceld pulls from it from the next round\n", name.c_str(),
-                fingerprint.c_str(), address.c_str());
+    if (r.peers() > static_cast<int>(config.peers.size())) {
+      std::printf("pinned %s (%s) at %s; myceld pulls from it from the next round\n", name.c_str(),
+                  fingerprint.c_str(), address.c_str());
+    } else {
+      // The daemon read another config, or cannot take peers without a restart.
+      std::printf("pinned %s (%s) at %s in %s, but the running myceld did not take it%s: restart myceld%s\n",
+                  name.c_str(), fingerprint.c_str(), address.c_str(), file.c_str(),
+                  r.needs_restart().empty() ? "" : (" (" + r.needs_restart() + ")").c_str(),
+                  r.needs_restart().empty() ? ", or check it runs with this config" : "");
+    }
   } else if (error.empty()) {
     std::printf("pinned %s (%s) at %s; myceld is not running and pulls from it when it starts\n", name.c_str(),
                 fingerprint.c_str(), address.c_str());
@@ -791,8 +802,20 @@ int PeersPending(const Client& client, bool json) {
   return 0;
 }
 
+// A name no pinned peer has and no drop-in file holds: `base`, else base-2, base-3, ...
+std::string FreeName(const mycel::config::Config& config, const std::string& base) {
+  const std::string dir = mycel::config::PeersDropInDir(config.path);
+  for (int i = 1;; ++i) {
+    const std::string name = i == 1 ? base : base + "-" + std::to_string(i);
+    const bool used = std::any_of(config.peers.begin(), config.peers.end(),
+                                  [&](const auto& p) { return p.name == name; });
+    struct stat st;
+    if (!used && ::lstat((dir + "/" + name + ".toml").c_str(), &st) != 0) return name;
+  }
+}
+
 int PeersAccept(const mycel::config::Config& config, const Client& client, const std::string& who,
-                std::string address) {
+                std::string address, std::string name) {
   const mycel::control::PeersReply r = PeersOrFail(client);
   std::vector<const mycel::control::PendingPeer*> found;
   for (const auto& p : r.pending()) {
@@ -809,7 +832,10 @@ int PeersAccept(const mycel::config::Config& config, const Client& client, const
   const auto& p = *found.front();
   if (address.empty()) address = p.address();
   if (address.empty()) Fail("'" + p.name() + "' does not say where it listens: give --address HOST:PORT", 2);
-  return PinPeer(config, client, p.name(), p.public_key(), address, "accept");
+  // Callers name themselves, and two laptops left at the default are both
+  // "mycel": a name already pinned gets a number unless --name says otherwise.
+  if (name.empty()) name = FreeName(config, p.name());
+  return PinPeer(config, client, name, p.public_key(), address, "accept");
 }
 
 int PeersRemove(const mycel::config::Config& config, const Client& client, const std::string& name) {
@@ -1019,6 +1045,8 @@ int main(int argc, char** argv) {
   auto* accept_cmd = peers_cmd->add_subcommand("accept", "pin a pending peer, by its name or key fingerprint");
   accept_cmd->add_option("who", peer_name, "NAME or KEY-FINGERPRINT from `mycel peers pending`")->required();
   accept_cmd->add_option("--address", peer_address, "where it listens, host:port (default: the one it gave)");
+  std::string accept_name;
+  accept_cmd->add_option("--name", accept_name, "what to call it (default: the name it gave, numbered if taken)");
   auto* remove_cmd = peers_cmd->add_subcommand("remove", "unpin a neighbour that `mycel peers add/accept` pinned");
   remove_cmd->add_option("name", peer_name, "its name in `mycel peers`")->required();
   app.add_subcommand("reload", "re-read the config and its peers directory, as SIGHUP does");
@@ -1310,7 +1338,7 @@ int main(int argc, char** argv) {
   if (cmd == "reload") return Reload(client);
   if (pending_cmd->parsed()) return PeersPending(client, json);
   if (add_cmd->parsed()) return PinPeer(*config, client, peer_name, peer_key, peer_address, "add");
-  if (accept_cmd->parsed()) return PeersAccept(*config, client, peer_name, peer_address);
+  if (accept_cmd->parsed()) return PeersAccept(*config, client, peer_name, peer_address, accept_name);
   if (remove_cmd->parsed()) return PeersRemove(*config, client, peer_name);
   if (cmd == "peers") {
     mycel::control::PeersReply r;

@@ -175,9 +175,12 @@ Rule<std::string> CodecName() {
 }
 
 // Non-empty, no control characters (UTF-8 beyond ASCII is fine).
+// A name shown in logs and sent to peers (a node's in every Hello, whose
+// request is bounded): printable, at most 64 bytes.
 Rule<std::string> PrintableName() {
   return [](const std::string& v) -> std::string {
     if (v.empty()) return "must not be empty";
+    if (v.size() > 64) return absl::StrCat("must be at most 64 bytes (got ", v.size(), ")");
     for (size_t i = 0; i < v.size(); ++i) {
       unsigned char c = static_cast<unsigned char>(v[i]);
       if (c < 0x20 || c == 0x7f) {
@@ -824,7 +827,12 @@ absl::Status LoadPeerDropIns(const std::string& dir, Config* config) {
   if (!fs::is_directory(dir, ec)) return absl::OkStatus();
   std::vector<std::string> files;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    if (entry.path().extension() == ".toml" && entry.is_regular_file(ec)) files.push_back(entry.path().string());
+    // Not hidden files (an editor's lock or backup), not what is not a file.
+    const std::string leaf = entry.path().filename().string();
+    std::error_code file_ec;
+    if (leaf[0] != '.' && entry.path().extension() == ".toml" && entry.is_regular_file(file_ec)) {
+      files.push_back(entry.path().string());
+    }
   }
   if (ec) return ErrnoStatus(ec.value(), "listing the peers directory", dir);
   std::sort(files.begin(), files.end());

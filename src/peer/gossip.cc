@@ -63,8 +63,6 @@ std::string Reason(const absl::Status& s) {
   return "error";
 }
 
-// The pinned neighbours, as one immutable value: the server reads the one in
-// force without holding a lock across a pull, and SetPeers swaps in another.
 // A caller's name as shown to the user: at most 64 characters of
 // [A-Za-z0-9._-], others replaced by '_' ("" → "unnamed").
 std::string SanitisedName(const std::string& raw) {
@@ -140,6 +138,8 @@ std::string LayoutDifference(const std::string& ours, const std::string& theirs_
   return what.substr(0, 200);
 }
 
+// The pinned neighbours, as one immutable value: the server reads the one in
+// force without holding a lock across a pull, and SetPeers swaps in another.
 struct Roster {
   std::vector<config::PeerOptions> peers;          // index = mirror index
   std::vector<std::string> pinned;                 // raw keys, same index
@@ -201,8 +201,15 @@ struct Gossip::Impl : public Peer::Service {
   std::set<std::pair<std::string, std::string>> logged;  // (who, reason) already logged; guarded by mu
   GossipTotals totals;                                   // guarded by mu
   std::vector<PendingPeer> pending_peers;                // guarded by mu; most recently seen first
-  double pairing_tokens = kPairingChecksPerSecond;       // guarded by mu: unpinned Hellos we may still check
-  double pairing_refill_at = 0;                          // guarded by mu (monotonic s)
+  // Unpinned Hellos each calling host may still have checked (a token
+  // bucket per host, so a flood from one cannot starve the others); at most
+  // kPairingHosts hosts, the least recently heard forgotten. Guarded by mu.
+  struct PairingBucket {
+    double tokens = kPairingChecksPerHost;
+    double refilled_at = 0;  // monotonic s
+  };
+  std::map<std::string, PairingBucket> pairing_buckets;
+  double pairing_logged_at = -1e9;                       // guarded by mu: one "asks to pair" line a second at most
 
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<PeerListener> listener;  // accepts for server, within PeerServerLimits
@@ -277,14 +284,23 @@ struct Gossip::Impl : public Peer::Service {
   // genuine (ServerSession::IdentifyUnpinned), within the rate the token
   // bucket allows. `grpc_peer` is gRPC's "ipv4:1.2.3.4:5678" of the caller.
   void NotePending(const std::string& grpc_peer, const std::string& hello, int64_t now) {
+    // Behind our listener gRPC sees only the relay ("fd:N"); it knows who called.
+    const std::string host = listener ? listener->CallerHost(grpc_peer) : CallerHost(grpc_peer);
     {
       std::lock_guard<std::mutex> lock(mu);
       const double t = Clock::Real()->MonotonicSeconds();
-      pairing_tokens = std::min(kPairingChecksPerSecond,
-                                pairing_tokens + (t - pairing_refill_at) * kPairingChecksPerSecond);
-      pairing_refill_at = t;
-      if (pairing_tokens < 1) return;
-      pairing_tokens -= 1;
+      if (pairing_buckets.size() >= kPairingHosts && pairing_buckets.count(host) == 0) {
+        auto oldest = std::min_element(pairing_buckets.begin(), pairing_buckets.end(), [](const auto& a, const auto& b) {
+          return a.second.refilled_at < b.second.refilled_at;
+        });
+        pairing_buckets.erase(oldest);
+      }
+      PairingBucket& b = pairing_buckets[host];
+      if (b.refilled_at == 0) b.refilled_at = t;
+      b.tokens = std::min(kPairingChecksPerHost, b.tokens + (t - b.refilled_at) * kPairingChecksPerHost / 2);
+      b.refilled_at = t;
+      if (b.tokens < 1) return;
+      b.tokens -= 1;
     }
     auto who = crypto::ServerSession::IdentifyUnpinned(identity, replay.window_s(), hello, now);
     if (!who.ok()) return;
@@ -294,8 +310,7 @@ struct Gossip::Impl : public Peer::Service {
     p.public_key = who->sender_pk;
     p.key_fingerprint = crypto::KeyFingerprint(p.public_key);
     p.name = SanitisedName(params.sender_name());
-    // Behind our listener gRPC sees only the relay ("fd:N"); it knows who called.
-    const std::string host = listener ? listener->CallerHost(grpc_peer) : CallerHost(grpc_peer);
+    p.hello_timestamp = who->timestamp;
     if (!host.empty() && params.listen_port() > 0 && params.listen_port() < 65536) {
       p.address = host + ":" + std::to_string(params.listen_port());
     }
@@ -304,14 +319,24 @@ struct Gossip::Impl : public Peer::Service {
     auto it = std::find_if(pending_peers.begin(), pending_peers.end(),
                            [&](const PendingPeer& q) { return q.public_key == p.public_key; });
     if (it != pending_peers.end()) {
+      // A Hello no newer than the last one is a copy (IdentifyUnpinned keeps no
+      // replay cache): it may not move the peer to the copier's address.
+      if (p.hello_timestamp <= it->hello_timestamp) {
+        p.address = it->address;
+        p.hello_timestamp = it->hello_timestamp;
+      }
       p.first_seen_unix = it->first_seen_unix;
       p.requests = it->requests;
       pending_peers.erase(it);
     } else {
       p.first_seen_unix = now;
-      Logger("peer")->info("pending peer '{}' ({}) at {} asks to pair: `mycel peers accept {}` pins it", p.name,
-                           p.key_fingerprint, p.address.empty() ? "an address it does not give" : p.address,
-                           p.key_fingerprint);
+      const double t = Clock::Real()->MonotonicSeconds();
+      if (t - pairing_logged_at >= 1) {
+        pairing_logged_at = t;
+        Logger("peer")->info("pending peer '{}' ({}) at {} asks to pair: `mycel peers accept {}` pins it", p.name,
+                             p.key_fingerprint, p.address.empty() ? "an address it does not give" : p.address,
+                             p.key_fingerprint);
+      }
     }
     p.last_seen_unix = now;
     p.requests++;

@@ -144,14 +144,17 @@ struct PendingPeer {
   int64_t last_seen_unix = 0;
   int64_t requests = 0;
   bool same_model = false;                 // its model fingerprint is ours
+  int64_t hello_timestamp = 0;             // of the newest Hello seen from it
 };
 
-// At most this many pending peers are kept (the least recently seen goes);
-// and at most kPairingChecksPerSecond unpinned Hellos a second are checked
-// (a signature each), so a flood of strangers costs little and evicts only
-// strangers.
+// At most this many pending peers are kept (the least recently seen goes).
+// Each calling host may have kPairingChecksPerHost unpinned Hellos checked
+// (a signature each) at once and half that a second after, so a flood of
+// strangers costs little and one host's flood does not starve another's
+// caller; kPairingHosts hosts are remembered.
 inline constexpr size_t kMaxPendingPeers = 16;
-inline constexpr double kPairingChecksPerSecond = 20;
+inline constexpr double kPairingChecksPerHost = 10;
+inline constexpr size_t kPairingHosts = 256;
 
 struct GossipTotals {
   int64_t rounds = 0;

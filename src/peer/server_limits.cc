@@ -349,7 +349,7 @@ std::string PeerListener::CallerHost(const std::string& grpc_peer) const {
   if (!absl::SimpleAtoi(grpc_peer.substr(3), &fd)) return "";
   std::lock_guard<std::mutex> lock(hosts_mu_);
   auto it = hosts_.find(fd);
-  return it == hosts_.end() ? "" : it->second;
+  return it == hosts_.end() ? "" : it->second.second;
 }
 
 void PeerListener::Close(Conn* c, std::string_view why) {
@@ -357,7 +357,8 @@ void PeerListener::Close(Conn* c, std::string_view why) {
   c->closed = true;
   {
     std::lock_guard<std::mutex> lock(hosts_mu_);
-    hosts_.erase(c->server_fd);
+    // gRPC may have closed its end already and the number gone to a newer connection: erase only ours.
+    if (auto it = hosts_.find(c->server_fd); it != hosts_.end() && it->second.first == c) hosts_.erase(it);
   }
   live_.fetch_sub(1);
   // Counted before the client can see the close.
@@ -534,7 +535,7 @@ void PeerListener::AcceptReady(int listen_fd) {
     c->server_fd = pair[1];
     {
       std::lock_guard<std::mutex> lock(hosts_mu_);
-      hosts_[pair[1]] = HostOf(from);
+      hosts_[pair[1]] = {c, HostOf(from)};
     }
     conns_.push_back(std::move(conn));
     live_.fetch_add(1);

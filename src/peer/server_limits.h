@@ -194,7 +194,8 @@ class PeerListener {
   std::atomic<int> live_{0};
   std::atomic<int64_t> shed_{0}, screened_{0};
   mutable std::mutex hosts_mu_;
-  std::unordered_map<int, std::string> hosts_;  // guarded by hosts_mu_: server_fd → caller host
+  // Guarded by hosts_mu_: server_fd → (the connection, its caller's host).
+  std::unordered_map<int, std::pair<const Conn*, std::string>> hosts_;
   // Thread only:
   std::vector<std::unique_ptr<Conn>> conns_;
   std::vector<std::unique_ptr<Endpoint>> listen_endpoints_;

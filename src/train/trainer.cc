@@ -811,7 +811,9 @@ void Trainer::Impl::Loop() {
     }
     double now = clock->MonotonicSeconds();
     MaybeRefresh(now, force_refresh);
-    if (rest_check_pending && (!resting || now - last_eval_time >= options.training.eval_interval_s)) {
+    // (Only when training is allowed: on battery or paused, a rest's checks wait too.)
+    if (rest_check_pending && decision.allowed &&
+        (!resting || now - last_eval_time >= options.training.eval_interval_s)) {
       // Merges added up while resting: has the shared model left this node's data behind?
       std::lock_guard<std::mutex> model_lock(model_mu);
       std::fill(merged_since.begin(), merged_since.end(), 0.0f);

@@ -332,6 +332,7 @@ std::vector<BadCase> BadCases() {
       {hdr + "[node]\nmetrics_listen = \"127.0.0.1\"\n", 4, "[node] metrics_listen", "host:port"},
       {hdr + "[node]\nlog_max_bytes = 100\n", 4, "[node] log_max_bytes", "must be in"},
       {hdr + "[node]\nlog_max_files = 0\n", 4, "[node] log_max_files", "must be in [1, 100]"},
+      {hdr + "[node]\nname = \"" + std::string(65, 'n') + "\"\n", 4, "[node] name", "at most 64 bytes (got 65)"},
       // [[peers]]: name on line 4, address on 5, public_key on 6.
       {hdr + PeerToml("", "a:1", kKeyA), 4, "[[peers]] #1 name", "must not be empty"},
       {hdr + PeerToml("a", "a", kKeyA), 5, "[[peers]] #1 address", "host:port"},
@@ -612,6 +613,9 @@ TEST_F(ConfigFileTest, PeersDropInsAddToTheConfigAndClashesNameBothPlaces) {
   ASSERT_EQ(::mkdir(drop.c_str(), 0700), 0);
   WriteFile(drop + "/b.toml", PeerToml("b", "b.lan:7000", kKeyB));
   WriteFile(drop + "/notes.txt", "not toml, not read");
+  // An editor's lock file (a dangling symlink) and a dangling *.toml: skipped, not fatal.
+  ASSERT_EQ(::symlink("nowhere@1234", (drop + "/.#b.toml").c_str()), 0);
+  ASSERT_EQ(::symlink("nowhere", (drop + "/dangling.toml").c_str()), 0);
   auto c = Load(PeerToml("a", "a.lan:7000", kKeyA));
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_EQ(c->peers.size(), 2u);

@@ -149,7 +149,12 @@ TEST(PairingTest, TwoStrangersPairWithIdAddPendingAndAcceptAndExchange) {
       {{"peers", "add", "x", bob.key, "nowhere"}, "expected host:port"},
       {{"peers", "accept", "nobody"}, "no pending peer named or fingerprinted 'nobody'"},
       {{"peers", "remove", "nobody"}, "no pinned peer named 'nobody'"},
+      {{"peers", "add", "zed", carol_key, addr}, "zed.toml exists already"},
   };
+  // A hand-written drop-in named like the peer to add: never overwritten.
+  WriteFileOrDie(tmp.path() + "/alice.peers.d/zed.toml", "[[peers]]\nname = \"zelda\"\naddress = \"" + addr +
+                                                             "\"\npublic_key = \"" +
+                                                             NewLaptop(tmp.path(), "dave").key + "\"\n");
   for (const Case& c : refused) {
     CommandResult r = alice.node->Mycel(c.args);
     EXPECT_EQ(r.exit_code, 2) << r.Describe();
@@ -161,7 +166,7 @@ TEST(PairingTest, TwoStrangersPairWithIdAddPendingAndAcceptAndExchange) {
                                                 "\"\npublic_key = \"" + carol_key + "\"\n");
   CommandResult reload = alice.node->Mycel({"reload"});
   ASSERT_EQ(reload.exit_code, 0) << reload.Describe();
-  EXPECT_NE(reload.out.find("2 neighbour(s) pinned"), std::string::npos) << reload.out;
+  EXPECT_NE(reload.out.find("3 neighbour(s) pinned"), std::string::npos) << reload.out;  // bob, zelda, carol
   CommandResult hand = alice.node->Mycel({"peers", "remove", "carol"});
   EXPECT_EQ(hand.exit_code, 2) << hand.Describe();
   EXPECT_NE(hand.err.find("which mycel does not rewrite"), std::string::npos) << hand.Describe();
@@ -213,11 +218,19 @@ TEST(PairingTest, APeerWithAnotherModelIsRefusedSayingWhichLayerDiffers) {
       60));
   EXPECT_FALSE(pending->Find("pending")->array[0].Find("same_model")->boolean);
   EXPECT_NE(bob.node->Mycel({"peers", "pending"}).out.find("DIFFERENT"), std::string::npos);
-  ASSERT_EQ(bob.node->Mycel({"peers", "accept", "alice"}).exit_code, 0);
+  // Bob already has an "alice" (another key, pinned by hand): hers gets a number.
+  WriteFileOrDie(bob.node->config_path(), ReadFileOrDie(bob.node->config_path()) +
+                                              "\n[[peers]]\nname = \"alice\"\naddress = \"127.0.0.1:" +
+                                              std::to_string(FreePort()) + "\"\npublic_key = \"" +
+                                              NewLaptop(tmp.path(), "other-alice").key + "\"\n");
+  ASSERT_EQ(bob.node->Mycel({"reload"}).exit_code, 0);
+  CommandResult accept = bob.node->Mycel({"peers", "accept", "alice"});
+  ASSERT_EQ(accept.exit_code, 0) << accept.Describe();
+  EXPECT_NE(accept.out.find("pinned alice-2 (" + alice.fingerprint + ")"), std::string::npos) << accept.out;
 
   // Each refuses the other's answers, naming the layer and both shapes.
   for (Laptop* l : {&alice, &bob}) {
-    const std::string other = l == &alice ? "bob" : "alice";
+    const std::string other = l == &alice ? "bob" : "alice-2";
     std::string error;
     EXPECT_TRUE(PollUntil(
         [&] {

@@ -467,14 +467,15 @@ TEST_F(GossipServerTest, StrangersArePendingOnlyWhenGenuineBoundedInNumberAndNev
   ExpectRefused(forged, grpc::StatusCode::PERMISSION_DENIED, "unpinned_key");
   for (const auto& p : b_->gossip->Pending()) EXPECT_NE(p.public_key, other->public_key());
 
-  // Forty strangers, paced under the check rate: the newest sixteen stay.
+  // Twenty-four strangers from one host, paced under its check rate (5/s):
+  // the newest sixteen stay.
   std::vector<std::unique_ptr<crypto::Identity>> strangers;
-  for (int i = 0; i < 40; ++i) {
+  for (int i = 0; i < 24; ++i) {
     strangers.push_back(NewIdentity());
     PullResult r = RawPull(*stub_, Begin(*strangers.back(), BPk(), Params(0, 0))->hello());
     EXPECT_EQ(r.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
     EXPECT_TRUE(r.chunks.empty());
-    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    std::this_thread::sleep_for(std::chrono::milliseconds(210));
   }
   pending = b_->gossip->Pending();
   ASSERT_EQ(pending.size(), kMaxPendingPeers);
