@@ -73,24 +73,6 @@ std::string SanitisedName(const std::string& raw) {
   return out.empty() ? "unnamed" : out;
 }
 
-// The host of gRPC's peer string ("ipv4:1.2.3.4:5678", "ipv6:[::1]:5678"),
-// bracketed for IPv6; "" for anything else (a Unix socket, in tests).
-std::string CallerHost(const std::string& grpc_peer) {
-  for (const char* scheme : {"ipv4:", "ipv6:"}) {
-    if (grpc_peer.rfind(scheme, 0) != 0) continue;
-    std::string rest = grpc_peer.substr(5);
-    for (const auto& [from, to] : {std::pair<const char*, const char*>{"%5B", "["}, {"%5D", "]"}}) {
-      for (size_t at; (at = rest.find(from)) != std::string::npos;) rest.replace(at, 3, to);  // URI-escaped
-    }
-    const size_t colon = rest.rfind(':');
-    if (colon == std::string::npos || colon == 0) return "";
-    std::string host = rest.substr(0, colon);
-    if (scheme[3] == '6' && host.front() != '[') host = "[" + host + "]";
-    return host;
-  }
-  return "";
-}
-
 // What differs between our Model::Layout() and a neighbour's, as ": their
 // fc1.weight is Float 64x784, ours Float 128x784" (or the kind, or a
 // parameter only one side has); "" when they sent none (an older build) or
@@ -284,8 +266,8 @@ struct Gossip::Impl : public Peer::Service {
   // genuine (ServerSession::IdentifyUnpinned), within the rate the token
   // bucket allows. `grpc_peer` is gRPC's "ipv4:1.2.3.4:5678" of the caller.
   void NotePending(const std::string& grpc_peer, const std::string& hello, int64_t now) {
-    // Behind our listener gRPC sees only the relay ("fd:N"); it knows who called.
-    const std::string host = listener ? listener->CallerHost(grpc_peer) : CallerHost(grpc_peer);
+    // gRPC sees only our listener's relay ("fd:N"); the listener knows who called.
+    const std::string host = listener->CallerHost(grpc_peer);
     {
       std::lock_guard<std::mutex> lock(mu);
       const double t = Clock::Real()->MonotonicSeconds();

@@ -1105,20 +1105,17 @@ absl::Status Trainer::WithSharedParameters(
       if (fn(shared, samples, impl->RoundScale())) {
         impl->WriteShared(shared);
         // A merge that moved the model ends a rest: there is something new to learn from.
-        double moved = 0, norm = 0;
-        for (size_t k = 0; k < shared.size(); ++k) {
-          const double d = static_cast<double>(shared[k]) - before[k];
-          moved += d * d;
-          norm += static_cast<double>(before[k]) * before[k];
-        }
-        const double shift = std::sqrt(moved / std::max(norm, 1e-30));
-        // And what the merges since the last look moved it, together.
+        // This merge's move, and the merges' since the last look together, in one pass.
         impl->merged_since.resize(shared.size(), 0.0f);
-        double together = 0;
+        double moved = 0, norm = 0, together = 0;
         for (size_t k = 0; k < shared.size(); ++k) {
-          impl->merged_since[k] += shared[k] - before[k];
+          const float d = shared[k] - before[k];
+          moved += static_cast<double>(d) * d;
+          norm += static_cast<double>(before[k]) * before[k];
+          impl->merged_since[k] += d;
           together += static_cast<double>(impl->merged_since[k]) * impl->merged_since[k];
         }
+        const double shift = std::sqrt(moved / std::max(norm, 1e-30));
         if (shift > kRestWakeShift) {
           std::fill(impl->merged_since.begin(), impl->merged_since.end(), 0.0f);
           std::lock_guard<std::mutex> lock(impl->mu);

@@ -433,12 +433,17 @@ std::unique_ptr<Trainer> SlowingTrainer(Fixture& f) {
   return trainer;
 }
 
+// Waits for the trainer to rest; a failure says where it stands.
+::testing::AssertionResult RestsWithin(Trainer& trainer, double seconds) {
+  if (WaitFor([&] { return trainer.Stats().state == "resting"; }, seconds)) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "not resting: " << trainer.Stats().state << ": " << trainer.Stats().reason;
+}
+
 TEST(Trainer, AMovingMergeIsANewReferenceForResting) {
   Fixture f;
   auto trainer = SlowingTrainer(f);
   ASSERT_NE(trainer, nullptr);
-  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().state == "resting"; }, 120))
-      << trainer->Stats().state << ": " << trainer->Stats().reason;
+  ASSERT_TRUE(RestsWithin(*trainer, 120));
   const double best = trainer->Stats().best_val_loss;
   ASSERT_TRUE(std::isfinite(best));
   EXPECT_LE(best, trainer->Stats().val_loss + 1e-9);
@@ -484,8 +489,7 @@ TEST(Trainer, SmallMergesThatAddUpAndRaiseTheLossEndARest) {
   Fixture f;
   auto trainer = SlowingTrainer(f);
   ASSERT_NE(trainer, nullptr);
-  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().state == "resting"; }, 120))
-      << trainer->Stats().state << ": " << trainer->Stats().reason;
+  ASSERT_TRUE(RestsWithin(*trainer, 120));
   const int64_t rests = trainer->Stats().rests;
   const double best = trainer->Stats().best_val_loss;
 
