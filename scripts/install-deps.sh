@@ -19,6 +19,8 @@ PACKAGES=(
   python3-prometheus-client  # tests parse the metrics endpoint with Prometheus' own parser
   python3-matplotlib      # the learning benchmark draws accuracy against rounds and bytes
   sqlite3
+  iproute2                # the dial-out test puts a laptop behind NAT in its own network namespace
+  chromium chromium-driver python3-selenium  # the dashboard test drives the page in a headless browser
   clang libclang-rt-14-dev   # scripts/fuzz.sh: libFuzzer with ASan/UBSan (tests/fuzz/)
 )
 

@@ -8,7 +8,7 @@ _mycel() {
     words=("${COMP_WORDS[@]}")
     cword=$COMP_CWORD
   }
-  local commands="status pause resume ingest eval predict export id repair peers data forget reset reload doctor help"
+  local commands="status pause resume ingest eval predict export id repair peers data forget reset reload doctor history help"
   case $prev in
     -c | --config | --out)
       compopt -o filenames 2>/dev/null
@@ -59,12 +59,14 @@ _mycel() {
     export) COMPREPLY=($(compgen -W "--out $opts" -- "$cur")) ;;
     id | data) COMPREPLY=($(compgen -W "--json --ingests $opts" -- "$cur")) ;;
     repair) COMPREPLY=($(compgen -W "--force $opts" -- "$cur")) ;;
+    history) COMPREPLY=($(compgen -W "--json --since $opts" -- "$cur")) ;;
     forget) COMPREPLY=($(compgen -W "--all --label --before --ingest --json $opts" -- "$cur")) ;;
     peers)
       case $sub in
         "") COMPREPLY=($(compgen -W "pending add accept remove --json $opts" -- "$cur")) ;;
         pending) COMPREPLY=($(compgen -W "--json $opts" -- "$cur")) ;;
-        accept) COMPREPLY=($(compgen -W "--address $opts" -- "$cur")) ;;
+        accept) COMPREPLY=($(compgen -W "--address --dials-in --name $opts" -- "$cur")) ;;
+        add) COMPREPLY=($(compgen -W "--dials-in $opts" -- "$cur")) ;;
         *) COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
       esac
       ;;

@@ -688,6 +688,48 @@ int Reload(const Client& client) {
   return 0;
 }
 
+// `mycel history`: the daemon's validation passes, oldest first.
+int History(const Client& client, const std::string& since, bool json) {
+  mycel::control::HistoryRequest req;
+  if (!since.empty()) {
+    auto when = mycel::cli::ParseWhen(since, NowUnixMs());
+    if (!when.ok()) Fail("--since: " + std::string(when.status().message()), 2);
+    req.set_since_unix_s(static_cast<double>(*when) / 1000);
+  }
+  mycel::control::HistoryReply r;
+  client.Check(client.stub->History(client.Context(30).get(), req, &r));
+  if (json) {
+    std::string list = "[";
+    for (int i = 0; i < r.passes_size(); ++i) {
+      const auto& p = r.passes(i);
+      list += (i ? "," : "") + Json().Str("time", mycel::cli::FormatWhen(static_cast<int64_t>(p.unix_s() * 1000)))
+                                   .Num("unix_s", p.unix_s()).Int("steps", p.steps())
+                                   .Int("samples_trained", p.samples_trained()).Num("val_accuracy", p.val_accuracy())
+                                   .Num("val_loss", p.val_loss()).Num("train_loss", p.train_loss())
+                                   .Num("learning_rate", p.learning_rate()).Int("rounds", p.rounds())
+                                   .Int("bytes_sent", p.bytes_sent()).Int("bytes_received", p.bytes_received())
+                                   .Str("state", p.state()).Done();
+    }
+    std::printf("%s\n", Json().Raw("passes", list + "]").Done().c_str());
+    return 0;
+  }
+  if (r.passes_size() == 0) {
+    std::printf("no validation passes recorded%s (one is made every [training] eval_interval_s while training)\n",
+                since.empty() ? "" : (" since " + since).c_str());
+    return 0;
+  }
+  std::printf("%-24s %9s %9s %9s %9s %8s %7s %10s %10s  %s\n", "TIME", "STEPS", "ACCURACY", "VAL LOSS", "TRAIN",
+              "LR", "ROUNDS", "SENT", "RECEIVED", "STATE");
+  for (const auto& p : r.passes()) {
+    std::printf("%-24s %9lld %9.4f %9.4f %9.4f %8.5f %7lld %10s %10s  %s\n",
+                mycel::cli::FormatWhen(static_cast<int64_t>(p.unix_s() * 1000)).c_str(),
+                static_cast<long long>(p.steps()), p.val_accuracy(), p.val_loss(), p.train_loss(), p.learning_rate(),
+                static_cast<long long>(p.rounds()), Bytes(p.bytes_sent()).c_str(), Bytes(p.bytes_received()).c_str(),
+                p.state().c_str());
+  }
+  return 0;
+}
+
 // The config file peers are pinned beside; fails if there is none.
 std::string ConfigFileOrFail(const mycel::config::Config& config) {
   if (config.path.empty()) {
@@ -698,66 +740,38 @@ std::string ConfigFileOrFail(const mycel::config::Config& config) {
   return config.path;
 }
 
-// Pins NAME (KEY, base64 as `mycel id` prints it) at ADDRESS: one drop-in
-// file, checked by loading the whole config, then a reload.
+// Where a neighbour is, as the tables show it.
+std::string PeerWhere(const mycel::control::PeerInfo& p) { return p.dials_in() ? "(dials in)" : p.address(); }
+
+// Pins NAME (KEY, base64 as `mycel id` prints it) at ADDRESS, or as a
+// neighbour that dials in when ADDRESS is "": one drop-in file
+// (config::PinPeer), then a reload.
 int PinPeer(const mycel::config::Config& config, const Client& client, const std::string& name,
             const std::string& key_b64, const std::string& address, const std::string& how) {
-  const std::string config_path = ConfigFileOrFail(config);
-  static const std::regex kName("[A-Za-z0-9._-]{1,64}");
-  if (!std::regex_match(name, kName)) {
-    Fail("peer name '" + name + "': use 1-64 of A-Z a-z 0-9 . _ - (it names a file)", 2);
-  }
-  static const std::regex kAddress("([A-Za-z0-9.-]+|\\[[0-9A-Fa-f:.]+\\]):([0-9]{1,5})");
-  std::smatch m;
-  if (!std::regex_match(address, m, kAddress) || std::stoi(m[2]) < 1 || std::stoi(m[2]) > 65535) {
-    Fail("address '" + address + "': expected host:port, the port in [1, 65535]", 2);
-  }
-  auto key = mycel::crypto::Base64Decode(key_b64);
-  if (!key.ok() || key->size() != 32) {
-    Fail("key '" + key_b64 + "': expected the 44-character public key that `mycel id` prints", 2);
-  }
   auto me = mycel::crypto::Identity::LoadOrCreate(config.IdentityPath());
   if (!me.ok()) Fail(std::string(me.status().message()));
-  if (*key == (*me)->public_key()) Fail("that is this node's own key (" + (*me)->Fingerprint() + ")", 2);
-  for (const auto& p : config.peers) {
-    if (p.name == name) Fail("'" + name + "' is already pinned at " + p.where + ": choose another name", 2);
-    if (p.public_key == *key) {
-      Fail("that key is already pinned as '" + p.name + "' at " + p.where, 2);
-    }
-  }
-  const std::string dir = mycel::config::PeersDropInDir(config_path);
-  const std::string file = dir + "/" + name + ".toml";
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    Fail("cannot create " + dir + ": " + std::strerror(errno));
-  }
-  if (struct stat st; ::lstat(file.c_str(), &st) == 0) {
-    Fail(file + " exists already (a hand-written drop-in?): pin this peer under another name", 2);
-  }
-  const std::string text = "# Pinned by `mycel peers " + how + "`; `mycel peers remove " + name +
-                           "` unpins it. Managed by mycel: edit the config file instead.\n[[peers]]\nname = \"" +
-                           name + "\"\naddress = \"" + address + "\"\npublic_key = \"" + key_b64 + "\"\n";
-  if (auto s = mycel::Env::Default()->WriteFileAtomically(file, text); !s.ok()) Fail(std::string(s.message()));
-  if (auto check = mycel::config::LoadConfig(config_path); !check.ok()) {
-    ::unlink(file.c_str());
-    Fail(std::string(check.status().message()), 2);
-  }
+  auto pinned = mycel::config::PinPeer(config, name, key_b64, address, (*me)->public_key(), how);
+  if (!pinned.ok()) Fail(std::string(pinned.status().message()), absl::IsInvalidArgument(pinned.status()) ? 2 : 1);
+  const std::string& file = *pinned;
+  auto key = mycel::crypto::Base64Decode(key_b64);
+  const std::string at = address.empty() ? "as a neighbour that dials in" : "at " + address;
   const std::string fingerprint = mycel::crypto::KeyFingerprint(*key);
   mycel::control::ReloadReply r;
   std::string error;
   if (ReloadDaemon(client, &r, &error)) {
     if (r.peers() > static_cast<int>(config.peers.size())) {
-      std::printf("pinned %s (%s) at %s; myceld pulls from it from the next round\n", name.c_str(),
-                  fingerprint.c_str(), address.c_str());
+      std::printf("pinned %s (%s) %s; myceld %s from the next round\n", name.c_str(), fingerprint.c_str(),
+                  at.c_str(), address.empty() ? "takes its deltas when it calls" : "pulls from it");
     } else {
       // The daemon read another config, or cannot take peers without a restart.
-      std::printf("pinned %s (%s) at %s in %s, but the running myceld did not take it%s: restart myceld%s\n",
-                  name.c_str(), fingerprint.c_str(), address.c_str(), file.c_str(),
+      std::printf("pinned %s (%s) %s in %s, but the running myceld did not take it%s: restart myceld%s\n",
+                  name.c_str(), fingerprint.c_str(), at.c_str(), file.c_str(),
                   r.needs_restart().empty() ? "" : (" (" + r.needs_restart() + ")").c_str(),
                   r.needs_restart().empty() ? ", or check it runs with this config" : "");
     }
   } else if (error.empty()) {
-    std::printf("pinned %s (%s) at %s; myceld is not running and pulls from it when it starts\n", name.c_str(),
-                fingerprint.c_str(), address.c_str());
+    std::printf("pinned %s (%s) %s; myceld is not running and exchanges with it when it starts\n", name.c_str(),
+                fingerprint.c_str(), at.c_str());
   } else {
     ::unlink(file.c_str());
     Fail("the daemon refused the new peer list, so " + name + " is not pinned: " + error);
@@ -782,7 +796,7 @@ int PeersPending(const Client& client, bool json) {
                                    .Str("key_fingerprint", p.key_fingerprint()).Str("address", p.address())
                                    .Int("first_seen_unix", p.first_seen_unix())
                                    .Int("last_seen_unix", p.last_seen_unix()).Int("requests", p.requests())
-                                   .Bool("same_model", p.same_model()).Done();
+                                   .Bool("same_model", p.same_model()).Bool("dials_in", p.dials_in()).Done();
     }
     std::printf("%s\n", Json().Raw("pending", list + "]").Done().c_str());
     return 0;
@@ -794,7 +808,7 @@ int PeersPending(const Client& client, bool json) {
   std::printf("%-16s %-19s %-22s %-10s %8s  %s\n", "NAME", "KEY", "ADDRESS", "LAST", "REQUESTS", "MODEL");
   for (const auto& p : r.pending()) {
     std::printf("%-16s %-19s %-22s %-10s %8lld  %s\n", p.name().c_str(), p.key_fingerprint().c_str(),
-                p.address().empty() ? "(does not listen)" : p.address().c_str(),
+                p.dials_in() ? "(dials out)" : p.address().empty() ? "(does not listen)" : p.address().c_str(),
                 (std::to_string(now - p.last_seen_unix()) + "s ago").c_str(), static_cast<long long>(p.requests()),
                 p.same_model() ? "same" : "DIFFERENT: it cannot exchange with this node");
   }
@@ -802,20 +816,8 @@ int PeersPending(const Client& client, bool json) {
   return 0;
 }
 
-// A name no pinned peer has and no drop-in file holds: `base`, else base-2, base-3, ...
-std::string FreeName(const mycel::config::Config& config, const std::string& base) {
-  const std::string dir = mycel::config::PeersDropInDir(config.path);
-  for (int i = 1;; ++i) {
-    const std::string name = i == 1 ? base : base + "-" + std::to_string(i);
-    const bool used = std::any_of(config.peers.begin(), config.peers.end(),
-                                  [&](const auto& p) { return p.name == name; });
-    struct stat st;
-    if (!used && ::lstat((dir + "/" + name + ".toml").c_str(), &st) != 0) return name;
-  }
-}
-
 int PeersAccept(const mycel::config::Config& config, const Client& client, const std::string& who,
-                std::string address, std::string name) {
+                std::string address, std::string name, bool dials_in) {
   const mycel::control::PeersReply r = PeersOrFail(client);
   std::vector<const mycel::control::PendingPeer*> found;
   for (const auto& p : r.pending()) {
@@ -830,11 +832,16 @@ int PeersAccept(const mycel::config::Config& config, const Client& client, const
          2);
   }
   const auto& p = *found.front();
-  if (address.empty()) address = p.address();
-  if (address.empty()) Fail("'" + p.name() + "' does not say where it listens: give --address HOST:PORT", 2);
+  // A caller that cannot be called (dial_out) is pinned as one that dials in.
+  if (address.empty() && !dials_in && !p.dials_in()) address = p.address();
+  if (address.empty() && !dials_in && !p.dials_in()) {
+    Fail("'" + p.name() + "' does not say where it listens: give --address HOST:PORT, or --dials-in if it "
+         "cannot be called (behind NAT) and calls this node",
+         2);
+  }
   // Callers name themselves, and two laptops left at the default are both
   // "mycel": a name already pinned gets a number unless --name says otherwise.
-  if (name.empty()) name = FreeName(config, p.name());
+  if (name.empty()) name = mycel::config::FreePeerName(config, p.name());
   return PinPeer(config, client, name, p.public_key(), address, "accept");
 }
 
@@ -920,11 +927,13 @@ int RunDoctor(const mycel::config::Config& config, const std::string& socket) {
   const double tolerance = std::min(120.0, config.federation.round_interval_s / 4);
   for (const auto& p : peers.peers()) {
     const std::string what = "peer " + p.name();
-    if (p.state() == "connected") {
-      d.Line(true, what, "exchanging with " + p.address() + ", last " +
+    if (p.dials_in() && p.state() == "never") {
+      d.Line(false, what, "it dials in and has not called yet: check that it runs and pins this node's key");
+    } else if (p.state() == "connected") {
+      d.Line(true, what, "exchanging with " + PeerWhere(p) + ", last " +
                              std::to_string(now - p.last_success_unix()) + "s ago");
     } else if (p.state() == "never") {
-      d.Line(false, what, "no exchange yet with " + p.address() + " (the first round may not have come)");
+      d.Line(false, what, "no exchange yet with " + PeerWhere(p) + " (the first round may not have come)");
     } else if (p.state() == "unreachable") {
       d.Line(false, what, "cannot reach " + p.address() + ": " + ShortReason(p.last_error()));
     } else {
@@ -1038,18 +1047,26 @@ int main(int argc, char** argv) {
   auto* pending_cmd = peers_cmd->add_subcommand("pending", "callers not pinned yet that asked to pair, newest first");
   pending_cmd->add_flag("--json", json, "print JSON");
   std::string peer_name, peer_key, peer_address;
-  auto* add_cmd = peers_cmd->add_subcommand("add", "pin a neighbour: NAME KEY HOST:PORT (KEY as its `mycel id` prints it)");
+  bool dials_in = false;
+  auto* add_cmd = peers_cmd->add_subcommand(
+      "add", "pin a neighbour: NAME KEY HOST:PORT, or NAME KEY --dials-in (KEY as its `mycel id` prints it)");
   add_cmd->add_option("name", peer_name, "what to call it (1-64 of A-Z a-z 0-9 . _ -)")->required();
   add_cmd->add_option("key", peer_key, "its public key (base64)")->required();
-  add_cmd->add_option("address", peer_address, "where it listens, host:port")->required();
+  add_cmd->add_option("address", peer_address, "where it listens, host:port");
+  add_cmd->add_flag("--dials-in", dials_in, "it cannot be called (behind NAT): it calls this node and hands its deltas over");
   auto* accept_cmd = peers_cmd->add_subcommand("accept", "pin a pending peer, by its name or key fingerprint");
   accept_cmd->add_option("who", peer_name, "NAME or KEY-FINGERPRINT from `mycel peers pending`")->required();
   accept_cmd->add_option("--address", peer_address, "where it listens, host:port (default: the one it gave)");
+  accept_cmd->add_flag("--dials-in", dials_in, "it cannot be called: it calls this node (default for one that says so)");
   std::string accept_name;
   accept_cmd->add_option("--name", accept_name, "what to call it (default: the name it gave, numbered if taken)");
   auto* remove_cmd = peers_cmd->add_subcommand("remove", "unpin a neighbour that `mycel peers add/accept` pinned");
   remove_cmd->add_option("name", peer_name, "its name in `mycel peers`")->required();
   app.add_subcommand("reload", "re-read the config and its peers directory, as SIGHUP does");
+  std::string history_since;
+  auto* history_cmd = app.add_subcommand("history", "accuracy and loss at every validation pass, with rounds and bytes");
+  history_cmd->add_flag("--json", json, "print JSON");
+  history_cmd->add_option("--since", history_since, "only passes since WHEN: 90m, 2d, 2026-12-04 or an RFC 3339 time");
   app.add_subcommand("doctor", "check the config, the daemon, disk, power, each peer and its clock: OK or what to do");
 
   int max_ingests = 20;
@@ -1133,7 +1150,7 @@ int main(int argc, char** argv) {
                               .Int("rounds", r.rounds()).Int("bytes_sent", r.bytes_sent())
                               .Int("bytes_received", r.bytes_received()).Int("peers", r.peers())
                               .Int("peers_connected", r.peers_connected()).Int("listen_port", r.listen_port())
-                              .Str("metrics_url", r.metrics_url())
+                              .Str("metrics_url", r.metrics_url()).Str("ui_url", r.ui_url())
                               .Int("validations_without_gain", r.validations_without_gain())
                               .Num("best_val_loss", r.best_val_loss())
                               .Num("rest_s", r.rest_seconds()).Int("rests", r.rests())
@@ -1188,6 +1205,7 @@ int main(int argc, char** argv) {
                     Bytes(r.bytes_sent()).c_str(), Bytes(r.bytes_received()).c_str());
       }
       if (!r.metrics_url().empty()) std::printf("metrics     %s\n", r.metrics_url().c_str());
+      if (!r.ui_url().empty()) std::printf("dashboard   %s\n", r.ui_url().c_str());
       std::printf("uptime      %s\n", Duration(r.uptime_s()).c_str());
     }
     if (!watch) return 0;
@@ -1336,9 +1354,20 @@ int main(int argc, char** argv) {
   }
 
   if (cmd == "reload") return Reload(client);
+  if (history_cmd->parsed()) return History(client, history_since, json);
   if (pending_cmd->parsed()) return PeersPending(client, json);
-  if (add_cmd->parsed()) return PinPeer(*config, client, peer_name, peer_key, peer_address, "add");
-  if (accept_cmd->parsed()) return PeersAccept(*config, client, peer_name, peer_address, accept_name);
+  if (add_cmd->parsed()) {
+    if (peer_address.empty() == !dials_in) {
+      Fail(dials_in ? "give HOST:PORT or --dials-in, not both"
+                    : "give where it listens (HOST:PORT), or --dials-in if it cannot be called and calls this node",
+           2);
+    }
+    return PinPeer(*config, client, peer_name, peer_key, peer_address, "add");
+  }
+  if (accept_cmd->parsed()) {
+    if (dials_in && !peer_address.empty()) Fail("give --address or --dials-in, not both", 2);
+    return PeersAccept(*config, client, peer_name, peer_address, accept_name, dials_in);
+  }
   if (remove_cmd->parsed()) return PeersRemove(*config, client, peer_name);
   if (cmd == "peers") {
     mycel::control::PeersReply r;
@@ -1375,6 +1404,9 @@ int main(int argc, char** argv) {
                      .Int("trust_probes", p.trust_probes()).Int("hurt_probes", p.hurt_probes())
                      .Str("quarantine", p.quarantine())
                      .Num("clock_skew_s", p.clock_skew_known() ? p.clock_skew_s() : NAN)
+                     .Bool("dials_in", p.dials_in()).Int("handed_over", p.handed_over())
+                     .Int("hand_overs_refused", p.hand_overs_refused())
+                     .Str("last_hand_over_error", p.last_hand_over_error())
                      .Done();
       }
       peers += "]";
@@ -1415,8 +1447,12 @@ int main(int argc, char** argv) {
       if (!p.quarantine().empty()) {
         reasons += (reasons.empty() ? "" : "; ") + std::string("QUARANTINED: ") + p.quarantine();
       }
+      if (p.hand_overs_refused() > 0) {
+        reasons += (reasons.empty() ? "" : "; ") + std::string("it refused our deltas ") +
+                   std::to_string(p.hand_overs_refused()) + "x: " + ShortReason(p.last_hand_over_error());
+      }
       std::printf("%-12s %-22s %-19s %-12s %-9s %8llu %10s %10s %8lld %7lld  %s\n", p.name().c_str(),
-                  p.address().c_str(), p.key_fingerprint().c_str(), p.state().c_str(), last.c_str(),
+                  PeerWhere(p).c_str(), p.key_fingerprint().c_str(), p.state().c_str(), last.c_str(),
                   static_cast<unsigned long long>(p.seq_applied()), Bytes(p.bytes_sent()).c_str(),
                   Bytes(p.bytes_received()).c_str(),
                   static_cast<long long>(p.deltas_accepted() + p.keyframes_accepted()),

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -444,6 +445,20 @@ uint32_t LineOfKey(const toml::table& table, std::string_view key) {
 // ---------------------------------------------------------------------------
 // Sections.
 
+// "" or a loopback host:port: what this laptop tells about itself stays on it.
+Rule<std::string> LoopbackHostPort() {
+  return [](const std::string& v) -> std::string {
+    if (v.empty()) return "";
+    std::string bad = CheckHostPort(v, 0);
+    if (!bad.empty()) return bad;
+    std::string host = v.substr(0, v.rfind(':'));
+    if (host != "127.0.0.1" && host != "localhost" && host != "[::1]") {
+      return "must be a loopback address, 127.0.0.1:PORT or [::1]:PORT (got '" + v + "')";
+    }
+    return "";
+  };
+}
+
 std::vector<Field> NodeFields(NodeOptions* o) {
   return {
       StringField("name", &o->name, PrintableName()),
@@ -451,22 +466,16 @@ std::vector<Field> NodeFields(NodeOptions* o) {
       // Port 0 lets the OS pick a free port (tests); peers need a fixed one.
       StringField("listen", &o->listen,
                   [](const std::string& v) { return v.empty() ? "" : CheckHostPort(v, 0); }),
+      BoolField("dial_out", &o->dial_out),
       StringField("log_level", &o->log_level,
                   OneOf({"trace", "debug", "info", "warn", "error", "off"})),
       PathField("log_file", &o->log_file, /*allow_empty=*/true),
       IntField("log_max_bytes", &o->log_max_bytes, IntIn(4096, int64_t{1} << 40)),
       IntField("log_max_files", &o->log_max_files, IntIn(1, 100)),
       // Metrics say how and when this laptop trains: never off the machine.
-      StringField("metrics_listen", &o->metrics_listen, [](const std::string& v) -> std::string {
-        if (v.empty()) return "";
-        std::string bad = CheckHostPort(v, 0);
-        if (!bad.empty()) return bad;
-        std::string host = v.substr(0, v.rfind(':'));
-        if (host != "127.0.0.1" && host != "localhost" && host != "[::1]") {
-          return "must be a loopback address, 127.0.0.1:PORT or [::1]:PORT (got '" + v + "')";
-        }
-        return "";
-      }),
+      StringField("metrics_listen", &o->metrics_listen, LoopbackHostPort()),
+      // The dashboard shows and changes this laptop's state: never off the machine.
+      StringField("ui_listen", &o->ui_listen, LoopbackHostPort()),
   };
 }
 
@@ -551,6 +560,7 @@ std::vector<Field> PeerFields(PeerOptions* o) {
   return {
       StringField("name", &o->name, PrintableName()),
       StringField("address", &o->address, HostPort(1)),
+      BoolField("dials_in", &o->dials_in),
       StringField("public_key", &o->public_key_b64),
   };
 }
@@ -662,10 +672,18 @@ absl::Status ParsePeers(const Parser& p, const toml::node& n, Config* c) {
     const std::string label = absl::StrCat("[[peers]] #", i + 1);
     PeerOptions peer;
     MYCEL_RETURN_IF_ERROR(ReadTable(p, t, label, PeerFields(&peer)));
-    for (const char* required : {"name", "address", "public_key"}) {
+    for (const char* required : {"name", "public_key"}) {
       if (!t.contains(required)) {
         return p.Error(LineOf(t), absl::StrCat(label, ": missing key '", required, "'"));
       }
+    }
+    // Where to call it, or that it calls us: exactly one.
+    if (peer.dials_in == t.contains("address")) {
+      return p.Error(LineOf(t), absl::StrCat(label, peer.dials_in
+                                                        ? ": 'address' and 'dials_in = true' both given: a "
+                                                          "neighbour that dials in is never called"
+                                                        : ": missing key 'address' (or 'dials_in = true' for a "
+                                                          "neighbour that cannot be called, behind NAT)"));
     }
     const uint32_t key_line = LineOfKey(t, "public_key");
     std::string raw;
@@ -754,6 +772,7 @@ std::string Join(const std::string& dir, const std::string& name) {
 }  // namespace
 
 std::string Config::SocketPath() const { return Join(node.state_dir, "control.sock"); }
+std::string Config::HistoryPath() const { return Join(node.state_dir, "history.db"); }
 std::string Config::StorePath() const { return Join(node.state_dir, "examples.db"); }
 std::string Config::CheckpointDir() const { return Join(node.state_dir, "checkpoints"); }
 std::string Config::IdentityPath() const { return Join(node.state_dir, "identity.key"); }
@@ -881,6 +900,63 @@ absl::StatusOr<Config> LoadConfig(const std::string& path) {
 std::string PeersDropInDir(const std::string& config_path) {
   fs::path p(config_path);
   return (p.parent_path() / (p.stem().string() + ".peers.d")).string();
+}
+
+std::string FreePeerName(const Config& config, const std::string& base) {
+  const std::string dir = PeersDropInDir(config.path);
+  for (int i = 1;; ++i) {
+    const std::string name = i == 1 ? base : absl::StrCat(base, "-", i);
+    const bool used = std::any_of(config.peers.begin(), config.peers.end(),
+                                  [&](const PeerOptions& p) { return p.name == name; });
+    struct stat st;
+    if (!used && ::lstat((dir + "/" + name + ".toml").c_str(), &st) != 0) return name;
+  }
+}
+
+absl::StatusOr<std::string> PinPeer(const Config& config, const std::string& name, const std::string& key_b64,
+                                    const std::string& address, const std::string& own_key, const std::string& how) {
+  auto refuse = [](const std::string& why) { return absl::InvalidArgumentError(why); };
+  if (config.path.empty()) {
+    return refuse("no config file (" + DefaultConfigPath() +
+                  " does not exist): pinned peers live beside one; create it with [node] listen = \"0.0.0.0:7000\"");
+  }
+  const bool name_ok = !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+  });
+  if (!name_ok || name == "." || name == "..") {
+    return refuse("peer name '" + name + "': use 1-64 of A-Z a-z 0-9 . _ - (it names a file)");
+  }
+  if (!address.empty() && !CheckHostPort(address, 1).empty()) {
+    return refuse("address '" + address + "': expected host:port, the port in [1, 65535]");
+  }
+  std::string key;
+  if (!DecodeBase64(key_b64, &key) || key.size() != kPublicKeyBytes) {
+    return refuse("key '" + key_b64 + "': expected the 44-character public key that `mycel id` prints");
+  }
+  if (key == own_key) return refuse("that is this node's own key");
+  for (const PeerOptions& p : config.peers) {
+    if (p.name == name) return refuse("'" + name + "' is already pinned at " + p.where + ": choose another name");
+    if (p.public_key == key) return refuse("that key is already pinned as '" + p.name + "' at " + p.where);
+  }
+  const std::string dir = PeersDropInDir(config.path);
+  const std::string file = dir + "/" + name + ".toml";
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return absl::InternalError("cannot create " + dir + ": " + std::strerror(errno));
+  }
+  if (struct stat st; ::lstat(file.c_str(), &st) == 0) {
+    return refuse(file + " exists already (a hand-written drop-in?): pin this peer under another name");
+  }
+  const std::string where_line = address.empty() ? "dials_in = true  # it calls this node; it cannot be called\n"
+                                                 : "address = \"" + address + "\"\n";
+  const std::string text = "# Pinned by `mycel peers " + how + "`; `mycel peers remove " + name +
+                           "` unpins it. Managed by mycel: edit the config file instead.\n[[peers]]\nname = \"" +
+                           name + "\"\n" + where_line + "public_key = \"" + key_b64 + "\"\n";
+  MYCEL_RETURN_IF_ERROR(Env::Default()->WriteFileAtomically(file, text));
+  if (auto check = LoadConfig(config.path); !check.ok()) {
+    ::unlink(file.c_str());
+    return refuse(std::string(check.status().message()));
+  }
+  return file;
 }
 
 }  // namespace mycel::config

@@ -20,11 +20,15 @@ struct NodeOptions {
   std::string name = "mycel";          // shown to peers and in logs
   std::string state_dir;               // default: $XDG_STATE_HOME/mycel (~/.local/state/mycel)
   std::string listen;                  // peer address "host:port" (port 0: any free port); empty: no peer server
+  // This node cannot be called by its neighbours (behind NAT): it exchanges
+  // both ways on the calls it makes (peer::Gossip). Implied when listen is "".
+  bool dial_out = false;
   std::string log_level = "info";      // trace, debug, info, warn, error, off
   std::string log_file;                // also log here, rotated; "" = stderr only
   int64_t log_max_bytes = 10 << 20;    // rotate log_file past this size
   int64_t log_max_files = 3;           // rotated files kept besides log_file
   std::string metrics_listen;          // Prometheus endpoint, loopback "127.0.0.1:port"; "" = off
+  std::string ui_listen;               // dashboard page, loopback "127.0.0.1:port"; "" = off
 };
 
 struct ModelOptions {
@@ -90,7 +94,8 @@ struct PolicyOptions {
 
 struct PeerOptions {
   std::string name;                    // label used in logs and `mycel peers`
-  std::string address;                 // "host:port"
+  std::string address;                 // "host:port"; "" when it dials in
+  bool dials_in = false;               // it cannot be called: it hands its deltas over when it calls us
   std::string public_key;              // raw 32-byte Ed25519 public key (decoded from base64)
   std::string public_key_b64;          // as written in the config
   std::string where;                   // "file:line" of its [[peers]] table
@@ -107,6 +112,7 @@ struct Config {
 
   // Derived paths inside state_dir.
   std::string SocketPath() const;      // <state_dir>/control.sock
+  std::string HistoryPath() const;     // <state_dir>/history.db
   std::string StorePath() const;       // <state_dir>/examples.db
   std::string CheckpointDir() const;   // <state_dir>/checkpoints
   std::string IdentityPath() const;    // <state_dir>/identity.key
@@ -131,6 +137,19 @@ absl::StatusOr<Config> LoadConfig(const std::string& path);
 // rewritten: "<dir>/<stem>.peers.d" for "<dir>/<stem>.toml"
 // (~/.config/mycel/mycel.peers.d for the default config).
 std::string PeersDropInDir(const std::string& config_path);
+// Pins a neighbour for `mycel peers add/accept` and the dashboard's accept
+// button: writes PeersDropInDir(config.path)/NAME.toml and checks it by
+// loading the whole config again (the file is removed if that fails).
+// `address` "" pins one that dials in (dials_in = true); `how` names the
+// command in the file's comment. Returns the file written. InvalidArgument,
+// one line saying what, for: no config file, a bad name (1-64 of
+// A-Za-z0-9._-, it names the file), address or key, `own_key`, a name or
+// key pinned already, an existing file.
+absl::StatusOr<std::string> PinPeer(const Config& config, const std::string& name, const std::string& key_b64,
+                                    const std::string& address, const std::string& own_key, const std::string& how);
+// A name no pinned peer has and no drop-in file holds: `base`, else
+// base-2, base-3, ...
+std::string FreePeerName(const Config& config, const std::string& base);
 // Defaults with no file at all (state_dir = DefaultStateDir()).
 Config DefaultConfig();
 

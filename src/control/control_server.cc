@@ -217,6 +217,13 @@ class Service final : public Control::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status History(grpc::ServerContext*, const HistoryRequest* req, HistoryReply* reply) override {
+    auto r = handler_.GetHistory(*req);
+    if (!r.ok()) return ToGrpc(r.status());
+    *reply = std::move(r).value();
+    return grpc::Status::OK;
+  }
+
   grpc::Status Export(grpc::ServerContext*, const ExportRequest*,
                       grpc::ServerWriter<ExportChunk>* writer) override {
     auto r = handler_.Export();

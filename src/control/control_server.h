@@ -69,6 +69,7 @@ class ControlHandler {
   virtual absl::StatusOr<mycel::control::ForgetReply> Forget(const mycel::control::ForgetRequest& request) = 0;
   // Re-reads the config as SIGHUP does; an invalid one is an error, the old one stays.
   virtual absl::StatusOr<mycel::control::ReloadReply> Reload() = 0;
+  virtual absl::StatusOr<mycel::control::HistoryReply> GetHistory(const mycel::control::HistoryRequest& request) = 0;
 };
 
 struct ControlServerOptions {

@@ -38,6 +38,17 @@
 // by using BLAKE2b-256(whole Reply) as associated data of every chunk. Only
 // the holders of the ephemeral secret keys can compute key, and both are
 // erased as soon as it is derived (forward secrecy).
+//
+// The client→server direction (dial-out: a node that cannot be called hands
+// its own payload over on the exchange it opened) has its own key, from the
+// other half of the same crypto_kx output, bound to the whole Reply:
+//
+//   up key = BLAKE2b-256(key = kx_c2s, msg = "mycel/session/v1/c2s" | BLAKE2b-256(Reply))
+//
+// The client sends that stream's 24-byte secretstream header first, then
+// chunks sealed exactly as the server's, with hash(Reply) as associated data.
+// Distinct keys per direction mean a chunk of one direction never opens in
+// the other.
 
 namespace mycel::crypto {
 namespace {
@@ -51,6 +62,7 @@ constexpr size_t kHashLen = crypto_generichash_BYTES;  // 32: BLAKE2b-256
 constexpr size_t kSigLen = crypto_sign_BYTES;
 constexpr size_t kStreamHeaderLen = crypto_secretstream_xchacha20poly1305_HEADERBYTES;
 constexpr char kKdfLabel[] = "mycel/session/v1/s2c";
+constexpr char kUpKdfLabel[] = "mycel/session/v1/c2s";
 
 static_assert(sizeof(kHelloMagic) == kMagicLen + 1 && sizeof(kReplyMagic) == kMagicLen + 1);
 static_assert(crypto_kx_PUBLICKEYBYTES == kPkLen && crypto_sign_PUBLICKEYBYTES == kPkLen);
@@ -134,6 +146,14 @@ void DeriveKey(const unsigned char* kx_s2c, std::string_view hello_hash,
                      kx_s2c, crypto_kx_SESSIONKEYBYTES);
 }
 
+// The client→server key (see the top), written to `key`.
+void DeriveUpKey(const unsigned char* kx_c2s, std::string_view reply_hash, unsigned char* key) {
+  std::string msg(kUpKdfLabel, sizeof(kUpKdfLabel) - 1);
+  msg.append(reply_hash.data(), reply_hash.size());
+  crypto_generichash(key, crypto_secretstream_xchacha20poly1305_KEYBYTES, U(msg), msg.size(),
+                     kx_c2s, crypto_kx_SESSIONKEYBYTES);
+}
+
 // One sodium_malloc'ed block holding every secret of a session (guard pages,
 // mlock'ed where allowed, wiped by sodium_free). All members are byte arrays,
 // so sodium_malloc's unaligned placement is fine.
@@ -142,7 +162,9 @@ struct SecretBlock {
   unsigned char kx_rx[crypto_kx_SESSIONKEYBYTES];
   unsigned char kx_tx[crypto_kx_SESSIONKEYBYTES];
   unsigned char key[crypto_secretstream_xchacha20poly1305_KEYBYTES];
-  crypto_secretstream_xchacha20poly1305_state state;
+  crypto_secretstream_xchacha20poly1305_state state;     // server→client
+  unsigned char up_key[crypto_secretstream_xchacha20poly1305_KEYBYTES];
+  crypto_secretstream_xchacha20poly1305_state up_state;  // client→server
 };
 static_assert(alignof(SecretBlock) == 1);
 
@@ -164,6 +186,68 @@ struct SessionSecrets {
   }
   SecretBlock* b;
 };
+
+// Seals one chunk with `state` (a push stream) into *out; see ServerSession::SealTo.
+void PushChunk(crypto_secretstream_xchacha20poly1305_state* state, const std::string& ad,
+               std::string_view plaintext, bool final, std::string* out) {
+  out->resize(plaintext.size() + crypto_secretstream_xchacha20poly1305_ABYTES);
+  unsigned long long out_len = 0;
+  crypto_secretstream_xchacha20poly1305_push(
+      state, U(*out), &out_len, U(plaintext), plaintext.size(), U(ad), ad.size(),
+      final ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
+            : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+  out->resize(static_cast<size_t>(out_len));
+  if (final) sodium_memzero(state, sizeof(*state));
+}
+
+// Opens one chunk of `state` (a pull stream) onto the end of *out; see
+// ClientSession::OpenAppend.
+absl::Status PullChunk(crypto_secretstream_xchacha20poly1305_state* state, const std::string& ad,
+                       std::string_view sealed, std::string* out, bool* final, StreamFlags* f) {
+  if (final != nullptr) *final = false;
+  if (!f->started) return absl::FailedPreconditionError("Open before the stream began");
+  if (f->finished) return absl::FailedPreconditionError("Open after the final chunk");
+  if (f->failed) return absl::FailedPreconditionError("Open after a chunk failed to open");
+  if (sealed.size() < crypto_secretstream_xchacha20poly1305_ABYTES) {
+    f->failed = true;
+    return Refuse("tampered", absl::StrCat("chunk of ", sealed.size(), " bytes is too short"),
+                  absl::StatusCode::kDataLoss);
+  }
+  const size_t at = out->size();
+  // Grows by exactly the plaintext length: a caller that reserved the whole
+  // payload up front never reallocates here.
+  out->resize(at + sealed.size() - crypto_secretstream_xchacha20poly1305_ABYTES);
+  unsigned long long plain_len = 0;
+  unsigned char tag = 0;
+  if (crypto_secretstream_xchacha20poly1305_pull(state, reinterpret_cast<unsigned char*>(out->data() + at),
+                                                 &plain_len, &tag, U(sealed), sealed.size(), U(ad),
+                                                 ad.size()) != 0) {
+    f->failed = true;
+    out->resize(at);
+    return Refuse("tampered", "chunk failed authentication (modified, reordered or foreign)",
+                  absl::StatusCode::kDataLoss);
+  }
+  if (tag != crypto_secretstream_xchacha20poly1305_TAG_MESSAGE &&
+      tag != crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
+    f->failed = true;
+    // Authenticated but unusable: do not leave its plaintext behind.
+    sodium_memzero(out->data() + at, out->size() - at);
+    out->resize(at);
+    return Refuse("malformed", absl::StrCat("unexpected chunk tag ", static_cast<int>(tag)),
+                  absl::StatusCode::kInvalidArgument);
+  }
+  out->resize(at + static_cast<size_t>(plain_len));
+  if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
+    f->finished = true;
+    if (final != nullptr) *final = true;
+    sodium_memzero(state, sizeof(*state));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Truncated() {
+  return Refuse("truncated", "payload ended without its final chunk", absl::StatusCode::kDataLoss);
+}
 
 }  // namespace
 
@@ -289,7 +373,7 @@ absl::StatusOr<std::unique_ptr<ClientSession>> ClientSession::Begin(const Identi
 }
 
 absl::StatusOr<std::string> ClientSession::AcceptReply(std::string_view reply) {
-  if (stream_started_ || secrets_ == nullptr) {
+  if (down_.started || secrets_ == nullptr) {
     return absl::FailedPreconditionError("AcceptReply called twice");
   }
   // Parse: fixed sizes and a bounded length, checked before anything else.
@@ -335,12 +419,13 @@ absl::StatusOr<std::string> ClientSession::AcceptReply(std::string_view reply) {
   DeriveKey(b->kx_rx, hello_hash_, server_eph_pk, b->key);
   const int init = crypto_secretstream_xchacha20poly1305_init_pull(
       &b->state, U(reply.substr(kRStream, kStreamHeaderLen)), b->key);
-  secrets_->WipeKeys();  // ephemeral secret and session key: only the stream state remains
+  reply_hash_ = Hash(reply);
+  DeriveUpKey(b->kx_tx, reply_hash_, b->up_key);
+  secrets_->WipeKeys();  // ephemeral secret and session keys: only the stream state and up key remain
   if (init != 0) {
     return Refuse("malformed", "invalid secretstream header", absl::StatusCode::kInvalidArgument);
   }
-  reply_hash_ = Hash(reply);
-  stream_started_ = true;
+  down_.started = true;
   return std::string(reply.substr(kRFixed, header_len));
 }
 
@@ -351,50 +436,26 @@ absl::StatusOr<std::string> ClientSession::Open(std::string_view sealed, bool* f
 }
 
 absl::Status ClientSession::OpenAppend(std::string_view sealed, std::string* out, bool* final) {
-  if (final != nullptr) *final = false;
-  if (!stream_started_) return absl::FailedPreconditionError("Open before AcceptReply");
-  if (finished_) return absl::FailedPreconditionError("Open after the final chunk");
-  if (failed_) return absl::FailedPreconditionError("Open after a chunk failed to open");
-  if (sealed.size() < crypto_secretstream_xchacha20poly1305_ABYTES) {
-    failed_ = true;
-    return Refuse("tampered", absl::StrCat("chunk of ", sealed.size(), " bytes is too short"),
-                  absl::StatusCode::kDataLoss);
-  }
-  const size_t at = out->size();
-  // Grows by exactly the plaintext length: a caller that reserved the whole
-  // payload up front never reallocates here.
-  out->resize(at + sealed.size() - crypto_secretstream_xchacha20poly1305_ABYTES);
-  unsigned long long plain_len = 0;
-  unsigned char tag = 0;
-  if (crypto_secretstream_xchacha20poly1305_pull(
-          &secrets_->b->state, reinterpret_cast<unsigned char*>(out->data() + at), &plain_len,
-          &tag, U(sealed), sealed.size(), U(reply_hash_), reply_hash_.size()) != 0) {
-    failed_ = true;
-    out->resize(at);
-    return Refuse("tampered", "chunk failed authentication (modified, reordered or foreign)",
-                  absl::StatusCode::kDataLoss);
-  }
-  if (tag != crypto_secretstream_xchacha20poly1305_TAG_MESSAGE &&
-      tag != crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
-    failed_ = true;
-    // Authenticated but unusable: do not leave its plaintext behind.
-    sodium_memzero(out->data() + at, out->size() - at);
-    out->resize(at);
-    return Refuse("malformed", absl::StrCat("unexpected chunk tag ", static_cast<int>(tag)),
-                  absl::StatusCode::kInvalidArgument);
-  }
-  out->resize(at + static_cast<size_t>(plain_len));
-  if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
-    finished_ = true;
-    if (final != nullptr) *final = true;
-    sodium_memzero(&secrets_->b->state, sizeof(secrets_->b->state));
-  }
-  return absl::OkStatus();
+  return PullChunk(&secrets_->b->state, reply_hash_, sealed, out, final, &down_);
 }
 
-absl::Status ClientSession::Finish() const {
-  if (finished_) return absl::OkStatus();
-  return Refuse("truncated", "payload ended without its final chunk", absl::StatusCode::kDataLoss);
+absl::Status ClientSession::Finish() const { return down_.finished ? absl::OkStatus() : Truncated(); }
+
+absl::StatusOr<std::string> ClientSession::StartUpstream() {
+  if (!down_.started || up_started_) return absl::FailedPreconditionError("StartUpstream before AcceptReply, or twice");
+  SecretBlock* b = secrets_->b;
+  unsigned char stream_header[kStreamHeaderLen];
+  crypto_secretstream_xchacha20poly1305_init_push(&b->up_state, stream_header, b->up_key);
+  sodium_memzero(b->up_key, sizeof(b->up_key));
+  up_started_ = true;
+  return std::string(reinterpret_cast<const char*>(stream_header), sizeof(stream_header));
+}
+
+void ClientSession::SealUpTo(std::string_view plaintext, bool final, std::string* out) {
+  out->clear();
+  if (!up_started_ || up_sealed_final_) return;
+  PushChunk(&secrets_->b->up_state, reply_hash_, plaintext, final, out);
+  up_sealed_final_ = final;
 }
 
 // ---------------------------------------------------------------------------
@@ -504,9 +565,9 @@ absl::StatusOr<std::unique_ptr<ServerSession>> ServerSession::Accept(
   s->eph_pk_.assign(reinterpret_cast<const char*>(eph_pk), sizeof(eph_pk));
   s->hello_hash_ = Hash(hello);
   DeriveKey(b->kx_tx, s->hello_hash_, s->eph_pk_, b->key);
-  // The ephemeral secret and the raw kx keys are no longer needed.
+  // The ephemeral secret and the send kx key are no longer needed; the
+  // receive one stays until Reply, which binds the up key to the Reply.
   sodium_memzero(b->eph_sk, sizeof(b->eph_sk));
-  sodium_memzero(b->kx_rx, sizeof(b->kx_rx));
   sodium_memzero(b->kx_tx, sizeof(b->kx_tx));
 
   s->verified_.sender_pk.assign(sender.data(), sender.size());
@@ -540,6 +601,8 @@ absl::StatusOr<std::string> ServerSession::Reply(std::string_view header) {
   r.append(header.data(), header.size());
   r.append(me_->Sign(r));
   reply_hash_ = Hash(r);
+  DeriveUpKey(b->kx_rx, reply_hash_, b->up_key);
+  sodium_memzero(b->kx_rx, sizeof(b->kx_rx));
   stream_started_ = true;
   return r;
 }
@@ -553,18 +616,30 @@ std::string ServerSession::Seal(std::string_view plaintext, bool final) {
 void ServerSession::SealTo(std::string_view plaintext, bool final, std::string* out) {
   out->clear();
   if (!stream_started_ || sealed_final_) return;
-  out->resize(plaintext.size() + crypto_secretstream_xchacha20poly1305_ABYTES);
-  unsigned long long out_len = 0;
-  crypto_secretstream_xchacha20poly1305_push(
-      &secrets_->b->state, U(*out), &out_len, U(plaintext), plaintext.size(), U(reply_hash_),
-      reply_hash_.size(),
-      final ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
-            : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
-  out->resize(static_cast<size_t>(out_len));
-  if (final) {
-    sealed_final_ = true;
-    sodium_memzero(&secrets_->b->state, sizeof(secrets_->b->state));
-  }
+  PushChunk(&secrets_->b->state, reply_hash_, plaintext, final, out);
+  sealed_final_ = final;
 }
+
+absl::Status ServerSession::AcceptUpstream(std::string_view stream_header) {
+  if (!stream_started_ || up_.started) return absl::FailedPreconditionError("AcceptUpstream before Reply, or twice");
+  if (stream_header.size() != kStreamHeaderLen) {
+    return Refuse("malformed", absl::StrCat("upstream header of ", stream_header.size(), " bytes"),
+                  absl::StatusCode::kInvalidArgument);
+  }
+  SecretBlock* b = secrets_->b;
+  const int init = crypto_secretstream_xchacha20poly1305_init_pull(&b->up_state, U(stream_header), b->up_key);
+  sodium_memzero(b->up_key, sizeof(b->up_key));
+  if (init != 0) {
+    return Refuse("malformed", "invalid upstream secretstream header", absl::StatusCode::kInvalidArgument);
+  }
+  up_.started = true;
+  return absl::OkStatus();
+}
+
+absl::Status ServerSession::OpenUpAppend(std::string_view sealed, std::string* out, bool* final) {
+  return PullChunk(&secrets_->b->up_state, reply_hash_, sealed, out, final, &up_);
+}
+
+absl::Status ServerSession::FinishUp() const { return up_.finished ? absl::OkStatus() : Truncated(); }
 
 }  // namespace mycel::crypto

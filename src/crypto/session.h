@@ -17,6 +17,8 @@
 //   then the payload, sealed with crypto_secretstream_xchacha20poly1305 under
 //   the server→client key, each chunk with the Reply's hash as associated data
 //   and the final chunk tagged FINAL (truncation is detected).
+//   client → server  (dial-out only) the client's own payload, sealed the same
+//                    way under a client→server key bound to the whole Reply.
 //
 // Verification order on the server is cheapest first, so an unauthenticated
 // caller can make it do only cheap work: parse (fixed sizes, bounded lengths),
@@ -95,6 +97,13 @@ class ReplayGuard {
   bool purged_once_ = false;
 };
 
+// Where one direction's receiving stream is (internal to the sessions).
+struct StreamFlags {
+  bool started = false;
+  bool finished = false;
+  bool failed = false;  // a chunk failed to open: the stream is dead
+};
+
 class ClientSession {
  public:
   // Starts an exchange from `me` to the pinned `server_pk`.
@@ -120,6 +129,15 @@ class ClientSession {
   // OK only if the FINAL chunk was opened.
   absl::Status Finish() const;
 
+  // The client→server direction of the same exchange (dial-out: a node that
+  // cannot be called hands its payload over on the call it opened). After
+  // AcceptReply: StartUpstream returns the stream header the server takes
+  // first (ServerSession::AcceptUpstream); SealUpTo then seals chunks as
+  // ServerSession::SealTo does, the last one `final`. Misuse leaves *out
+  // empty, which the server refuses as "tampered".
+  absl::StatusOr<std::string> StartUpstream();
+  void SealUpTo(std::string_view plaintext, bool final, std::string* out);
+
  private:
   ClientSession();
   struct Secrets;
@@ -128,9 +146,9 @@ class ClientSession {
   std::string server_pk_;
   std::string hello_hash_;
   std::string reply_hash_;
-  bool stream_started_ = false;
-  bool finished_ = false;
-  bool failed_ = false;  // a chunk failed to open: the stream is dead
+  StreamFlags down_;
+  bool up_started_ = false;
+  bool up_sealed_final_ = false;
 };
 
 class ServerSession {
@@ -161,6 +179,14 @@ class ServerSession {
   // `plaintext` must not overlap *out. Misuse leaves *out empty, as Seal.
   void SealTo(std::string_view plaintext, bool final, std::string* out);
 
+  // The client→server direction (ClientSession::StartUpstream), after
+  // Reply: AcceptUpstream takes the client's stream header ("malformed" if
+  // it is not one), then OpenUpAppend / FinishUp work as the client's
+  // OpenAppend / Finish, with the same errors.
+  absl::Status AcceptUpstream(std::string_view stream_header);
+  absl::Status OpenUpAppend(std::string_view sealed, std::string* out, bool* final);
+  absl::Status FinishUp() const;
+
  private:
   ServerSession();
   struct Secrets;
@@ -172,6 +198,7 @@ class ServerSession {
   const Identity* me_ = nullptr;  // signs the Reply; must outlive the session
   bool stream_started_ = false;
   bool sealed_final_ = false;
+  StreamFlags up_;
 };
 
 }  // namespace mycel::crypto

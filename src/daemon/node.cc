@@ -16,8 +16,10 @@
 #include "common/status.h"
 #include "common/version.h"
 #include "crypto/identity.h"
+#include "daemon/dashboard.h"
 #include "daemon/node_metrics.h"
 #include "data/example_store.h"
+#include "data/history.h"
 #include "data/importers.h"
 #include "federation/federation.h"
 #include "metrics/metrics_server.h"
@@ -159,9 +161,22 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
   to.max_cpu_percent = config.policy.max_cpu_percent;
   to.threads = config.policy.threads;
   MYCEL_RETURN_IF_ERROR(node->CheckPeers(config.peers));
-  // A node that listens takes part even before its first neighbour is pinned
-  // (pairing adds one at a reload); it paces its training only once it has one.
-  if (!config.peers.empty() || !config.node.listen.empty()) {
+  // The history is a record: a damaged one is moved aside, and without one
+  // the daemon still runs (`mycel history` then says why).
+  {
+    std::string moved;
+    auto history = data::History::Open(config.HistoryPath(), &moved);
+    if (!moved.empty()) Logger("node")->warn("history was unreadable, moved to {}; a new one starts", moved);
+    if (history.ok()) {
+      node->history_ = std::move(history).value();
+    } else {
+      Logger("node")->error("no history of validation passes: {}", history.status().message());
+    }
+  }
+  // A node that listens, or dials out, takes part even before its first
+  // neighbour is pinned (pairing adds one at a reload); it paces its
+  // training only once it has one.
+  if (!config.peers.empty() || !config.node.listen.empty() || config.node.dial_out) {
     node->federation_ = std::make_unique<FederationState>(config);
     to.participant = node->federation_.get();
     to.local_steps = config.peers.empty() ? 0 : config.federation.local_steps;
@@ -181,6 +196,7 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
     peer::GossipOptions go;
     go.node_name = config.node.name;
     go.listen = config.node.listen;
+    go.dial_out = config.node.dial_out || config.node.listen.empty();
     go.fingerprint = node->trainer_->Stats().fingerprint;
     go.layout = node->trainer_->Stats().model_layout;
     go.federation = config.federation;
@@ -222,6 +238,18 @@ absl::Status Node::Start() {
       Logger("node")->error("no metrics endpoint: {}", metrics.status().message());
     }
   }
+  if (!config_.node.ui_listen.empty()) {
+    // Optional too: without it the daemon trains on.
+    auto ui = Dashboard::Start(config_.node.ui_listen, *this, [this](const std::string& fp) { return AcceptPending(fp); });
+    if (ui.ok()) {
+      ui_port_ = (*ui)->port();
+      dashboard_ = std::move(ui).value();
+      Logger("node")->info("dashboard on {}", UiUrl());
+    } else {
+      Logger("node")->error("no dashboard: {}", ui.status().message());
+    }
+  }
+  if (history_) history_thread_ = std::thread([this] { RecordHistory(); });
   auto stats = trainer_->Stats();
   Logger("node")->info("myceld running: {} model, {} parameters, {} examples stored{}", stats.model_kind,
                        stats.parameters, store_->Count(data::Split::kTrain) + store_->Count(data::Split::kValidation),
@@ -269,9 +297,11 @@ control::ReloadReply Node::Apply(const config::Config& config) {
   // What a running daemon cannot change: said, not silently ignored.
   std::vector<std::string> restart;
   if (!gossip_ && !config.peers.empty()) {
-    restart.push_back("the first [[peers]] of a node started without any and without [node] listen");
+    restart.push_back("the first [[peers]] of a node started without any, without [node] listen and without "
+                      "[node] dial_out");
   }
   if (config.node.listen != config_.node.listen) restart.push_back("[node] listen");
+  if (config.node.dial_out != config_.node.dial_out) restart.push_back("[node] dial_out");
   if (config.node.state_dir != config_.node.state_dir) restart.push_back("[node] state_dir");
   if (config.node.metrics_listen != config_.node.metrics_listen) restart.push_back("[node] metrics_listen");
   if (config.node.log_file != config_.node.log_file) restart.push_back("[node] log_file");
@@ -303,7 +333,14 @@ absl::Status Node::Shutdown() {
   if (shut_down_) return absl::OkStatus();
   shut_down_ = true;
   Logger("node")->info("shutting down");
-  metrics_.reset();                              // 0. no more scrapes
+  dashboard_.reset();                            // 0. no more pages, scrapes or history
+  metrics_.reset();
+  {
+    std::lock_guard<std::mutex> lock(history_mu_);
+    history_stop_ = true;
+  }
+  history_cv_.notify_all();
+  if (history_thread_.joinable()) history_thread_.join();
   if (control_) control_->Shutdown();            // 1. no new control RPCs
   if (gossip_) gossip_->Stop();                  // 2. no more rounds; peer server stopped
   absl::Status s = trainer_ ? trainer_->Stop()   // 3. trainer stops between steps, final checkpoint
@@ -314,6 +351,59 @@ absl::Status Node::Shutdown() {
   store_.reset();                                // 3. close the store
   Logger("node")->info("shutdown complete{}", s.ok() ? "" : std::string(": ") + std::string(s.message()));
   return s;
+}
+
+void Node::RecordHistory() {
+  int64_t recorded = 0;  // validation passes recorded (the trainer counts from 0 at each start)
+  bool warned = false;
+  std::unique_lock<std::mutex> lock(history_mu_);
+  while (!history_cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return history_stop_; })) {
+    const train::TrainerStats st = trainer_->Stats();
+    if (st.validations <= recorded) continue;
+    recorded = st.validations;
+    data::HistoryEntry e;
+    e.unix_s = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    e.steps = st.steps;
+    e.samples_trained = st.samples_trained;
+    e.val_accuracy = st.val_accuracy;
+    e.val_loss = st.val_loss;
+    e.train_loss = st.train_loss;
+    e.learning_rate = st.learning_rate;
+    e.state = st.state;
+    if (gossip_) {
+      const peer::GossipTotals t = gossip_->Totals();
+      e.rounds = t.rounds;
+      e.bytes_sent = t.bytes_sent;
+      e.bytes_received = t.bytes_received;
+    }
+    if (absl::Status s = history_->Record(e); !s.ok() && !warned) {
+      warned = true;  // a full disk, say: logged once, training goes on
+      Logger("node")->warn("validation pass not recorded in the history: {} (further failures not logged)",
+                           s.message());
+    }
+  }
+}
+
+absl::StatusOr<control::HistoryReply> Node::GetHistory(const control::HistoryRequest& request) {
+  if (!history_) return absl::UnavailableError("this daemon keeps no history: see its log at start");
+  const int64_t limit = request.limit() > 0 ? std::min<int64_t>(request.limit(), data::History::kMaxRows) : 10000;
+  MYCEL_ASSIGN_OR_RETURN(std::vector<data::HistoryEntry> passes, history_->Since(request.since_unix_s(), limit));
+  control::HistoryReply r;
+  for (const data::HistoryEntry& e : passes) {
+    control::HistoryPass* p = r.add_passes();
+    p->set_unix_s(e.unix_s);
+    p->set_steps(e.steps);
+    p->set_samples_trained(e.samples_trained);
+    p->set_val_accuracy(e.val_accuracy);
+    p->set_val_loss(e.val_loss);
+    p->set_train_loss(e.train_loss);
+    p->set_learning_rate(e.learning_rate);
+    p->set_rounds(e.rounds);
+    p->set_bytes_sent(e.bytes_sent);
+    p->set_bytes_received(e.bytes_received);
+    p->set_state(e.state);
+  }
+  return r;
 }
 
 absl::StatusOr<control::StatusReply> Node::GetStatus() {
@@ -351,6 +441,7 @@ absl::StatusOr<control::StatusReply> Node::GetStatus() {
   r.set_eval_examples(st.eval_examples);
   r.set_state_dir(config_.node.state_dir);
   r.set_metrics_url(MetricsUrl());
+  r.set_ui_url(UiUrl());
   if (gossip_) {
     auto totals = gossip_->Totals();
     r.set_rounds(totals.rounds);
@@ -576,6 +667,7 @@ absl::StatusOr<control::PeersReply> Node::GetPeers() {
     q->set_last_seen_unix(p.last_seen_unix);
     q->set_requests(p.requests);
     q->set_same_model(p.same_model);
+    q->set_dials_in(p.dials_in);
   }
   auto totals = gossip_->Totals();
   r.set_rounds(totals.rounds);
@@ -626,8 +718,46 @@ absl::StatusOr<control::PeersReply> Node::GetPeers() {
     info->set_quarantine(p.quarantine);
     info->set_clock_skew_s(p.clock_skew_s);
     info->set_clock_skew_known(p.clock_skew_known);
+    info->set_dials_in(p.dials_in);
+    info->set_handed_over(p.handed_over);
+    info->set_hand_overs_refused(p.hand_overs_refused);
+    info->set_last_hand_over_error(p.last_hand_over_error);
   }
   return r;
+}
+
+std::string Node::UiUrl() const {
+  const int port = ui_port_.load();
+  if (port == 0) return "";
+  const std::string& listen = config_.node.ui_listen;
+  return "http://" + listen.substr(0, listen.rfind(':')) + ":" + std::to_string(port) + "/";
+}
+
+absl::StatusOr<std::string> Node::AcceptPending(const std::string& fingerprint) {
+  if (!gossip_) return absl::FailedPreconditionError("this node takes no peers (no [node] listen or dial_out)");
+  std::vector<peer::PendingPeer> found;
+  for (const peer::PendingPeer& p : gossip_->Pending()) {
+    if (p.key_fingerprint == fingerprint) found.push_back(p);
+  }
+  if (found.empty()) return absl::NotFoundError("no pending peer has the fingerprint " + fingerprint);
+  const peer::PendingPeer& p = found.front();
+  if (p.address.empty() && !p.dials_in) {
+    return absl::InvalidArgumentError("'" + p.name + "' does not say where it listens: `mycel peers accept " +
+                                      fingerprint + " --address HOST:PORT` (or --dials-in)");
+  }
+  // The config as it is on disk now (another accept may have come first).
+  MYCEL_ASSIGN_OR_RETURN(config::Config current, config::LoadConfig(config_.path));
+  const std::string name = config::FreePeerName(current, p.name);
+  MYCEL_ASSIGN_OR_RETURN(std::string file, config::PinPeer(current, name, crypto::Base64Encode(p.public_key),
+                                                           p.dials_in ? "" : p.address, identity_->public_key(),
+                                                           "accept"));
+  auto reloaded = Reload();
+  if (!reloaded.ok()) {
+    ::unlink(file.c_str());
+    return reloaded.status();
+  }
+  Logger("node")->info("dashboard: pinned {} ({}) in {}", name, fingerprint, file);
+  return "pinned " + name + " (" + fingerprint + ")" + (p.dials_in ? " as a neighbour that dials in" : " at " + p.address);
 }
 
 std::string Node::MetricsUrl() const {

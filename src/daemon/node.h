@@ -14,9 +14,11 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "absl/status/statusor.h"
 #include "config/config.h"
@@ -24,10 +26,11 @@
 
 namespace mycel {
 namespace crypto { class Identity; }
-namespace data { class ExampleStore; }
+namespace data { class ExampleStore; class History; }
 namespace train { class Checkpointer; class PausePolicy; class ResourcePolicy; class Trainer; }
 namespace peer { class Gossip; }
 namespace metrics { class MetricsServer; }
+class Dashboard;
 class FederationState;
 
 class Node : public control::ControlHandler {
@@ -61,6 +64,12 @@ class Node : public control::ControlHandler {
   absl::StatusOr<control::DataReply> GetData(const control::DataRequest& request) override;
   absl::StatusOr<control::ForgetReply> Forget(const control::ForgetRequest& request) override;
   absl::StatusOr<control::ReloadReply> Reload() override;
+  absl::StatusOr<control::HistoryReply> GetHistory(const control::HistoryRequest& request) override;
+
+  // The dashboard's accept button: pins the pending peer with this key
+  // fingerprint as `mycel peers accept` does (a drop-in file, then a
+  // reload). Says what it did.
+  absl::StatusOr<std::string> AcceptPending(const std::string& fingerprint);
 
  private:
   explicit Node(const config::Config& config);
@@ -72,6 +81,11 @@ class Node : public control::ControlHandler {
   std::string MetricsText();
   // "http://127.0.0.1:PORT/metrics", or "" without an endpoint. Any thread.
   std::string MetricsUrl() const;
+  // "http://127.0.0.1:PORT/", or "" without a dashboard. Any thread.
+  std::string UiUrl() const;
+  // Records each validation pass the trainer makes into history_ (its own
+  // thread, between Start and Shutdown: it polls the trainer's stats).
+  void RecordHistory();
 
   config::Config config_;                                // as started; Reload applies changes elsewhere
   std::mutex reload_mu_;                                 // one reload at a time (SIGHUP, control RPC)
@@ -88,7 +102,14 @@ class Node : public control::ControlHandler {
   std::unique_ptr<control::ControlServer> control_;
   std::unique_ptr<metrics::MetricsServer> metrics_;
   std::atomic<int> metrics_port_{0};                     // bound port; 0 while there is no endpoint
+  std::unique_ptr<Dashboard> dashboard_;                 // [node] ui_listen
+  std::atomic<int> ui_port_{0};
   std::atomic<bool> gossip_when_held_{true};             // [policy], reloadable
+  std::unique_ptr<data::History> history_;               // null if <state_dir>/history.db cannot be made
+  std::thread history_thread_;
+  std::mutex history_mu_;
+  std::condition_variable history_cv_;
+  bool history_stop_ = false;                            // guarded by history_mu_
   bool shut_down_ = false;
 };
 

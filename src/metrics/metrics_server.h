@@ -4,25 +4,17 @@
 //
 // Loopback only: the config refuses other addresses, and Start checks again,
 // so what the metrics tell about this laptop never leaves it.
-// Other paths get 404, other methods 405; a handful of connections at a
-// time, each with a short timeout, so a stuck scraper costs nothing.
+// Other paths get 404, other methods 405 (metrics/http_server.h serves it).
 #pragma once
 
 #include <functional>
 #include <memory>
 #include <string>
-#include <string_view>
 
 #include "absl/status/statusor.h"
-
-struct MHD_Daemon;
+#include "metrics/http_server.h"
 
 namespace mycel::metrics {
-
-// Whether an HTTP Host header names the loopback interface: 127.0.0.1,
-// localhost or [::1], with or without a port. Requests naming anything else
-// are refused (403), which stops DNS rebinding from a browser.
-bool IsLoopbackHost(std::string_view host);
 
 class MetricsServer {
  public:
@@ -35,15 +27,11 @@ class MetricsServer {
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
 
-  int port() const { return port_; }
+  int port() const;
 
  private:
   MetricsServer() = default;
-  std::function<std::string()> render_;
-  MHD_Daemon* daemon_ = nullptr;
-  int port_ = 0;
-
-  friend struct Handler;
+  std::unique_ptr<LoopbackHttpServer> http_;
 };
 
 }  // namespace mycel::metrics

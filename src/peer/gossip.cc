@@ -35,6 +35,11 @@ constexpr int kMaxRequestMessage = 64 << 10; // a Pull request is a Hello of a f
 // service manager takes longer than it (RestartSec=5).
 constexpr int64_t kReplayWindowS = 120;
 constexpr int64_t kReplayFloorSlackS = 2;
+// A hand-over is asked for only on a call that ends within this long (gRPC
+// ends the call at its deadline, which frees the handler's thread), so a
+// pinned neighbour that stalls its hand-over holds a thread no longer. Our
+// own client's deadline is pull_timeout_s.
+constexpr int64_t kMaxHandOverS = 120;
 // The payload format, its chunking and its bounds: peer/payload.h.
 
 absl::Status Refuse(const std::string& reason, const std::string& detail) {
@@ -54,7 +59,9 @@ std::string Reason(const absl::Status& s) {
       "fingerprint_mismatch", "bad_shape", "trailing_data", "too_slow",
       // federation::Federation::Apply and codecs
       "non_finite", "norm_bound", "out_of_order", "unknown_codec", "bad_index", "bad_epoch", "bad_seq",
-      "bad_counts", "bad_peer"};
+      "bad_counts", "bad_peer",
+      // a neighbour that dials in
+      "no_deadline"};
   std::string msg(s.message());
   std::string word = msg.substr(0, msg.find(':'));
   for (const char* r : kReasons) {
@@ -133,6 +140,10 @@ std::shared_ptr<const Roster> MakeRoster(const std::vector<config::PeerOptions>&
   r->peers = peers;
   for (const auto& p : peers) {
     r->pinned.push_back(p.public_key);
+    if (p.dials_in) {  // never called
+      r->stubs.push_back(nullptr);
+      continue;
+    }
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(8 << 20);
     // Reconnect attempts follow our own backoff; keep gRPC's short so a
@@ -143,10 +154,18 @@ std::shared_ptr<const Roster> MakeRoster(const std::vector<config::PeerOptions>&
   return r;
 }
 
+double WallSeconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Where a neighbour is, for log lines.
+std::string Where(const PeerStatus& ps) { return ps.dials_in ? "dials in" : ps.address; }
+
 PeerStatus NewPeerStatus(const config::PeerOptions& p) {
   PeerStatus ps;
   ps.name = p.name;
   ps.address = p.address;
+  ps.dials_in = p.dials_in;
   ps.key_fingerprint = crypto::KeyFingerprint(p.public_key);
   return ps;
 }
@@ -180,6 +199,7 @@ struct Gossip::Impl : public Peer::Service {
   std::vector<PeerStatus> status;                        // guarded by mu
   std::vector<double> next_try;                          // guarded by mu (monotonic s)
   std::vector<int> failures;                             // guarded by mu
+  std::vector<double> last_exchange;                     // guarded by mu: wall s of its last good pull or hand-over
   std::set<std::pair<std::string, std::string>> logged;  // (who, reason) already logged; guarded by mu
   GossipTotals totals;                                   // guarded by mu
   std::vector<PendingPeer> pending_peers;                // guarded by mu; most recently seen first
@@ -224,16 +244,19 @@ struct Gossip::Impl : public Peer::Service {
     std::vector<PeerStatus> next_status;
     std::vector<double> next_try_;
     std::vector<int> next_failures;
+    std::vector<double> next_exchange;
     for (const auto& p : next->peers) {
       int old = PeerIndexLocked(p.public_key);
       PeerStatus ps = old >= 0 ? status[old] : NewPeerStatus(p);
       const bool moved = old >= 0 && ps.address != p.address;
       ps.name = p.name;
       ps.address = p.address;
+      ps.dials_in = p.dials_in;
       if (moved) ps.state = "never";
       next_status.push_back(std::move(ps));
       next_try_.push_back(old >= 0 && !moved ? next_try[old] : 0);
       next_failures.push_back(old >= 0 && !moved ? failures[old] : 0);
+      next_exchange.push_back(old >= 0 && !moved ? last_exchange[old] : 0);
     }
     const int kept = fed.SetPeers(next->pinned);
     Logger("peer")->info("peer list reloaded: {} neighbour(s), {} kept with their mirror, {} new, {} dropped",
@@ -246,6 +269,7 @@ struct Gossip::Impl : public Peer::Service {
     status = std::move(next_status);
     next_try = std::move(next_try_);
     failures = std::move(next_failures);
+    last_exchange = std::move(next_exchange);
   }
 
   // Counts a refusal and logs it the first time per (who, reason). Caller holds mu.
@@ -293,7 +317,8 @@ struct Gossip::Impl : public Peer::Service {
     p.key_fingerprint = crypto::KeyFingerprint(p.public_key);
     p.name = SanitisedName(params.sender_name());
     p.hello_timestamp = who->timestamp;
-    if (!host.empty() && params.listen_port() > 0 && params.listen_port() < 65536) {
+    p.dials_in = params.dial_out();
+    if (!host.empty() && !p.dials_in && params.listen_port() > 0 && params.listen_port() < 65536) {
       p.address = host + ":" + std::to_string(params.listen_port());
     }
     p.same_model = params.fingerprint() == options.fingerprint;
@@ -326,14 +351,39 @@ struct Gossip::Impl : public Peer::Service {
     if (pending_peers.size() > kMaxPendingPeers) pending_peers.pop_back();
   }
 
+  // What one pull brought in (or one hand-over, ours or a neighbour's).
+  // Booked together with its outcome under one lock (BookPull), so a status
+  // snapshot never shows half a pull.
+  struct Pulled {
+    int64_t bytes = 0;   // received
+    int64_t sent = 0;    // our hand-over, if any
+    bool keyframe = false;
+    int64_t deltas = 0;
+  };
+
   // ---- server ----
   grpc::Status Pull(grpc::ServerContext* ctx, const PullRequest* req, grpc::ServerWriter<PullChunk>* writer) override {
+    return Serve(ctx, req->hello(), [writer](const PullChunk& c) { return writer->Write(c); }, nullptr);
+  }
+
+  grpc::Status Exchange(grpc::ServerContext* ctx, grpc::ServerReaderWriter<PullChunk, ExchangeUp>* stream) override {
+    ExchangeUp first;
+    if (!stream->Read(&first)) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed: no hello");
+    return Serve(ctx, first.hello(), [stream](const PullChunk& c) { return stream->Write(c); },
+                 [stream](ExchangeUp* up) { return stream->Read(up); });
+  }
+
+  // Answers one Hello, writing with `write`. `read_up` (an Exchange's) reads
+  // the caller's hand-over when we asked for one; null for a Pull.
+  grpc::Status Serve(grpc::ServerContext* ctx, const std::string& hello,
+                     const std::function<bool(const PullChunk&)>& write,
+                     const std::function<bool(ExchangeUp*)>& read_up) {
     int64_t now = Clock::Real()->UnixSeconds();
     const std::shared_ptr<const Roster> pinned = PinnedRoster();
-    auto session = crypto::ServerSession::Accept(identity, pinned->pinned, replay, req->hello(), now);
+    auto session = crypto::ServerSession::Accept(identity, pinned->pinned, replay, hello, now);
     if (!session.ok()) {
       std::string reason = crypto::RefusalReason(session.status());
-      if (reason == "unpinned_key") NotePending(ctx->peer(), req->hello(), now);
+      if (reason == "unpinned_key") NotePending(ctx->peer(), hello, now);
       // A refused Hello is not authenticated: attribute it to a pinned peer
       // only for the record; it never changes that peer's state.
       std::lock_guard<std::mutex> lock(mu);
@@ -359,8 +409,66 @@ struct Gossip::Impl : public Peer::Service {
     }
     // The deltas stay shared with the log; the payload is sealed from them in place.
     federation::SharedPullAnswer shared = fed.AnswerShared(params.epoch(), params.after_seq());
-    const federation::PullAnswer& answer = shared.answer;
     PayloadPieces payload(shared);
+    PullHeader header = MakeHeader(shared, payload);
+    // A neighbour we cannot call hands its own deltas over on this call, from
+    // where our mirror of it stands. Only within a deadline the call carries:
+    // the reads below block, and gRPC ends the call at its deadline.
+    if (read_up) {
+      std::lock_guard<std::mutex> lock(mu);
+      const int j = PeerIndexLocked(sender);
+      if (j >= 0 && roster->peers[j].dials_in) {
+        if (ctx->deadline() > std::chrono::system_clock::now() + std::chrono::seconds(kMaxHandOverS)) {
+          CountRefusal(j, "no_deadline", "its call has no deadline within " + std::to_string(kMaxHandOverS) +
+                                             " s, so it was not asked for its deltas");
+        } else {
+          auto [epoch, after] = fed.Cursor(j);
+          header.set_hand_over(true);
+          header.set_want_epoch(epoch);
+          header.set_want_after_seq(after);
+        }
+      }
+    }
+    auto reply = (*session)->Reply(header.SerializeAsString());
+    if (!reply.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, std::string(reply.status().message()));
+    int64_t sent = 0;
+    PullChunk first;
+    first.set_reply(*reply);
+    sent += first.ByteSizeLong();
+    if (!write(first)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+    PullChunk chunk;  // reused: its sealed buffer is allocated once
+    const bool delivered = SealPayload(payload, SealDown(**session), chunk.mutable_sealed(), [&] {
+      sent += chunk.ByteSizeLong();
+      return write(chunk);
+    });
+    if (!delivered) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      totals.bytes_sent += sent;
+      if (int peer = PeerIndexLocked(sender); peer >= 0) {
+        status[peer].bytes_sent += sent;
+        status[peer].served++;
+        // Our clock minus theirs when they sent the Hello (plus the trip): `mycel doctor`.
+        status[peer].clock_skew_s = static_cast<double>(now - (*session)->hello().timestamp);
+        status[peer].clock_skew_known = true;
+      }
+    }
+    if (!header.hand_over()) return grpc::Status::OK;
+    Pulled got;
+    absl::Status s = ReceiveHandOver(ctx, **session, read_up, sender, &got);
+    std::lock_guard<std::mutex> lock(mu);
+    totals.bytes_received += got.bytes;
+    const int j = PeerIndexLocked(sender);
+    if (j < 0) return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "unpinned_key: you were dropped meanwhile");
+    BookPull(j, got, s);
+    if (s.ok()) return grpc::Status::OK;
+    // The reason word first, as every refusal: the neighbour counts it.
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(s.message()));
+  }
+
+  // The header of an answer, served (down) or handed over (up).
+  PullHeader MakeHeader(const federation::SharedPullAnswer& shared, const PayloadPieces& payload) const {
+    const federation::PullAnswer& answer = shared.answer;
     PullHeader header;
     header.set_epoch(answer.epoch);
     header.set_from_seq(answer.from_seq);
@@ -374,40 +482,131 @@ struct Gossip::Impl : public Peer::Service {
     header.set_count(static_cast<uint32_t>(shared.deltas.size()));
     header.set_payload_bytes(payload.size());
     header.set_parameters(fed.size());
-    auto reply = (*session)->Reply(header.SerializeAsString());
-    if (!reply.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, std::string(reply.status().message()));
-    int64_t sent = 0;
-    PullChunk first;
-    first.set_reply(*reply);
-    sent += first.ByteSizeLong();
-    if (!writer->Write(first)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
-    PullChunk chunk;  // reused: its sealed buffer is allocated once
-    const bool delivered = SealPayload(payload, **session, chunk.mutable_sealed(), [&] {
-      sent += chunk.ByteSizeLong();
-      return writer->Write(chunk);
-    });
-    if (!delivered) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
-    std::lock_guard<std::mutex> lock(mu);
-    totals.bytes_sent += sent;
-    if (int peer = PeerIndexLocked(sender); peer >= 0) {
-      status[peer].bytes_sent += sent;
-      status[peer].served++;
-      // Our clock minus theirs when they sent the Hello (plus the trip): `mycel doctor`.
-      status[peer].clock_skew_s = static_cast<double>(now - (*session)->hello().timestamp);
-      status[peer].clock_skew_known = true;
+    return header;
+  }
+
+  // A header's claims, checked before anything is allocated for them: same
+  // model, same size, a payload within bounds.
+  absl::Status CheckHeader(const PullHeader& header) const {
+    if (header.fingerprint() != options.fingerprint) {
+      return Refuse("fingerprint_mismatch", "their model " + header.fingerprint() + " is not ours" +
+                                                LayoutDifference(options.layout, header.layout()));
     }
-    return grpc::Status::OK;
+    if (header.parameters() != fed.size()) {
+      return Refuse("bad_shape", std::to_string(header.parameters()) + " parameters, expected " +
+                                     std::to_string(fed.size()));
+    }
+    return CheckPayloadBounds(header.keyframe(), header.count(), header.payload_bytes(), fed.size(),
+                              static_cast<uint64_t>(options.max_answer_bytes));
+  }
+
+  // Books one pull's outcome for neighbour j (ours of it, or its hand-over
+  // to us): counters, state, backoff. Caller holds mu.
+  void BookPull(int j, const Pulled& pulled, const absl::Status& s) {
+    PeerStatus& ps = status[j];
+    ps.bytes_received += pulled.bytes;
+    ps.bytes_sent += pulled.sent;
+    if (s.ok()) {
+      if (pulled.keyframe) ps.keyframes_accepted++;
+      ps.deltas_accepted += pulled.deltas;
+      if (ps.state != "connected") Logger("peer")->info("{} ({}) connected", ps.name, Where(ps));
+      ps.state = "connected";
+      ps.last_error.clear();
+      ps.last_success_unix = Clock::Real()->UnixSeconds();
+      last_exchange[j] = WallSeconds();
+      ps.pulls_ok++;
+      failures[j] = 0;
+      next_try[j] = 0;
+      cv.notify_all();  // a round may be waiting for this hand-over
+      return;
+    }
+    ps.pulls_failed++;
+    failures[j]++;
+    std::string reason = absl::IsUnavailable(s) ? "unreachable" : Reason(s);
+    ps.last_error = std::string(s.message());
+    if (absl::IsUnavailable(s)) {
+      if (ps.state != "unreachable") Logger("peer")->info("{} ({}) unreachable: {}", ps.name, Where(ps), s.message());
+      ps.state = "unreachable";
+    } else {
+      ps.state = "rejected";
+      CountRefusal(j, reason, std::string(s.message()));
+    }
+    // Exponential backoff from one round interval up to max_backoff_s.
+    double backoff = std::min(options.federation.max_backoff_s,
+                              options.federation.round_interval_s * std::pow(2.0, std::min(failures[j], 20)));
+    next_try[j] = Clock::Real()->MonotonicSeconds() + backoff;
+  }
+
+  // A neighbour's hand-over on its Exchange (we asked in our header):
+  // the client→server stream, verified like a pulled answer (header bounds,
+  // rate, FINAL, nothing after it) and applied to our mirror of it.
+  absl::Status ReceiveHandOver(grpc::ServerContext* ctx, crypto::ServerSession& session,
+                               const std::function<bool(ExchangeUp*)>& read, const std::string& sender,
+                               Pulled* got) {
+    const double began = Clock::Real()->MonotonicSeconds();
+    ExchangeUp up;
+    auto ended = [&](const char* what) {
+      if (ctx->IsCancelled()) {
+        return Refuse("too_slow", std::string(what) + ": the call ended at its deadline (" +
+                                      std::to_string(got->bytes) + " bytes)");
+      }
+      return Refuse("truncated", what);
+    };
+    if (!read(&up)) return ended("no hand-over came");
+    got->bytes += up.ByteSizeLong();
+    MYCEL_RETURN_IF_ERROR(session.AcceptUpstream(up.stream()));
+    std::string header_bytes;
+    bool final = false;
+    if (up.sealed().size() > crypto::kMaxHeaderBytes + crypto::kSealOverheadBytes) {
+      return Refuse("malformed", "hand-over header of " + std::to_string(up.sealed().size()) + " bytes");
+    }
+    MYCEL_RETURN_IF_ERROR(session.OpenUpAppend(up.sealed(), &header_bytes, &final));
+    PullHeader header;
+    if (final || !header.ParseFromString(header_bytes)) return Refuse("malformed", "hand-over header does not parse");
+    MYCEL_RETURN_IF_ERROR(CheckHeader(header));
+    std::string payload;  // bounded by CheckHeader; grows with what arrives
+    payload.reserve(std::min<uint64_t>(header.payload_bytes(), ReceiveBufferKeepBytes(fed.size())));
+    const OpenFn open = OpenUp(session);
+    while (!final && read(&up)) {
+      got->bytes += up.ByteSizeLong();
+      const double elapsed = Clock::Real()->MonotonicSeconds() - began;
+      if (elapsed > options.min_transfer_grace_s &&
+          static_cast<double>(got->bytes) < options.min_transfer_bytes_per_s * elapsed) {
+        return Refuse("too_slow", "hand-over below the least transfer rate: " + std::to_string(got->bytes) +
+                                      " bytes in " + std::to_string(elapsed) + " s");
+      }
+      MYCEL_RETURN_IF_ERROR(OpenChunk(open, up.sealed(), header.payload_bytes(), &payload, &final));
+    }
+    if (!final) return ended("the hand-over ended before its final chunk");
+    if (read(&up)) return Refuse("trailing_data", "hand-over chunks after the final one");
+    if (payload.size() != header.payload_bytes()) return Refuse("truncated", "hand-over shorter than its header says");
+    federation::PullAnswerView answer = AnswerView(header);
+    MYCEL_RETURN_IF_ERROR(DecodePayload(payload, header.keyframe(), header.count(), &answer));
+    std::lock_guard<std::mutex> lock(mu);  // the roster's indices hold still while we apply
+    const int j = PeerIndexLocked(sender);
+    if (j < 0) return Refuse("unpinned_key", "dropped from the peer list during its hand-over");
+    MYCEL_RETURN_IF_ERROR(fed.Apply(j, answer));
+    got->keyframe = answer.keyframe;
+    got->deltas = answer.keyframe ? 0 : static_cast<int64_t>(answer.deltas.size());
+    return absl::OkStatus();
+  }
+
+  static federation::PullAnswerView AnswerView(const PullHeader& header) {
+    federation::PullAnswerView answer;
+    answer.epoch = header.epoch();
+    answer.from_seq = header.from_seq();
+    answer.to_seq = header.to_seq();
+    answer.keyframe = header.keyframe();
+    answer.codec = header.codec();
+    answer.samples_trained = header.samples_trained();
+    answer.degree = header.degree();
+    return answer;
   }
 
   // ---- client ----
-  // What one pull brought in. PullAndMerge books it together with the pull's
-  // outcome under one lock, so a status snapshot never shows half a pull.
-  struct Pulled {
-    int64_t bytes = 0;
-    bool keyframe = false;
-    int64_t deltas = 0;
-  };
-
+  // Pulls from neighbour j and applies the answer to its mirror. A dial-out
+  // node calls Exchange instead of Pull and, when the neighbour asks in its
+  // header, hands its own deltas over on the same call.
   absl::Status PullFrom(const Roster& r, int j, Pulled* pulled) {
     const auto& peer = r.peers[j];
     auto [epoch, after] = fed.Cursor(j);
@@ -417,6 +616,7 @@ struct Gossip::Impl : public Peer::Service {
     params.set_fingerprint(options.fingerprint);
     params.set_layout(options.layout);
     params.set_sender_name(options.node_name);
+    params.set_dial_out(options.dial_out);
     {
       std::lock_guard<std::mutex> lock(mu);
       params.set_listen_port(static_cast<uint32_t>(totals.listen_port));
@@ -428,18 +628,60 @@ struct Gossip::Impl : public Peer::Service {
     const double began = Clock::Real()->MonotonicSeconds();
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(static_cast<int64_t>(options.federation.pull_timeout_s * 1000)));
-    PullRequest req;
-    req.set_hello(session->hello());
-    auto reader = r.stubs[j]->Pull(&ctx, req);
+    if (!options.dial_out) {
+      PullRequest req;
+      req.set_hello(session->hello());
+      auto reader = r.stubs[j]->Pull(&ctx, req);
+      return Receive(ctx, *session, began, j, pulled, [&](PullChunk* c) { return reader->Read(c); },
+                     [&] { return reader->Finish(); }, nullptr);
+    }
+    auto call = r.stubs[j]->Exchange(&ctx);
+    ExchangeUp up;
+    up.set_hello(session->hello());
+    call->Write(up);  // a failure shows in the first Read
+    return Receive(ctx, *session, began, j, pulled, [&](PullChunk* c) { return call->Read(c); },
+                   [&] { return call->Finish(); },
+                   [&](const PullHeader& asked) { return HandOver(asked, *session, call.get(), pulled); });
+  }
+
+  // Our deltas after (asked.want_epoch, asked.want_after_seq), sealed up the
+  // Exchange, then our half of the call closed. False if the neighbour went away.
+  bool HandOver(const PullHeader& asked, crypto::ClientSession& session,
+                grpc::ClientReaderWriter<ExchangeUp, PullChunk>* call, Pulled* pulled) {
+    federation::SharedPullAnswer shared = fed.AnswerShared(asked.want_epoch(), asked.want_after_seq());
+    PayloadPieces payload(shared);
+    auto stream = session.StartUpstream();
+    if (!stream.ok()) return false;
+    ExchangeUp up;
+    up.set_stream(*stream);
+    session.SealUpTo(MakeHeader(shared, payload).SerializeAsString(), /*final=*/false, up.mutable_sealed());
+    pulled->sent += up.ByteSizeLong();
+    if (!call->Write(up)) return false;
+    up.clear_stream();
+    const bool delivered = SealPayload(payload, SealUp(session), up.mutable_sealed(), [&] {
+      pulled->sent += up.ByteSizeLong();
+      return call->Write(up);
+    }, kUpChunkBytes);
+    return call->WritesDone() && delivered;
+  }
+
+  // Reads an answer (`read` and `finish` over the call), checks and applies
+  // it. `hand_over` (Exchange only) runs after the answer's FINAL chunk when
+  // the header asks for our deltas; the call's status then says whether the
+  // neighbour took them.
+  absl::Status Receive(grpc::ClientContext& ctx, crypto::ClientSession& session, double began, int j,
+                       Pulled* pulled, const std::function<bool(PullChunk*)>& read,
+                       const std::function<grpc::Status()>& finish,
+                       const std::function<bool(const PullHeader&)>& hand_over) {
     PullChunk chunk;
     int64_t& received = pulled->bytes;
     auto fail = [&](absl::Status s) {
       ctx.TryCancel();
-      reader->Finish();
+      finish();
       return s;
     };
-    if (!reader->Read(&chunk)) {
-      grpc::Status gs = reader->Finish();
+    if (!read(&chunk)) {
+      grpc::Status gs = finish();
       if (gs.error_code() == grpc::StatusCode::UNAVAILABLE || gs.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
         return absl::UnavailableError("unreachable: " + gs.error_message());
       }
@@ -447,24 +689,12 @@ struct Gossip::Impl : public Peer::Service {
       return absl::PermissionDeniedError(gs.error_message() + ": refused by the neighbour");
     }
     received += chunk.ByteSizeLong();
-    auto header_bytes = session->AcceptReply(chunk.reply());
+    auto header_bytes = session.AcceptReply(chunk.reply());
     if (!header_bytes.ok()) return fail(header_bytes.status());
     PullHeader header;
     if (!header.ParseFromString(*header_bytes)) return fail(Refuse("malformed", "reply header does not parse"));
-    if (header.fingerprint() != options.fingerprint) {
-      return fail(Refuse("fingerprint_mismatch", "their model " + header.fingerprint() + " is not ours" +
-                                                     LayoutDifference(options.layout, header.layout())));
-    }
-    if (header.parameters() != fed.size()) {
-      return fail(Refuse("bad_shape", std::to_string(header.parameters()) + " parameters, expected " +
-                                          std::to_string(fed.size())));
-    }
     // Bound what we accept before allocating anything for it.
-    if (auto s = CheckPayloadBounds(header.keyframe(), header.count(), header.payload_bytes(), fed.size(),
-                                    static_cast<uint64_t>(options.max_answer_bytes));
-        !s.ok()) {
-      return fail(s);
-    }
+    if (auto s = CheckHeader(header); !s.ok()) return fail(s);
     // Every chunk is opened straight into this one buffer, reused across pulls.
     ReceiveBuffer::Use rx_use(rx, header.payload_bytes());
     std::string& payload = rx_use.payload();
@@ -474,54 +704,67 @@ struct Gossip::Impl : public Peer::Service {
       return Refuse("too_slow", std::string(what) + ": " + std::to_string(received) + " bytes in " +
                                     std::to_string(elapsed) + " s");
     };
-    while (!final && reader->Read(&chunk)) {
+    const OpenFn open = OpenDown(session);
+    while (!final && read(&chunk)) {
       received += chunk.ByteSizeLong();
       const double elapsed = Clock::Real()->MonotonicSeconds() - began;
       if (elapsed > options.min_transfer_grace_s &&
           static_cast<double>(received) < options.min_transfer_bytes_per_s * elapsed) {
         return fail(too_slow("below the least transfer rate"));
       }
-      if (auto s = OpenChunk(*session, chunk.sealed(), header.payload_bytes(), &payload, &final); !s.ok()) {
+      if (auto s = OpenChunk(open, chunk.sealed(), header.payload_bytes(), &payload, &final); !s.ok()) {
         return fail(s);
       }
     }
     if (!final) {
       // The stream ended before the FINAL chunk: the deadline, or the
-      // neighbour gave up. Finish() here is the only call's end.
-      grpc::Status gs = reader->Finish();
+      // neighbour gave up. finish() here is the only call's end.
+      grpc::Status gs = finish();
       if (gs.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
         return too_slow("the answer did not finish within pull_timeout_s");
       }
-      absl::Status s = session->Finish();  // "truncated", in the session's own words
+      absl::Status s = session.Finish();  // "truncated", in the session's own words
       return s.ok() ? Refuse("truncated", "the answer ended before its final chunk") : s;
     }
+    // Our half, if asked, before the neighbour ends the call.
+    const bool handed = hand_over && header.hand_over() && hand_over(header);
     // Nothing may follow the FINAL chunk: a neighbour that streams on would
     // hold the pull until its deadline and still count as a success.
-    if (reader->Read(&chunk)) {
+    if (read(&chunk)) {
       received += chunk.ByteSizeLong();
       return fail(Refuse("trailing_data", "chunks after the final one"));
     }
-    if (auto s = session->Finish(); !s.ok()) return fail(s);
+    if (auto s = session.Finish(); !s.ok()) return fail(s);
     if (payload.size() != header.payload_bytes()) return fail(Refuse("truncated", "payload shorter than its header says"));
     // Applied from views into the payload: nothing is copied out first.
-    federation::PullAnswerView answer;
-    answer.epoch = header.epoch();
-    answer.from_seq = header.from_seq();
-    answer.to_seq = header.to_seq();
-    answer.keyframe = header.keyframe();
-    answer.codec = header.codec();
-    answer.samples_trained = header.samples_trained();
-    answer.degree = header.degree();
-    // Before reader->Finish(): fail() finishes the call itself (finishing twice aborts in gRPC).
+    federation::PullAnswerView answer = AnswerView(header);
+    // Before finish(): fail() finishes the call itself (finishing twice aborts in gRPC).
     if (auto s = DecodePayload(payload, header.keyframe(), header.count(), &answer); !s.ok()) return fail(s);
-    // The stream has ended (the Read above said so): the status is here.
-    if (grpc::Status gs = reader->Finish(); !gs.ok()) {
-      return Refuse("truncated", "the answer ended with " + gs.error_message());
+    // The stream has ended (the read above said so): the status is here.
+    if (grpc::Status gs = finish(); !gs.ok()) {
+      if (!header.hand_over()) return Refuse("truncated", "the answer ended with " + gs.error_message());
+      // The answer is whole; only our hand-over was refused. Take the answer
+      // and say why they did not take ours.
+      NoteHandOverRefused(j, handed ? gs.error_message() : "our hand-over did not reach them: " + gs.error_message());
+    } else if (handed) {
+      std::lock_guard<std::mutex> lock(mu);
+      status[j].handed_over++;
     }
     MYCEL_RETURN_IF_ERROR(fed.Apply(j, answer));
     pulled->keyframe = answer.keyframe;
     pulled->deltas = answer.keyframe ? 0 : static_cast<int64_t>(answer.deltas.size());
     return absl::OkStatus();
+  }
+
+  // The neighbour refused what we handed over (it counts why on its side).
+  void NoteHandOverRefused(int j, const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu);
+    PeerStatus& ps = status[j];
+    ps.hand_overs_refused++;
+    ps.last_hand_over_error = why.substr(0, 300);
+    if (logged.insert({ps.name, "hand_over"}).second) {
+      Logger("peer")->warn("{} refused our deltas: {} (further ones counted in `mycel peers`)", ps.name, why);
+    }
   }
 
   void OpenLocalSteps() {
@@ -541,9 +784,10 @@ struct Gossip::Impl : public Peer::Service {
     if (!s.ok()) Logger("peer")->error("publish failed: {}", s.message());
   }
 
-  void PullAndMerge() {
+  void PullAndMerge(double round_start) {
     const double now = Clock::Real()->MonotonicSeconds();
     for (size_t j = 0; j < roster->peers.size(); ++j) {
+      if (roster->peers[j].dials_in) continue;  // it hands over on its own calls
       {
         std::lock_guard<std::mutex> lock(mu);
         if (stop) return;
@@ -552,37 +796,11 @@ struct Gossip::Impl : public Peer::Service {
       Pulled pulled;
       absl::Status s = PullFrom(*roster, static_cast<int>(j), &pulled);
       std::lock_guard<std::mutex> lock(mu);
-      PeerStatus& ps = status[j];
-      ps.bytes_received += pulled.bytes;
       totals.bytes_received += pulled.bytes;
-      if (s.ok()) {
-        if (pulled.keyframe) ps.keyframes_accepted++;
-        ps.deltas_accepted += pulled.deltas;
-        if (ps.state != "connected") Logger("peer")->info("{} ({}) connected", ps.name, ps.address);
-        ps.state = "connected";
-        ps.last_error.clear();
-        ps.last_success_unix = Clock::Real()->UnixSeconds();
-        ps.pulls_ok++;
-        failures[j] = 0;
-        next_try[j] = 0;
-        continue;
-      }
-      ps.pulls_failed++;
-      failures[j]++;
-      std::string reason = absl::IsUnavailable(s) ? "unreachable" : Reason(s);
-      ps.last_error = std::string(s.message());
-      if (absl::IsUnavailable(s)) {
-        if (ps.state != "unreachable") Logger("peer")->info("{} ({}) unreachable: {}", ps.name, ps.address, s.message());
-        ps.state = "unreachable";
-      } else {
-        ps.state = "rejected";
-        CountRefusal(static_cast<int>(j), reason, std::string(s.message()));
-      }
-      // Exponential backoff from one round interval up to max_backoff_s.
-      double backoff = std::min(options.federation.max_backoff_s,
-                                options.federation.round_interval_s * std::pow(2.0, std::min(failures[j], 20)));
-      next_try[j] = now + backoff;
+      totals.bytes_sent += pulled.sent;
+      BookPull(static_cast<int>(j), pulled, s);
     }
+    WaitForHandOvers(round_start);
     if (options.federation.trust && options.probe_losses) {
       int64_t round;
       {
@@ -605,6 +823,25 @@ struct Gossip::Impl : public Peer::Service {
       return;
     }
     totals.rounds++;
+  }
+
+  // Waits, before the merge, for this round's hand-over from each neighbour
+  // that dials in and was heard within the last few rounds (it publishes at
+  // T/4 and calls at T/2, as we pull), until 0.8·T at most: without it the
+  // merge would race its call and take its deltas a round late.
+  void WaitForHandOvers(double round_start) {
+    const double period = options.federation.round_interval_s;
+    const double published = round_start + period / 4, recent = round_start - 3 * period;
+    auto until = std::chrono::system_clock::time_point(std::chrono::duration_cast<std::chrono::system_clock::duration>(
+        std::chrono::duration<double>(round_start + 0.8 * period)));
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait_until(lock, until, [&] {
+      if (stop) return true;
+      for (size_t j = 0; j < roster->peers.size(); ++j) {
+        if (roster->peers[j].dials_in && last_exchange[j] > recent && last_exchange[j] < published) return false;
+      }
+      return true;
+    });
   }
 
   // A trust probe between publish and merge: the local steps are closed, so
@@ -676,7 +913,7 @@ struct Gossip::Impl : public Peer::Service {
       if (!SleepUntil(start + period / 4)) return;
       Publish();
       if (!SleepUntil(start + period / 2)) return;
-      PullAndMerge();
+      PullAndMerge(start);
     }
   }
 };
@@ -697,6 +934,7 @@ absl::StatusOr<std::unique_ptr<Gossip>> Gossip::Create(const GossipOptions& opti
     impl->status.push_back(NewPeerStatus(p));
     impl->next_try.push_back(0);
     impl->failures.push_back(0);
+    impl->last_exchange.push_back(0);
   }
   return std::unique_ptr<Gossip>(new Gossip(std::move(impl)));
 }

@@ -64,6 +64,10 @@ inline constexpr size_t kMaxLayoutBytes = 2048;  // of GossipOptions::layout on 
 struct GossipOptions {
   std::string node_name;
   std::string listen;                      // "" = do not serve
+  // Neighbours cannot call us (behind NAT, or not listening): pull with
+  // Exchange, and hand our deltas over on it to a neighbour that asks
+  // (one that pins us with dials_in = true).
+  bool dial_out = false;
   std::string fingerprint;                 // of the shared model
   std::string layout;                      // what it hashes (Model::Layout), for mismatch messages;
                                            // sent cut to kMaxLayoutBytes
@@ -94,6 +98,7 @@ struct PeerStatus {
   std::string name;
   std::string address;
   std::string key_fingerprint;
+  bool dials_in = false;                   // it calls us and hands its deltas over (address "")
   std::string state = "never";             // never | connected | unreachable | rejected
   std::string last_error;
   int64_t last_success_unix = 0;
@@ -102,8 +107,11 @@ struct PeerStatus {
   int64_t samples_trained = 0;
   int64_t bytes_sent = 0;                  // served to this neighbour
   int64_t bytes_received = 0;              // pulled from it
-  int64_t pulls_ok = 0;
+  int64_t pulls_ok = 0;                    // pulls from it; for one that dials in, its hand-overs
   int64_t pulls_failed = 0;
+  int64_t handed_over = 0;                 // our hand-overs it took (we dial out)
+  int64_t hand_overs_refused = 0;          // ... and refused, the last one's reason below
+  std::string last_hand_over_error;
   int64_t served = 0;
   int64_t deltas_accepted = 0;
   int64_t keyframes_accepted = 0;
@@ -140,6 +148,7 @@ struct PendingPeer {
   std::string public_key;                  // raw 32 bytes
   std::string key_fingerprint;
   std::string address;                     // caller's IP and the peer port it says it listens on; "" if none
+  bool dials_in = false;                   // it says it cannot be called (dial_out): pin it with dials_in
   int64_t first_seen_unix = 0;
   int64_t last_seen_unix = 0;
   int64_t requests = 0;

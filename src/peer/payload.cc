@@ -75,14 +75,27 @@ std::string PayloadPieces::ToString() const {
   return out;
 }
 
-bool SealPayload(const PayloadPieces& payload, crypto::ServerSession& session, std::string* sealed,
-                 const std::function<bool()>& emit) {
+SealFn SealDown(crypto::ServerSession& session) {
+  return [&session](std::string_view p, bool final, std::string* out) { session.SealTo(p, final, out); };
+}
+SealFn SealUp(crypto::ClientSession& session) {
+  return [&session](std::string_view p, bool final, std::string* out) { session.SealUpTo(p, final, out); };
+}
+OpenFn OpenDown(crypto::ClientSession& session) {
+  return [&session](std::string_view s, std::string* out, bool* final) { return session.OpenAppend(s, out, final); };
+}
+OpenFn OpenUp(crypto::ServerSession& session) {
+  return [&session](std::string_view s, std::string* out, bool* final) { return session.OpenUpAppend(s, out, final); };
+}
+
+bool SealPayload(const PayloadPieces& payload, const SealFn& seal, std::string* sealed,
+                 const std::function<bool()>& emit, size_t chunk_bytes) {
   std::string gather;  // only for chunks that straddle pieces
   size_t off = 0;
   do {
-    const size_t n = std::min(kChunkBytes, payload.size() - off);
+    const size_t n = std::min(chunk_bytes, payload.size() - off);
     const bool last = off + n >= payload.size();
-    session.SealTo(payload.Slice(off, n, &gather), last, sealed);
+    seal(payload.Slice(off, n, &gather), last, sealed);
     if (!emit()) return false;
     off += n;
   } while (off < payload.size());
@@ -107,8 +120,8 @@ absl::Status CheckPayloadBounds(bool keyframe, uint64_t count, uint64_t payload_
   return absl::OkStatus();
 }
 
-absl::Status OpenChunk(crypto::ClientSession& session, std::string_view sealed,
-                       uint64_t payload_bytes, std::string* payload, bool* final) {
+absl::Status OpenChunk(const OpenFn& open, std::string_view sealed, uint64_t payload_bytes,
+                       std::string* payload, bool* final) {
   const uint64_t plain = sealed.size() >= crypto::kSealOverheadBytes
                              ? sealed.size() - crypto::kSealOverheadBytes
                              : 0;
@@ -116,11 +129,11 @@ absl::Status OpenChunk(crypto::ClientSession& session, std::string_view sealed,
     // Too long for the header: authenticate it on the side (one chunk at
     // most) so the reason is the same as before the payload was assembled in
     // place — "tampered" for a forged chunk, else "bad_shape".
-    auto opened = session.Open(sealed, final);
-    if (!opened.ok()) return opened.status();
+    std::string aside;
+    if (absl::Status opened = open(sealed, &aside, final); !opened.ok()) return opened;
     return Refuse("bad_shape", "payload longer than its header says");
   }
-  return session.OpenAppend(sealed, payload, final);
+  return open(sealed, payload, final);
 }
 
 ReceiveBuffer::Use::Use(ReceiveBuffer& b, uint64_t payload_bytes) : b_(b) {

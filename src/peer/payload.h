@@ -53,12 +53,25 @@ class PayloadPieces {
   size_t size_ = 0;
 };
 
-// Seals `payload` in kChunkBytes chunks (always at least one, the last one
-// FINAL) into *sealed, calling emit() after each chunk; *sealed is reused, so
-// point it at the outgoing message's field. Returns false as soon as emit()
-// does (the receiver went away).
-bool SealPayload(const PayloadPieces& payload, crypto::ServerSession& session, std::string* sealed,
-                 const std::function<bool()>& emit);
+// One direction's sealing (ServerSession::SealTo down, ClientSession::SealUpTo
+// up) and opening (ClientSession::OpenAppend, ServerSession::OpenUpAppend).
+using SealFn = std::function<void(std::string_view plaintext, bool final, std::string* out)>;
+using OpenFn = std::function<absl::Status(std::string_view sealed, std::string* out, bool* final)>;
+SealFn SealDown(crypto::ServerSession& session);
+SealFn SealUp(crypto::ClientSession& session);
+OpenFn OpenDown(crypto::ClientSession& session);
+OpenFn OpenUp(crypto::ServerSession& session);
+
+// A hand-over travels in smaller chunks: each is one gRPC message to the
+// peer port, whose screen and server take at most 64 KiB a message.
+inline constexpr size_t kUpChunkBytes = 48 << 10;
+
+// Seals `payload` in chunks of `chunk_bytes` (always at least one, the last
+// one FINAL) into *sealed, calling emit() after each chunk; *sealed is
+// reused, so point it at the outgoing message's field. Returns false as soon
+// as emit() does (the receiver went away).
+bool SealPayload(const PayloadPieces& payload, const SealFn& seal, std::string* sealed,
+                 const std::function<bool()>& emit, size_t chunk_bytes = kChunkBytes);
 
 // Checks a Reply header's claims before anything is allocated for them: a
 // keyframe is exactly `parameters` floats; a delta is never larger than dense
@@ -73,8 +86,8 @@ absl::Status CheckPayloadBounds(bool keyframe, uint64_t count, uint64_t payload_
 // Errors: the session's ("tampered", ...); "bad_shape" if the payload
 // would grow past `payload_bytes` (the chunk is still authenticated first, so
 // a forged chunk reads as tampered).
-absl::Status OpenChunk(crypto::ClientSession& session, std::string_view sealed,
-                       uint64_t payload_bytes, std::string* payload, bool* final);
+absl::Status OpenChunk(const OpenFn& open, std::string_view sealed, uint64_t payload_bytes,
+                       std::string* payload, bool* final);
 
 // The client's payload buffer, kept between pulls. A payload opened into
 // fresh memory takes a page fault per 4 KiB page (a 10M-parameter model:

@@ -571,6 +571,7 @@ void Trainer::Impl::ValidationPass(bool rest_check) {
     stats.val_loss = r.loss;
     stats.val_accuracy = r.accuracy;
     stats.eval_examples = val_x.size(0);
+    stats.validations++;
     Logger("train")->info("step {}: train loss {:.4f}, validation loss {:.4f}, accuracy {:.4f} on {}",
                           stats.steps, stats.train_loss, r.loss, r.accuracy, stats.eval_examples);
   }

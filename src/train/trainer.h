@@ -103,6 +103,7 @@ struct TrainerStats {
   double val_loss = 0;              // NaN until the first validation pass
   double val_accuracy = 0;          // NaN until the first validation pass
   int64_t eval_examples = 0;
+  int64_t validations = 0;          // validation passes since start (the history records each)
   double steps_per_s = 0;
   int64_t checkpoints_written = 0;
   int64_t validations_without_gain = 0;  // since the best validation loss (resting)

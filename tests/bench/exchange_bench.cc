@@ -392,9 +392,10 @@ class Nodes {
       // message (gRPC Write), B opens it onto the end of its payload.
       bool final = false;
       std::string sealed;  // stands in for the reused PullChunk's sealed field
-      const bool delivered = peer::SealPayload(payload, **ss, &sealed, [&] {
+      const peer::OpenFn open = peer::OpenDown(**cs);
+      const bool delivered = peer::SealPayload(payload, peer::SealDown(**ss), &sealed, [&] {
         lap(kSeal);
-        absl::Status opened = peer::OpenChunk(**cs, sealed, hb.payload_bytes, &received, &final);
+        absl::Status opened = peer::OpenChunk(open, sealed, hb.payload_bytes, &received, &final);
         if (!opened.ok()) Die("Open: " + std::string(opened.message()));
         lap(kOpen);
         return true;

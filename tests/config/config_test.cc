@@ -357,6 +357,15 @@ std::vector<BadCase> BadCases() {
        "[[peers]] #2 public_key", "same key as 'a' at "},
       {hdr + "[[peers]]\nname = \"a\"\npublic_key = \"" + kKeyA + "\"\n", 3, "[[peers]] #1",
        "missing key 'address'"},
+      {hdr + "[[peers]]\nname = \"a\"\naddress = \"a:1\"\ndials_in = true\npublic_key = \"" + kKeyA + "\"\n", 3,
+       "[[peers]] #1", "'address' and 'dials_in = true' both given"},
+      {hdr + "[[peers]]\nname = \"a\"\ndials_in = false\npublic_key = \"" + kKeyA + "\"\n", 3, "[[peers]] #1",
+       "missing key 'address' (or 'dials_in = true'"},
+      {hdr + "[[peers]]\nname = \"a\"\ndials_in = 1\npublic_key = \"" + kKeyA + "\"\n", 5,
+       "[[peers]] #1 dials_in", "true or false"},
+      {hdr + "[node]\ndial_out = \"yes\"\n", 4, "[node] dial_out", "true or false"},
+      {hdr + "[node]\nui_listen = \"0.0.0.0:7071\"\n", 4, "[node] ui_listen", "loopback"},
+      {hdr + "[node]\nui_listen = \"192.168.1.2:7071\"\n", 4, "[node] ui_listen", "loopback"},
       {hdr + "[model]\nclasses = 3\nclass_names = [\"a\", \"b\"]\n", 5, "[model] class_names",
        "2 names for 3 classes"},
       // Unknown keys and sections.
@@ -577,7 +586,8 @@ TEST(ExampleConfigTest, MentionsEveryKey) {
         "checkpoint_interval_s", "eval_interval_s", "max_eval_examples", "threads", "address",
         "public_key", "round_interval_s", "local_steps", "merge", "mixing", "drift_correction", "codec", "max_delta_norm", "max_stale_rounds",
         "pull_timeout_s", "max_backoff_s", "on_battery", "max_cpu_percent", "idle_only", "active_hours",
-        "power_supply_dir", "lr_decay_steps", "lr_final", "rest", "rest_patience", "rest_max_s", "drift_guard_drop", "drift_guard_window"}) {
+        "power_supply_dir", "lr_decay_steps", "lr_final", "rest", "rest_patience", "rest_max_s", "drift_guard_drop", "drift_guard_window",
+        "dial_out", "dials_in", "ui_listen", "metrics_listen"}) {
     const bool active = text.find("\n" + std::string(key) + " = ") != std::string::npos;
     const bool commented = text.find("\n# " + std::string(key) + " = ") != std::string::npos;
     EXPECT_TRUE(active || commented) << key << " is not in the example config";
@@ -600,8 +610,13 @@ TEST(ExampleConfigTest, CommentedPeerExampleIsValid) {
   }
   auto c = ParseConfig(text.substr(0, at) + uncommented, kExample);
   ASSERT_TRUE(c.ok()) << c.status();
-  ASSERT_EQ(c->peers.size(), 1u);
+  ASSERT_EQ(c->peers.size(), 2u);
   EXPECT_EQ(c->peers[0].public_key.size(), 32u);
+  EXPECT_FALSE(c->peers[0].dials_in);
+  // The second one dials in: no address.
+  EXPECT_TRUE(c->peers[1].dials_in);
+  EXPECT_EQ(c->peers[1].address, "");
+  EXPECT_EQ(c->peers[1].public_key.size(), 32u);
 }
 
 // Peers that `mycel peers add/accept` pinned live in <stem>.peers.d/, one

@@ -53,6 +53,9 @@ class ScriptedHandler : public ControlHandler {
   absl::StatusOr<DataReply> GetData(const DataRequest&) override { return absl::UnimplementedError("data"); }
   absl::StatusOr<ForgetReply> Forget(const ForgetRequest&) override { return absl::UnimplementedError("forget"); }
   absl::StatusOr<mycel::control::ReloadReply> Reload() override { return absl::UnimplementedError("reload"); }
+  absl::StatusOr<mycel::control::HistoryReply> GetHistory(const mycel::control::HistoryRequest&) override {
+    return absl::UnimplementedError("history");
+  }
 
   std::atomic<int> files_received{0};
   std::vector<UploadedFile> predict_files;

@@ -544,6 +544,97 @@ TEST_F(SessionTest, SessionsHaveIndependentKeys) {
   EXPECT_TRUE(final);
 }
 
+// ---- the client→server direction (dial-out hand-overs) ----
+
+struct Handshake {
+  std::unique_ptr<ClientSession> c;
+  std::unique_ptr<ServerSession> s;
+};
+
+TEST_F(SessionTest, UpstreamRoundTripsInChunksAfterTheDownstream) {
+  auto c = Begin();
+  auto s = Accept(c->hello());
+  ASSERT_TRUE(s.ok());
+  auto reply = (*s)->Reply("hdr");
+  ASSERT_TRUE(reply.ok());
+  ASSERT_TRUE(c->AcceptReply(*reply).ok());
+  // Down first, as on the wire.
+  bool final = false;
+  ASSERT_TRUE(c->Open((*s)->Seal("down", true), &final).ok());
+  auto header = c->StartUpstream();
+  ASSERT_TRUE(header.ok()) << header.status();
+  ASSERT_TRUE((*s)->AcceptUpstream(*header).ok());
+  std::string sealed, got;
+  for (int i = 0; i < 3; ++i) {
+    c->SealUpTo(std::string(100 + i, static_cast<char>('a' + i)), i == 2, &sealed);
+    ASSERT_TRUE((*s)->OpenUpAppend(sealed, &got, &final).ok());
+    EXPECT_EQ(final, i == 2);
+  }
+  EXPECT_EQ(got, std::string(100, 'a') + std::string(101, 'b') + std::string(102, 'c'));
+  EXPECT_TRUE((*s)->FinishUp().ok());
+  // After FINAL, nothing more is sealed.
+  c->SealUpTo("more", true, &sealed);
+  EXPECT_TRUE(sealed.empty());
+}
+
+TEST_F(SessionTest, UpstreamIsBoundToItsDirectionAndExchange) {
+  std::vector<Handshake> runs;
+  std::vector<std::string> headers;
+  for (int i = 0; i < 2; ++i) {
+    Handshake h;
+    h.c = Begin("same");
+    auto s = Accept(h.c->hello());
+    ASSERT_TRUE(s.ok());
+    h.s = std::move(s).value();
+    auto reply = h.s->Reply("same");
+    ASSERT_TRUE(reply.ok());
+    ASSERT_TRUE(h.c->AcceptReply(*reply).ok());
+    auto header = h.c->StartUpstream();
+    ASSERT_TRUE(header.ok());
+    headers.push_back(*header);
+    runs.push_back(std::move(h));
+  }
+  std::string up0;
+  runs[0].c->SealUpTo("payload", true, &up0);
+  // Another exchange's server cannot open it, even given this stream's header.
+  ASSERT_TRUE(runs[1].s->AcceptUpstream(headers[0]).ok());
+  std::string got;
+  bool final = false;
+  EXPECT_EQ(RefusalReason(runs[1].s->OpenUpAppend(up0, &got, &final)), "tampered");
+  EXPECT_TRUE(got.empty());
+  // A chunk the server sealed downstream does not open upstream, in the same exchange.
+  ASSERT_TRUE(runs[0].s->AcceptUpstream(headers[0]).ok());
+  EXPECT_EQ(RefusalReason(runs[0].s->OpenUpAppend(runs[0].s->Seal("payload", true), &got, &final)), "tampered");
+  // The stream is dead after that: never finished.
+  EXPECT_EQ(RefusalReason(runs[0].s->FinishUp()), "truncated");
+}
+
+TEST_F(SessionTest, UpstreamMisuseIsAnErrorNotACrash) {
+  auto c = Begin();
+  EXPECT_FALSE(c->StartUpstream().ok()) << "before AcceptReply";
+  std::string out = "x";
+  c->SealUpTo("p", true, &out);
+  EXPECT_TRUE(out.empty());
+  auto s = Accept(c->hello());
+  ASSERT_TRUE(s.ok());
+  EXPECT_FALSE((*s)->AcceptUpstream(std::string(24, 'h')).ok()) << "before Reply";
+  auto reply = (*s)->Reply("h");
+  ASSERT_TRUE(reply.ok());
+  EXPECT_EQ(RefusalReason((*s)->AcceptUpstream("short")), "malformed");
+  bool final = false;
+  std::string got;
+  EXPECT_FALSE((*s)->OpenUpAppend("anything at all here", &got, &final).ok()) << "before AcceptUpstream";
+  ASSERT_TRUE(c->AcceptReply(*reply).ok());
+  auto header = c->StartUpstream();
+  ASSERT_TRUE(header.ok());
+  EXPECT_FALSE(c->StartUpstream().ok()) << "twice";
+  ASSERT_TRUE((*s)->AcceptUpstream(*header).ok());
+  std::string sealed;
+  c->SealUpTo("first", false, &sealed);
+  ASSERT_TRUE((*s)->OpenUpAppend(sealed, &got, &final).ok());
+  EXPECT_EQ(RefusalReason((*s)->FinishUp()), "truncated");
+}
+
 TEST(RefusalReasonTest, MapsKnownWords) {
   for (const char* r : {"malformed", "wrong_recipient", "unpinned_key", "stale", "bad_signature",
                         "replayed", "tampered", "truncated", "wrong_version"}) {

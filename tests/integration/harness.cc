@@ -517,7 +517,9 @@ Daemon::~Daemon() {
 ::testing::AssertionResult Daemon::Start(double timeout_s) {
   if (process_ && process_->Running()) return ::testing::AssertionFailure() << "myceld is already running";
   log_offset_ = Exists(log_path_) ? ReadFileOrDie(log_path_).size() : 0;
-  process_ = Process::Spawn({BinDir() + "/myceld", "-c", config_path_}, log_path_, log_path_);
+  std::vector<std::string> argv = prefix_;
+  for (const std::string& a : {BinDir() + "/myceld", std::string("-c"), config_path_}) argv.push_back(a);
+  process_ = Process::Spawn(argv, log_path_, log_path_);
   if (!process_) return ::testing::AssertionFailure() << "cannot spawn myceld";
   const std::string sock = socket_path();
   const double deadline = Now() + timeout_s;

@@ -198,6 +198,10 @@ class Daemon {
   // kill -9 and reap.
   void Crash();
 
+  // Runs myceld under this command (e.g. `ip netns exec NS`), which must
+  // exec it, so the pid stays the daemon's.
+  void set_prefix(std::vector<std::string> prefix) { prefix_ = std::move(prefix); }
+
   // Everything logged since the last Start().
   std::string LogSinceStart() const;
   std::string Log() const;
@@ -206,6 +210,7 @@ class Daemon {
 
  private:
   std::string config_path_, state_dir_, log_path_;
+  std::vector<std::string> prefix_;
   size_t log_offset_ = 0;
   std::unique_ptr<Process> process_;
 };

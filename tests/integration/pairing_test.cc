@@ -12,44 +12,10 @@
 #include <gtest/gtest.h>
 
 #include "harness.h"
+#include "laptops.h"
 
 namespace mycel::it {
 namespace {
-
-struct Laptop {
-  std::unique_ptr<TestNode> node;
-  int port = 0;
-  std::string key, fingerprint;
-};
-
-// A node that listens, pins no one and runs fast rounds (loopback).
-Laptop NewLaptop(const std::string& dir, const std::string& name, ConfigSpec spec = {}) {
-  Laptop l;
-  l.port = FreePort();
-  spec.extra_node = "listen = \"127.0.0.1:" + std::to_string(l.port) + "\"\n";
-  l.node = std::make_unique<TestNode>(dir, name, spec);
-  WriteFileOrDie(l.node->config_path(), ReadFileOrDie(l.node->config_path()) +
-                                            "\n# pairing test: rounds at loopback pace\n[federation]\n"
-                                            "round_interval_s = 0.5\n");
-  CommandResult id = l.node->Mycel({"id"});
-  EXPECT_EQ(id.exit_code, 0) << id.Describe();
-  std::smatch m;
-  EXPECT_TRUE(std::regex_match(id.out, m, std::regex("(\\S+)\\nfingerprint (\\S+)\\n"))) << id.out;
-  if (m.size() == 3) {
-    l.key = m[1];
-    l.fingerprint = m[2];
-  }
-  return l;
-}
-
-const Json* PeerNamed(const Json& peers, const std::string& name) {
-  const Json* list = peers.Find("peers");
-  if (list == nullptr) return nullptr;
-  for (const Json& p : list->array) {
-    if (p.Str("name") == name) return &p;
-  }
-  return nullptr;
-}
 
 // Both have accepted at least one update from the other.
 bool Exchanged(const Laptop& a, const std::string& name_of_b) {

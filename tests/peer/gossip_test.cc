@@ -45,6 +45,7 @@
 #include "federation/codec.h"
 #include "federation/federation.h"
 #include "peer.grpc.pb.h"
+#include "peer/payload.h"
 
 namespace mycel::peer {
 namespace {
@@ -1322,17 +1323,32 @@ TEST_F(GossipAvailabilityTest, SilentNeighbourIsBoundedByThePullDeadline) {
 // Two real nodes converge.
 // =========================================================================
 
+// The largest coordinate gap between two nodes' weights.
+float MaxGap(Node& a, Node& b) {
+  auto x = a.shared.Get(), y = b.shared.Get();
+  float g = 0;
+  for (size_t i = 0; i < kSize; ++i) g = std::max(g, std::fabs(x[i] - y[i]));
+  return g;
+}
+
+// Two starts on either side of `initial` (its average), as after local training.
+void DriftApart(const std::vector<float>& initial, std::vector<float>* a, std::vector<float>* b) {
+  a->resize(kSize);
+  b->resize(kSize);
+  for (size_t i = 0; i < kSize; ++i) {
+    const float d = 0.25f + 0.015625f * static_cast<float>(i % 13);
+    (*a)[i] = initial[i] + d;
+    (*b)[i] = initial[i] - d;
+  }
+}
+
 TEST(GossipPairTest, TwoNodesConvergeTowardTheirAverage) {
   auto a_id = NewIdentity();
   auto b_id = NewIdentity();
   // Both start from the same weights (the average), then drift apart, as
   // after local training.
-  std::vector<float> initial = Ramp(0.0f, 0.0078125f), xa0(kSize), xb0(kSize), avg = initial;
-  for (size_t i = 0; i < kSize; ++i) {
-    float d = 0.25f + 0.015625f * static_cast<float>(i % 13);
-    xa0[i] = initial[i] + d;
-    xb0[i] = initial[i] - d;
-  }
+  std::vector<float> initial = Ramp(0.0f, 0.0078125f), xa0, xb0, avg = initial;
+  DriftApart(initial, &xa0, &xb0);
 
   // Ports first (each pins the other's address), then both start together so
   // neither is a stale-only mirror of the other for long.
@@ -1346,12 +1362,7 @@ TEST(GossipPairTest, TwoNodesConvergeTowardTheirAverage) {
   ASSERT_EQ(a->address(), a_addr);
   ASSERT_EQ(b->address(), b_addr);
 
-  auto max_gap = [&] {
-    auto x = a->shared.Get(), y = b->shared.Get();
-    float g = 0;
-    for (size_t i = 0; i < kSize; ++i) g = std::max(g, std::fabs(x[i] - y[i]));
-    return g;
-  };
+  auto max_gap = [&] { return MaxGap(*a, *b); };
   ASSERT_TRUE(WaitFor([&] { return max_gap() < 1e-4f; }, 20)) << "gap " << max_gap();
 
   auto xa = a->shared.Get(), xb = b->shared.Get();
@@ -1648,4 +1659,232 @@ TEST_F(GossipOverrunTest, ARoundThatRunsLongSkipsAheadAndCountsWhatItMissed) {
   const GossipTotals t = a->gossip->Totals();
   EXPECT_GE(t.rounds_missed, 2 * (t.rounds - 1)) << t.rounds_missed << " missed in " << t.rounds;
 }
+
+// =========================================================================
+// Dial-out: a node that cannot be called exchanges both ways on its calls.
+// =========================================================================
+
+config::PeerOptions DialsIn(const std::string& name, const crypto::Identity& id) {
+  config::PeerOptions p = PeerAt(name, "", id);
+  p.dials_in = true;
+  return p;
+}
+
+TEST(GossipDialOutTest, ANodeThatDoesNotListenExchangesBothWays) {
+  auto a_id = NewIdentity();
+  auto b_id = NewIdentity();
+  std::vector<float> initial = Ramp(0.0f, 0.0078125f), xa0, xb0;
+  DriftApart(initial, &xa0, &xb0);
+  // B listens and pins A as one that dials in; A listens nowhere.
+  auto peer_a = DialsIn("A", *a_id);
+  auto b = MakeNode("B", std::move(b_id), initial, xb0, "127.0.0.1:0", {peer_a});
+  auto a = MakeNode("A", std::move(a_id), initial, xa0, "", {PeerAt("B", b->address(), *b->id)}, {}, FastOptions(),
+                    true, [](GossipOptions& o) { o.dial_out = true; });
+  EXPECT_EQ(a->gossip->Totals().listen_port, 0);
+  auto max_gap = [&] { return MaxGap(*a, *b); };
+  // Only both directions close the gap: B's side of it moves only by what A hands over.
+  ASSERT_TRUE(WaitFor([&] { return max_gap() < 1e-4f; }, 20)) << "gap " << max_gap();
+  ASSERT_TRUE(WaitFor([&] { return b->peer(0).deltas_accepted >= 1 && a->peer(0).deltas_accepted >= 1; }));
+  const PeerStatus at_b = b->peer(0), at_a = a->peer(0);
+  EXPECT_TRUE(at_b.dials_in);
+  EXPECT_EQ(at_b.state, "connected");
+  EXPECT_GE(at_b.keyframes_accepted, 1);
+  EXPECT_GT(at_b.bytes_received, 0);
+  EXPECT_GT(at_b.served, 0);
+  EXPECT_EQ(at_b.refused, 0);
+  EXPECT_GE(at_a.handed_over, 2);
+  EXPECT_EQ(at_a.hand_overs_refused, 0);
+  EXPECT_GT(at_a.bytes_sent, 0);
+  EXPECT_EQ(at_a.state, "connected");
+  // B's mirror of A follows A's own log.
+  EXPECT_GT(b->fed->mirror_stats(0).epoch, 0u);
+}
+
+TEST(GossipDialOutTest, ANeighbourWithAnAddressIsNotAskedToHandOver) {
+  auto a_id = NewIdentity();
+  auto b_id = NewIdentity();
+  std::vector<float> initial = Ramp(0.0f, 0.0078125f);
+  // B pins A at an address (nobody there): B pulls A itself, so A's
+  // Exchange is answered like a Pull.
+  auto b = MakeNode("B", std::move(b_id), initial, initial, "127.0.0.1:0", {PeerAt("A", DeadAddress(), *a_id)});
+  auto a = MakeNode("A", std::move(a_id), initial, initial, "", {PeerAt("B", b->address(), *b->id)}, {},
+                    FastOptions(), true, [](GossipOptions& o) { o.dial_out = true; });
+  ASSERT_TRUE(WaitFor([&] { return a->peer(0).pulls_ok >= 3; }));
+  EXPECT_EQ(a->peer(0).handed_over, 0);
+  EXPECT_EQ(b->peer(0).keyframes_accepted + b->peer(0).deltas_accepted, 0);
+}
+
+// B pins A as dialling in; the test speaks for A on raw Exchange calls.
+class GossipHandOverTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    a_ = NewIdentity();
+    initial_ = Ramp(0.0f, 0.0078125f);
+    b_ = MakeNode("B", NewIdentity(), initial_, initial_, "127.0.0.1:0", {DialsIn("A", *a_)});
+    stub_ = Peer::NewStub(grpc::CreateChannel(b_->address(), grpc::InsecureChannelCredentials()));
+    // A's own log: one published round, so a hand-over carries a keyframe.
+    a_fed_ = std::move(federation::Federation::Create({}, initial_, 1, 1)).value();
+    std::vector<float> x = Ramp(0.5f, 0.001f);
+    a_fed_->Publish(x.data(), 10);
+  }
+
+  using Call = grpc::ClientReaderWriter<ExchangeUp, PullChunk>;
+  using Upload = std::function<void(crypto::ClientSession&, const PullHeader&, Call&)>;
+
+  // One Exchange as A: the answer is opened (the test fails if it is not
+  // whole), then `upload` sends what it likes and our half is closed.
+  // deadline_s 0: the call has none.
+  grpc::Status Exchange(const Upload& upload, double deadline_s = 5, PullHeader* asked = nullptr) {
+    grpc::ClientContext ctx;
+    if (deadline_s > 0) {
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(static_cast<int64_t>(deadline_s * 1000)));
+    }
+    auto session = Begin(*a_, b_->id->public_key(), Params(0, 0));
+    auto call = stub_->Exchange(&ctx);
+    ExchangeUp hello;
+    hello.set_hello(session->hello());
+    EXPECT_TRUE(call->Write(hello));
+    PullChunk c;
+    EXPECT_TRUE(call->Read(&c));
+    auto header_bytes = session->AcceptReply(c.reply());
+    EXPECT_TRUE(header_bytes.ok()) << header_bytes.status();
+    PullHeader header;
+    EXPECT_TRUE(header.ParseFromString(*header_bytes));
+    bool final = false;
+    while (!final && call->Read(&c)) EXPECT_TRUE(session->Open(c.sealed(), &final).ok());
+    EXPECT_TRUE(final);
+    if (asked) *asked = header;
+    upload(*session, header, *call);
+    call->WritesDone();
+    EXPECT_FALSE(call->Read(&c)) << "B sent more after its answer";
+    return call->Finish();
+  }
+
+  // A's honest hand-over of what B asked for; `edit` may spoil the header
+  // or a sealed chunk (index 0: the header's) before it is sent.
+  Upload HandOver(const std::function<void(PullHeader&)>& edit_header = nullptr,
+                  const std::function<void(int, std::string&)>& edit_chunk = nullptr, bool extra_chunk = false) {
+    return [this, edit_header, edit_chunk, extra_chunk](crypto::ClientSession& session, const PullHeader& asked,
+                                                        Call& call) {
+      EXPECT_TRUE(asked.hand_over());
+      federation::SharedPullAnswer shared = a_fed_->AnswerShared(asked.want_epoch(), asked.want_after_seq());
+      PayloadPieces payload(shared);
+      PullHeader h;
+      h.set_epoch(shared.answer.epoch);
+      h.set_from_seq(shared.answer.from_seq);
+      h.set_to_seq(shared.answer.to_seq);
+      h.set_keyframe(shared.answer.keyframe);
+      h.set_codec(shared.answer.codec);
+      h.set_fingerprint(kFingerprint);
+      h.set_samples_trained(shared.answer.samples_trained);
+      h.set_degree(shared.answer.degree);
+      h.set_count(static_cast<uint32_t>(shared.deltas.size()));
+      h.set_payload_bytes(payload.size());
+      h.set_parameters(kSize);
+      if (edit_header) edit_header(h);
+      ExchangeUp up;
+      up.set_stream(*session.StartUpstream());
+      session.SealUpTo(h.SerializeAsString(), false, up.mutable_sealed());
+      if (edit_chunk) edit_chunk(0, *up.mutable_sealed());
+      call.Write(up);
+      up.clear_stream();
+      int i = 1;
+      SealPayload(payload, SealUp(session), up.mutable_sealed(), [&] {
+        if (edit_chunk) edit_chunk(i++, *up.mutable_sealed());
+        return call.Write(up);
+      }, kUpChunkBytes);
+      if (extra_chunk) call.Write(up);
+    };
+  }
+
+  std::unique_ptr<crypto::Identity> a_;
+  std::vector<float> initial_;
+  std::unique_ptr<Node> b_;
+  std::unique_ptr<Peer::Stub> stub_;
+  std::unique_ptr<federation::Federation> a_fed_;
+};
+
+TEST_F(GossipHandOverTest, AnHonestHandOverIsAppliedToTheMirror) {
+  grpc::Status st = Exchange(HandOver());
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  const PeerStatus a = b_->peer(0);
+  EXPECT_EQ(a.state, "connected");
+  EXPECT_EQ(a.keyframes_accepted, 1);
+  EXPECT_EQ(a.pulls_ok, 1);
+  EXPECT_GT(a.bytes_received, int64_t{kSize * 4});
+  EXPECT_EQ(b_->fed->mirror_stats(0).epoch, a_fed_->epoch());
+}
+
+TEST_F(GossipHandOverTest, ATamperedChunkIsRefusedAndTheMirrorStaysEmpty) {
+  grpc::Status st = Exchange(HandOver(nullptr, [](int i, std::string& sealed) {
+    if (i == 1) sealed[sealed.size() / 2] ^= 1;
+  }));
+  EXPECT_THAT(st.error_message(), StartsWith("tampered:"));
+  EXPECT_EQ(b_->peer(0).refusals["tampered"], 1);
+  EXPECT_EQ(b_->peer(0).state, "rejected");
+  EXPECT_EQ(b_->fed->mirror_stats(0).epoch, 0u);
+  // A later honest one is taken.
+  ASSERT_TRUE(Exchange(HandOver()).ok());
+  EXPECT_EQ(b_->peer(0).keyframes_accepted, 1);
+}
+
+TEST_F(GossipHandOverTest, AHeaderClaimingAnotherShapeIsBadShape) {
+  grpc::Status st = Exchange(HandOver([](PullHeader& h) { h.set_parameters(kSize + 1); }));
+  EXPECT_THAT(st.error_message(), StartsWith("bad_shape:"));
+  st = Exchange(HandOver([](PullHeader& h) { h.set_payload_bytes(uint64_t{1} << 40); }));
+  EXPECT_THAT(st.error_message(), StartsWith("bad_shape:"));
+  EXPECT_EQ(b_->peer(0).refusals["bad_shape"], 2);
+  EXPECT_EQ(b_->fed->mirror_stats(0).epoch, 0u);
+}
+
+TEST_F(GossipHandOverTest, AnotherModelsHandOverIsAFingerprintMismatch) {
+  grpc::Status st = Exchange(HandOver([](PullHeader& h) { h.set_fingerprint("another-model"); }));
+  EXPECT_THAT(st.error_message(), StartsWith("fingerprint_mismatch:"));
+  EXPECT_EQ(b_->fed->mirror_stats(0).epoch, 0u);
+}
+
+TEST_F(GossipHandOverTest, ChunksAfterTheFinalOneAreTrailingData) {
+  grpc::Status st = Exchange(HandOver(nullptr, nullptr, /*extra_chunk=*/true));
+  EXPECT_THAT(st.error_message(), StartsWith("trailing_data:"));
+  EXPECT_EQ(b_->fed->mirror_stats(0).epoch, 0u);
+}
+
+TEST_F(GossipHandOverTest, AHandOverThatStopsShortIsTruncated) {
+  grpc::Status st = Exchange([](crypto::ClientSession& session, const PullHeader&, Call& call) {
+    ExchangeUp up;
+    up.set_stream(*session.StartUpstream());
+    PullHeader h;
+    h.set_fingerprint(kFingerprint);
+    h.set_parameters(kSize);
+    h.set_keyframe(true);
+    h.set_payload_bytes(kSize * 4);
+    session.SealUpTo(h.SerializeAsString(), false, up.mutable_sealed());
+    call.Write(up);  // then nothing: our half closes without the payload
+  });
+  EXPECT_THAT(st.error_message(), StartsWith("truncated:"));
+  EXPECT_EQ(b_->peer(0).refusals["truncated"], 1);
+}
+
+TEST_F(GossipHandOverTest, AStalledHandOverEndsAtTheCallsDeadlineAndServingGoesOn) {
+  const auto t0 = std::chrono::steady_clock::now();
+  grpc::Status st = Exchange([](crypto::ClientSession&, const PullHeader&, Call&) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // past the 1.5 s deadline
+  }, 1.5);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  ASSERT_TRUE(WaitFor([&] { return b_->peer(0).refusals["too_slow"] == 1; }, 5))
+      << "the stalled hand-over still holds B's handler";
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 8);
+  ASSERT_TRUE(Exchange(HandOver()).ok());
+  EXPECT_EQ(b_->peer(0).keyframes_accepted, 1);
+}
+
+TEST_F(GossipHandOverTest, ACallWithoutADeadlineIsNotAskedForItsDeltas) {
+  PullHeader asked;
+  grpc::Status st = Exchange([](crypto::ClientSession&, const PullHeader&, Call&) {}, 0, &asked);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_FALSE(asked.hand_over());
+  EXPECT_EQ(b_->peer(0).refusals["no_deadline"], 1);
+}
+
 }  // namespace mycel::peer
