@@ -59,8 +59,7 @@ absl::StatusOr<std::unique_ptr<Dashboard>> Dashboard::Start(const std::string& l
   std::unique_ptr<Dashboard> d(new Dashboard());
   d->token_ = crypto::RandomHex(16);
   const std::string token = d->token_;
-  std::string page = kDashboardPage;
-  page.replace(page.find("{{TOKEN}}"), 9, token);
+  const std::string page = kDashboardPage;
   auto handle = [&node, accept = std::move(accept), token, page](const HttpRequest& req) -> HttpResponse {
     const bool read = req.method == "GET" || req.method == "HEAD";
     if (req.path == "/" || req.path == "/api/state" || req.path == "/api/history") {

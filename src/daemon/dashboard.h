@@ -7,11 +7,13 @@
 // Served by metrics::LoopbackHttpServer: loopback only, and a request whose
 // Host is not a loopback name is refused (DNS rebinding). Requests that
 // change anything are POSTs that must carry the token this start made
-// (X-Mycel-Token: the page has it; another site's page cannot read it, and
-// cannot send the header without a CORS preflight we never allow), so no
-// other site can pause this daemon or pin a peer through the browser.
+// (X-Mycel-Token). The token is in no page: `mycel status` prints the
+// address with it as the fragment (http://127.0.0.1:PORT/#TOKEN), and only
+// the owner reaches the control socket, so another user of the machine can
+// read the page but change nothing. Another site's page can neither learn
+// the token nor send the header without a CORS preflight, never allowed.
 //
-//   GET  /                  the page (the token in a <meta>)
+//   GET  /                  the page (it takes the token from its address's fragment)
 //   GET  /api/state         {"status": StatusReply, "peers": PeersReply} as JSON
 //   GET  /api/history       HistoryReply as JSON (?since=UNIX_S)
 //   POST /api/pause, /api/resume

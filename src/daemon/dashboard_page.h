@@ -1,7 +1,8 @@
 // The dashboard's one page (daemon/dashboard.h): plain HTML, CSS and
 // JavaScript, no framework and nothing fetched from elsewhere. It polls
 // /api/state every 2 s and /api/history every 5 s, draws accuracy and loss
-// against time as SVG, and sends changes with the token in its <meta>.
+// against time as SVG, and sends changes with the token from its address's
+// fragment.
 #pragma once
 
 namespace mycel {
@@ -10,7 +11,6 @@ inline constexpr char kDashboardPage[] = R"HTML(<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<meta name="mycel-token" content="{{TOKEN}}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>mycel</title>
 <style>
@@ -28,6 +28,7 @@ svg { border: 1px solid #ddd; background: #fcfcfc; } .legend span { margin-right
 <div><b id="state">…</b> <span id="reason" class="muted"></span></div>
 <div id="numbers" class="muted"></div>
 <p><button id="pause">Pause</button><button id="resume">Resume</button><span id="message"></span></p>
+<p id="notoken" class="bad" hidden>This page was opened without its token: it shows, but cannot change anything. Open the address <code>mycel status</code> prints (it ends in #token).</p>
 
 <h2>Accuracy and loss</h2>
 <div class="legend"><span style="color:#1f6feb">■ validation accuracy</span><span style="color:#d1242f">■ validation loss (scaled to its largest)</span><span id="plotinfo" class="muted"></span></div>
@@ -51,7 +52,19 @@ svg { border: 1px solid #ddd; background: #fcfcfc; } .legend span { margin-right
 
 <script>
 "use strict";
-const TOKEN = document.querySelector('meta[name="mycel-token"]').content;
+// The token comes in the address's fragment (`mycel status` prints it; a
+// fragment is never sent to a server), is kept for this tab, and leaves the
+// address bar.
+let TOKEN = "";
+function takeToken() {
+  if (location.hash.length > 1) {
+    sessionStorage.setItem("mycel-token", location.hash.slice(1));
+    history.replaceState(null, "", location.pathname);
+  }
+  TOKEN = sessionStorage.getItem("mycel-token") || "";
+  document.getElementById("notoken").hidden = TOKEN !== "";
+}
+window.addEventListener("hashchange", takeToken);
 const $ = (id) => document.getElementById(id);
 const num = (v) => (v === undefined || v === null || v === "NaN") ? NaN : Number(v);
 const fmt = (v, d) => isNaN(v) ? "–" : v.toFixed(d);
@@ -139,6 +152,7 @@ async function plot() {
   $("t1").textContent = new Date(t1 * 1000).toLocaleTimeString();
 }
 
+takeToken();
 refresh(); plot();
 setInterval(refresh, 2000);
 setInterval(plot, 5000);

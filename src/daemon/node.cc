@@ -244,7 +244,8 @@ absl::Status Node::Start() {
     if (ui.ok()) {
       ui_port_ = (*ui)->port();
       dashboard_ = std::move(ui).value();
-      Logger("node")->info("dashboard on {}", UiUrl());
+      Logger("node")->info("dashboard on {} (`mycel status` prints its address with the token to change things)",
+                           UiUrl(/*with_token=*/false));
     } else {
       Logger("node")->error("no dashboard: {}", ui.status().message());
     }
@@ -726,11 +727,12 @@ absl::StatusOr<control::PeersReply> Node::GetPeers() {
   return r;
 }
 
-std::string Node::UiUrl() const {
+std::string Node::UiUrl(bool with_token) const {
   const int port = ui_port_.load();
   if (port == 0) return "";
   const std::string& listen = config_.node.ui_listen;
-  return "http://" + listen.substr(0, listen.rfind(':')) + ":" + std::to_string(port) + "/";
+  return "http://" + listen.substr(0, listen.rfind(':')) + ":" + std::to_string(port) + "/" +
+         (with_token ? "#" + dashboard_->token() : "");
 }
 
 absl::StatusOr<std::string> Node::AcceptPending(const std::string& fingerprint) {

@@ -81,8 +81,9 @@ class Node : public control::ControlHandler {
   std::string MetricsText();
   // "http://127.0.0.1:PORT/metrics", or "" without an endpoint. Any thread.
   std::string MetricsUrl() const;
-  // "http://127.0.0.1:PORT/", or "" without a dashboard. Any thread.
-  std::string UiUrl() const;
+  // "http://127.0.0.1:PORT/#TOKEN" (the token only `with_token`), or ""
+  // without a dashboard. Any thread once Start has returned.
+  std::string UiUrl(bool with_token = true) const;
   // Records each validation pass the trainer makes into history_ (its own
   // thread, between Start and Shutdown: it polls the trainer's stats).
   void RecordHistory();

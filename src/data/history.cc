@@ -38,11 +38,18 @@ struct Stmt {
   ~Stmt() { sqlite3_finalize(st); }
 };
 
+// DataLoss when the file is not a readable database (it may be moved
+// aside); Unavailable for anything else (busy, full disk, permissions),
+// which leaves the file alone.
 absl::Status OpenAndCheck(const std::string& path, sqlite3** db) {
-  if (sqlite3_open_v2(path.c_str(), db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                      nullptr) != SQLITE_OK) {
-    return absl::DataLossError(absl::StrCat(path, ": ", *db ? sqlite3_errmsg(*db) : "cannot open"));
-  }
+  auto fail = [&](int rc, const std::string& why) {
+    const bool damaged = rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB;
+    const std::string msg = absl::StrCat(path, ": ", why);
+    return damaged ? absl::DataLossError(msg) : absl::UnavailableError(msg);
+  };
+  int rc = sqlite3_open_v2(path.c_str(), db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) return fail(rc, *db ? sqlite3_errmsg(*db) : "cannot open");
   sqlite3_busy_timeout(*db, 2000);
   char* err = nullptr;
   // quick_check reads every page: a damaged file is found here, not mid-run.
@@ -51,18 +58,22 @@ absl::Status OpenAndCheck(const std::string& path, sqlite3** db) {
     *static_cast<std::string*>(out) = values[0] ? values[0] : "";
     return 0;
   };
-  if (sqlite3_exec(*db, "PRAGMA quick_check", keep, &verdict, &err) != SQLITE_OK || verdict != "ok") {
+  rc = sqlite3_exec(*db, "PRAGMA quick_check", keep, &verdict, &err);
+  if (rc != SQLITE_OK || verdict != "ok") {
     std::string why = err ? err : verdict;
     sqlite3_free(err);
-    return absl::DataLossError(absl::StrCat(path, ": ", why));
+    return fail(rc == SQLITE_OK ? SQLITE_CORRUPT : rc, why);
   }
-  if (sqlite3_exec(*db, kSchema, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string why = err ? err : "schema";
-    sqlite3_free(err);
-    return absl::DataLossError(absl::StrCat(path, ": ", why));
+  // WAL with synchronous=NORMAL: a power loss may lose the last passes,
+  // never the file.
+  for (const char* sql : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", kSchema}) {
+    rc = sqlite3_exec(*db, sql, nullptr, nullptr, &err);
+    if (rc != SQLITE_OK) {
+      std::string why = err ? err : sql;
+      sqlite3_free(err);
+      return fail(rc, why);
+    }
   }
-  // A lost last row or two on power loss is fine for a record; no fsync per pass.
-  sqlite3_exec(*db, "PRAGMA synchronous=OFF", nullptr, nullptr, nullptr);
   return absl::OkStatus();
 }
 
@@ -74,6 +85,7 @@ absl::StatusOr<std::unique_ptr<History>> History::Open(const std::string& path, 
   std::unique_ptr<History> h(new History());
   h->max_rows_ = std::max<int64_t>(1, max_rows);
   absl::Status s = OpenAndCheck(path, &h->db_);
+  if (!s.ok() && !absl::IsDataLoss(s)) return s;  // not damage: the file stays as it is
   if (!s.ok()) {
     sqlite3_close(h->db_);
     h->db_ = nullptr;
@@ -84,6 +96,8 @@ absl::StatusOr<std::unique_ptr<History>> History::Open(const std::string& path, 
     if (moved) *moved = aside + " (" + std::string(s.message()) + ")";
     if (auto again = OpenAndCheck(path, &h->db_); !again.ok()) return again;
   }
+  // Bounded across restarts too, not only every 1% of max_rows inserts.
+  if (auto trimmed = h->Trim(); !trimmed.ok()) return trimmed;
   return h;
 }
 
@@ -120,10 +134,12 @@ absl::Status History::Record(const HistoryEntry& e) {
   sqlite3_bind_text(s.st, 11, e.state.c_str(), -1, SQLITE_TRANSIENT);
   if (sqlite3_step(s.st) != SQLITE_DONE) return absl::InternalError(absl::StrCat("history: ", sqlite3_errmsg(db_)));
   // Bounded: every 1% of max_rows inserts, the oldest beyond max_rows go.
-  if (++inserts_ % std::max<int64_t>(1, max_rows_ / 100) == 0) {
-    return Exec(absl::StrCat("DELETE FROM passes WHERE rowid <= (SELECT MAX(rowid) FROM passes) - ", max_rows_).c_str());
-  }
+  if (++inserts_ % std::max<int64_t>(1, max_rows_ / 100) == 0) return Trim();
   return absl::OkStatus();
+}
+
+absl::Status History::Trim() {
+  return Exec(absl::StrCat("DELETE FROM passes WHERE rowid <= (SELECT MAX(rowid) FROM passes) - ", max_rows_).c_str());
 }
 
 absl::StatusOr<std::vector<HistoryEntry>> History::Since(double since_unix_s, int64_t limit) const {

@@ -4,9 +4,10 @@
 // One row per validation pass: the time, the step, accuracy and losses, the
 // learning rate, and the gossip rounds and bytes so far. At most kMaxRows
 // rows are kept (the oldest go), a few MB. The history is a record, not
-// state: a file that cannot be opened or read is moved aside (named in the
-// log) and a new one started, and a failed write is logged and skipped; the
-// daemon never stops for it.
+// state: a damaged file (not a database, or failing its quick_check) is
+// moved aside (named in the log) and a new one started; other errors (a
+// full disk, permissions) leave the file alone, and a failed write is
+// logged and skipped; the daemon never stops for it.
 //
 // Thread-safe: one connection behind a mutex.
 #pragma once
@@ -41,9 +42,10 @@ class History {
  public:
   static constexpr int64_t kMaxRows = 100000;
 
-  // Opens or creates `path`. A file that is not a readable history is
-  // renamed to `path`.corrupt-<unix time> and a new one created; `*moved`
-  // (if given) says where it went ("" if nothing was moved).
+  // Opens or creates `path`. A damaged file is renamed to
+  // `path`.corrupt-<unix time> and a new one created; `*moved` (if given)
+  // says where it went ("" if nothing was moved). Other errors are returned
+  // (Unavailable) and the file is left alone.
   // `max_rows`: rows kept (the oldest beyond it are deleted every
   // max(1, max_rows / 100) inserts).
   static absl::StatusOr<std::unique_ptr<History>> Open(const std::string& path, std::string* moved = nullptr,
@@ -60,6 +62,8 @@ class History {
  private:
   History() = default;
   absl::Status Exec(const char* sql) const;
+  // Deletes the oldest rows beyond max_rows_.
+  absl::Status Trim();
   mutable std::mutex mu_;
   sqlite3* db_ = nullptr;
   int64_t max_rows_ = kMaxRows;

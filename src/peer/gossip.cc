@@ -35,11 +35,10 @@ constexpr int kMaxRequestMessage = 64 << 10; // a Pull request is a Hello of a f
 // service manager takes longer than it (RestartSec=5).
 constexpr int64_t kReplayWindowS = 120;
 constexpr int64_t kReplayFloorSlackS = 2;
-// A hand-over is asked for only on a call that ends within this long (gRPC
-// ends the call at its deadline, which frees the handler's thread), so a
-// pinned neighbour that stalls its hand-over holds a thread no longer. Our
-// own client's deadline is pull_timeout_s.
-constexpr int64_t kMaxHandOverS = 120;
+// Exchange calls waiting for their Hello, at most: a streaming handler
+// starts before any message has come, so an unauthenticated caller could
+// otherwise hold server threads by opening calls and sending nothing.
+constexpr int kMaxAwaitingHello = 4;
 // The payload format, its chunking and its bounds: peer/payload.h.
 
 absl::Status Refuse(const std::string& reason, const std::string& detail) {
@@ -59,9 +58,7 @@ std::string Reason(const absl::Status& s) {
       "fingerprint_mismatch", "bad_shape", "trailing_data", "too_slow",
       // federation::Federation::Apply and codecs
       "non_finite", "norm_bound", "out_of_order", "unknown_codec", "bad_index", "bad_epoch", "bad_seq",
-      "bad_counts", "bad_peer",
-      // a neighbour that dials in
-      "no_deadline"};
+      "bad_counts", "bad_peer"};
   std::string msg(s.message());
   std::string word = msg.substr(0, msg.find(':'));
   for (const char* r : kReasons) {
@@ -170,6 +167,70 @@ PeerStatus NewPeerStatus(const config::PeerOptions& p) {
   return ps;
 }
 
+// Cancels server calls that overstay: one thread, woken every 100 ms while
+// any call is watched. A call is watched from its handler's start to its
+// end (Guard), so a context is never touched after its handler returned.
+class CallWatch {
+ public:
+  CallWatch() : thread_([this] { Run(); }) {}
+  ~CallWatch() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  class Guard {
+   public:
+    Guard(CallWatch& w, grpc::ServerContext* ctx, double within_s) : w_(w), ctx_(ctx) { Extend(within_s); }
+    ~Guard() {
+      std::lock_guard<std::mutex> lock(w_.mu_);
+      w_.until_.erase(ctx_);
+    }
+    // The call must now be over within `within_s` from now.
+    void Extend(double within_s) {
+      {
+        std::lock_guard<std::mutex> lock(w_.mu_);
+        w_.until_[ctx_] = Clock::Real()->MonotonicSeconds() + within_s;
+      }
+      w_.cv_.notify_all();
+    }
+
+   private:
+    CallWatch& w_;
+    grpc::ServerContext* ctx_;
+  };
+
+ private:
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      if (until_.empty()) {
+        cv_.wait(lock, [this] { return stop_ || !until_.empty(); });
+        continue;
+      }
+      cv_.wait_for(lock, std::chrono::milliseconds(100));
+      const double now = Clock::Real()->MonotonicSeconds();
+      for (auto it = until_.begin(); it != until_.end();) {
+        if (it->second > now) {
+          ++it;
+          continue;
+        }
+        it->first->TryCancel();  // its blocked Read or Write returns false
+        it = until_.erase(it);
+      }
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<grpc::ServerContext*, double> until_;  // call → monotonic s it must be over by
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 }  // namespace
 
 struct Gossip::Impl : public Peer::Service {
@@ -212,6 +273,10 @@ struct Gossip::Impl : public Peer::Service {
   };
   std::map<std::string, PairingBucket> pairing_buckets;
   double pairing_logged_at = -1e9;                       // guarded by mu: one "asks to pair" line a second at most
+
+  std::set<std::string> handing_over;                    // guarded by mu: keys whose hand-over is under way
+  std::atomic<int> awaiting_hello{0};                    // Exchange calls whose Hello has not come
+  CallWatch watchdog;                                    // cancels Exchange calls that overstay
 
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<PeerListener> listener;  // accepts for server, within PeerServerLimits
@@ -367,8 +432,23 @@ struct Gossip::Impl : public Peer::Service {
   }
 
   grpc::Status Exchange(grpc::ServerContext* ctx, grpc::ServerReaderWriter<PullChunk, ExchangeUp>* stream) override {
+    // Until its Hello the caller is nobody: few such calls at once, each
+    // cancelled if the Hello is not in within hello_timeout_s; then the whole
+    // call within max_exchange_s, whatever deadline the caller set.
+    if (awaiting_hello.fetch_add(1) >= kMaxAwaitingHello) {
+      awaiting_hello.fetch_sub(1);
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "busy: too many calls waiting for their hello");
+    }
+    CallWatch::Guard watch(watchdog, ctx, options.hello_timeout_s);
     ExchangeUp first;
-    if (!stream->Read(&first)) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed: no hello");
+    const bool got = stream->Read(&first);
+    awaiting_hello.fetch_sub(1);
+    if (!got) {
+      std::lock_guard<std::mutex> lock(mu);
+      CountRefusal(-1, "too_slow", "an Exchange sent no hello within " + std::to_string(options.hello_timeout_s) + " s");
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "too_slow: no hello");
+    }
+    watch.Extend(options.max_exchange_s);
     return Serve(ctx, first.hello(), [stream](const PullChunk& c) { return stream->Write(c); },
                  [stream](ExchangeUp* up) { return stream->Read(up); });
   }
@@ -412,23 +492,29 @@ struct Gossip::Impl : public Peer::Service {
     PayloadPieces payload(shared);
     PullHeader header = MakeHeader(shared, payload);
     // A neighbour we cannot call hands its own deltas over on this call, from
-    // where our mirror of it stands. Only within a deadline the call carries:
-    // the reads below block, and gRPC ends the call at its deadline.
+    // where our mirror of it stands; one hand-over per neighbour at a time,
+    // so a hostile one holds one server thread at most (for max_exchange_s).
     if (read_up) {
       std::lock_guard<std::mutex> lock(mu);
       const int j = PeerIndexLocked(sender);
-      if (j >= 0 && roster->peers[j].dials_in) {
-        if (ctx->deadline() > std::chrono::system_clock::now() + std::chrono::seconds(kMaxHandOverS)) {
-          CountRefusal(j, "no_deadline", "its call has no deadline within " + std::to_string(kMaxHandOverS) +
-                                             " s, so it was not asked for its deltas");
-        } else {
-          auto [epoch, after] = fed.Cursor(j);
-          header.set_hand_over(true);
-          header.set_want_epoch(epoch);
-          header.set_want_after_seq(after);
-        }
+      if (j >= 0 && roster->peers[j].dials_in && handing_over.insert(sender).second) {
+        auto [epoch, after] = fed.Cursor(j);
+        header.set_hand_over(true);
+        header.set_want_epoch(epoch);
+        header.set_want_after_seq(after);
       }
     }
+    // Whatever happens below, the neighbour may hand over again afterwards.
+    struct HandOverSlot {
+      Impl* impl;
+      const std::string* sender;
+      bool held;
+      ~HandOverSlot() {
+        if (!held) return;
+        std::lock_guard<std::mutex> lock(impl->mu);
+        impl->handing_over.erase(*sender);
+      }
+    } slot{this, &sender, header.hand_over()};
     auto reply = (*session)->Reply(header.SerializeAsString());
     if (!reply.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, std::string(reply.status().message()));
     int64_t sent = 0;
@@ -547,7 +633,7 @@ struct Gossip::Impl : public Peer::Service {
     ExchangeUp up;
     auto ended = [&](const char* what) {
       if (ctx->IsCancelled()) {
-        return Refuse("too_slow", std::string(what) + ": the call ended at its deadline (" +
+        return Refuse("too_slow", std::string(what) + ": the call ended at its deadline or max_exchange_s (" +
                                       std::to_string(got->bytes) + " bytes)");
       }
       return Refuse("truncated", what);

@@ -84,6 +84,13 @@ struct GossipOptions {
   // model is ~50 KiB.
   double min_transfer_bytes_per_s = 16 << 10;
   double min_transfer_grace_s = 2;
+  // Serving an Exchange (a dial-out neighbour's call): its Hello must come
+  // within hello_timeout_s of the call's start (a streaming handler runs
+  // before any message; an unauthenticated caller may not hold it), and the
+  // whole call, its hand-over included, must end within max_exchange_s,
+  // whatever deadline the caller set. Past either, the call is cancelled.
+  double hello_timeout_s = 5;
+  double max_exchange_s = 120;
   // When set and true at a round's start, the round is skipped: no local
   // steps, publish, pull or merge. Serving neighbours goes on.
   std::function<bool()> hold_rounds;

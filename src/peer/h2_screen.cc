@@ -83,6 +83,28 @@ std::string_view H2ClientScreen::Feed(const uint8_t* data, size_t n, double now_
   return failed_;
 }
 
+void H2ClientScreen::FeedServer(const uint8_t* data, size_t n) {
+  while (n > 0) {
+    if (server_skip_ > 0) {
+      const uint32_t take = static_cast<uint32_t>(std::min<size_t>(n, server_skip_));
+      server_skip_ -= take;
+      data += take, n -= take;
+      continue;
+    }
+    const size_t take = std::min(n, sizeof(server_header_) - server_header_have_);
+    std::memcpy(server_header_ + server_header_have_, data, take);
+    server_header_have_ += take;
+    data += take, n -= take;
+    if (server_header_have_ < sizeof(server_header_)) break;
+    server_header_have_ = 0;
+    const uint8_t* h = server_header_;
+    server_skip_ = (uint32_t{h[0]} << 16) | (uint32_t{h[1]} << 8) | h[2];
+    const uint8_t type = h[3], flags = h[4];
+    const uint32_t stream = ((uint32_t{h[5]} << 24) | (uint32_t{h[6]} << 16) | (uint32_t{h[7]} << 8) | h[8]) & 0x7fffffffu;
+    if (stream != 0 && (type == kRstStream || (type == kHeaders && (flags & kEndStream)))) streams_.erase(stream);
+  }
+}
+
 std::string_view H2ClientScreen::OnHeader() {
   length_ = (uint32_t{header_[0]} << 16) | (uint32_t{header_[1]} << 8) | header_[2];
   type_ = header_[3];

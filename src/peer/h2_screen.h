@@ -11,9 +11,9 @@
 //     message is in (8 such Pulls: +89 MiB before the quota reset them).
 // The screen enforces both, plus a few bounds of the same kind, on the
 // client's bytes alone: it parses HTTP/2 frame headers (9 bytes each), the
-// gRPC message prefixes in DATA, and never HPACK. The peer port serves one
-// unary-request method (Pull), so what an honest neighbour sends is small:
-// one HEADERS frame and one message of a few KB per call.
+// gRPC message prefixes in DATA, and never HPACK. What an honest neighbour
+// sends is small: a Pull is one HEADERS frame and one message of a few KB;
+// an Exchange adds its hand-over in messages of at most 64 KiB.
 //
 // Pure logic over bytes, no sockets (PeerListener relays and calls it), so it
 // is unit-tested and fuzzed on its own. Not thread-safe: one per connection.
@@ -68,6 +68,15 @@ class H2ClientScreen {
   // later call returns the same: the connection must be closed.
   std::string_view Feed(const uint8_t* data, size_t n, double now_s);
 
+  // The server's bytes to the client, any split (frame headers only, the
+  // payloads are skipped): a stream the server ends (RST_STREAM, or HEADERS
+  // with END_STREAM: its trailers) is no longer the client's to finish. A
+  // bidirectional call the server answers and ends while the client has not
+  // half-closed (Exchange without a hand-over, or refused) would otherwise
+  // stay unfinished here and, after max_unfinished_streams of them, cut an
+  // honest connection.
+  void FeedServer(const uint8_t* data, size_t n);
+
   // The 24-byte client preface has arrived (an HTTP/2 client, not an idle
   // or raw TCP one).
   bool preface_done() const { return state_ != State::kPreface; }
@@ -112,6 +121,11 @@ class H2ClientScreen {
   double tokens_;
   double tokens_at_ = -1;
   std::map<uint32_t, Stream> streams_;  // unfinished streams (≤ max_unfinished_streams)
+  // FeedServer's place in the server's frames: a header being read, then
+  // its payload skipped. The server's 9-byte frames start at byte 0.
+  uint8_t server_header_[9];
+  size_t server_header_have_ = 0;
+  uint32_t server_skip_ = 0;
 };
 
 }  // namespace mycel::peer

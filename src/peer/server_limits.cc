@@ -417,6 +417,8 @@ void PeerListener::OnEvent(Endpoint* e, uint32_t events) {
             Close(c, refused);
             return;
           }
+        } else {
+          c->screen.FeedServer(to.data() + at, static_cast<size_t>(n));
         }
         continue;
       }

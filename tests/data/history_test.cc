@@ -73,6 +73,31 @@ TEST(HistoryTest, KeepsAtMostMaxRowsTheNewest) {
   EXPECT_EQ(all->back().steps, 999);
 }
 
+TEST(HistoryTest, TheBoundHoldsAcrossReopens) {
+  const std::string path = TempDir() + "/history.db";
+  // 40 passes a run, fewer than the 50 (1% of 5000) between trims while
+  // running: only a trim at each open keeps the bound.
+  for (int run = 0; run < 130; ++run) {
+    auto h = History::Open(path, nullptr, /*max_rows=*/5000);
+    ASSERT_TRUE(h.ok()) << h.status();
+    for (int i = 0; i < 40; ++i) ASSERT_TRUE((*h)->Record(Pass(run * 100 + i, run * 100 + i, 0.5)).ok());
+  }
+  auto h = History::Open(path, nullptr, 5000);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ((*h)->Since(0, 100000)->size(), 5000u);
+}
+
+TEST(HistoryTest, AFileItCannotOpenIsLeftAloneNotMovedAside) {
+  const std::string dir = TempDir();
+  // A directory where the file should be: not damage, an error.
+  std::filesystem::create_directory(dir + "/history.db");
+  std::string moved;
+  auto h = History::Open(dir + "/history.db", &moved);
+  EXPECT_FALSE(h.ok());
+  EXPECT_EQ(moved, "");
+  EXPECT_TRUE(std::filesystem::is_directory(dir + "/history.db"));
+}
+
 TEST(HistoryTest, AnUnreadableFileIsMovedAsideNamedAndANewOneStarts) {
   const std::string dir = TempDir();
   const std::string path = dir + "/history.db";

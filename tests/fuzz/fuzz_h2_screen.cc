@@ -3,7 +3,8 @@
 // holds more unfinished streams than its limit, and its verdict does not
 // depend on how the bytes were split into reads (a frame may arrive a byte
 // at a time): the same bytes fed whole and in the input's chunk sizes end
-// with the same reason, or both with none.
+// with the same reason, or both with none. Fed as the server's frames
+// (FeedServer), the bytes only ever free streams, whatever the split.
 //
 // Input: [chunk seed][bytes...]. The seeds start with a real client preface
 // and frames, so the fuzzer begins past the preface check.
@@ -34,5 +35,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   MYCEL_FUZZ_CHECK(a == b);
   MYCEL_FUZZ_CHECK(whole.unfinished_streams() <= limits.max_unfinished_streams);
+  // The same bytes as the server's frames, whole and split: they only ever
+  // make the screen forget streams, never add one, and the split does not
+  // change which.
+  const int before = whole.unfinished_streams();
+  whole.FeedServer(p, bytes.size());
+  for (size_t off = 0; off < bytes.size();) {
+    seed = seed * 1103515245u + 12345u;
+    const size_t n = std::min<size_t>(bytes.size() - off, 1 + (seed >> 16) % 64);
+    split.FeedServer(p + off, n);
+    off += n;
+  }
+  MYCEL_FUZZ_CHECK(whole.unfinished_streams() <= before);
+  if (a.empty()) MYCEL_FUZZ_CHECK(whole.unfinished_streams() == split.unfinished_streams());
   return 0;
 }

@@ -1709,7 +1709,12 @@ TEST(GossipDialOutTest, ANeighbourWithAnAddressIsNotAskedToHandOver) {
   auto b = MakeNode("B", std::move(b_id), initial, initial, "127.0.0.1:0", {PeerAt("A", DeadAddress(), *a_id)});
   auto a = MakeNode("A", std::move(a_id), initial, initial, "", {PeerAt("B", b->address(), *b->id)}, {},
                     FastOptions(), true, [](GossipOptions& o) { o.dial_out = true; });
-  ASSERT_TRUE(WaitFor([&] { return a->peer(0).pulls_ok >= 3; }));
+  // Many calls on one connection: each Exchange B ends without asking is
+  // forgotten by B's screen too, so the connection is never cut as one
+  // holding too many unfinished streams.
+  ASSERT_TRUE(WaitFor([&] { return a->peer(0).pulls_ok >= 20; }, 20));
+  EXPECT_EQ(a->peer(0).pulls_failed, 0) << a->peer(0).last_error;
+  EXPECT_EQ(b->gossip->Totals().connections_screened, 0);
   EXPECT_EQ(a->peer(0).handed_over, 0);
   EXPECT_EQ(b->peer(0).keyframes_accepted + b->peer(0).deltas_accepted, 0);
 }
@@ -1720,12 +1725,19 @@ class GossipHandOverTest : public ::testing::Test {
   void SetUp() override {
     a_ = NewIdentity();
     initial_ = Ramp(0.0f, 0.0078125f);
-    b_ = MakeNode("B", NewIdentity(), initial_, initial_, "127.0.0.1:0", {DialsIn("A", *a_)});
-    stub_ = Peer::NewStub(grpc::CreateChannel(b_->address(), grpc::InsecureChannelCredentials()));
+    StartB(nullptr);
     // A's own log: one published round, so a hand-over carries a keyframe.
     a_fed_ = std::move(federation::Federation::Create({}, initial_, 1, 1)).value();
     std::vector<float> x = Ramp(0.5f, 0.001f);
     a_fed_->Publish(x.data(), 10);
+  }
+
+  // (Re)starts B with `edit` applied to its options.
+  void StartB(const std::function<void(GossipOptions&)>& edit) {
+    b_.reset();
+    b_ = MakeNode("B", NewIdentity(), initial_, initial_, "127.0.0.1:0", {DialsIn("A", *a_)}, {}, FastOptions(), true,
+                  edit);
+    stub_ = Peer::NewStub(grpc::CreateChannel(b_->address(), grpc::InsecureChannelCredentials()));
   }
 
   using Call = grpc::ClientReaderWriter<ExchangeUp, PullChunk>;
@@ -1879,12 +1891,79 @@ TEST_F(GossipHandOverTest, AStalledHandOverEndsAtTheCallsDeadlineAndServingGoesO
   EXPECT_EQ(b_->peer(0).keyframes_accepted, 1);
 }
 
-TEST_F(GossipHandOverTest, ACallWithoutADeadlineIsNotAskedForItsDeltas) {
+TEST_F(GossipHandOverTest, AHandOverOnACallWithoutADeadlineEndsAtMaxExchange) {
+  StartB([](GossipOptions& o) { o.max_exchange_s = 1.5; });
+  const auto t0 = std::chrono::steady_clock::now();
   PullHeader asked;
-  grpc::Status st = Exchange([](crypto::ClientSession&, const PullHeader&, Call&) {}, 0, &asked);
-  EXPECT_TRUE(st.ok()) << st.error_message();
-  EXPECT_FALSE(asked.hand_over());
-  EXPECT_EQ(b_->peer(0).refusals["no_deadline"], 1);
+  grpc::Status st = Exchange([](crypto::ClientSession&, const PullHeader&, Call&) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+  }, /*deadline_s=*/0, &asked);
+  EXPECT_TRUE(asked.hand_over());
+  EXPECT_FALSE(st.ok());
+  ASSERT_TRUE(WaitFor([&] { return b_->peer(0).refusals["too_slow"] == 1; }, 5));
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 8);
+  ASSERT_TRUE(Exchange(HandOver()).ok());
+  EXPECT_EQ(b_->peer(0).keyframes_accepted, 1);
+}
+
+TEST_F(GossipHandOverTest, OneHandOverPerNeighbourAtATime) {
+  StartB([](GossipOptions& o) { o.max_exchange_s = 3; });
+  std::atomic<bool> first_asked{false};
+  std::thread stalled([&] {
+    PullHeader asked;
+    Exchange([&](crypto::ClientSession&, const PullHeader& h, Call&) {
+      first_asked = h.hand_over();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    }, 5, &asked);
+  });
+  ASSERT_TRUE(WaitFor([&] { return first_asked.load(); }, 5));
+  PullHeader second;
+  EXPECT_TRUE(Exchange([](crypto::ClientSession&, const PullHeader&, Call&) {}, 5, &second).ok());
+  EXPECT_FALSE(second.hand_over()) << "a second hand-over was asked while one was under way";
+  stalled.join();
+  // Once the first has ended, the next call is asked again.
+  PullHeader third;
+  EXPECT_TRUE(Exchange(HandOver(), 5, &third).ok());
+  EXPECT_TRUE(third.hand_over());
+}
+
+// Anyone may open an Exchange and send nothing: a streaming handler starts
+// before the first message. Few such calls are held at once, each only
+// until hello_timeout_s, and pulls are served throughout.
+TEST_F(GossipHandOverTest, ExchangesThatSendNoHelloAreCappedAndCutAndPullsGoOn) {
+  StartB([](GossipOptions& o) { o.hello_timeout_s = 1; });
+  const int64_t refused_before = b_->gossip->Totals().refused_unknown;
+  struct Silent {
+    std::unique_ptr<Peer::Stub> stub;
+    grpc::ClientContext ctx;
+    std::unique_ptr<Call> call;
+  };
+  // Three connections (a connection carries 4 streams at once), 4 calls each.
+  std::vector<std::unique_ptr<Silent>> silent;
+  for (int i = 0; i < 12; ++i) {
+    silent.push_back(std::make_unique<Silent>());
+    grpc::ChannelArguments args;
+    args.SetInt("mycel.test.connection", i / 4);  // channels with other arguments share no connection
+    silent.back()->stub = Peer::NewStub(grpc::CreateCustomChannel(b_->address(), grpc::InsecureChannelCredentials(), args));
+    silent.back()->call = silent.back()->stub->Exchange(&silent.back()->ctx);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // A neighbour's pull is served at once.
+  auto session = Begin(*a_, b_->id->public_key(), Params(0, 0));
+  PullResult r = RawPull(*stub_, session->hello());
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  // Every silent call ends: refused at once past the cap, the others cut.
+  int busy = 0, cut = 0;
+  for (auto& s : silent) {
+    PullChunk c;
+    EXPECT_FALSE(s->call->Read(&c));
+    grpc::Status st = s->call->Finish();
+    if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) ++busy;
+    else ++cut;
+  }
+  EXPECT_EQ(cut, 4);
+  EXPECT_EQ(busy, 8);
+  EXPECT_EQ(b_->gossip->Totals().refused_unknown, refused_before + 4);
 }
 
 }  // namespace mycel::peer

@@ -117,6 +117,39 @@ TEST(H2ClientScreen, UnfinishedStreamsAreCappedAndFinishingOneMakesRoom) {
   EXPECT_EQ(FeedAll(s, Frame(kHeaders, kEndHeaders, 11, "h")), "too_many_streams");
 }
 
+// An Exchange the server ends (trailers, then RST_STREAM) while the client
+// never half-closed: the server's frames free the slot, fed in any split.
+TEST(H2ClientScreen, StreamsTheServerEndsAreForgotten) {
+  H2ScreenLimits limits;
+  limits.max_unfinished_streams = 2;
+  H2ClientScreen s(limits);
+  EXPECT_EQ(FeedAll(s, ClientStart() + Frame(kSettings, kAck, 0, "")), "");
+  auto server = [&](const std::string& bytes, bool byte_by_byte) {
+    if (!byte_by_byte) return s.FeedServer(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    for (char c : bytes) {
+      const uint8_t b = static_cast<uint8_t>(c);
+      s.FeedServer(&b, 1);
+    }
+  };
+  // The server's SETTINGS, then per call its answer and its trailers.
+  server(Frame(kSettings, 0, 0, std::string(18, '\0')), false);
+  for (uint32_t id = 1; id < 40; id += 2) {
+    const std::string call = Frame(kHeaders, kEndHeaders, id, "h") + Frame(kData, 0, id, Message(300, 300));
+    ASSERT_EQ(FeedAll(s, call), "") << "call " << id;
+    const std::string answer = Frame(kHeaders, kEndHeaders, id, std::string(40, 'r')) +
+                               Frame(kData, 0, id, std::string(5000, 'd'));
+    // Half the calls end with trailers alone, half with trailers and a reset.
+    std::string end = Frame(kHeaders, kEndHeaders | kEndStream, id, std::string(20, 't'));
+    if (id % 4 == 1) end += Frame(kRst, 0, id, std::string(4, '\0'));
+    server(answer + end, id % 3 == 0);
+    EXPECT_EQ(s.unfinished_streams(), 0) << "call " << id;
+  }
+  // The server's answer alone (no END_STREAM) frees nothing.
+  ASSERT_EQ(FeedAll(s, Frame(kHeaders, kEndHeaders, 41, "h")), "");
+  server(Frame(kHeaders, kEndHeaders, 41, "r") + Frame(kData, 0, 41, "d"), false);
+  EXPECT_EQ(s.unfinished_streams(), 1);
+}
+
 TEST(H2ClientScreen, AMessageClaimingMoreThanTheLimitIsRefusedAtItsPrefix) {
   H2ScreenLimits limits;
   limits.max_message_bytes = 64 << 10;

@@ -6,8 +6,9 @@ port. The test checks, in the browser, that the page renders the
 accuracy/loss plot from the daemon's history and that its Pause button
 pauses the daemon (as `mycel status` then says) and Resume resumes it; a
 stranger's pending peer is accepted with its button. Outside the browser, it
-checks what another site could try: a change without the page's token, or
-with another Host, is refused and changes nothing.
+checks what another site or user could try: the token is in no page and no
+log line, and a change without it, with a wrong one, or with another Host
+is refused and changes nothing.
 
     dashboard_test.py --bin-dir build/bin
 """
@@ -116,8 +117,12 @@ def main():
     driver = None
     try:
         hub.start()
-        status = hub.json("status")
-        assert status["ui_url"] == f"http://127.0.0.1:{ui_port}/", status["ui_url"]
+        # The address with its token: from `mycel status`, the owner's socket only.
+        ui_url = hub.json("status")["ui_url"]
+        assert ui_url.startswith(f"http://127.0.0.1:{ui_port}/#"), ui_url
+        token = ui_url.split("#", 1)[1]
+        assert len(token) == 32, token
+        assert token not in open(hub.log).read(), "the token is in the log"
         r = hub.mycel("ingest", "--labels", "0,1,2,3,4,5,6,7,8,9",
                       f"{FASHION}/t10k-images-idx3-ubyte.gz", f"{FASHION}/t10k-labels-idx1-ubyte.gz")
         assert r.returncode == 0, r.stderr
@@ -131,9 +136,9 @@ def main():
         assert hub.json("history", "--since", "2099-01-01")["passes"] == []
 
         # What another site could try: no token, a wrong token, another Host, GET for a change.
-        token_page = request(ui_port, "GET", "/")[1]
-        token = token_page.split('name="mycel-token" content="')[1].split('"')[0]
-        assert len(token) == 32, token
+        code, page = request(ui_port, "GET", "/")
+        assert code == 200 and "mycel" in page
+        assert token not in page, "the page gives the token to whoever fetches it"
         assert request(ui_port, "POST", "/api/pause")[0] == 403
         assert request(ui_port, "POST", "/api/pause", token="0" * 32)[0] == 403
         assert request(ui_port, "POST", "/api/pause", host="evil.example", token=token)[0] == 403
@@ -142,7 +147,12 @@ def main():
         assert hub.json("status")["state"] != "paused", "a refused request paused the daemon"
 
         driver = browser()
+        # Without the token the page shows but says it cannot change anything.
         driver.get(f"http://127.0.0.1:{ui_port}/")
+        wait_for("the no-token notice", lambda: driver.find_element(By.ID, "notoken").is_displayed(), 15)
+        driver.get(ui_url)
+        wait_for("the token to leave the address bar", lambda: "#" not in driver.current_url, 15)
+        assert not driver.find_element(By.ID, "notoken").is_displayed()
         # The plot: one point per validation pass, drawn from the history.
         points = wait_for("the accuracy line", lambda: driver.find_element(By.ID, "acc").get_attribute("points"), 30)
         assert len(points.split()) >= 3, points
