@@ -884,6 +884,13 @@ int RunDoctor(const mycel::config::Config& config, const std::string& socket) {
              "; " + std::to_string(config.peers.size()) + " peer(s) pinned" +
              (config.node.listen.empty() ? ", not listening (others cannot pull from this node)"
                                          : ", listening on " + config.node.listen));
+  // Two nodes that cannot call each other never meet.
+  for (const auto& p : config.peers) {
+    if (p.dials_in && config.node.listen.empty()) {
+      d.Line(false, "peer " + p.name, "it dials in (" + p.where + "), but this node has no [node] listen, so it "
+                                      "cannot call: set listen, or pin it with an address and let this node call it");
+    }
+  }
   // Free disk where the examples and checkpoints live.
   // (Of the nearest directory that exists: myceld creates the state dir at its first start.)
   std::filesystem::path where(config.node.state_dir);
@@ -927,8 +934,11 @@ int RunDoctor(const mycel::config::Config& config, const std::string& socket) {
   const double tolerance = std::min(120.0, config.federation.round_interval_s / 4);
   for (const auto& p : peers.peers()) {
     const std::string what = "peer " + p.name();
-    if (p.dials_in() && p.state() == "never") {
-      d.Line(false, what, "it dials in and has not called yet: check that it runs and pins this node's key");
+    if (p.dials_in() && config.node.listen.empty()) {
+      continue;  // said above, from the config
+    } else if (p.dials_in() && p.state() == "never") {
+      d.Line(false, what, "it dials in and has not called yet: check that it runs, pins this node's key and has "
+                          "[node] dial_out = true");
     } else if (p.state() == "connected") {
       d.Line(true, what, "exchanging with " + PeerWhere(p) + ", last " +
                              std::to_string(now - p.last_success_unix()) + "s ago");

@@ -260,6 +260,10 @@ absl::Status Node::Start() {
 
 absl::Status Node::CheckPeers(const std::vector<config::PeerOptions>& peers) const {
   for (const auto& p : peers) {
+    if (p.dials_in && config_.node.listen.empty()) {
+      Logger("node")->warn("{}: [[peers]] '{}' dials in, but this node has no [node] listen: it can never call",
+                           p.where, p.name);
+    }
     if (p.public_key == identity_->public_key()) {
       return absl::InvalidArgumentError(p.where + ": [[peers]] '" + p.name + "' has this node's own key (" +
                                         identity_->Fingerprint() + "): a node is not its own neighbour");

@@ -97,6 +97,22 @@ TEST(DialOutTest, ALaptopThatDoesNotListenPairsAndExchangesBothWays) {
   PairAndExchange(hub, nat, "127.0.0.1:" + std::to_string(hub.port));
 }
 
+// Two nodes that cannot call each other cannot pair: a node without listen
+// that pins a neighbour as dialling in is told so by `mycel doctor`.
+TEST(DialOutTest, DoctorSaysANodeWithoutListenCannotTakeANeighbourThatDialsIn) {
+  TempDir tmp;
+  Laptop nat = NewLaptop(tmp.path(), "nat", NodeLines("dial_out = true\n"), /*listen=*/false);
+  Laptop other = NewLaptop(tmp.path(), "other", NodeLines("dial_out = true\n"), /*listen=*/false);
+  ASSERT_TRUE(nat.node->daemon().Start());
+  CommandResult add = nat.node->Mycel({"peers", "add", "other", other.key, "--dials-in"});
+  ASSERT_EQ(add.exit_code, 0) << add.Describe();
+  CommandResult doctor = nat.node->Mycel({"doctor"});
+  EXPECT_EQ(doctor.exit_code, 1) << doctor.Describe();
+  EXPECT_NE(doctor.out.find("this node has no [node] listen, so it cannot call"), std::string::npos) << doctor.out;
+  EXPECT_NE(nat.node->daemon().LogSinceStart().find("dials in, but this node has no [node] listen"),
+            std::string::npos);
+}
+
 // Runs a shell command; true if it exits 0.
 bool Sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
 
