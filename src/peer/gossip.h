@@ -21,6 +21,12 @@
 // deadline.
 // Serving: a pull is verified cheapest-first (crypto::ServerSession), then
 // answered from the federation's log or with a keyframe, sealed in chunks.
+// Dial-out (a node behind NAT, GossipOptions::dial_out): it pulls with
+// Exchange instead, and a neighbour that pins it with dials_in = true (and
+// never calls it) asks it, in the answer's header, for its own deltas,
+// which it hands over on the same call under the session's client→server
+// key; they are checked and applied as a pulled answer is. That neighbour's
+// round waits (until 0.8·T) for the hand-over before it merges.
 //
 // Every refusal (ours of a caller, or ours of a reply) is counted per
 // neighbour and per reason, logged once per (neighbour, reason), and never
