@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/un.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -386,6 +387,99 @@ bool Reachable(const std::string& path) {
 // call is repeated with the same idempotency key once the daemon is back
 // (systemd restarts it), for up to `retry_s`, so a commit whose answer was
 // lost is answered from the store instead of stored twice.
+// `mycel ingest -`: lines from stdin as they come, for pipelines. Lines are
+// sent in bursts (at most 1024 lines, or whatever has come 0.5 s after a
+// burst's first line), each acknowledged once the daemon has stored its
+// good lines; the next burst waits for that, so a slow store slows the
+// reader instead of filling memory. Bad lines are refused one by one on
+// stderr ("line 7: ..."); the rest are kept. Exit 0 at end of input (1 if
+// the daemon failed; refused lines alone do not fail it).
+int IngestStdin(const Client& client, const std::string& format, bool json) {
+  constexpr size_t kBurstLines = 1024;
+  constexpr size_t kBurstBytes = 1 << 20;
+  constexpr int kBurstWaitMs = 500;
+  grpc::ClientContext ctx;  // no deadline: the stream lasts as long as its input
+  auto stream = client.stub->AddExamples(&ctx);
+  int64_t next_line = 1, lines = 0, stored = 0, refused = 0;
+  std::string pending;  // bytes read and not yet cut into lines
+  bool eof = false;
+  mycel::control::ExampleBurst burst;
+  burst.set_format(format.empty() ? "csv" : format);
+  size_t burst_bytes = 0;
+  auto flush = [&]() {
+    if (burst.lines_size() == 0) return;
+    burst.set_first_line(next_line);
+    if (!stream->Write(burst)) {
+      client.Check(stream->Finish());
+      Fail("myceld closed the stream");
+    }
+    mycel::control::BurstAck ack;
+    if (!stream->Read(&ack)) {
+      client.Check(stream->Finish());
+      Fail("myceld ended the stream before it acknowledged lines " + std::to_string(next_line) + "-" +
+           std::to_string(next_line + burst.lines_size() - 1));
+    }
+    for (const auto& r : ack.refused()) {
+      std::fprintf(stderr, "line %lld refused: %s\n", static_cast<long long>(r.line()), r.reason().c_str());
+    }
+    lines += burst.lines_size();
+    stored += ack.stored().stored();
+    refused += ack.refused_size();
+    next_line += burst.lines_size();
+    burst.clear_lines();
+    burst.clear_format();  // the first burst's holds
+    burst_bytes = 0;
+  };
+  double first_at = -1;  // monotonic s of the pending burst's first line
+  auto now_s = [] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  };
+  while (!eof || !pending.empty()) {
+    const int wait_ms = first_at < 0 ? -1 : std::max(0, kBurstWaitMs - static_cast<int>((now_s() - first_at) * 1000));
+    pollfd in{STDIN_FILENO, POLLIN, 0};
+    const int ready = eof ? 0 : ::poll(&in, 1, wait_ms);
+    if (ready < 0 && errno != EINTR) Fail(std::string("reading stdin: ") + std::strerror(errno));
+    if (ready > 0) {
+      char buf[64 << 10];
+      const ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+      if (n < 0 && errno != EINTR && errno != EAGAIN) Fail(std::string("reading stdin: ") + std::strerror(errno));
+      if (n == 0) eof = true;
+      if (n > 0) pending.append(buf, static_cast<size_t>(n));
+    }
+    // Whole lines into the burst (at end of input, the last one too).
+    size_t at = 0;
+    for (size_t nl; (nl = pending.find('\n', at)) != std::string::npos || (eof && at < pending.size());) {
+      if (nl == std::string::npos) nl = pending.size();
+      std::string line = pending.substr(at, nl - at);
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      at = nl + 1;
+      if (first_at < 0) first_at = now_s();
+      burst_bytes += line.size();
+      *burst.add_lines() = std::move(line);
+      if (static_cast<size_t>(burst.lines_size()) >= kBurstLines || burst_bytes >= kBurstBytes) {
+        flush();
+        first_at = -1;
+      }
+    }
+    pending.erase(0, std::min(at, pending.size()));
+    if (first_at >= 0 && (eof || now_s() - first_at >= kBurstWaitMs / 1000.0)) {
+      flush();
+      first_at = -1;
+    }
+    if (eof && pending.empty()) break;
+  }
+  flush();
+  stream->WritesDone();
+  client.Check(stream->Finish());
+  if (json) {
+    std::printf("%s\n", Json().Int("lines", lines).Int("stored", stored).Int("refused", refused).Done().c_str());
+  } else {
+    std::printf("%lld line(s): %lld example(s) stored, %lld line(s) refused\n", static_cast<long long>(lines),
+                static_cast<long long>(stored), static_cast<long long>(refused));
+  }
+  return 0;
+}
+
 mycel::control::IngestReply Ingest(const Client& client, const std::vector<std::string>& files,
                                    const std::string& format, const std::vector<int64_t>& keep_labels,
                                    const std::string& key, double retry_s, mycel::cli::ProgressBar* bar) {
@@ -1002,7 +1096,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> files;
   std::string format;
   auto* ingest_cmd = app.add_subcommand("ingest", "store examples from files");
-  ingest_cmd->add_option("files", files, "idx/idx.gz image+label files, CSV (label first) or UTF-8 text")->required();
+  ingest_cmd->add_option("files", files,
+                         "idx/idx.gz image+label files, CSV (label first) or UTF-8 text; - reads csv or text lines "
+                         "from stdin as they come")->required();
   ingest_cmd->add_option("--format", format, "idx | csv | text (guessed when omitted)")
       ->check(CLI::IsMember({"idx", "csv", "text"}));
   ingest_cmd->add_flag("--json", json, "print JSON");
@@ -1253,6 +1349,10 @@ int main(int argc, char** argv) {
   }
 
   if (cmd == "ingest" || cmd == "eval") {
+    if (cmd == "ingest" && files == std::vector<std::string>{"-"}) {
+      if (format == "idx") Fail("stdin takes csv or text lines, not idx", 2);
+      return IngestStdin(client, format, json);
+    }
     if (cmd == "ingest") {
       using mycel::cli::ProgressBar;
       ProgressBar bar(STDERR_FILENO, ProgressBar::ShouldDraw(STDERR_FILENO, json || no_progress));

@@ -217,6 +217,20 @@ class Service final : public Control::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status AddExamples(grpc::ServerContext*, grpc::ServerReaderWriter<BurstAck, ExampleBurst>* stream) override {
+    ExampleBurst burst;
+    std::string format;
+    while (stream->Read(&burst)) {
+      if (format.empty()) format = burst.format().empty() ? "csv" : burst.format();
+      burst.set_format(format);
+      auto r = handler_.AddExamples(burst);
+      if (!r.ok()) return ToGrpc(r.status());
+      // Committed: a client that went away has lost only the ack.
+      if (!stream->Write(*r)) return grpc::Status::OK;
+    }
+    return grpc::Status::OK;
+  }
+
   grpc::Status History(grpc::ServerContext*, const HistoryRequest* req, HistoryReply* reply) override {
     auto r = handler_.GetHistory(*req);
     if (!r.ok()) return ToGrpc(r.status());

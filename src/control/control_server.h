@@ -70,6 +70,9 @@ class ControlHandler {
   // Re-reads the config as SIGHUP does; an invalid one is an error, the old one stays.
   virtual absl::StatusOr<mycel::control::ReloadReply> Reload() = 0;
   virtual absl::StatusOr<mycel::control::HistoryReply> GetHistory(const mycel::control::HistoryRequest& request) = 0;
+  // One burst of `mycel ingest -`: bad lines refused one by one, the good
+  // ones stored in one transaction before it returns.
+  virtual absl::StatusOr<mycel::control::BurstAck> AddExamples(const mycel::control::ExampleBurst& burst) = 0;
 };
 
 struct ControlServerOptions {

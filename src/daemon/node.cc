@@ -547,6 +547,59 @@ absl::StatusOr<control::IngestReply> Node::Ingest(const std::vector<control::Upl
   return r;
 }
 
+absl::StatusOr<control::BurstAck> Node::AddExamples(const control::ExampleBurst& burst) {
+  constexpr int kMaxBurstLines = 4096;
+  if (burst.lines_size() > kMaxBurstLines) {
+    return absl::InvalidArgumentError("a burst holds at most " + std::to_string(kMaxBurstLines) + " lines, not " +
+                                      std::to_string(burst.lines_size()));
+  }
+  MYCEL_ASSIGN_OR_RETURN(data::Format fmt, data::ParseFormat(burst.format()));
+  if (fmt != data::Format::kCsv && fmt != data::Format::kText) {
+    return absl::InvalidArgumentError("lines are csv or text, not '" + burst.format() + "'");
+  }
+  // Line by line, so one bad line costs only itself.
+  const data::ExampleShape shape = trainer_->example_shape();
+  std::vector<data::Example> good;
+  control::BurstAck ack;
+  for (int i = 0; i < burst.lines_size(); ++i) {
+    const int64_t number = burst.first_line() + i;
+    const std::string& line = burst.lines(i);
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank lines carry nothing
+    const std::string name = "line " + std::to_string(number);
+    auto examples = data::ImportFiles({data::NamedBlob{name, line + "\n"}}, fmt, shape);
+    if (!examples.ok()) {
+      // The importer names the blob ("line 7:1: ..."); the refusal carries the number already.
+      std::string why(examples.status().message());
+      for (const std::string& prefix : {name + ":1: ", name + ": "}) {
+        if (why.rfind(prefix, 0) == 0) {
+          why.erase(0, prefix.size());
+          break;
+        }
+      }
+      control::LineRefusal* r = ack.add_refused();
+      r->set_line(number);
+      r->set_reason(why.substr(0, 300));
+      continue;
+    }
+    for (data::Example& e : *examples) good.push_back(std::move(e));
+  }
+  if (good.empty()) {
+    ack.mutable_stored()->set_examples_train(store_->Count(data::Split::kTrain));
+    ack.mutable_stored()->set_examples_val(store_->Count(data::Split::kValidation));
+    return ack;
+  }
+  auto added = store_->Add(good, nullptr, "", "stdin");
+  if (!added.ok()) {
+    Logger("control")->error("burst of {} lines not stored: {}", burst.lines_size(), added.status().message());
+    return added.status();
+  }
+  trainer_->Wake("ingest");
+  *ack.mutable_stored() = ReplyOf(*added, *store_);
+  Logger("control")->debug("burst of {} lines: {} stored, {} refused", burst.lines_size(), added->stored,
+                           ack.refused_size());
+  return ack;
+}
+
 absl::StatusOr<control::DataReply> Node::GetData(const control::DataRequest& request) {
   constexpr int kDefaultIngests = 100;
   if (request.max_ingests() < 0) return absl::InvalidArgumentError("max_ingests must be >= 0");

@@ -65,6 +65,7 @@ class Node : public control::ControlHandler {
   absl::StatusOr<control::ForgetReply> Forget(const control::ForgetRequest& request) override;
   absl::StatusOr<control::ReloadReply> Reload() override;
   absl::StatusOr<control::HistoryReply> GetHistory(const control::HistoryRequest& request) override;
+  absl::StatusOr<control::BurstAck> AddExamples(const control::ExampleBurst& burst) override;
 
   // The dashboard's accept button: pins the pending peer with this key
   // fingerprint as `mycel peers accept` does (a drop-in file, then a

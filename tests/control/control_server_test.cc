@@ -56,6 +56,9 @@ class ScriptedHandler : public ControlHandler {
   absl::StatusOr<mycel::control::HistoryReply> GetHistory(const mycel::control::HistoryRequest&) override {
     return absl::UnimplementedError("history");
   }
+  absl::StatusOr<mycel::control::BurstAck> AddExamples(const mycel::control::ExampleBurst&) override {
+    return absl::UnimplementedError("add examples");
+  }
 
   std::atomic<int> files_received{0};
   std::vector<UploadedFile> predict_files;
