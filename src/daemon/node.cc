@@ -224,9 +224,6 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
 absl::Status Node::Start() {
   trainer_->Start();
   if (gossip_) MYCEL_RETURN_IF_ERROR(gossip_->Start());
-  control::ControlServerOptions co;
-  co.socket_path = config_.SocketPath();
-  MYCEL_ASSIGN_OR_RETURN(control_, control::ControlServer::Start(co, *this));
   if (!config_.node.metrics_listen.empty()) {
     // Optional: a taken port is logged, and the daemon goes on training.
     auto metrics = metrics::MetricsServer::Start(config_.node.metrics_listen, [this] { return MetricsText(); });
@@ -251,6 +248,13 @@ absl::Status Node::Start() {
     }
   }
   if (history_) history_thread_ = std::thread([this] { RecordHistory(); });
+  // The control socket last: once it accepts, every endpoint is up (or its
+  // failure logged), so `mycel status` right after start shows the
+  // dashboard's address, and a test or script that waits for the socket
+  // reads a complete start.
+  control::ControlServerOptions co;
+  co.socket_path = config_.SocketPath();
+  MYCEL_ASSIGN_OR_RETURN(control_, control::ControlServer::Start(co, *this));
   auto stats = trainer_->Stats();
   Logger("node")->info("myceld running: {} model, {} parameters, {} examples stored{}", stats.model_kind,
                        stats.parameters, store_->Count(data::Split::kTrain) + store_->Count(data::Split::kValidation),
