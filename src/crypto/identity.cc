@@ -309,4 +309,8 @@ std::string RandomHex(size_t bytes) {
   return out;
 }
 
+bool SameSecret(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && sodium_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
 }  // namespace mycel::crypto

@@ -53,5 +53,8 @@ std::string KeyFingerprint(std::string_view public_key);
 // `bytes` random bytes from libsodium's CSPRNG as lowercase hex, e.g. an
 // ingest's idempotency key; empty if libsodium cannot start.
 std::string RandomHex(size_t bytes);
+// Whether two secrets (tokens, not keys) are equal, in time that does not
+// depend on where they differ (sodium_memcmp); false if the lengths differ.
+bool SameSecret(std::string_view a, std::string_view b);
 
 }  // namespace mycel::crypto

@@ -44,14 +44,6 @@ HttpResponse FromStatus(const absl::Status& s) {
   return Text(absl::IsInvalidArgument(s) || absl::IsNotFound(s) ? 400 : 503, std::string(s.message()));
 }
 
-// Same length and every byte compared, whatever differs first.
-bool SameToken(const std::string& a, const std::string& b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Dashboard>> Dashboard::Start(const std::string& listen, control::ControlHandler& node,
@@ -101,7 +93,7 @@ absl::StatusOr<std::unique_ptr<Dashboard>> Dashboard::Start(const std::string& l
       return r;
     }
     auto it = req.headers.find("x-mycel-token");
-    if (it == req.headers.end() || !SameToken(it->second, token)) {
+    if (it == req.headers.end() || !crypto::SameSecret(it->second, token)) {
       return Text(403, "a change needs this start's token (X-Mycel-Token), which the dashboard page carries");
     }
     if (req.path == "/api/accept") {

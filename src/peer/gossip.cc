@@ -967,9 +967,6 @@ struct Gossip::Impl : public Peer::Service {
 
   void Loop() {
     const double period = options.federation.round_interval_s;
-    auto wall = [] {
-      return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-    };
     int64_t last = -1;  // index of the last round begun (round k starts at k·period)
     for (;;) {
       // The next round: the one under way if its publish point is still
@@ -977,7 +974,7 @@ struct Gossip::Impl : public Peer::Service {
       // late only shortens the local steps), else the next boundary. A slow
       // round skips ahead rather than bursting, and says so in rounds_missed:
       // every missed round leaves the neighbours a stale mirror of us.
-      const double now = wall();
+      const double now = WallSeconds();
       const auto current = static_cast<int64_t>(std::floor(now / period));
       const bool before_publish = now < (static_cast<double>(current) + 0.25) * period;
       const int64_t k = (current > last && before_publish) ? current : current + 1;

@@ -284,3 +284,15 @@ TEST(FingerprintTest, FormatAndStability) {
 
 }  // namespace
 }  // namespace mycel::crypto
+
+namespace mycel::crypto {
+namespace {
+TEST(SameSecretTest, EqualOnlyForTheSameBytesAndLength) {
+  EXPECT_TRUE(SameSecret("0123abcd", "0123abcd"));
+  EXPECT_FALSE(SameSecret("0123abcd", "0123abce"));
+  EXPECT_FALSE(SameSecret("0123abcd", "0123abc"));
+  EXPECT_FALSE(SameSecret("", "x"));
+  EXPECT_TRUE(SameSecret("", ""));
+}
+}  // namespace
+}  // namespace mycel::crypto
