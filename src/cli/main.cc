@@ -41,6 +41,7 @@
 #include "control.grpc.pb.h"
 #include "crypto/identity.h"
 #include "data/example_store.h"
+#include "mycel/client.h"
 #include "data/repair.h"
 
 namespace {
@@ -198,11 +199,20 @@ class Json {
   std::string out_;
 };
 
+// The daemon, reached two ways over one socket: `api`, the public client
+// (include/mycel/client.h) that applications use, for what it offers
+// (pause, resume, streams of examples, and the words for a daemon that does
+// not answer); `stub`, the generated control stub, for the administration
+// the public API leaves out (peers, data, forget, export, files).
 struct Client {
   std::string socket;
+  std::unique_ptr<mycel::Client> api;
   std::unique_ptr<Control::Stub> stub;
 
   explicit Client(const std::string& socket_path) : socket(socket_path) {
+    mycel::ClientOptions options;
+    options.socket_path = socket;
+    CheckApi(mycel::Client::Open(options, &api));
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(64 << 20);
     args.SetMaxSendMessageSize(64 << 20);
@@ -212,31 +222,24 @@ struct Client {
 
   void Check(const grpc::Status& s) const {
     if (s.ok()) return;
-    if (s.error_code() == grpc::StatusCode::UNAVAILABLE) Fail(WhyUnreachable(socket));
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE) Fail(WhyUnreachable());
     Fail(s.error_message());
   }
+  static void CheckApi(const mycel::Status& s) {
+    if (!s.ok()) Fail(s.message());
+  }
 
-  // gRPC says only "unavailable"; a connect of our own tells a daemon that is
-  // not running from a socket this user may not use (the state directory
-  // and the socket are the daemon owner's alone, mode 0700/0600).
-  static std::string WhyUnreachable(const std::string& path) {
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    int err = 0;
-    if (fd < 0 || path.size() >= sizeof(addr.sun_path)) {
-      err = fd < 0 ? errno : ENAMETOOLONG;
-    } else {
-      std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-      if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) err = errno;
-    }
-    if (fd >= 0) ::close(fd);
-    if (err == EACCES || err == EPERM) {
-      return "permission denied on " + path +
-             ": the daemon's state directory belongs to another user; run mycel as that user";
-    }
-    if (err == ENOENT) return "myceld is not running (no socket at " + path + ")";
-    return "myceld is not running (no answer on " + path + ")";
+  // Whether the daemon answers now.
+  bool Answers() const {
+    mycel::DaemonStatus st;
+    return api->GetStatus(&st).ok();
+  }
+  // gRPC says only "unavailable"; the public client tells a daemon that is
+  // not running from a socket this user may not open.
+  std::string WhyUnreachable() const {
+    mycel::DaemonStatus st;
+    mycel::Status s = api->GetStatus(&st);
+    return s.ok() ? "myceld did not answer on " + socket + " (it answers now: try again)" : s.message();
   }
 
   std::unique_ptr<grpc::ClientContext> Context(int seconds) const {
@@ -368,21 +371,6 @@ grpc::Status IngestOnce(const Client& client, const std::vector<std::string>& fi
   return stream->Finish();
 }
 
-// Whether the daemon's socket takes a connection now.
-bool Reachable(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  bool ok = false;
-  if (path.size() < sizeof(addr.sun_path)) {
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  }
-  ::close(fd);
-  return ok;
-}
-
 // An ingest that survives the daemon going away after it held the files: the
 // call is repeated with the same idempotency key once the daemon is back
 // (systemd restarts it), for up to `retry_s`, so a commit whose answer was
@@ -398,37 +386,25 @@ int IngestStdin(const Client& client, const std::string& format, bool json) {
   constexpr size_t kBurstLines = 1024;
   constexpr size_t kBurstBytes = 1 << 20;
   constexpr int kBurstWaitMs = 500;
-  grpc::ClientContext ctx;  // no deadline: the stream lasts as long as its input
-  auto stream = client.stub->AddExamples(&ctx);
-  int64_t next_line = 1, lines = 0, stored = 0, refused = 0;
+  // The stream's own bursts are larger than ours: it sends when we flush.
+  std::unique_ptr<mycel::ExampleStream> stream;
+  Client::CheckApi(client.api->OpenExampleStream(4096, &stream, format.empty() ? "csv" : format));
+  int64_t lines = 0, stored = 0, refused = 0;
   std::string pending;  // bytes read and not yet cut into lines
   bool eof = false;
-  mycel::control::ExampleBurst burst;
-  burst.set_format(format.empty() ? "csv" : format);
-  size_t burst_bytes = 0;
+  size_t burst_lines = 0, burst_bytes = 0;
   auto flush = [&]() {
-    if (burst.lines_size() == 0) return;
-    burst.set_first_line(next_line);
-    if (!stream->Write(burst)) {
-      client.Check(stream->Finish());
-      Fail("myceld closed the stream");
+    if (burst_lines == 0) return;
+    mycel::AddResult r;
+    Client::CheckApi(stream->Flush(&r));
+    for (const auto& refusal : r.refused) {  // the stream numbers from 0, a reader from 1
+      std::fprintf(stderr, "line %lld refused: %s\n", static_cast<long long>(refusal.index + 1),
+                   refusal.reason.c_str());
     }
-    mycel::control::BurstAck ack;
-    if (!stream->Read(&ack)) {
-      client.Check(stream->Finish());
-      Fail("myceld ended the stream before it acknowledged lines " + std::to_string(next_line) + "-" +
-           std::to_string(next_line + burst.lines_size() - 1));
-    }
-    for (const auto& r : ack.refused()) {
-      std::fprintf(stderr, "line %lld refused: %s\n", static_cast<long long>(r.line()), r.reason().c_str());
-    }
-    lines += burst.lines_size();
-    stored += ack.stored().stored();
-    refused += ack.refused_size();
-    next_line += burst.lines_size();
-    burst.clear_lines();
-    burst.clear_format();  // the first burst's holds
-    burst_bytes = 0;
+    lines += static_cast<int64_t>(burst_lines);
+    stored += r.stored;
+    refused += static_cast<int64_t>(r.refused.size());
+    burst_lines = burst_bytes = 0;
   };
   double first_at = -1;  // monotonic s of the pending burst's first line
   auto now_s = [] {
@@ -455,8 +431,9 @@ int IngestStdin(const Client& client, const std::string& format, bool json) {
       at = nl + 1;
       if (first_at < 0) first_at = now_s();
       burst_bytes += line.size();
-      *burst.add_lines() = std::move(line);
-      if (static_cast<size_t>(burst.lines_size()) >= kBurstLines || burst_bytes >= kBurstBytes) {
+      burst_lines++;
+      Client::CheckApi(stream->AddLine(std::move(line)));
+      if (burst_lines >= kBurstLines || burst_bytes >= kBurstBytes) {
         flush();
         first_at = -1;
       }
@@ -469,8 +446,7 @@ int IngestStdin(const Client& client, const std::string& format, bool json) {
     if (eof && pending.empty()) break;
   }
   flush();
-  stream->WritesDone();
-  client.Check(stream->Finish());
+  Client::CheckApi(stream->Finish(nullptr));
   if (json) {
     std::printf("%s\n", Json().Int("lines", lines).Int("stored", stored).Int("refused", refused).Done().c_str());
   } else {
@@ -505,7 +481,7 @@ mycel::control::IngestReply Ingest(const Client& client, const std::vector<std::
     }
     std::fprintf(stderr, "myceld went away during the ingest (%s); retrying with key %s\n",
                  status.error_message().c_str(), key.c_str());
-    while (!Reachable(client.socket)) {
+    while (!client.Answers()) {
       if (std::chrono::steady_clock::now() >= give_up) {
         Fail("myceld went away during the ingest and did not come back within " + Fixed(retry_s, 0) +
              " s; it may have stored the examples: " + again);
@@ -776,7 +752,7 @@ bool ReloadDaemon(const Client& client, mycel::control::ReloadReply* reply, std:
 int Reload(const Client& client) {
   mycel::control::ReloadReply r;
   std::string error;
-  if (!ReloadDaemon(client, &r, &error)) Fail(error.empty() ? Client::WhyUnreachable(client.socket) : error);
+  if (!ReloadDaemon(client, &r, &error)) Fail(error.empty() ? client.WhyUnreachable() : error);
   std::printf("reloaded: applied %s; %d neighbour(s) pinned\n", r.applied().c_str(), r.peers());
   if (!r.needs_restart().empty()) std::printf("changed but needs a restart: %s\n", r.needs_restart().c_str());
   return 0;
@@ -1007,7 +983,7 @@ int RunDoctor(const mycel::config::Config& config, const std::string& socket) {
   grpc::Status gs = client.stub->Status(client.Context(10).get(), {}, &st);
   if (!gs.ok()) {
     d.Line(false, "daemon",
-           (gs.error_code() == grpc::StatusCode::UNAVAILABLE ? Client::WhyUnreachable(socket) : gs.error_message()) +
+           (gs.error_code() == grpc::StatusCode::UNAVAILABLE ? client.WhyUnreachable() : gs.error_message()) +
                ": start it (`myceld`, or `systemctl --user start myceld`)");
     return d.problems == 0 ? 0 : 1;
   }
@@ -1324,10 +1300,7 @@ int main(int argc, char** argv) {
   if (cmd == "forget") return Forget(client, forget, json);
 
   if (cmd == "pause" || cmd == "resume") {
-    mycel::control::PauseRequest req;
-    req.set_paused(cmd == "pause");
-    mycel::control::PauseReply r;
-    client.Check(client.stub->SetPaused(client.Context(10).get(), req, &r));
+    Client::CheckApi(cmd == "pause" ? client.api->Pause() : client.api->Resume());
     std::printf("%s\n", cmd == "pause" ? "paused" : "resumed");
     return 0;
   }

@@ -5,7 +5,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/resource_quota.h>
@@ -221,14 +223,54 @@ class Service final : public Control::Service {
     ExampleBurst burst;
     std::string format;
     while (stream->Read(&burst)) {
-      if (format.empty()) format = burst.format().empty() ? "csv" : burst.format();
-      burst.set_format(format);
+      if (burst.lines_size() > 0) {  // the first burst of lines names their format for the stream
+        if (format.empty()) format = burst.format().empty() ? "csv" : burst.format();
+        burst.set_format(format);
+      }
       auto r = handler_.AddExamples(burst);
       if (!r.ok()) return ToGrpc(r.status());
       // Committed: a client that went away has lost only the ack.
       if (!stream->Write(*r)) return grpc::Status::OK;
     }
     return grpc::Status::OK;
+  }
+
+  // Polls the handler's status (cheap: counters under a lock) and sends it
+  // when the state or reason changed. A watcher holds one of the server's 16
+  // threads, so at most kMaxWatchers watch at once.
+  grpc::Status Watch(grpc::ServerContext* context, const WatchRequest*,
+                     grpc::ServerWriter<StatusReply>* writer) override {
+    constexpr int kMaxWatchers = 8;
+    if (watchers_.fetch_add(1) >= kMaxWatchers) {
+      watchers_.fetch_sub(1);
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "at most " + std::to_string(kMaxWatchers) + " clients watch at once");
+    }
+    absl::Cleanup release = [this] { watchers_.fetch_sub(1); };
+    std::string last_state, last_reason;
+    bool first = true;
+    while (!context->IsCancelled() && !stopping_.load()) {
+      auto r = handler_.GetStatus();
+      if (!r.ok()) return ToGrpc(r.status());
+      if (first || r->state() != last_state || r->reason() != last_reason) {
+        last_state = r->state();
+        last_reason = r->reason();
+        first = false;
+        if (!writer->Write(*r)) return grpc::Status::OK;  // the client went away
+      }
+      std::unique_lock<std::mutex> lock(stop_mu_);
+      stop_cv_.wait_for(lock, std::chrono::milliseconds(kWatchPollMs), [this] { return stopping_.load(); });
+    }
+    return grpc::Status::OK;
+  }
+
+  // Ends every Watch at once, so a shutdown does not wait for them.
+  void StopWatches() {
+    {
+      std::lock_guard<std::mutex> lock(stop_mu_);
+      stopping_ = true;
+    }
+    stop_cv_.notify_all();
   }
 
   grpc::Status History(grpc::ServerContext*, const HistoryRequest* req, HistoryReply* reply) override {
@@ -256,6 +298,12 @@ class Service final : public Control::Service {
   ControlHandler& handler_;
   ControlServerOptions options_;
   std::atomic<int> ingests_running_{0};
+  // How often a Watch looks at the status: a state change reaches a watcher within this.
+  static constexpr int kWatchPollMs = 100;
+  std::atomic<int> watchers_{0};
+  std::atomic<bool> stopping_{false};
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
 };
 
 // Bounds on the control server. Only the owner can reach the socket (0600),
@@ -325,6 +373,7 @@ absl::StatusOr<std::unique_ptr<ControlServer>> ControlServer::Start(const Contro
 void ControlServer::Shutdown() {
   if (!impl_ || impl_->shut_down) return;
   impl_->shut_down = true;
+  impl_->service->StopWatches();
   impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   impl_->server->Wait();
   ::unlink(impl_->socket_path.c_str());

@@ -551,20 +551,21 @@ absl::StatusOr<control::IngestReply> Node::Ingest(const std::vector<control::Upl
   return r;
 }
 
-absl::StatusOr<control::BurstAck> Node::AddExamples(const control::ExampleBurst& burst) {
-  constexpr int kMaxBurstLines = 4096;
-  if (burst.lines_size() > kMaxBurstLines) {
-    return absl::InvalidArgumentError("a burst holds at most " + std::to_string(kMaxBurstLines) + " lines, not " +
-                                      std::to_string(burst.lines_size()));
-  }
+namespace {
+
+void RefuseLine(control::BurstAck* ack, int64_t number, std::string why) {
+  control::LineRefusal* r = ack->add_refused();
+  r->set_line(number);
+  r->set_reason(why.substr(0, 300));
+}
+
+// A burst's lines, each parsed on its own so one bad line costs only itself.
+absl::Status ParseLines(const control::ExampleBurst& burst, const data::ExampleShape& shape,
+                        std::vector<data::Example>* good, control::BurstAck* ack) {
   MYCEL_ASSIGN_OR_RETURN(data::Format fmt, data::ParseFormat(burst.format()));
   if (fmt != data::Format::kCsv && fmt != data::Format::kText) {
     return absl::InvalidArgumentError("lines are csv or text, not '" + burst.format() + "'");
   }
-  // Line by line, so one bad line costs only itself.
-  const data::ExampleShape shape = trainer_->example_shape();
-  std::vector<data::Example> good;
-  control::BurstAck ack;
   for (int i = 0; i < burst.lines_size(); ++i) {
     const int64_t number = burst.first_line() + i;
     const std::string& line = burst.lines(i);
@@ -580,27 +581,90 @@ absl::StatusOr<control::BurstAck> Node::AddExamples(const control::ExampleBurst&
           break;
         }
       }
-      control::LineRefusal* r = ack.add_refused();
-      r->set_line(number);
-      r->set_reason(why.substr(0, 300));
+      RefuseLine(ack, number, std::move(why));
       continue;
     }
-    for (data::Example& e : *examples) good.push_back(std::move(e));
+    for (data::Example& e : *examples) good->push_back(std::move(e));
+  }
+  return absl::OkStatus();
+}
+
+// A burst's examples from the public client: a classifier's are checked
+// here (width, label, finite values) and stored as float32 without a text
+// round trip; a char_lm's text goes through the text importer, as a line.
+void ParseExamples(const control::ExampleBurst& burst, const data::ExampleShape& shape,
+                   std::vector<data::Example>* good, control::BurstAck* ack) {
+  for (int i = 0; i < burst.examples_size(); ++i) {
+    const int64_t number = burst.first_line() + i;
+    const control::Example& in = burst.examples(i);
+    if (shape.text) {
+      if (in.values_size() > 0) {
+        RefuseLine(ack, number, "the model is a char_lm: an example is text, not values");
+        continue;
+      }
+      auto windows = data::ImportFiles({data::NamedBlob{"example", in.text()}}, data::Format::kText, shape);
+      if (!windows.ok()) {
+        std::string why(windows.status().message());
+        if (why.rfind("example: ", 0) == 0) why.erase(0, 9);
+        RefuseLine(ack, number, std::move(why));
+        continue;
+      }
+      for (data::Example& e : *windows) good->push_back(std::move(e));
+      continue;
+    }
+    if (!in.text().empty()) {
+      RefuseLine(ack, number, "the model is a classifier: an example is values and a label, not text");
+    } else if (in.values_size() != shape.width) {
+      RefuseLine(ack, number, "has " + std::to_string(in.values_size()) + " values but the model takes " +
+                              std::to_string(shape.width));
+    } else if (in.label() < 0 || in.label() >= shape.classes) {
+      RefuseLine(ack, number, "label " + std::to_string(in.label()) + " is outside [0, " +
+                              std::to_string(shape.classes) + ")");
+    } else if (!std::all_of(in.values().begin(), in.values().end(), [](float v) { return std::isfinite(v); })) {
+      RefuseLine(ack, number, "a value is not finite (NaN or infinite)");
+    } else {
+      data::Example e;
+      e.label = in.label();
+      e.dtype = data::DType::kF32;
+      e.data.assign(reinterpret_cast<const char*>(in.values().data()), in.values_size() * sizeof(float));
+      good->push_back(std::move(e));
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<control::BurstAck> Node::AddExamples(const control::ExampleBurst& burst) {
+  constexpr int kMaxBurst = 4096;
+  if (burst.lines_size() + burst.examples_size() > kMaxBurst) {
+    return absl::InvalidArgumentError("a burst holds at most " + std::to_string(kMaxBurst) + " lines or examples, not " +
+                                      std::to_string(burst.lines_size() + burst.examples_size()));
+  }
+  if (burst.lines_size() > 0 && burst.examples_size() > 0) {
+    return absl::InvalidArgumentError("a burst holds lines or examples, not both");
+  }
+  const data::ExampleShape shape = trainer_->example_shape();
+  std::vector<data::Example> good;
+  control::BurstAck ack;
+  if (burst.examples_size() > 0) {
+    ParseExamples(burst, shape, &good, &ack);
+  } else {
+    MYCEL_RETURN_IF_ERROR(ParseLines(burst, shape, &good, &ack));
   }
   if (good.empty()) {
     ack.mutable_stored()->set_examples_train(store_->Count(data::Split::kTrain));
     ack.mutable_stored()->set_examples_val(store_->Count(data::Split::kValidation));
     return ack;
   }
-  auto added = store_->Add(good, nullptr, "", "stdin");
+  const int n = burst.lines_size() + burst.examples_size();
+  auto added = store_->Add(good, nullptr, "", burst.examples_size() > 0 ? "api" : "stdin");
   if (!added.ok()) {
-    Logger("control")->error("burst of {} lines not stored: {}", burst.lines_size(), added.status().message());
+    Logger("control")->error("burst of {} examples not stored: {}", n, added.status().message());
     return added.status();
   }
   trainer_->Wake("ingest");
   *ack.mutable_stored() = ReplyOf(*added, *store_);
-  Logger("control")->debug("burst of {} lines: {} stored, {} refused", burst.lines_size(), added->stored,
-                           ack.refused_size());
+  Logger("control")->debug("burst of {}: {} stored, {} refused", n, added->stored, ack.refused_size());
   return ack;
 }
 

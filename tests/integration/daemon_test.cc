@@ -325,7 +325,7 @@ TEST_F(DaemonTest, ClientSaysPermissionDeniedToAnotherUserAndNotRunningWithoutAD
                                    tmp_.path());
   EXPECT_EQ(other.exit_code, 1) << other.Describe();
   EXPECT_EQ(other.err, "mycel: permission denied on " + sock +
-                           ": the daemon's state directory belongs to another user; run mycel as that user\n")
+                           ": the daemon's state directory belongs to another user; run as the daemon's user\n")
       << other.Describe();
   EXPECT_TRUE(node.Status().has_value());  // the owner still gets through
   EXPECT_EQ(node.daemon().Stop(), 0);
