@@ -192,8 +192,10 @@ class MYCEL_EXPORT Client {
   // are kept. At most 4096 examples per call: use an ExampleStream for more.
   Status AddExamples(const std::vector<Example>& examples, AddResult* result);
   // A stream of examples over one call: Add buffers them and sends a burst
-  // of `burst_size` (1..4096); each burst is committed before the next is
-  // sent, so the daemon's store sets the pace and nothing queues unbounded.
+  // of `burst_size` (1..4096). At most two bursts are unacknowledged at a
+  // time (the daemon reads one while it commits the other); a third waits
+  // for the first's commit, so the daemon's store sets the pace and nothing
+  // queues unbounded.
   // `line_format` is how the daemon reads AddLine's lines: "csv" (label,
   // then the values) or "text".
   Status OpenExampleStream(int burst_size, std::unique_ptr<ExampleStream>* out,
@@ -219,14 +221,16 @@ class MYCEL_EXPORT ExampleStream {
   ExampleStream(const ExampleStream&) = delete;
   ExampleStream& operator=(const ExampleStream&) = delete;
 
-  // Buffers `example`; when a burst is full, sends it and waits for its
-  // commit. A non-ok status ends the stream: what earlier bursts stored stays.
+  // Buffers `example`; when a burst is full, sends it (waiting for the
+  // commit of the one before it). A non-ok status ends the stream: what
+  // earlier bursts stored stays.
   Status Add(Example example);
   // The same for one line of the stream's line_format, parsed by the daemon
   // (a blank line is skipped but keeps its number). A burst holds examples
   // or lines, so switching from one to the other sends the buffered burst.
   Status AddLine(std::string line);
-  // Sends what is buffered and waits for its commit. If `since` is non-null,
+  // Sends what is buffered and waits until every burst sent is committed
+  // (durable). If `since` is non-null,
   // it gets what the bursts committed since the last Flush that asked did
   // (for a caller that reports refusals as they come).
   Status Flush(AddResult* since = nullptr);

@@ -281,6 +281,8 @@ struct ExampleStream::Rep {
   std::unique_ptr<grpc::ClientReaderWriter<control::ExampleBurst, control::BurstAck>> call;
   control::ExampleBurst pending;
   int64_t next_index = 0;  // the stream's number for the next example or line added
+  static constexpr int kInFlight = 2;
+  int in_flight = 0;       // bursts written, not yet acknowledged
   AddResult total;
   AddResult since;         // since the last Flush(&since)
   Status failed;           // once not ok, the stream is over
@@ -291,16 +293,31 @@ struct ExampleStream::Rep {
     if (!finished) return Status();
     return failed.ok() ? Status(Status::Code::kFailedPrecondition, "the stream is finished") : failed;
   }
+  // Sends the pending burst. At most kInFlight bursts go unacknowledged: the
+  // daemon reads the next while it commits one (the commit's fsync would
+  // otherwise leave both sides idle in turn), and the stream's memory stays
+  // bounded by the window.
   Status Send() {
     if (Pending() == 0) return Status();
     if (pending.lines_size() > 0) pending.set_format(line_format);
     if (!call->Write(pending)) return End();
-    control::BurstAck ack;
-    if (!call->Read(&ack)) return End();
-    Accumulate(ack, &total);
-    Accumulate(ack, &since);
+    in_flight++;
     pending.Clear();
     pending.set_first_line(next_index);
+    return in_flight >= kInFlight ? ReadAck() : Status();
+  }
+  Status ReadAck() {
+    control::BurstAck ack;
+    if (!call->Read(&ack)) return End();
+    in_flight--;
+    Accumulate(ack, &total);
+    Accumulate(ack, &since);
+    return Status();
+  }
+  // Sends what is pending and waits until every burst is committed.
+  Status Drain() {
+    MYCEL_CLIENT_RETURN_IF_ERROR(Send());
+    while (in_flight > 0) MYCEL_CLIENT_RETURN_IF_ERROR(ReadAck());
     return Status();
   }
   // Room for one more of a kind (lines or examples) in the pending burst.
@@ -366,7 +383,7 @@ Status ExampleStream::AddLine(std::string line) {
 
 Status ExampleStream::Flush(AddResult* since) {
   MYCEL_CLIENT_RETURN_IF_ERROR(rep_->Usable());
-  Status s = rep_->Send();
+  Status s = rep_->Drain();
   if (s.ok() && since) {
     *since = std::move(rep_->since);
     rep_->since = AddResult();
@@ -377,7 +394,7 @@ Status ExampleStream::Flush(AddResult* since) {
 Status ExampleStream::Finish(AddResult* total) {
   Rep* r = rep_.get();
   if (r->finished) return r->failed;
-  Status s = r->Send();
+  Status s = r->Drain();
   if (!s.ok()) return s;
   r->call->WritesDone();
   grpc::Status end = r->call->Finish();

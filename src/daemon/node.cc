@@ -589,9 +589,32 @@ absl::Status ParseLines(const control::ExampleBurst& burst, const data::ExampleS
   return absl::OkStatus();
 }
 
+// An example's values as stored: pixels an application scaled to [0, 1]
+// (each exactly k / 255.0f, which is how the sampler turns uint8 back into
+// float) are kept as the uint8 k, a quarter of the bytes to hash, store and
+// hold in memory, and the same row an idx file of that image stores; any
+// other values stay float32.
+data::Example PackValues(const control::Example& in) {
+  data::Example e;
+  e.label = in.label();
+  e.dtype = data::DType::kU8;
+  e.data.resize(static_cast<size_t>(in.values_size()));
+  for (int j = 0; j < in.values_size(); ++j) {
+    const float v = in.values(j);
+    const long k = std::lrint(v * 255.0f);
+    if (k < 0 || k > 255 || static_cast<float>(k) / 255.0f != v) {
+      e.dtype = data::DType::kF32;
+      e.data.assign(reinterpret_cast<const char*>(in.values().data()), in.values_size() * sizeof(float));
+      return e;
+    }
+    e.data[static_cast<size_t>(j)] = static_cast<char>(static_cast<uint8_t>(k));
+  }
+  return e;
+}
+
 // A burst's examples from the public client: a classifier's are checked
-// here (width, label, finite values) and stored as float32 without a text
-// round trip; a char_lm's text goes through the text importer, as a line.
+// here (width, label, finite values) and stored without a text round trip
+// (PackValues); a char_lm's text goes through the text importer, as a line.
 void ParseExamples(const control::ExampleBurst& burst, const data::ExampleShape& shape,
                    std::vector<data::Example>* good, control::BurstAck* ack) {
   for (int i = 0; i < burst.examples_size(); ++i) {
@@ -623,11 +646,7 @@ void ParseExamples(const control::ExampleBurst& burst, const data::ExampleShape&
     } else if (!std::all_of(in.values().begin(), in.values().end(), [](float v) { return std::isfinite(v); })) {
       RefuseLine(ack, number, "a value is not finite (NaN or infinite)");
     } else {
-      data::Example e;
-      e.label = in.label();
-      e.dtype = data::DType::kF32;
-      e.data.assign(reinterpret_cast<const char*>(in.values().data()), in.values_size() * sizeof(float));
-      good->push_back(std::move(e));
+      good->push_back(PackValues(in));
     }
   }
 }
