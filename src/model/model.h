@@ -24,7 +24,13 @@
 // inputs must match example_shape() (the data module guarantees it), and a
 // mismatched one throws (c10::Error; std::runtime_error from the TorchScript
 // interpreter), which the trainer treats as a bug.
-// Not thread-safe: one owner (the trainer thread) uses a Model at a time.
+// Thread-safety: a Model that is being trained or written has one user at a
+// time (the trainer, under its model lock). One that nobody writes and that
+// is in eval mode may run Forward from many threads at once under
+// torch::NoGradGuard: the built-in kinds keep no state in their forward (no
+// batch statistics, no embedding max_norm, dropout 0), which is how the
+// trainer's inference copy serves predictions. A TorchScript module is as
+// safe as its own forward (it must not write its attributes).
 #pragma once
 
 #include <cstdint>

@@ -58,6 +58,11 @@ constexpr double kRestWakeRise = 0.02;
 // a drop that comes back within this many windows of a rollback is accepted.
 constexpr double kGoodCheckpointPeriodS = 30;
 constexpr int64_t kGuardRecentWindows = 4;
+// Predictions read a copy of the weights that follows training steps at most
+// this often (any other change of the weights at once): a copy after every
+// step would cost about as much as a small model's step, and an answer 20 ms
+// behind the live model is one no caller can tell from a current one.
+constexpr double kPublishPeriodS = 0.02;
 
 double ThreadCpuSeconds() {
   struct timespec ts {};
@@ -93,6 +98,19 @@ std::string MetaValue(const std::string& meta, const std::string& key) {
   return "";
 }
 
+// The inference copy: a second Model of the same config, in eval mode from
+// its creation on, holding a snapshot of the live weights. Published
+// read-copy-update (Trainer::Impl::inference): once published it is never
+// written, so any number of predictions run its forward at once without a
+// lock, while the trainer steps, validates, checkpoints or merges on the live
+// model. A forward of a native kind reads its weights and nothing else
+// (networks.cc: no buffers, the GRU's flat weights are only read, dropout 0);
+// a user's TorchScript module is reentrant as long as its forward writes no
+// attribute of its own.
+struct Inference {
+  std::unique_ptr<model::Model> model;
+};
+
 }  // namespace
 
 struct Trainer::Impl {
@@ -105,7 +123,7 @@ struct Trainer::Impl {
   Checkpointer& checkpointer;
   Policy& policy;
   Clock* clock;
-  std::unique_ptr<model::Model> model;          // trainer thread only
+  std::unique_ptr<model::Model> model;          // the live model; its weights under model_mu
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::unique_ptr<data::Sampler> sampler;       // trainer thread only
   data::SamplerOptions sampler_options;
@@ -158,7 +176,25 @@ struct Trainer::Impl {
   // trainer thread, for each posted task, and by WithSharedParameters, which
   // runs on the caller's (normal-priority) thread so a merge round is never
   // queued behind a starved SCHED_IDLE trainer. Order: model_mu, then mu.
+  // Predictions never take it: they read the inference copy below.
   std::mutex model_mu;
+
+  // ---- inference copy (read-copy-update) ----
+  // The published copy, for Classify and PredictText on their callers'
+  // threads: read with std::atomic_load, replaced with std::atomic_exchange,
+  // never written while published. A prediction holds the copy it loaded
+  // until it returns, so a publish never changes weights under a forward and
+  // a forward never sees half of two publishes. Set by Init: never null after.
+  std::shared_ptr<const Inference> inference;
+  // The rest is guarded by model_mu, which every publish holds: publishes are
+  // serialised and copy weights no step, merge or load is writing.
+  // The copy the last publish retired, refilled by the next one once no
+  // prediction still holds it (double buffering: two copies at rest, more only
+  // while a slow prediction holds a retired one).
+  std::shared_ptr<Inference> inference_spare;
+  bool weights_dirty = false;                   // the live weights changed since the last publish
+  double last_publish_time = -1e9;              // monotonic; steps publish once kPublishPeriodS passed
+  bool publish_failed = false;                  // the last publish failed (logged once until one succeeds)
 
   // ---- shared state ----
   mutable std::mutex mu;
@@ -186,6 +222,16 @@ struct Trainer::Impl {
   void DriftGuard(double acc, double now);
   void RollBack(double acc);
   void CopyShared(std::vector<float>* out);
+  // A new inference copy (Model::Create of the same config, in eval mode).
+  absl::StatusOr<std::shared_ptr<Inference>> NewInference() const;
+  // Copies the live weights into the spare inference copy (or a new one if a
+  // prediction still holds the spare) and publishes it; model_mu held.
+  absl::Status PublishInference();
+  // Publishes when the weights changed since the last publish: with `force`
+  // at once, else once kPublishPeriodS passed (after a training step). A
+  // failure is logged and retried at the next call; predictions keep the
+  // last published weights meanwhile. model_mu held.
+  void MaybePublish(bool force);
   double LearningRate(int64_t step) const;
   // What the merge learns the drift correction per unit of: the learning
   // rate a full round of local steps sums to (K · the last step's lr), once
@@ -285,6 +331,11 @@ absl::Status Trainer::Impl::Init() {
     MYCEL_RETURN_IF_ERROR(options.participant->Init(std::move(initial)));
   }
   if (options.restore) MYCEL_RETURN_IF_ERROR(Restore());
+  {
+    // Predictions answer from here on: before Start, and after Stop.
+    std::lock_guard<std::mutex> model_lock(model_mu);
+    MYCEL_RETURN_IF_ERROR(Annotate(PublishInference(), "trainer: the inference copy"));
+  }
   last_ckpt_steps = stats.steps;  // what is on disk already (or nothing to save yet)
   last_ckpt_rounds = stats.rounds;
   double now = clock->MonotonicSeconds();
@@ -325,6 +376,85 @@ void Trainer::Impl::WriteShared(const std::vector<float>& in) {
     p.tensor.copy_(view);
     src += p.tensor.numel();
   }
+}
+
+absl::StatusOr<std::shared_ptr<Inference>> Trainer::Impl::NewInference() const {
+  MYCEL_ASSIGN_OR_RETURN(std::unique_ptr<model::Model> copy, model::Model::Create(options.model));
+  // The same config builds the same layout, but a torchscript kind reloads
+  // its file, which may have been replaced since Create: copy_ would
+  // broadcast a tensor of another shape rather than fail.
+  const auto& live = model->parameters();
+  const auto& mine = copy->parameters();
+  bool same = live.size() == mine.size();
+  for (size_t i = 0; same && i < live.size(); ++i) {
+    same = live[i].name == mine[i].name && live[i].tensor.sizes() == mine[i].tensor.sizes() &&
+           live[i].tensor.dtype() == mine[i].tensor.dtype();
+  }
+  if (!same) {
+    return absl::FailedPreconditionError(absl::StrCat("the ", options.model.kind,
+                                                      " model built again has another layout than the live one",
+                                                      options.model.path.empty() ? "" : " (was model.path replaced?)"));
+  }
+  copy->SetTraining(false);  // once: predictions never change the mode
+  auto inference = std::make_shared<Inference>();
+  inference->model = std::move(copy);
+  return inference;
+}
+
+absl::Status Trainer::Impl::PublishInference() {
+  std::shared_ptr<Inference> next = std::move(inference_spare);
+  // Predictions acquire only the published copy, so once the spare was
+  // retired its count can only fall; at 1 no prediction holds it any more.
+  // use_count() is a relaxed load: the fence orders the forwards' reads,
+  // released as they dropped the copy, before the writes below.
+  if (next && next.use_count() == 1) {
+// ThreadSanitizer does not model fences (GCC warns under -fsanitize=thread);
+// what this one orders, libtorch's reads and writes of the weights, it does
+// not see either, libtorch not being instrumented.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wtsan"
+#endif
+    std::atomic_thread_fence(std::memory_order_acquire);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+  } else {
+    next.reset();  // a prediction still reads it: it is freed when that one returns
+    MYCEL_ASSIGN_OR_RETURN(next, NewInference());
+  }
+  try {
+    torch::NoGradGuard no_grad;
+    const auto& live = model->parameters();
+    const auto& mine = next->model->parameters();
+    for (size_t i = 0; i < live.size(); ++i) mine[i].tensor.copy_(live[i].tensor);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(std::string("copying the weights: ") + e.what_without_backtrace());
+  }
+  std::shared_ptr<const Inference> retired =
+      std::atomic_exchange(&inference, std::shared_ptr<const Inference>(std::move(next)));
+  // Created non-const here, so writing it again once retired is allowed.
+  inference_spare = std::const_pointer_cast<Inference>(std::move(retired));
+  weights_dirty = false;
+  last_publish_time = clock->MonotonicSeconds();
+  return absl::OkStatus();
+}
+
+void Trainer::Impl::MaybePublish(bool force) {
+  if (!weights_dirty) return;
+  const double now = clock->MonotonicSeconds();
+  if (!force && now - last_publish_time < kPublishPeriodS) return;
+  absl::Status s = PublishInference();
+  if (s.ok()) {
+    if (publish_failed) Logger("train")->info("predictions follow the model again");
+    publish_failed = false;
+    return;
+  }
+  if (!publish_failed) {
+    Logger("train")->error("predictions keep the weights of the last publish: {}", s.message());
+  }
+  publish_failed = true;
+  last_publish_time = now;  // after a step, retry once a period passed, not at every step
 }
 
 absl::StatusOr<std::string> Trainer::Impl::EncodeCheckpoint(bool final, bool federation) {
@@ -388,6 +518,7 @@ absl::Status Trainer::Impl::Restore() {
 absl::Status Trainer::Impl::LoadModelSections(const Sections& sections, const std::string& path) {
   const std::string* params = sections.Get("params");
   if (!params) return absl::DataLossError(path + ": missing sections");
+  weights_dirty = true;  // even a load that fails may have written some tensors
   MYCEL_RETURN_IF_ERROR(Annotate(model::LoadTensors(*params, model->parameters()), path));
   if (const std::string* opt = sections.Get("optimizer"); opt && !opt->empty()) {
     try {
@@ -654,6 +785,7 @@ void Trainer::Impl::RollBack(double acc) {
     s = absl::InternalError(e.what_without_backtrace());
   }
   if (!s.ok()) return fail(s);
+  MaybePublish(/*force=*/true);  // predictions leave the drifted weights now too
   round_drift.clear();  // this round's share of the correction the rollback forgets
   if (options.participant) options.participant->RolledBack();
   const std::string step = MetaValue(*meta, "steps");
@@ -763,6 +895,8 @@ void Trainer::Impl::Step() {
     round_lr += lr;
     round_last_lr = lr;
   }
+  weights_dirty = true;
+  MaybePublish(/*force=*/false);
   double l = loss.item<double>();
   loss_ema = std::isnan(loss_ema) ? l : (1 - kLossEmaAlpha) * loss_ema + kLossEmaAlpha * l;
   rate_window_steps++;
@@ -845,6 +979,13 @@ void Trainer::Impl::Loop() {
     }
     if (resting && burst_left == 0 && now >= rest_until && idle_state.empty()) burst_left = kRestBurstSteps;
     if (!idle_state.empty()) {
+      {
+        // Idle: no step publishes the last steps' weights until training
+        // resumes, so publish them now, before the state says idle (a caller
+        // that sees it idle gets answers from the weights it holds).
+        std::lock_guard<std::mutex> model_lock(model_mu);
+        MaybePublish(/*force=*/true);
+      }
       SetState(idle_state, idle_reason);
       if (now - last_ckpt_time >= options.training.checkpoint_interval_s) {
         // Held or resting, merges may still move the model: checkpoint what changed, not an unchanged one.
@@ -955,6 +1096,7 @@ absl::Status Trainer::Stop() {
   impl_->DrainTasks();  // anyone still waiting gets an answer
   impl_->SetState("stopped", "stopped");
   std::lock_guard<std::mutex> model_lock(impl_->model_mu);
+  impl_->MaybePublish(/*force=*/true);  // the last steps' weights, which predictions answer from hereafter
   return impl_->WriteCheckpoint("shutdown", /*final=*/true);
 }
 
@@ -1022,60 +1164,55 @@ std::vector<std::pair<int64_t, double>> TopK(const torch::Tensor& probs, int k) 
 absl::StatusOr<std::vector<std::pair<int64_t, double>>> Trainer::Classify(const data::Example& example,
                                                                            int top_k) {
   Impl* impl = impl_.get();
-  using R = absl::StatusOr<std::vector<std::pair<int64_t, double>>>;
   if (impl->shape.text) return absl::FailedPreconditionError("the model is a char_lm: predict takes --text");
   if (example.width() != impl->shape.width) {
     return absl::InvalidArgumentError("input has " + std::to_string(example.width()) +
                                       " values but the model takes " + std::to_string(impl->shape.width));
   }
-  return impl->RunOnTrainer<R>([impl, &example, top_k]() -> R {
-    try {
-      torch::NoGradGuard no_grad;
-      auto [x, y] = impl->ToTensors({example});
-      impl->model->SetTraining(false);
-      auto probs = torch::softmax(impl->model->Forward(x), 1)[0];
-      impl->model->SetTraining(true);
-      return TopK(probs, top_k);
-    } catch (const c10::Error& e) {
-      impl->model->SetTraining(true);
-      return absl::InternalError(std::string("predict: ") + e.what_without_backtrace());
-    }
-  });
+  // On this thread, against the published copy (Impl::inference): no lock, so
+  // no wait for a step, a validation pass, a checkpoint or a merge. The copy
+  // stays ours until we return, whatever is published meanwhile.
+  const std::shared_ptr<const Inference> inference = std::atomic_load(&impl->inference);
+  try {
+    torch::NoGradGuard no_grad;
+    auto [x, y] = impl->ToTensors({example});
+    auto probs = torch::softmax(inference->model->Forward(x), 1)[0];
+    return TopK(probs, top_k);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(std::string("predict: ") + e.what_without_backtrace());
+  }
 }
 
 absl::StatusOr<std::pair<std::vector<std::pair<int64_t, double>>, std::string>> Trainer::PredictText(
     const std::string& prompt, int top_k, int generate) {
   Impl* impl = impl_.get();
-  using R = absl::StatusOr<std::pair<std::vector<std::pair<int64_t, double>>, std::string>>;
   if (!impl->shape.text) return absl::FailedPreconditionError("the model is a classifier: predict takes an input file");
   if (prompt.empty()) return absl::InvalidArgumentError("empty prompt");
-  return impl->RunOnTrainer<R>([impl, &prompt, top_k, generate]() -> R {
-    try {
-      torch::NoGradGuard no_grad;
-      impl->model->SetTraining(false);
-      const int64_t context = impl->shape.width - 1;
-      std::string text = prompt;
-      auto next_probs = [&]() {
-        std::string window = text.size() > static_cast<size_t>(context) ? text.substr(text.size() - context) : text;
-        auto tokens = torch::empty({1, static_cast<int64_t>(window.size())}, torch::kLong);
-        for (size_t i = 0; i < window.size(); ++i) tokens[0][i] = static_cast<int64_t>(static_cast<uint8_t>(window[i]));
-        auto logits = impl->model->Forward(tokens);
-        return torch::softmax(logits[0][logits.size(1) - 1], 0);
-      };
-      auto top = TopK(next_probs(), top_k);
-      std::string continuation;
-      for (int i = 0; i < generate; ++i) {
-        char c = static_cast<char>(next_probs().argmax().item<int64_t>());
-        continuation.push_back(c);
-        text.push_back(c);
-      }
-      impl->model->SetTraining(true);
-      return std::make_pair(top, continuation);
-    } catch (const c10::Error& e) {
-      impl->model->SetTraining(true);
-      return absl::InternalError(std::string("predict: ") + e.what_without_backtrace());
+  // As Classify: on this thread, every byte of the continuation from the one copy loaded here.
+  const std::shared_ptr<const Inference> inference = std::atomic_load(&impl->inference);
+  try {
+    torch::NoGradGuard no_grad;
+    model::Model& m = *inference->model;
+    const int64_t context = impl->shape.width - 1;
+    std::string text = prompt;
+    auto next_probs = [&]() {
+      std::string window = text.size() > static_cast<size_t>(context) ? text.substr(text.size() - context) : text;
+      auto tokens = torch::empty({1, static_cast<int64_t>(window.size())}, torch::kLong);
+      for (size_t i = 0; i < window.size(); ++i) tokens[0][i] = static_cast<int64_t>(static_cast<uint8_t>(window[i]));
+      auto logits = m.Forward(tokens);
+      return torch::softmax(logits[0][logits.size(1) - 1], 0);
+    };
+    auto top = TopK(next_probs(), top_k);
+    std::string continuation;
+    for (int i = 0; i < generate; ++i) {
+      char c = static_cast<char>(next_probs().argmax().item<int64_t>());
+      continuation.push_back(c);
+      text.push_back(c);
     }
-  });
+    return std::make_pair(top, continuation);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(std::string("predict: ") + e.what_without_backtrace());
+  }
 }
 
 absl::Status Trainer::Export(const std::string& path) {
@@ -1105,6 +1242,8 @@ absl::Status Trainer::WithSharedParameters(
       std::vector<float> before = shared;
       if (fn(shared, samples, impl->RoundScale())) {
         impl->WriteShared(shared);
+        impl->weights_dirty = true;
+        impl->MaybePublish(/*force=*/true);  // predictions see the merge at once
         // A merge that moved the model ends a rest: there is something new to learn from.
         // This merge's move, and the merges' since the last look together, in one pass.
         impl->merged_since.resize(shared.size(), 0.0f);
@@ -1178,15 +1317,30 @@ absl::StatusOr<std::vector<double>> Trainer::ProbeLosses(int64_t examples, size_
     std::vector<float> own, candidate(static_cast<size_t>(impl->shared_numel));
     impl->CopyShared(&own);
     std::vector<double> losses(count);
-    const bool training = impl->model->IsTraining();
+    // The candidates pass through the live model under model_mu, which every
+    // publish of the inference copy holds, so no prediction ever sees one.
+    // The model's own weights (bit for bit: nothing to publish) and mode go
+    // back however this returns, a throwing make or Evaluate too: a candidate
+    // left in the model would be trained on, checkpointed and published.
+    struct PutBack {
+      Impl* impl;
+      const std::vector<float>& own;
+      bool training;
+      ~PutBack() {
+        try {
+          impl->WriteShared(own);
+        } catch (const c10::Error& e) {
+          Logger("train")->error("probe: putting the model's weights back: {}", e.what_without_backtrace());
+        }
+        impl->model->SetTraining(training);
+      }
+    } put_back{impl, own, impl->model->IsTraining()};
     impl->model->SetTraining(false);
     for (size_t i = 0; i < count; ++i) {
       make(i, candidate.data());
       impl->WriteShared(candidate);
       losses[i] = impl->model->Evaluate(x, y).loss;
     }
-    impl->WriteShared(own);
-    impl->model->SetTraining(training);
     return losses;
   } catch (const c10::Error& e) {
     return absl::InternalError(std::string("probe: ") + e.what_without_backtrace());
@@ -1218,6 +1372,8 @@ absl::Status Trainer::TrainStepsForBenchmark(int64_t steps) {
   impl->MaybeRefresh(impl->clock->MonotonicSeconds(), true);
   if (impl->sampler->size() == 0) return absl::FailedPreconditionError("no examples in the store");
   for (int64_t i = 0; i < steps; ++i) impl->Step();
+  std::lock_guard<std::mutex> model_lock(impl->model_mu);
+  impl->MaybePublish(/*force=*/true);  // predictions see every step the call took
   return absl::OkStatus();
 }
 

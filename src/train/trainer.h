@@ -1,20 +1,36 @@
 // Trainer: the thread that owns the live model and keeps training it.
 //
-// Between two steps it runs posted work (evaluation, prediction, export,
-// checkpoint; next issue: merges of neighbours' deltas), asks the Policy
-// whether it may train, refreshes its Sampler from the ExampleStore when data
-// arrived, trains one batch, evaluates on the held-out split every
-// eval_interval_s and checkpoints every checkpoint_interval_s. The model's
-// weights are touched only on this thread, so nothing else needs a lock on them.
+// Between two steps it runs posted work (evaluation, export, checkpoint),
+// asks the Policy whether it may train, refreshes its Sampler from the
+// ExampleStore when data arrived, trains one batch, evaluates on the held-out
+// split every eval_interval_s and checkpoints every checkpoint_interval_s.
+// The live model's weights are read and written under one lock (the model
+// lock): by this thread's steps, validation passes, checkpoints and posted
+// work, and by merges (WithSharedParameters) and trust probes (ProbeLosses)
+// on their callers' threads. Predictions read a copy instead (below).
 //
 // Create() restores the newest valid checkpoint (weights, optimizer state,
 // counters); a checkpoint of a different model (fingerprint) is an error, so
 // a config change never silently discards what a user's model learned.
 // Stop() finishes the current step and writes a final checkpoint.
 //
-// Thread-safety: all public methods may be called from any thread. Calls that
-// need the model (Evaluate, Classify, ...) block until the trainer thread has
-// run them (or run inline before Start / after Stop).
+// Thread-safety: all public methods may be called from any thread. Evaluate,
+// Export, CheckpointNow and DropForgottenRows block until the trainer thread
+// has run them between two steps (or run inline, under the model lock, before
+// Start / after Stop), so they wait for the step, validation pass, checkpoint
+// or merge under way. Classify and PredictText do not wait for any of these:
+// they run on the calling thread, any number at once, against an inference
+// copy of the model that they read without a lock. The copy is an eval-mode
+// snapshot of the weights, published read-copy-update: never written while a
+// prediction can hold it, replaced whole by the next publish, so an answer
+// comes from one consistent set of weights, never from a mix of two. Publishes
+// hold the model lock. The copy answers from Create on (the restored weights)
+// and follows training steps at most every 20 ms, and everything else at
+// once: a merge that writes weights, a drift guard rollback, and the trainer
+// holding, resting, waiting or stopping with steps not yet published. A trust
+// probe's candidate weights are never published. It costs the weights'
+// memory twice over (the published copy and a spare the next publish
+// refills), and once more for each copy a slow prediction still holds.
 //
 // Resting ([training] rest): after rest_patience validation passes without a
 // gain in validation loss the trainer stops training (state "resting") and
@@ -170,7 +186,8 @@ class Trainer {
   void SetThreads(int threads);
 
   absl::StatusOr<EvalResult> Evaluate(const std::vector<data::Example>& examples);
-  // Top-k (label, probability) for one example.
+  // Top-k (label, probability) for one example. Classify and PredictText run
+  // on the calling thread against the inference copy (see Thread-safety).
   absl::StatusOr<std::vector<std::pair<int64_t, double>>> Classify(const data::Example& example,
                                                                    int top_k);
   // char_lm: top-k next bytes after `prompt`, and a greedy continuation of `generate` bytes.
@@ -179,15 +196,16 @@ class Trainer {
   absl::Status Export(const std::string& path);
 
   // Runs fn(shared, samples_trained, round_lr) between two steps (on the
-  // calling thread, holding the model lock for at most one step's wait), with
+  // calling thread, holding the model lock for at most one step's wait; a
+  // prediction meanwhile answers from the copy last published), with
   // the shared parameters flattened in Model::parameters() order and the
   // learning rate a full round of local steps sums to (local_steps · the
   // last step's lr; unpaced, the steps' sum), 0 if the round under way took
   // no step; if fn returns true the values are written back into the
-  // model. This is how publishes and merges reach the weights. With
-  // `opens_round` it counts a new round and opens its local_steps budget (fn
-  // may then be null: no copy); without, it closes the budget until the next
-  // round opens.
+  // model, and predictions answer from them once it returns. This is how
+  // publishes and merges reach the weights. With `opens_round` it counts a
+  // new round and opens its local_steps budget (fn may then be null: no
+  // copy); without, it closes the budget until the next round opens.
   //
   // `drift` (opening a round only; empty = none, else shared_size() values)
   // is a rate per unit of learning rate, as a gradient is: after each of the

@@ -2,10 +2,17 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <cstdio>
 #include <chrono>
 #include <ctime>
 #include <cmath>
+#include <functional>
+#include <future>
+#include <stdexcept>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -520,6 +527,412 @@ TEST(Trainer, ClassifyRejectsWrongWidth) {
   auto r = trainer->Classify(e, 3);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("784"), std::string::npos);
+}
+
+// ---- predictions: the inference copy ----
+
+using TopList = std::vector<std::pair<int64_t, double>>;
+
+// All ten classes at 1/10 each: what a model whose shared weights are all
+// zero (every one is shared: no local_layers) answers for any input.
+::testing::AssertionResult Uniform(const TopList& top) {
+  if (top.size() != 10) return ::testing::AssertionFailure() << top.size() << " classes, not 10";
+  for (const auto& [label, p] : top) {
+    if (std::abs(p - 0.1) > 1e-5) return ::testing::AssertionFailure() << "class " << label << " at " << p;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// A top-10 answer of the ten-class model is a distribution: ten distinct
+// labels in range, probabilities in [0, 1], descending, summing to 1.
+::testing::AssertionResult ValidDistribution(const TopList& top) {
+  if (top.size() != 10) return ::testing::AssertionFailure() << top.size() << " classes, not 10";
+  std::vector<bool> seen(10, false);
+  double sum = 0;
+  for (size_t i = 0; i < top.size(); ++i) {
+    const auto [label, p] = top[i];
+    if (label < 0 || label >= 10 || seen[label]) return ::testing::AssertionFailure() << "label " << label;
+    seen[label] = true;
+    if (!(p >= 0 && p <= 1)) return ::testing::AssertionFailure() << "class " << label << " at " << p;
+    if (i > 0 && p > top[i - 1].second) return ::testing::AssertionFailure() << "not in descending order";
+    sum += p;
+  }
+  if (std::abs(sum - 1) > 1e-4) return ::testing::AssertionFailure() << "probabilities sum to " << sum;
+  return ::testing::AssertionSuccess();
+}
+
+// The same answer, to float rounding: one set of weights, maybe in two copies.
+::testing::AssertionResult SameAnswer(const TopList& a, const TopList& b) {
+  if (a.size() != b.size()) return ::testing::AssertionFailure() << a.size() << " classes against " << b.size();
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].first != b[i].first || std::abs(a[i].second - b[i].second) > 1e-6) {
+      return ::testing::AssertionFailure() << "rank " << i << ": class " << a[i].first << " at " << a[i].second
+                                           << " against class " << b[i].first << " at " << b[i].second;
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+TopList ClassifyAll(Trainer& trainer, const data::Example& example) {
+  auto top = trainer.Classify(example, 10);
+  EXPECT_TRUE(top.ok()) << top.status();
+  return top.ok() ? *top : TopList{};
+}
+
+// Mean cross-entropy of the answers of Classify (the inference copy) on
+// `examples`: what Evaluate (the live model) says when the copy holds the
+// live weights.
+double ClassifyLoss(Trainer& trainer, const std::vector<data::Example>& examples) {
+  double sum = 0;
+  for (const auto& e : examples) {
+    for (const auto& [label, p] : ClassifyAll(trainer, e)) {
+      if (label == e.label) sum -= std::log(p);
+    }
+  }
+  return sum / static_cast<double>(examples.size());
+}
+
+// Runs `predict` on this thread while another thread is inside
+// WithSharedParameters, holding the model lock in a callback that waits
+// (up to a minute) until `predict` has returned. Succeeds when `predict`
+// returned while the callback still blocked: a prediction that took the
+// model lock or waited for the trainer thread returns only once the callback
+// gives up, and then this fails.
+::testing::AssertionResult ReturnsDuringABlockedMerge(Trainer& trainer, const std::function<void()>& predict) {
+  constexpr double kBlockS = 60;
+  std::atomic<bool> inside{false}, predicted{false}, left{false}, gave_up{false};
+  std::thread merger([&] {
+    auto s = trainer.WithSharedParameters([&](std::vector<float>&, int64_t, double) {
+      inside = true;
+      if (!WaitFor([&] { return predicted.load(); }, kBlockS)) gave_up = true;
+      left = true;
+      return false;
+    });
+    EXPECT_TRUE(s.ok()) << s;
+  });
+  if (!WaitFor([&] { return inside.load(); }, kBlockS)) {
+    predicted = true;
+    merger.join();
+    return ::testing::AssertionFailure() << "the merge's callback never ran";
+  }
+  predict();
+  const bool during = !left.load();
+  predicted = true;
+  merger.join();
+  if (during && !gave_up) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "the prediction returned only after the merge's callback "
+                                       << (gave_up ? "gave up waiting for it" : "returned");
+}
+
+// A trainer of f's, trained on t10k (into *examples) and started: nullptr
+// (after a test failure) unless it has taken a step.
+std::unique_ptr<Trainer> StartTrainingOnT10k(Fixture& f, std::vector<data::Example>* examples) {
+  auto trainer = f.MakeTrainer();
+  if (!trainer) return nullptr;
+  *examples = LoadT10k(trainer->example_shape());
+  if (!f.store->Add(*examples).ok()) {
+    ADD_FAILURE() << "storing t10k failed";
+    return nullptr;
+  }
+  trainer->Wake();
+  trainer->Start();
+  if (!WaitFor([&] { return trainer->Stats().steps > 0; }, 60)) {
+    ADD_FAILURE() << "the trainer took no step in 60 s";
+    return nullptr;
+  }
+  return trainer;
+}
+
+TEST(Trainer, ClassifyDoesNotWaitForTheModelLock) {
+  Fixture f;
+  std::vector<data::Example> examples;
+  auto trainer = StartTrainingOnT10k(f, &examples);
+  ASSERT_NE(trainer, nullptr);
+  absl::StatusOr<TopList> top;
+  EXPECT_TRUE(ReturnsDuringABlockedMerge(*trainer, [&] { top = trainer->Classify(examples[0], 3); }));
+  ASSERT_TRUE(top.ok()) << top.status();
+  EXPECT_EQ(top->size(), 3u);
+  ASSERT_TRUE(trainer->Stop().ok());
+}
+
+// A char_lm small enough to answer in a blink (context 16, GRU 64).
+std::unique_ptr<Trainer> MakeSmallCharLm(Fixture& f) {
+  f.options.model.kind = "char_lm";
+  f.options.model.context = 16;
+  f.options.model.hidden = {64};
+  return f.MakeTrainer();
+}
+
+TEST(Trainer, PredictTextDoesNotWaitForTheModelLock) {
+  Fixture f;
+  auto trainer = MakeSmallCharLm(f);
+  ASSERT_NE(trainer, nullptr);
+  absl::StatusOr<std::pair<TopList, std::string>> out;
+  EXPECT_TRUE(ReturnsDuringABlockedMerge(*trainer, [&] { out = trainer->PredictText("the cat", 3, 4); }));
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->first.size(), 3u);
+  EXPECT_EQ(out->second.size(), 4u);
+}
+
+// The copy answers before Start, follows a merge at once, holds the live
+// weights whenever the trainer is idle, and after Stop the final ones (those
+// of the shutdown checkpoint, which a restored trainer answers from).
+TEST(Trainer, ClassifyFollowsTheModelAndAnswersAfterStop) {
+  Fixture f;
+  auto trainer = f.MakeTrainer();
+  ASSERT_NE(trainer, nullptr);
+  const auto examples = LoadT10k(trainer->example_shape());
+  ASSERT_TRUE(f.store->Add(examples).ok());
+  const std::vector<data::Example> probe(examples.begin(), examples.begin() + 200);
+  const TopList seeded = ClassifyAll(*trainer, examples[0]);
+  EXPECT_FALSE(Uniform(seeded));
+  // Merges, with no trainer thread: all zero, then the seeded weights again.
+  std::vector<float> kept;
+  ASSERT_TRUE(trainer->WithSharedParameters([&](std::vector<float>& w, int64_t, double) {
+    kept = w;
+    std::fill(w.begin(), w.end(), 0.0f);
+    return true;
+  }).ok());
+  EXPECT_TRUE(Uniform(ClassifyAll(*trainer, examples[0])));
+  ASSERT_TRUE(trainer->WithSharedParameters([&](std::vector<float>& w, int64_t, double) {
+    w = kept;
+    return true;
+  }).ok());
+  EXPECT_TRUE(SameAnswer(ClassifyAll(*trainer, examples[0]), seeded));
+  // Train, then hold it.
+  trainer->Wake();
+  trainer->Start();
+  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().steps > 300; }, 60));
+  f.pause.SetPaused(true);
+  trainer->Wake();
+  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().state == "paused"; }, 10));
+  auto live = trainer->Evaluate(probe);
+  ASSERT_TRUE(live.ok()) << live.status();
+  EXPECT_NEAR(ClassifyLoss(*trainer, probe), live->loss, 1e-4);  // the copy holds what the live model does
+  EXPECT_FALSE(SameAnswer(ClassifyAll(*trainer, examples[0]), seeded));  // which the steps moved
+
+  // Train on, stop in the middle of it: the last steps reach the copy too.
+  f.pause.SetPaused(false);
+  trainer->Wake();
+  const int64_t steps = trainer->Stats().steps;
+  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().steps > steps + 300; }, 60));
+  ASSERT_TRUE(trainer->Stop().ok());
+  live = trainer->Evaluate(probe);  // inline now: the live model
+  ASSERT_TRUE(live.ok()) << live.status();
+  EXPECT_NEAR(ClassifyLoss(*trainer, probe), live->loss, 1e-4);
+  const TopList last = ClassifyAll(*trainer, examples[1]);
+  ASSERT_TRUE(ValidDistribution(last));
+  auto restored = f.MakeTrainer();  // from the shutdown checkpoint
+  ASSERT_NE(restored, nullptr);
+  EXPECT_TRUE(SameAnswer(ClassifyAll(*restored, examples[1]), last));
+  // A merge after Stop still reaches the copy.
+  ZeroWeights(*trainer);
+  EXPECT_TRUE(Uniform(ClassifyAll(*trainer, examples[1])));
+}
+
+// A trust probe loads candidate weights into the live model under the model
+// lock: a prediction meanwhile answers from the model's own weights, never a
+// candidate's, and the model's own come back even when a candidate throws.
+TEST(Trainer, ProbeCandidatesNeverReachPredictions) {
+  Fixture f;
+  auto trainer = f.MakeTrainer();
+  ASSERT_NE(trainer, nullptr);
+  const auto examples = LoadT10k(trainer->example_shape());
+  ASSERT_TRUE(f.store->Add(examples).ok());
+  ASSERT_TRUE(trainer->TrainStepsForBenchmark(50).ok());  // loads the held-out split too
+  const std::vector<data::Example> probe(examples.begin(), examples.begin() + 200);
+  const TopList own = ClassifyAll(*trainer, examples[0]);
+  ASSERT_FALSE(Uniform(own));
+  const double own_loss = trainer->Evaluate(probe)->loss;
+  const size_t n = static_cast<size_t>(trainer->shared_size());
+
+  // make(1) runs with candidate 0 (all zero: uniform answers) in the model,
+  // under the model lock. A caller's prediction on another thread must
+  // answer while the probe still holds the lock: make waits for it (up to a
+  // minute) before the probe goes on.
+  std::future<absl::StatusOr<TopList>> during;
+  bool answered = false;
+  auto losses = trainer->ProbeLosses(100, 2, [&](size_t i, float* out) {
+    std::fill(out, out + n, 0.0f);
+    if (i != 1) return;
+    during = std::async(std::launch::async, [&] { return trainer->Classify(examples[0], 10); });
+    answered = during.wait_for(std::chrono::seconds(60)) == std::future_status::ready;
+  });
+  ASSERT_TRUE(losses.ok()) << losses.status();
+  EXPECT_TRUE(answered) << "the prediction waited for the probe";
+  ASSERT_TRUE(during.valid());
+  auto top = during.get();
+  ASSERT_TRUE(top.ok()) << top.status();
+  EXPECT_FALSE(Uniform(*top)) << "a prediction saw a candidate";
+  EXPECT_TRUE(SameAnswer(*top, own));
+
+  // A candidate that throws: the probe fails, the model keeps its own weights.
+  EXPECT_THROW((void)trainer->ProbeLosses(100, 2, [&](size_t i, float* out) {
+    if (i == 1) throw std::runtime_error("no such neighbour");
+    std::fill(out, out + n, 0.0f);
+  }), std::runtime_error);
+  EXPECT_DOUBLE_EQ(trainer->Evaluate(probe)->loss, own_loss);
+  ASSERT_TRUE(trainer->WithSharedParameters([](std::vector<float>&, int64_t, double) { return true; }).ok());
+  EXPECT_TRUE(SameAnswer(ClassifyAll(*trainer, examples[0]), own));  // what the merge published: its own
+}
+
+std::string Printable(const std::string& bytes) {
+  std::string out;
+  for (unsigned char c : bytes) {
+    if (std::isprint(c)) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+  }
+  return out;
+}
+
+// Merges switch the weights between three known sets as fast as they can
+// while callers generate text: all zero (uniform bytes: top 1/256 each, a
+// continuation of NUL bytes), the seeded ones and half of them (three, so
+// that each buffer of a double-buffered copy changes from one publish of it
+// to the next). A continuation of 64 bytes takes 65 forwards, over which many
+// publishes go by: every answer is still one of the three, never a mix (a
+// copy written while a prediction held it would give some other answer).
+TEST(Trainer, PredictionsNeverMixTwoPublishes) {
+  Fixture f;
+  auto trainer = MakeSmallCharLm(f);
+  ASSERT_NE(trainer, nullptr);
+  using Answer = std::pair<TopList, std::string>;
+  auto predict = [&]() -> Answer {
+    auto out = trainer->PredictText("the cat sat on the m", 5, 64);
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? *out : Answer{};
+  };
+  auto zero = [](const Answer& a) {
+    bool flat = a.first.size() == 5;
+    for (const auto& [byte, p] : a.first) flat = flat && std::abs(p - 1.0 / 256) < 1e-6;
+    return flat && a.second == std::string(64, '\0');
+  };
+  auto same = [](const Answer& a, const Answer& b) { return SameAnswer(a.first, b.first) && a.second == b.second; };
+  std::vector<float> seeded_w;
+  const std::vector<std::function<void(std::vector<float>&)>> sets = {
+      [](std::vector<float>& w) { std::fill(w.begin(), w.end(), 0.0f); },
+      [&](std::vector<float>& w) { w = seeded_w; },
+      [&](std::vector<float>& w) {
+        w = seeded_w;
+        for (float& v : w) v *= 0.5f;
+      }};
+  auto merge = [&](size_t set) {
+    return trainer->WithSharedParameters([&](std::vector<float>& w, int64_t, double) {
+      if (seeded_w.empty()) seeded_w = w;
+      sets[set](w);
+      return true;
+    }).ok();
+  };
+  ASSERT_TRUE(merge(1));
+  const Answer seeded = predict();
+  ASSERT_TRUE(merge(2));
+  const Answer halved = predict();
+  ASSERT_FALSE(zero(seeded));
+  ASSERT_FALSE(zero(halved));
+  ASSERT_FALSE(same(seeded, halved));
+
+  constexpr int kThreads = 4;
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> answers{0}, mixed{0};
+  std::vector<std::string> problem(kThreads);  // each thread's first, written by it alone
+  std::vector<std::thread> callers;
+  for (int t = 0; t < kThreads; ++t) {
+    callers.emplace_back([&, t] {
+      while (!stop) {
+        const Answer a = predict();
+        answers++;
+        if (zero(a) || same(a, seeded) || same(a, halved)) continue;
+        mixed++;
+        if (problem[t].empty()) problem[t] = "continuation \"" + Printable(a.second) + "\"; ";
+      }
+    });
+  }
+  int64_t merges = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while ((merges < 1500 || answers < 200) && std::chrono::steady_clock::now() < deadline) {
+    const bool ok = merge(static_cast<size_t>(merges % 3));
+    EXPECT_TRUE(ok);
+    if (!ok) break;
+    merges++;
+  }
+  stop = true;
+  for (auto& c : callers) c.join();
+  // Both within seconds here; a sanitized build manages a fraction in the
+  // 30 s, still with many publishes during each prediction.
+  EXPECT_GE(merges, 300);
+  EXPECT_GE(answers, 100);
+  EXPECT_EQ(mixed, 0) << "of " << answers << ": " << problem[0] << problem[1] << problem[2] << problem[3];
+}
+
+// Many callers predict at once while the trainer trains, merges write the
+// weights and trust probes load candidates: every answer is a distribution,
+// none a candidate's (all-zero: uniform), and the answers move with the model
+// (publishes happen while copies are being read). Meant for TSan/ASan runs too.
+TEST(Trainer, ConcurrentPredictionsWhileTrainingAndMerging) {
+  Fixture f;
+  std::vector<data::Example> examples;
+  auto trainer = StartTrainingOnT10k(f, &examples);
+  ASSERT_NE(trainer, nullptr);
+  const int64_t steps = trainer->Stats().steps;
+  const size_t n = static_cast<size_t>(trainer->shared_size());
+  constexpr int kThreads = 4;
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> answers{0}, invalid{0}, uniform{0}, moved{0}, merges{0}, probes{0};
+  std::vector<std::string> problem(kThreads);  // each thread's first, written by it alone
+  std::vector<std::thread> callers;
+  for (int t = 0; t < kThreads; ++t) {
+    callers.emplace_back([&, t] {
+      const data::Example& e = examples[static_cast<size_t>(t)];
+      const TopList first = ClassifyAll(*trainer, e);
+      while (!stop) {
+        auto top = trainer->Classify(e, 10);
+        answers++;
+        auto valid = top.ok() ? ValidDistribution(*top) : ::testing::AssertionFailure() << top.status();
+        if (!valid) {
+          invalid++;
+          if (problem[t].empty()) problem[t] = valid.message();
+          continue;
+        }
+        if (Uniform(*top)) uniform++;
+        if (!SameAnswer(*top, first)) moved++;
+      }
+    });
+  }
+  // Merges that scale the weights up and down in turn (the model stays where
+  // training takes it); every tenth round a probe of two all-zero candidates.
+  std::thread merger([&] {
+    for (int64_t k = 0; !stop; ++k) {
+      const float scale = k % 2 == 0 ? 1.001f : 1.0f / 1.001f;
+      EXPECT_TRUE(trainer->WithSharedParameters([&](std::vector<float>& w, int64_t, double) {
+        for (float& v : w) v *= scale;
+        return true;
+      }).ok());
+      merges++;
+      if (k % 10 == 0) {
+        auto losses = trainer->ProbeLosses(50, 2, [&](size_t, float* out) { std::fill(out, out + n, 0.0f); });
+        if (losses.ok()) probes++;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  const bool enough = WaitFor([&] {
+    return trainer->Stats().steps > steps + 300 && answers > 2000 && merges > 200 && probes > 10;
+  }, 120);
+  stop = true;
+  merger.join();
+  for (auto& c : callers) c.join();
+  EXPECT_TRUE(enough) << "steps " << trainer->Stats().steps - steps << ", answers " << answers << ", merges "
+                      << merges << ", probes " << probes;
+  EXPECT_EQ(invalid, 0) << problem[0] << problem[1] << problem[2] << problem[3];
+  EXPECT_EQ(uniform, 0) << "predictions saw a probe's candidate";
+  EXPECT_GT(moved, 0) << "the answers never followed the model";
+  ASSERT_TRUE(trainer->Stop().ok());
+  EXPECT_TRUE(ValidDistribution(ClassifyAll(*trainer, examples[0])));
 }
 
 }  // namespace
