@@ -51,7 +51,8 @@ awk 'BEGIN { for (r = 0; r < 30; r++) { line = (r == 6 ? 42 : r % 10);
 out=$("$work/examples/mycel-app" learn < "$work/rows.csv" 2>"$work/learn.err") || fail "mycel-app learn: $(cat "$work/learn.err")"
 [ "$out" = "stored 29, already stored 0, refused 1" ] || fail "mycel-app learn said '$out'"
 grep -q "^row 7 refused: label 42 is outside \[0, 10)" "$work/learn.err" || fail "mycel-app learn: $(cat "$work/learn.err")"
-out=$(cut -d, -f2- "$work/rows.csv" | head -2 | "$work/examples/mycel-app" predict) || fail "mycel-app predict"
+out=$(head -n 2 "$work/rows.csv" | cut -d, -f2- | "$work/examples/mycel-app" predict 2>"$work/predict.err") \
+  || fail "mycel-app predict: $(cat "$work/predict.err")"
 [ "$(wc -l <<<"$out")" = 2 ] && grep -qE '^[0-9] 0\.[0-9]{3} ' <<<"$out" || fail "mycel-app predict said '$out'"
 out=$("$work/examples/mycel-app" status) || fail "mycel-app status"
 grep -q "^packaged: .*, 29 examples, library " <<<"$out" || fail "mycel-app status said '$out'"
