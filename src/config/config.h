@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "federation/options.h"
 
 namespace mycel::config {
 
@@ -64,20 +65,14 @@ struct TrainingOptions {
   int64_t drift_guard_window = 3;      // validation passes it must stay there (train/trainer.h, "Drift guard")
 };
 
-struct FederationOptions {
+// [federation]: how this node merges (federation::FederationOptions, the one
+// definition: its defaults and its checks live there) and the gossip around
+// the merges, which the daemon and the peer module schedule.
+struct FederationSection : federation::FederationOptions {
   double round_interval_s = 10.0;      // seconds between gossip rounds (publish, pull, merge); fractions allowed
   int64_t local_steps = 40;            // training steps between two merges; 0 = unpaced (measured: README, "Pacing")
-  std::string merge = "metropolis";    // metropolis | fedavg (weighted by samples trained)
-  double mixing = 1.0;                 // γ: how far each merge moves toward the neighbours, in (0, 1]
-  double drift_correction = 0.95;      // β in [0, 1): correction of each node's pull toward its own data, spread over the local steps; 0 = plain gossip
-  std::string codec = "fp16";          // wire codec of published deltas (federation/codec.h)
-  int64_t max_stale_rounds = 3;        // a neighbour not pulled from in this many merges sits them out; 0 = never
-  std::string robust = "none";         // none | reject | clip | trimmed_mean | median: how neighbours' copies combine (federation.h)
-  bool trust = false;                  // per-neighbour trust learnt from local validation (federation.h)
-  int64_t trust_every = 8;             // rounds between two trust probes
+  int64_t trust_every = 8;             // rounds between two trust probes ([federation] trust)
   int64_t trust_examples = 256;        // held-out examples a probe evaluates on
-  double trust_tolerance = 0.05;       // relative loss increase a neighbour's share may cause before it counts as hurting
-  double max_delta_norm = 1e4;         // L2 bound on one received delta; larger ones are refused
   double pull_timeout_s = 5;           // deadline of one pull from a neighbour
   double max_backoff_s = 30;           // retry delay cap for an unreachable neighbour
 };
@@ -106,7 +101,7 @@ struct Config {
   NodeOptions node;
   ModelOptions model;
   TrainingOptions training;
-  FederationOptions federation;
+  FederationSection federation;
   PolicyOptions policy;
   std::vector<PeerOptions> peers;
 

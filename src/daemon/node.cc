@@ -36,16 +36,8 @@ namespace mycel {
 // during restore, and Save at every checkpoint.
 class FederationState : public train::CheckpointParticipant {
  public:
-  FederationState(const config::Config& config) {
-    options_.merge = config.federation.merge;
-    options_.mixing = config.federation.mixing;
-    options_.drift_correction = config.federation.drift_correction;
-    options_.codec = config.federation.codec;
-    options_.max_delta_norm = config.federation.max_delta_norm;
-    options_.max_stale_rounds = static_cast<int>(config.federation.max_stale_rounds);
-    options_.robust = config.federation.robust;
-    options_.trust = config.federation.trust;
-    options_.trust_tolerance = config.federation.trust_tolerance;
+  // The merge options are the [federation] section's base, read and checked once.
+  FederationState(const config::Config& config) : options_(config.federation) {
     for (const auto& p : config.peers) peer_keys_.push_back(p.public_key);
   }
   absl::Status Init(std::vector<float> initial_shared) override {
@@ -87,13 +79,12 @@ bool SameTraining(const config::TrainingOptions& a, const config::TrainingOption
   return tie(a) == tie(b);
 }
 
-bool SameFederation(const config::FederationOptions& a, const config::FederationOptions& b) {
-  auto tie = [](const config::FederationOptions& o) {
-    return std::tie(o.round_interval_s, o.local_steps, o.merge, o.mixing, o.drift_correction, o.codec, o.max_delta_norm,
-                    o.max_stale_rounds, o.robust, o.trust, o.trust_every, o.trust_examples, o.trust_tolerance,
-                    o.pull_timeout_s, o.max_backoff_s);
+bool SameFederation(const config::FederationSection& a, const config::FederationSection& b) {
+  auto schedule = [](const config::FederationSection& o) {
+    return std::tie(o.round_interval_s, o.local_steps, o.trust_every, o.trust_examples, o.pull_timeout_s,
+                    o.max_backoff_s);
   };
-  return tie(a) == tie(b);
+  return static_cast<const federation::FederationOptions&>(a) == b && schedule(a) == schedule(b);
 }
 
 std::vector<data::NamedBlob> ToBlobs(const std::vector<control::UploadedFile>& files) {

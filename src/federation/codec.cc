@@ -1027,7 +1027,7 @@ constexpr char kKnown[] =
 absl::Status ParseFraction(const std::string& s, uint32_t* ppb, std::string* canonical) {
   auto bad = [&](const char* why) {
     return absl::InvalidArgumentError(
-        absl::StrCat("codec topk:", s, ": ", why, " (F is a decimal in (0, 1], e.g. topk:0.01)"));
+        absl::StrCat("codec topk:", s, ": ", why, " (topk:F keeps a fraction in (0, 1] of the values, e.g. topk:0.01)"));
   };
   const size_t point = s.find('.');
   std::string int_part = s.substr(0, point);

@@ -238,46 +238,8 @@ Federation::~Federation() = default;
 absl::StatusOr<std::unique_ptr<Federation>> Federation::Create(const FederationOptions& options,
                                                                std::vector<float> initial,
                                                                int num_peers, int32_t degree) {
-  if (options.merge != "metropolis" && options.merge != "fedavg") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "federation.merge: unknown strategy \"", options.merge, "\" (metropolis | fedavg)"));
-  }
-  if (!(options.mixing > 0.0 && options.mixing <= 1.0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("federation.mixing: must be in (0, 1], got ", options.mixing));
-  }
-  if (!(options.drift_correction >= 0.0 && options.drift_correction < 1.0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "federation.drift_correction: must be in [0, 1), got ", options.drift_correction));
-  }
-  if (options.robust != "none" && options.robust != "reject" && options.robust != "clip" &&
-      options.robust != "trimmed_mean" && options.robust != "median") {
-    return absl::InvalidArgumentError(absl::StrCat("federation.robust: unknown rule \"", options.robust,
-                                                   "\" (none | reject | clip | trimmed_mean | median)"));
-  }
-  if (!(options.clip_medians >= 1) || !(options.clip_movements >= 0) || !std::isfinite(options.clip_medians) ||
-      !std::isfinite(options.clip_movements)) {
-    return absl::InvalidArgumentError("federation: clip_medians must be >= 1 and clip_movements >= 0");
-  }
-  if (options.trust && options.robust != "none" && options.robust != "reject" && options.robust != "clip") {
-    return absl::InvalidArgumentError(absl::StrCat("federation.trust: works with weighted merges (robust = none | "
-                                                   "reject | clip), not \"", options.robust, "\""));
-  }
-  if (!(options.trust_tolerance > 0) || !(options.trust_medians >= 1) || !(options.trust_smoothing > 0) ||
-      !(options.trust_smoothing <= 1) || !(options.trust_penalty > 0) || !(options.trust_penalty <= 1) ||
-      !(options.trust_reward > 0) || !(options.trust_reward <= 1) || !std::isfinite(options.trust_tolerance) ||
-      !std::isfinite(options.trust_medians)) {
-    return absl::InvalidArgumentError("federation: trust_tolerance must be > 0, trust_medians >= 1, "
-                                      "trust_smoothing, trust_penalty and trust_reward in (0, 1]");
-  }
-  if (options.max_stale_rounds < 0) {
-    return absl::InvalidArgumentError("federation.max_stale_rounds: must be >= 0");
-  }
-  if (options.max_log_bytes < 0) {
-    return absl::InvalidArgumentError("federation.max_log_bytes: must be >= 0");
-  }
-  if (!(options.max_delta_norm > 0) || !(options.max_keyframe_norm > 0)) {
-    return absl::InvalidArgumentError("federation: norm bounds must be > 0");
+  if (std::optional<OptionProblem> p = CheckOptions(options)) {
+    return absl::InvalidArgumentError(absl::StrCat("federation.", p->key, ": ", p->why));
   }
   if (num_peers < 0 || degree < 0) {
     return absl::InvalidArgumentError(

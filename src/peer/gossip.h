@@ -77,7 +77,7 @@ struct GossipOptions {
   std::string fingerprint;                 // of the shared model
   std::string layout;                      // what it hashes (Model::Layout), for mismatch messages;
                                            // sent cut to kMaxLayoutBytes
-  config::FederationOptions federation;
+  config::FederationSection federation;
   std::vector<config::PeerOptions> peers;  // pinned neighbours, index = mirror index
   int64_t max_answer_bytes = int64_t{1} << 31;  // refuse replies claiming more
   // A pull must have averaged at least this many bytes a second by each

@@ -240,16 +240,10 @@ absl::StatusOr<SimResult> Run(const SimOptions& o) {
   const int local_steps = o.local_steps >= 0 ? o.local_steps : static_cast<int>(cfg.federation.local_steps);
   if (local_steps < 1) return absl::InvalidArgumentError("local steps must be >= 1 (a round is K steps)");
 
-  federation::FederationOptions fo;
-  fo.merge = cfg.federation.merge;
-  fo.mixing = cfg.federation.mixing;
-  fo.drift_correction = cfg.federation.drift_correction;
-  fo.codec = o.codec.empty() ? cfg.federation.codec : o.codec;
-  fo.max_delta_norm = cfg.federation.max_delta_norm;
-  fo.max_stale_rounds = static_cast<int>(cfg.federation.max_stale_rounds);
+  federation::FederationOptions fo = cfg.federation;  // the config's merge, then the command line's
+  if (!o.codec.empty()) fo.codec = o.codec;
   fo.robust = o.robust;
   fo.trust = o.trust;
-  fo.trust_tolerance = cfg.federation.trust_tolerance;
   if (o.trust_medians > 0) fo.trust_medians = o.trust_medians;
   if (o.clip_medians > 0) fo.clip_medians = o.clip_medians;
   if (o.clip_movements >= 0) fo.clip_movements = o.clip_movements;

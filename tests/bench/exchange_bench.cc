@@ -295,7 +295,7 @@ class Nodes {
     perturb_.resize(params);
     for (auto& v : perturb_) v = d(rng);
 
-    federation::FederationOptions o;
+    federation::FederationOptions o = federation::PlainGossip();
     o.codec = "dense_f32";
     o.max_delta_norm = 1e12;
     o.max_keyframe_norm = 1e12;

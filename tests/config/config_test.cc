@@ -536,6 +536,12 @@ TEST(ConfigTest, DirectoryOrUnreadableFileIsAnErrorNamingIt) {
   EXPECT_THAT(std::string(c.status().message()), HasSubstr(path));
 }
 
+// [federation]'s merge keys have one set of defaults: federation's own.
+TEST(ConfigTest, FederationDefaultsAreTheMergesOwn) {
+  Config c;
+  EXPECT_TRUE(static_cast<const federation::FederationOptions&>(c.federation) == federation::FederationOptions{});
+}
+
 TEST(ConfigTest, DefaultPathsFollowXdg) {
   {
     ScopedEnv state("XDG_STATE_HOME", "/xdg/state/");

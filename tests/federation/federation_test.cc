@@ -17,7 +17,7 @@ namespace mycel::federation {
 namespace {
 
 std::unique_ptr<Federation> Make(std::vector<float> initial, int peers, int32_t degree,
-                                 FederationOptions opts = {}) {
+                                 FederationOptions opts = PlainGossip()) {
   auto f = Federation::Create(opts, std::move(initial), peers, degree);
   EXPECT_TRUE(f.ok()) << f.status();
   return std::move(f).value();
@@ -43,8 +43,43 @@ bool StartsWith(const std::string& s, const std::string& prefix) {
 
 // ---------------------------------------------------------------- creation
 
+// One owner for the merge's options: the defaults a user gets are valid, and
+// a bad value names the key the config file spells, both through CheckOptions
+// (which the config reader maps to file:line) and through Create.
+TEST(Federation, CheckOptionsNamesTheKeyAndCreateAgrees) {
+  EXPECT_FALSE(CheckOptions(FederationOptions{}).has_value());
+  EXPECT_FALSE(CheckOptions(PlainGossip()).has_value());
+  EXPECT_GT(FederationOptions{}.drift_correction, 0);  // the product's default corrects drift
+  struct Case {
+    void (*spoil)(FederationOptions*);
+    const char* key;
+  };
+  const Case cases[] = {
+      {[](FederationOptions* o) { o->merge = "mean"; }, "merge"},
+      {[](FederationOptions* o) { o->mixing = 0; }, "mixing"},
+      {[](FederationOptions* o) { o->mixing = std::nan(""); }, "mixing"},
+      {[](FederationOptions* o) { o->drift_correction = 1; }, "drift_correction"},
+      {[](FederationOptions* o) { o->codec = "zip"; }, "codec"},
+      {[](FederationOptions* o) { o->max_stale_rounds = -1; }, "max_stale_rounds"},
+      {[](FederationOptions* o) { o->robust = "krum"; }, "robust"},
+      {[](FederationOptions* o) { o->max_delta_norm = HUGE_VAL; }, "max_delta_norm"},
+      {[](FederationOptions* o) { o->trust_tolerance = 0; }, "trust_tolerance"},
+      {[](FederationOptions* o) { o->trust = true; o->robust = "median"; }, "trust"},
+  };
+  for (const Case& c : cases) {
+    FederationOptions o;
+    c.spoil(&o);
+    std::optional<OptionProblem> p = CheckOptions(o);
+    ASSERT_TRUE(p.has_value()) << c.key;
+    EXPECT_EQ(p->key, c.key);
+    auto f = Federation::Create(o, {0, 0}, 1, 1);
+    ASSERT_FALSE(f.ok()) << c.key;
+    EXPECT_EQ(f.status().message(), "federation." + p->key + ": " + p->why);
+  }
+}
+
 TEST(Federation, CreateValidatesOptions) {
-  FederationOptions o;
+  FederationOptions o = PlainGossip();
   o.merge = "median";
   EXPECT_FALSE(Federation::Create(o, {1, 2}, 1, 1).ok());
   o = {};
@@ -81,7 +116,7 @@ std::unique_ptr<Federation> HandNode(const FederationOptions& opts, int64_t n_se
 }
 
 TEST(Merge, MetropolisMatchesHandComputation) {
-  FederationOptions o;
+  FederationOptions o = PlainGossip();
   o.merge = "metropolis";
   o.mixing = 0.5;
   auto f = HandNode(o, 10, 30, 60);
@@ -95,7 +130,7 @@ TEST(Merge, MetropolisMatchesHandComputation) {
 }
 
 TEST(Merge, FedAvgMatchesHandComputation) {
-  FederationOptions o;
+  FederationOptions o = PlainGossip();
   o.merge = "fedavg";
   o.mixing = 0.5;
   auto f = HandNode(o, 10, 30, 60);
@@ -108,7 +143,7 @@ TEST(Merge, FedAvgMatchesHandComputation) {
 }
 
 TEST(Merge, FedAvgIsUniformWhileNobodyTrained) {
-  FederationOptions o;
+  FederationOptions o = PlainGossip();
   o.merge = "fedavg";
   o.mixing = 0.5;
   auto f = HandNode(o, 0, 0, 0);
@@ -121,7 +156,7 @@ TEST(Merge, FedAvgIsUniformWhileNobodyTrained) {
 }
 
 TEST(Merge, MetropolisTreatsReportedDegreeZeroAsOne) {
-  FederationOptions o;
+  FederationOptions o = PlainGossip();
   o.mixing = 1.0;
   auto f = Make({0, 0}, 1, 0, o);  // we report degree 0 too: floor is the participant count
   ASSERT_TRUE(f->Apply(0, Keyframe({4, -2}, 0, 0)).ok());
@@ -133,7 +168,7 @@ TEST(Merge, MetropolisTreatsReportedDegreeZeroAsOne) {
 }
 
 TEST(Merge, GammaOneUniformLosslessIsNeighbourhoodAveraging) {
-  FederationOptions o;
+  FederationOptions o = PlainGossip();
   o.merge = "metropolis";
   o.mixing = 1.0;
   auto f = Make({0, 0, 0}, 2, 2, o);
@@ -159,7 +194,7 @@ TEST(Merge, NothingMirroredChangesNothing) {
 TEST(Gossip, MirrorTracksPublicCopyExactlyThroughDeltasAndKeyframes) {
   std::mt19937 rng(1);
   const size_t n = 7;
-  FederationOptions small_log;
+  FederationOptions small_log = PlainGossip();
   // One dense_f32 delta of 7 values is 12 + 28 = 40 bytes: the log holds one.
   small_log.max_log_bytes = 50;
   auto a = Make(std::vector<float>(n, 0.25f), 1, 1);
@@ -239,7 +274,7 @@ TEST(Gossip, MirrorTracksPublicCopyExactlyThroughDeltasAndKeyframes) {
 }
 
 TEST(Gossip, ZeroLogBoundAlwaysServesKeyframes) {
-  FederationOptions o;
+  FederationOptions o = PlainGossip();
   o.max_log_bytes = 0;
   auto a = Make({1, 2}, 1, 1, o);
   auto b = Make({1, 2}, 1, 1);
@@ -256,7 +291,7 @@ TEST(Gossip, ZeroLogBoundAlwaysServesKeyframes) {
 class Refusal : public ::testing::Test {
  protected:
   void SetUp() override {
-    FederationOptions o;
+    FederationOptions o = PlainGossip();
     o.max_delta_norm = 100;
     o.max_keyframe_norm = 1000;
     a_ = Make({0, 0, 0}, 1, 1, o);
@@ -398,7 +433,7 @@ TEST(Gossip, RingConvergesToTheGlobalAverage) {
   const int kNodes = 5;
   const size_t n = 16;
   std::mt19937 rng(7);
-  FederationOptions o;
+  FederationOptions o = PlainGossip();
   o.merge = "metropolis";
   o.mixing = 1.0;
   std::vector<std::unique_ptr<Federation>> nodes;
@@ -430,7 +465,7 @@ TEST(Gossip, RingConvergesToTheGlobalAverage) {
 // ---------------------------------------------------------------- drift correction
 
 FederationOptions Corrected(double beta) {
-  FederationOptions o;
+  FederationOptions o = PlainGossip();
   o.merge = "metropolis";
   o.mixing = 1.0;
   o.drift_correction = beta;
@@ -490,7 +525,7 @@ TEST(DriftCorrection, OffLeavesNoCorrection) {
 // after max_stale_rounds merges without a refresh it takes no part, and a
 // successful pull, even one with nothing new, brings it back.
 TEST(Merge, AMirrorNotRefreshedForMaxStaleRoundsTakesNoPart) {
-  FederationOptions o;
+  FederationOptions o = PlainGossip();
   o.max_stale_rounds = 2;
   auto a = Make({0}, 1, 1, o);
   auto b = Make({0}, 1, 1, o);
@@ -1238,7 +1273,7 @@ TEST_F(Snapshot, GarbageAndTruncationsRefusedWithoutCrashOrChange) {
 
 TEST(MergeSpeed, TenMillionParametersTwoMirrors) {
   const size_t n = 10'000'000;
-  FederationOptions o;
+  FederationOptions o = PlainGossip();
   o.max_stale_rounds = 0;  // the same two keyframes merged six times
   auto f = Make(std::vector<float>(n, 0.0f), 2, 2, o);
   ASSERT_TRUE(f->Apply(0, Keyframe(std::vector<float>(n, 1.0f), 0, 2)).ok());

@@ -31,7 +31,7 @@ struct Trio {
     EXPECT_TRUE(fed->SetGroups({"a", "b"}, {2, 2}).ok());
   }
   static FederationOptions Trusting() {
-    FederationOptions o;
+    FederationOptions o = PlainGossip();
     o.trust = true;
     return o;
   }
@@ -200,7 +200,7 @@ TEST(Trust, NonFiniteLossesCountAsTheWorstHarmOrVoidTheProbe) {
 }
 
 TEST(Trust, OffMeansNoProbeAndFullWeights) {
-  Trio t(FederationOptions{});
+  Trio t(PlainGossip());
   t.Show(0, {1, 1, 1, 1});
   const std::vector<float> x = {0, 0, 0, 0};
   EXPECT_TRUE(t.fed->Probe(x.data()).shares.empty());
@@ -208,7 +208,7 @@ TEST(Trust, OffMeansNoProbeAndFullWeights) {
 }
 
 TEST(Trust, CreateAndSetGroupsRefuseWhatCannotWork) {
-  FederationOptions o;
+  FederationOptions o = PlainGossip();
   o.trust = true;
   o.robust = "median";
   auto f = Federation::Create(o, {0, 0}, 1, 1);

@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
   }
 
   // fuzz_snapshot: snapshots of a federation like the target's, clean and not.
-  federation::FederationOptions o;
+  federation::FederationOptions o = federation::PlainGossip();
   o.drift_correction = 0.9;
   o.codec = "int8";
   auto a = std::move(federation::Federation::Create(o, std::vector<float>(64, 0.5f), 2, 2)).value();

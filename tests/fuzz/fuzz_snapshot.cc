@@ -15,7 +15,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using mycel::federation::Federation;
   using mycel::federation::FederationOptions;
-  FederationOptions o;
+  FederationOptions o = mycel::federation::PlainGossip();
   o.drift_correction = 0.9;
   o.codec = "int8";
   auto fed = std::move(Federation::Create(o, std::vector<float>(64, 0.5f), 2, 2)).value();

@@ -160,8 +160,8 @@ struct Shared {
   }
 };
 
-config::FederationOptions FastOptions() {
-  config::FederationOptions o;
+config::FederationSection FastOptions() {
+  config::FederationSection o;
   o.round_interval_s = 0.02;
   o.pull_timeout_s = 0.5;
   o.max_backoff_s = 1.0;
@@ -195,8 +195,8 @@ struct Node {
 std::unique_ptr<Node> MakeNode(const std::string& name, std::unique_ptr<crypto::Identity> id,
                                const std::vector<float>& initial, const std::vector<float>& x0,
                                const std::string& listen, const std::vector<config::PeerOptions>& peers,
-                               federation::FederationOptions fopts = {},
-                               config::FederationOptions gopts = FastOptions(), bool start = true,
+                               federation::FederationOptions fopts = federation::PlainGossip(),
+                               config::FederationSection gopts = FastOptions(), bool start = true,
                                const std::function<void(GossipOptions&)>& edit = nullptr) {
   auto node = std::make_unique<Node>();
   node->id = std::move(id);
@@ -773,7 +773,7 @@ class GossipClientTest : public ::testing::Test {
   }
 
   // Starts node A pinned to the evil server (evil's plan must be set first).
-  void StartA(federation::FederationOptions fopts = {}) {
+  void StartA(federation::FederationOptions fopts = federation::PlainGossip()) {
     a_ = MakeNode("A", std::move(a_id_), initial_, x_a_, "", {PeerAt("evil", evil_->address(), evil_->id())},
                   fopts);
   }
@@ -919,7 +919,7 @@ TEST_F(GossipClientTest, ADrippedAnswerIsCutAtTheLeastTransferRateBeforeTheDeadl
     c.chunk_bytes = 256;
     c.chunk_delay_ms = 100;
   });
-  config::FederationOptions slow = FastOptions();
+  config::FederationSection slow = FastOptions();
   slow.pull_timeout_s = 30;
   a_ = MakeNode("A", std::move(a_id_), initial_, x_a_, "", {PeerAt("evil", evil_->address(), evil_->id())}, {},
                 slow, true, [](GossipOptions& o) {
@@ -1229,7 +1229,7 @@ TEST(GossipClientMemoryTest, ClaimedPayloadSizeIsNotAllocatedUpFront) {
 class GossipAvailabilityTest : public ::testing::Test {
  protected:
   // Node A pinned to [bad, good]; good is a real Gossip node B.
-  void StartNodes(const std::string& bad_address, config::FederationOptions gopts = FastOptions()) {
+  void StartNodes(const std::string& bad_address, config::FederationSection gopts = FastOptions()) {
     auto a_id = NewIdentity();
     auto b_id = NewIdentity();
     auto ghost = NewIdentity();
@@ -1432,7 +1432,7 @@ class InventiveRefuser final : public Peer::Service {
 TEST(GossipPairTest, UnknownRefusalWordsCountAsErrorSoCountersStayBounded) {
   InventiveRefuser refuser;
   auto stranger = NewIdentity();
-  config::FederationOptions fast = FastOptions();
+  config::FederationSection fast = FastOptions();
   fast.max_backoff_s = 0.02;  // retry every round: many different words
   auto a = MakeNode("A", NewIdentity(), Ramp(0.0f, 0.0f), Ramp(1.0f, 0.0f), "",
                     {PeerAt("R", refuser.address(), *stranger)}, {}, fast);
