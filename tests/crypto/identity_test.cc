@@ -213,48 +213,14 @@ TEST(IdentityTest, SignAndVerify) {
   EXPECT_FALSE(VerifySignature((*a)->public_key(), msg, sig + "x"));
 }
 
-TEST(Base64Test, RoundTripsAndMatchesKnownVectors) {
-  // RFC 4648 section 10 test vectors.
-  const std::pair<std::string, std::string> vectors[] = {
-      {"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"},
-      {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"},
-  };
-  for (const auto& [raw, b64] : vectors) {
-    EXPECT_EQ(Base64Encode(raw), b64);
-    auto back = Base64Decode(b64);
-    ASSERT_TRUE(back.ok()) << b64;
-    EXPECT_EQ(*back, raw);
-  }
-  std::string all;
-  for (int i = 0; i < 256; ++i) all.push_back(static_cast<char>(i));
-  EXPECT_EQ(*Base64Decode(Base64Encode(all)), all);
-
+// Base64 itself is common/coding.h's (tests/common/coding_test.cc); here only
+// that a public key goes through it as `mycel id` prints it.
+TEST(Base64Test, PublicKeyRoundTrips) {
   auto id = Identity::Generate();
   ASSERT_TRUE(id.ok());
   const std::string b64 = (*id)->PublicKeyBase64();
   EXPECT_EQ(b64.size(), 44u);
   EXPECT_EQ(*Base64Decode(b64), (*id)->public_key());
-}
-
-TEST(Base64Test, RejectsMalformedInput) {
-  for (const char* bad : {
-           "Zg",          // missing padding
-           "Zg=",         // short padding
-           "Zm8",         // missing padding
-           "Zg===",       // extra padding
-           "Zm9v=",       // padding where none belongs
-           "Zm9v\n",      // trailing newline
-           " Zm9v",       // leading space
-           "Zm 9v",       // inner space
-           "Zm9vYg==x",   // junk after padding
-           "Zm9vYg==Zg==",
-           "Zm9v!A==",    // not in the alphabet
-           "Zm9v-_==",    // URL-safe alphabet
-           "Zh==",        // non-zero unused bits (non-canonical "f")
-           "Z",
-       }) {
-    EXPECT_FALSE(Base64Decode(bad).ok()) << "'" << bad << "'";
-  }
 }
 
 TEST(FingerprintTest, FormatAndStability) {

@@ -203,6 +203,21 @@ TEST(ModelTest, FingerprintFollowsArchitectureNotWeights) {
   EXPECT_EQ(MustCreate(CharLm(8, 16, 8))->Fingerprint(), MustCreate(CharLm(8, 16, 32))->Fingerprint());
 }
 
+// The fingerprint is BLAKE2b-128 of "mycel-model-v1\n" + Layout(), as
+// lowercase hex: peers and state directories written by older builds compare
+// it, so these bytes must never change.
+TEST(ModelTest, FingerprintIsStable) {
+  auto m = MustCreate(Mlp({1, 28, 28}, {128}, 10));
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->Layout(),
+            "kind mlp\n"
+            "fc0.weight Float [128, 784]\n"
+            "fc0.bias Float [128]\n"
+            "out.weight Float [10, 128]\n"
+            "out.bias Float [10]\n");
+  EXPECT_EQ(m->Fingerprint(), "a2047385c2dbd299c2f224c0ad117c76");
+}
+
 TEST(ModelTest, BadOptionsAreNamed) {
   struct Case {
     config::ModelOptions options;
