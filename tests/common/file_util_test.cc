@@ -6,17 +6,13 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/escaping.h"
+#include "common/test_util.h"
 
 namespace mycel {
 namespace {
 
-std::string TempDir() {
-  char tmpl[] = "/tmp/mycel-common-XXXXXX";
-  return ::mkdtemp(tmpl);
-}
-
 TEST(FileUtil, AtomicWriteReplacesAndLeavesNoTemp) {
-  std::string dir = TempDir();
+  std::string dir = test::MakeTempDir();
   std::string path = dir + "/f";
   ASSERT_TRUE(Env::Default()->WriteFileAtomically(path, "one").ok());
   ASSERT_TRUE(Env::Default()->WriteFileAtomically(path, "two").ok());

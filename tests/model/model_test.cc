@@ -17,6 +17,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
+#include "common/test_util.h"
+
 namespace mycel::model {
 namespace {
 
@@ -70,19 +72,7 @@ std::vector<std::string> Names(const Model& m) {
   return names;
 }
 
-// A scratch directory removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = std::filesystem::temp_directory_path() / "mycel_model_test.XXXXXX";
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using test::TempDir;
 
 // Random input of the model's example shape: floats for classifiers, bytes for text.
 torch::Tensor RandomInput(const Model& m, int64_t batch) {
