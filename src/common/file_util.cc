@@ -10,8 +10,7 @@
 #include <cstring>
 #include <random>
 
-#include <sodium.h>
-
+#include "common/coding.h"
 #include "common/status.h"
 
 namespace mycel {
@@ -135,19 +134,6 @@ absl::Status Env::CreateDirs(const std::string& dir, int mode) {
 namespace {
 constexpr size_t kHashLen = 32;  // BLAKE2b-256
 constexpr size_t kHeaderLen = 8 + 8 + kHashLen;
-
-void PutU64(std::string* out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-uint64_t GetU64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
-  return v;
-}
-void Blake2b(std::string_view data, unsigned char out[kHashLen]) {
-  crypto_generichash(out, kHashLen, reinterpret_cast<const unsigned char*>(data.data()),
-                     data.size(), nullptr, 0);
-}
 }  // namespace
 
 std::string FrameChecksummed(std::string_view magic8, std::string_view payload) {
@@ -155,10 +141,8 @@ std::string FrameChecksummed(std::string_view magic8, std::string_view payload) 
   out.reserve(kHeaderLen + payload.size());
   out.append(magic8.substr(0, 8));
   out.resize(8, '\0');
-  PutU64(&out, payload.size());
-  unsigned char h[kHashLen];
-  Blake2b(payload, h);
-  out.append(reinterpret_cast<const char*>(h), kHashLen);
+  PutFixed64(&out, payload.size());
+  out.append(Blake2b(payload, kHashLen));
   out.append(payload);
   return out;
 }
@@ -173,15 +157,14 @@ absl::StatusOr<std::string> UnframeChecksummed(std::string_view magic8, std::str
   if (framed.substr(0, 8) != magic) {
     return absl::DataLossError(absl::StrCat(std::string(what), ": bad magic"));
   }
-  uint64_t len = GetU64(framed.data() + 8);
+  uint64_t len = DecodeFixed64(framed.data() + 8);
   if (len != framed.size() - kHeaderLen) {
     return absl::DataLossError(absl::StrCat(std::string(what), ": length ", framed.size() - kHeaderLen,
                                             " does not match header ", len));
   }
   std::string_view payload = framed.substr(kHeaderLen);
-  unsigned char h[kHashLen];
-  Blake2b(payload, h);
-  if (sodium_memcmp(h, framed.data() + 16, kHashLen) != 0) {
+  // A checksum, not a secret: a plain comparison is enough.
+  if (Blake2b(payload, kHashLen) != framed.substr(16, kHashLen)) {
     return absl::DataLossError(absl::StrCat(std::string(what), ": checksum mismatch"));
   }
   return std::string(payload);

@@ -5,7 +5,7 @@
 // inject faults such as a full disk. All methods are thread-safe.
 //
 // Checksummed files: an 8-byte magic, the payload length, a BLAKE2b-256 of the
-// payload (libsodium), then the payload. A torn or bit-flipped file is
+// payload (common/coding.h), then the payload. A torn or bit-flipped file is
 // detected on read and reported as DataLoss, never returned as data.
 #pragma once
 

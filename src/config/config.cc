@@ -27,11 +27,11 @@
 #include <type_traits>
 #include <utility>
 
-#include <sodium.h>
 #include <toml++/toml.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/coding.h"
 #include "common/file_util.h"
 #include "common/status.h"
 
@@ -610,19 +610,6 @@ absl::Status ParseFederation(const Parser& p, const toml::node& n, Config* c) {
   return absl::OkStatus();
 }
 
-// Decodes strict standard base64 (padding required, nothing trailing).
-bool DecodeBase64(const std::string& b64, std::string* raw) {
-  std::string bin(b64.size() / 4 * 3 + 3, '\0');
-  size_t len = 0;
-  if (sodium_base642bin(reinterpret_cast<unsigned char*>(bin.data()), bin.size(), b64.data(),
-                        b64.size(), nullptr, &len, nullptr, sodium_base64_VARIANT_ORIGINAL) != 0) {
-    return false;
-  }
-  bin.resize(len);
-  *raw = std::move(bin);
-  return true;
-}
-
 absl::Status ParsePeers(const Parser& p, const toml::node& n, Config* c) {
   const toml::array* arr = n.as_array();
   if (arr == nullptr || !(arr->empty() || arr->is_array_of_tables())) {
@@ -655,11 +642,12 @@ absl::Status ParsePeers(const Parser& p, const toml::node& n, Config* c) {
                                                           "neighbour that cannot be called, behind NAT)"));
     }
     const uint32_t key_line = LineOfKey(t, "public_key");
-    std::string raw;
-    if (!DecodeBase64(peer.public_key_b64, &raw)) {
+    absl::StatusOr<std::string> decoded = Base64Decode(peer.public_key_b64);
+    if (!decoded.ok()) {
       return p.Error(key_line, absl::StrCat(label, " public_key: not valid base64 (expected the "
                                                    "44-character key printed by `mycel id`)"));
     }
+    std::string raw = *std::move(decoded);
     if (raw.size() != kPublicKeyBytes) {
       return p.Error(key_line, absl::StrCat(label, " public_key: must be the base64 of a ",
                                             kPublicKeyBytes, "-byte Ed25519 public key (decoded to ",
@@ -898,10 +886,11 @@ absl::StatusOr<std::string> PinPeer(const Config& config, const std::string& nam
   if (!address.empty() && !CheckHostPort(address, 1).empty()) {
     return refuse("address '" + address + "': expected host:port, the port in [1, 65535]");
   }
-  std::string key;
-  if (!DecodeBase64(key_b64, &key) || key.size() != kPublicKeyBytes) {
+  const absl::StatusOr<std::string> decoded = Base64Decode(key_b64);
+  if (!decoded.ok() || decoded->size() != kPublicKeyBytes) {
     return refuse("key '" + key_b64 + "': expected the 44-character public key that `mycel id` prints");
   }
+  const std::string& key = *decoded;
   if (key == own_key) return refuse("that is this node's own key");
   for (const PeerOptions& p : config.peers) {
     if (p.name == name) return refuse("'" + name + "' is already pinned at " + p.where + ": choose another name");

@@ -15,6 +15,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "common/coding.h"
 
 namespace mycel::crypto {
 
@@ -45,9 +46,10 @@ class Identity {
 
 // Verifies a detached signature made by Identity::Sign.
 bool VerifySignature(std::string_view public_key, std::string_view message, std::string_view sig);
-// Standard base64 (with padding) encode/decode; decode fails on anything malformed.
-std::string Base64Encode(std::string_view raw);
-absl::StatusOr<std::string> Base64Decode(std::string_view b64);
+// Standard base64 lives in common/coding.h; the names stay here for callers
+// that still spell them crypto::Base64Encode / crypto::Base64Decode.
+using ::mycel::Base64Decode;
+using ::mycel::Base64Encode;
 // Fingerprint of any 32-byte public key, same format as Identity::Fingerprint.
 std::string KeyFingerprint(std::string_view public_key);
 // `bytes` random bytes from libsodium's CSPRNG as lowercase hex, e.g. an

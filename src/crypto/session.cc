@@ -7,6 +7,7 @@
 #include <sodium.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/coding.h"
 #include "common/status.h"
 
 // Wire formats (all integers little-endian):
@@ -100,23 +101,6 @@ absl::Status InitSodium() {
 
 const unsigned char* U(std::string_view s) { return reinterpret_cast<const unsigned char*>(s.data()); }
 unsigned char* U(std::string& s) { return reinterpret_cast<unsigned char*>(s.data()); }
-
-void PutU32(std::string* out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-void PutU64(std::string* out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-uint32_t GetU32(std::string_view s, size_t off) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<unsigned char>(s[off + i])) << (8 * i);
-  return v;
-}
-uint64_t GetU64(std::string_view s, size_t off) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(s[off + i])) << (8 * i);
-  return v;
-}
 
 std::string Hash(std::string_view data) {
   std::string h(kHashLen, '\0');
@@ -357,13 +341,13 @@ absl::StatusOr<std::unique_ptr<ClientSession>> ClientSession::Begin(const Identi
   std::string& h = s->hello_;
   h.reserve(kHelloMin + request.size());
   h.append(kHelloMagic, kMagicLen);
-  PutU32(&h, kSessionVersion);
+  PutFixed32(&h, kSessionVersion);
   h.append(me.public_key());
   h.append(server_pk.data(), server_pk.size());
-  PutU64(&h, static_cast<uint64_t>(now));
+  PutFixed64(&h, static_cast<uint64_t>(now));
   h.append(reinterpret_cast<const char*>(nonce), sizeof(nonce));
   h.append(reinterpret_cast<const char*>(eph_pk), sizeof(eph_pk));
-  PutU32(&h, static_cast<uint32_t>(request.size()));
+  PutFixed32(&h, static_cast<uint32_t>(request.size()));
   h.append(request.data(), request.size());
   h.append(me.Sign(h));
 
@@ -389,7 +373,7 @@ absl::StatusOr<std::string> ClientSession::AcceptReply(std::string_view reply) {
                   absl::StrCat("reply format '", std::string(reply.substr(0, kMagicLen)), "'"),
                   absl::StatusCode::kFailedPrecondition);
   }
-  const uint32_t header_len = GetU32(reply, kRHdrLen);
+  const uint32_t header_len = DecodeFixed32(reply.data() + kRHdrLen);
   if (header_len > kMaxHeaderBytes || reply.size() != kReplyMin + header_len) {
     return Refuse("malformed",
                   absl::StrCat("reply of ", reply.size(), " bytes claims a header of ", header_len),
@@ -484,13 +468,13 @@ absl::StatusOr<CheckedHello> CheckHello(const Identity& me, const std::vector<st
   if (std::memcmp(hello.data(), kHelloMagic, kMagicLen) != 0) {
     return Refuse("malformed", "hello has a bad magic", absl::StatusCode::kInvalidArgument);
   }
-  const uint32_t version = GetU32(hello, kHVersion);
+  const uint32_t version = DecodeFixed32(hello.data() + kHVersion);
   if (version != kSessionVersion) {
     return Refuse("wrong_version",
                   absl::StrCat("hello version ", version, ", this node speaks ", kSessionVersion),
                   absl::StatusCode::kFailedPrecondition);
   }
-  const uint32_t request_len = GetU32(hello, kHReqLen);
+  const uint32_t request_len = DecodeFixed32(hello.data() + kHReqLen);
   if (request_len > kMaxRequestBytes || hello.size() != kHelloMin + request_len) {
     return Refuse("malformed",
                   absl::StrCat("hello of ", hello.size(), " bytes claims a request of ", request_len),
@@ -498,7 +482,7 @@ absl::StatusOr<CheckedHello> CheckHello(const Identity& me, const std::vector<st
   }
   const std::string_view sender = hello.substr(kHSender, kPkLen);
   const std::string_view recipient = hello.substr(kHRecipient, kPkLen);
-  const int64_t timestamp = static_cast<int64_t>(GetU64(hello, kHTimestamp));
+  const int64_t timestamp = static_cast<int64_t>(DecodeFixed64(hello.data() + kHTimestamp));
   const std::string_view nonce = hello.substr(kHNonce, kNonceLen);
   const std::string_view client_eph_pk = hello.substr(kHEph, kPkLen);
 
@@ -597,7 +581,7 @@ absl::StatusOr<std::string> ServerSession::Reply(std::string_view header) {
   r.append(hello_hash_);
   r.append(eph_pk_);
   r.append(reinterpret_cast<const char*>(stream_header), sizeof(stream_header));
-  PutU32(&r, static_cast<uint32_t>(header.size()));
+  PutFixed32(&r, static_cast<uint32_t>(header.size()));
   r.append(header.data(), header.size());
   r.append(me_->Sign(r));
   reply_hash_ = Hash(r);

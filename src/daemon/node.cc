@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
+#include "common/coding.h"
 #include "common/file_util.h"
 #include "common/logging.h"
 #include "common/status.h"
@@ -796,7 +797,7 @@ absl::StatusOr<control::PeersReply> Node::GetPeers() {
   for (const peer::PendingPeer& p : gossip_->Pending()) {
     control::PendingPeer* q = r.add_pending();
     q->set_name(p.name);
-    q->set_public_key(crypto::Base64Encode(p.public_key));
+    q->set_public_key(Base64Encode(p.public_key));
     q->set_key_fingerprint(p.key_fingerprint);
     q->set_address(p.address);
     q->set_first_seen_unix(p.first_seen_unix);
@@ -885,7 +886,7 @@ absl::StatusOr<std::string> Node::AcceptPending(const std::string& fingerprint) 
   // The config as it is on disk now (another accept may have come first).
   MYCEL_ASSIGN_OR_RETURN(config::Config current, config::LoadConfig(config_.path));
   const std::string name = config::FreePeerName(current, p.name);
-  MYCEL_ASSIGN_OR_RETURN(std::string file, config::PinPeer(current, name, crypto::Base64Encode(p.public_key),
+  MYCEL_ASSIGN_OR_RETURN(std::string file, config::PinPeer(current, name, Base64Encode(p.public_key),
                                                            p.dials_in ? "" : p.address, identity_->public_key(),
                                                            "accept"));
   auto reloaded = Reload();

@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/coding.h"
 #include "common/status.h"
 
 namespace mycel::data {
@@ -286,14 +287,6 @@ std::string Quoted(std::string_view f) {
   return absl::StrCat("'", std::string(f.substr(0, kMax)), "...'");
 }
 
-void AppendF32LE(float v, std::string* out) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, 4);
-  char b[4] = {static_cast<char>(bits), static_cast<char>(bits >> 8), static_cast<char>(bits >> 16),
-               static_cast<char>(bits >> 24)};
-  out->append(b, 4);
-}
-
 absl::Status ImportCsv(const NamedBlob& file, const ExampleShape& shape, std::vector<Example>* out) {
   if (shape.text) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -362,7 +355,7 @@ absl::Status ImportCsv(const NamedBlob& file, const ExampleShape& shape, std::ve
         }
         e.label = static_cast<int64_t>(v);
       } else {
-        AppendF32LE(v, &e.data);
+        PutFloat32(&e.data, v);
       }
     }
     out->push_back(std::move(e));

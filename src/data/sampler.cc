@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/coding.h"
 #include "common/logging.h"
 #include "common/status.h"
 
@@ -29,16 +30,6 @@ constexpr int64_t kRefreshChunk = 4096;
 // The consumed prefix of the fresh queue is compacted once it is at least this
 // long and at least as long as the unconsumed rest (amortised O(1) per row).
 constexpr int64_t kCompactMinRows = 1024;
-
-float LoadF32LE(const char* p) {
-  uint32_t bits = static_cast<uint32_t>(static_cast<uint8_t>(p[0])) |
-                  static_cast<uint32_t>(static_cast<uint8_t>(p[1])) << 8 |
-                  static_cast<uint32_t>(static_cast<uint8_t>(p[2])) << 16 |
-                  static_cast<uint32_t>(static_cast<uint8_t>(p[3])) << 24;
-  float v;
-  std::memcpy(&v, &bits, 4);
-  return v;
-}
 
 // u8 → float, exactly v / 255.0f. The fixed 16-wide inner loop with
 // __restrict is what GCC vectorises at -O2 (its "very cheap" cost model takes
@@ -86,7 +77,7 @@ void Sampler::Append(const Example& e) {
     std::memcpy(dst, e.data.data(), static_cast<size_t>(width));
   } else if (e.dtype == DType::kF32) {
     for (int64_t i = 0; i < width; ++i) {
-      float v = LoadF32LE(e.data.data() + 4 * i);
+      float v = DecodeFloat32(e.data.data() + 4 * i);
       std::memcpy(dst + 4 * i, &v, 4);
     }
   } else {

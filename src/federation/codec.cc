@@ -22,6 +22,7 @@
 #endif
 
 #include "absl/strings/str_cat.h"
+#include "common/coding.h"
 #include "federation/wire.h"
 
 // Wire formats. Every payload starts with a 4-byte magic and the value count n
@@ -106,8 +107,8 @@ bool AllFinite(const float* v, size_t n) {
 // pass: one read and one write instead of a memcpy and a second read (dense
 // decode of 10M values: 1.8x a memcpy before, 1.2x now).
 bool CopyFinite(const char* src, size_t m, float* out) {
-  if constexpr (!wire::kLittleEndianHost) {
-    wire::ReadFloats(src, m, out);
+  if constexpr (!kLittleEndianHost) {
+    DecodeFloats(src, m, out);
     return AllFinite(out, m);
   }
   int ok = 1;
@@ -197,18 +198,6 @@ size_t ValueBytes(ValueCoding c, size_t m) {
   return 0;
 }
 
-void PutF32(char* dst, float v) {
-  uint32_t u = Bits(v);
-  if constexpr (!wire::kLittleEndianHost) u = wire::ByteSwap(u);
-  std::memcpy(dst, &u, 4);
-}
-float GetF32(const char* src) {
-  uint32_t u;
-  std::memcpy(&u, src, 4);
-  if constexpr (!wire::kLittleEndianHost) u = wire::ByteSwap(u);
-  return FromBits(u);
-}
-
 void EncodeF16(const float* v, size_t m, char* dst) {
   // Through small arrays: the conversion vectorises in 32-bit lanes, and
   // narrowing to 16 bits once afterwards is cheaper than GCC's narrowing of
@@ -220,8 +209,8 @@ void EncodeF16(const float* v, size_t m, char* dst) {
     const float* src = v + at;
     for (size_t i = 0; i < len; ++i) wide[i] = FloatToHalf(src[i]);
     for (size_t i = 0; i < len; ++i) h[i] = static_cast<uint16_t>(wide[i]);
-    if constexpr (!wire::kLittleEndianHost) {
-      for (size_t i = 0; i < len; ++i) h[i] = wire::ByteSwap(h[i]);
+    if constexpr (!kLittleEndianHost) {
+      for (size_t i = 0; i < len; ++i) h[i] = ByteSwap(h[i]);
     }
     std::memcpy(dst + 2 * at, h, 2 * len);
   }
@@ -233,8 +222,8 @@ absl::Status DecodeF16(const char* src, size_t m, float* out, const char* what) 
   for (size_t at = 0; at < m; at += kBlock) {
     const size_t len = std::min<size_t>(kBlock, m - at);
     std::memcpy(h, src + 2 * at, 2 * len);
-    if constexpr (!wire::kLittleEndianHost) {
-      for (size_t i = 0; i < len; ++i) h[i] = wire::ByteSwap(h[i]);
+    if constexpr (!kLittleEndianHost) {
+      for (size_t i = 0; i < len; ++i) h[i] = ByteSwap(h[i]);
     }
     float* o = out + at;
     for (size_t i = 0; i < len; ++i) {
@@ -318,7 +307,7 @@ void EncodeInt8(const float* v, size_t m, char* dst) {
   int8_t* q = reinterpret_cast<int8_t*>(dst + 4 * blocks);
   for (size_t b = 0; b < blocks; ++b) {
     const size_t at = b * kBlock, len = std::min<size_t>(kBlock, m - at);
-    PutF32(dst + 4 * b, QuantizeInt8(v + at, len, q + at));
+    EncodeFloat32(dst + 4 * b, QuantizeInt8(v + at, len, q + at));
   }
 }
 
@@ -326,7 +315,7 @@ absl::Status DecodeInt8(const char* src, size_t m, float* out, const char* what)
   const size_t blocks = CeilDiv(m, kBlock);
   const int8_t* q = reinterpret_cast<const int8_t*>(src + 4 * blocks);
   for (size_t b = 0; b < blocks; ++b) {
-    const float s = GetF32(src + 4 * b);
+    const float s = DecodeFloat32(src + 4 * b);
     if (!(std::fabs(s) <= kInt8MaxScale)) {  // NaN fails too
       return Refuse("non_finite", what, " scale of block ", b, " is ", s,
                     std::isfinite(s) ? " (±128 × it overflows)" : "");
@@ -376,7 +365,7 @@ void EncodeSign(const float* v, size_t m, char* dst) {
     }
     for (; i < len; ++i) acc[i % 8] += std::fabs(x[i]);
     const float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    PutF32(dst + 4 * b, sum / static_cast<float>(len));
+    EncodeFloat32(dst + 4 * b, sum / static_cast<float>(len));
     const size_t full = len / 8;
     PackSigns(x, full, bits + at / 8);
     if (len % 8 != 0) {  // the last, partial byte; its unused bits stay zero
@@ -408,7 +397,7 @@ absl::Status DecodeSign(const char* src, size_t m, float* out, const char* what)
     return Refuse("bad_shape", what, " padding bits of the last sign byte are set");
   }
   for (size_t b = 0; b < blocks; ++b) {
-    const float s = GetF32(src + 4 * b);
+    const float s = DecodeFloat32(src + 4 * b);
     if (!std::isfinite(s)) return Refuse("non_finite", what, " scale of block ", b, " is ", s);
     const uint32_t sb = Bits(s);
     const size_t at = b * kBlock, len = std::min<size_t>(kBlock, m - at);
@@ -428,11 +417,7 @@ absl::Status DecodeSign(const char* src, size_t m, float* out, const char* what)
 void EncodeValues(ValueCoding c, const float* v, size_t m, char* dst) {
   switch (c) {
     case ValueCoding::kF32:
-      if constexpr (wire::kLittleEndianHost) {
-        if (m > 0) std::memcpy(dst, v, 4 * m);
-      } else {
-        for (size_t i = 0; i < m; ++i) PutF32(dst + 4 * i, v[i]);
-      }
+      EncodeFloats(dst, v, m);
       return;
     case ValueCoding::kF16: return EncodeF16(v, m, dst);
     case ValueCoding::kInt8: return EncodeInt8(v, m, dst);
@@ -462,9 +447,7 @@ class Writer {
   explicit Writer(char* p) : p_(p) {}
   template <typename T>
   void Int(T v) {
-    static_assert(std::is_integral_v<T>);
-    if constexpr (!wire::kLittleEndianHost) v = wire::ByteSwap(v);
-    std::memcpy(p_, &v, sizeof(T));
+    EncodeFixed<T>(p_, v);
     p_ += sizeof(T);
   }
   void Bytes(const char* b, size_t n) {

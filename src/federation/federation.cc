@@ -11,6 +11,7 @@
 #include "absl/base/casts.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/coding.h"
 #include "common/logging.h"
 #include "common/status.h"
 #include "federation/wire.h"
@@ -883,50 +884,50 @@ std::string Federation::Serialize(bool clean) const {
   out.reserve(64 + 4 * (size_ + mirror_floats) + static_cast<size_t>(s.log_bytes) +
               24 * s.log.size() + 128 * s.mirrors.size());
   out.append(kSnapshotMagic, sizeof(kSnapshotMagic));
-  wire::AppendInt<uint32_t>(&out, kSnapshotVersion);
-  wire::AppendInt<uint64_t>(&out, size_);
-  wire::AppendInt<uint64_t>(&out, s.epoch);
-  wire::AppendInt<uint64_t>(&out, s.seq);
-  wire::AppendInt<uint8_t>(&out, clean ? 1 : 0);
-  wire::AppendInt<int64_t>(&out, s.samples_trained);
-  wire::AppendFloats(&out, s.xhat.data(), size_);
+  PutFixed<uint32_t>(&out, kSnapshotVersion);
+  PutFixed<uint64_t>(&out, size_);
+  PutFixed<uint64_t>(&out, s.epoch);
+  PutFixed<uint64_t>(&out, s.seq);
+  PutFixed<uint8_t>(&out, clean ? 1 : 0);
+  PutFixed<int64_t>(&out, s.samples_trained);
+  PutFloats(&out, s.xhat.data(), size_);
   std::string codec = s.codec->name();
-  wire::AppendInt<uint32_t>(&out, static_cast<uint32_t>(codec.size()));
+  PutFixed<uint32_t>(&out, static_cast<uint32_t>(codec.size()));
   out += codec;
-  wire::AppendInt<uint64_t>(&out, s.log.size());
+  PutFixed<uint64_t>(&out, s.log.size());
   for (const LogEntry& e : s.log) {
-    wire::AppendInt<uint64_t>(&out, e.seq);
-    wire::AppendInt<uint64_t>(&out, e.q->size());
+    PutFixed<uint64_t>(&out, e.seq);
+    PutFixed<uint64_t>(&out, e.q->size());
     out += *e.q;
   }
-  wire::AppendInt<uint32_t>(&out, static_cast<uint32_t>(s.mirrors.size()));
+  PutFixed<uint32_t>(&out, static_cast<uint32_t>(s.mirrors.size()));
   for (const Mirror& m : s.mirrors) {
-    wire::AppendInt<uint8_t>(&out, m.initialized ? 1 : 0);
-    wire::AppendInt<uint64_t>(&out, m.epoch);
-    wire::AppendInt<uint64_t>(&out, m.seq);
-    wire::AppendInt<int64_t>(&out, m.samples_trained);
-    wire::AppendInt<int32_t>(&out, m.degree);
-    wire::AppendInt<int64_t>(&out, m.deltas_applied);
-    wire::AppendInt<int64_t>(&out, m.keyframes_applied);
-    wire::AppendInt<int64_t>(&out, m.refused);
-    wire::AppendInt<uint32_t>(&out, static_cast<uint32_t>(m.last_refusal.size()));
+    PutFixed<uint8_t>(&out, m.initialized ? 1 : 0);
+    PutFixed<uint64_t>(&out, m.epoch);
+    PutFixed<uint64_t>(&out, m.seq);
+    PutFixed<int64_t>(&out, m.samples_trained);
+    PutFixed<int32_t>(&out, m.degree);
+    PutFixed<int64_t>(&out, m.deltas_applied);
+    PutFixed<int64_t>(&out, m.keyframes_applied);
+    PutFixed<int64_t>(&out, m.refused);
+    PutFixed<uint32_t>(&out, static_cast<uint32_t>(m.last_refusal.size()));
     out += m.last_refusal;
-    wire::AppendInt<uint32_t>(&out, static_cast<uint32_t>(m.key.size()));
+    PutFixed<uint32_t>(&out, static_cast<uint32_t>(m.key.size()));
     out += m.key;
-    wire::AppendInt<uint32_t>(&out, static_cast<uint32_t>(m.trust.size()));
-    for (double t : m.trust) wire::AppendInt<uint64_t>(&out, absl::bit_cast<uint64_t>(t));
+    PutFixed<uint32_t>(&out, static_cast<uint32_t>(m.trust.size()));
+    for (double t : m.trust) PutFixed<uint64_t>(&out, absl::bit_cast<uint64_t>(t));
     for (size_t g = 0; g < m.trust.size(); ++g) {
       const double e = g < m.harm.size() ? m.harm[g] : 0.0;
-      wire::AppendInt<uint64_t>(&out, absl::bit_cast<uint64_t>(e));
+      PutFixed<uint64_t>(&out, absl::bit_cast<uint64_t>(e));
     }
-    wire::AppendInt<int64_t>(&out, m.trust_probes);
-    wire::AppendInt<int64_t>(&out, m.hurt_probes);
-    wire::AppendInt<uint32_t>(&out, static_cast<uint32_t>(m.quarantine.size()));
+    PutFixed<int64_t>(&out, m.trust_probes);
+    PutFixed<int64_t>(&out, m.hurt_probes);
+    PutFixed<uint32_t>(&out, static_cast<uint32_t>(m.quarantine.size()));
     out += m.quarantine;
-    if (m.initialized) wire::AppendFloats(&out, m.m.data(), size_);
+    if (m.initialized) PutFloats(&out, m.m.data(), size_);
   }
-  wire::AppendInt<uint8_t>(&out, s.correction.empty() ? 0 : 1);
-  if (!s.correction.empty()) wire::AppendFloats(&out, s.correction.data(), size_);
+  PutFixed<uint8_t>(&out, s.correction.empty() ? 0 : 1);
+  if (!s.correction.empty()) PutFloats(&out, s.correction.data(), size_);
   return out;
 }
 

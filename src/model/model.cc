@@ -3,16 +3,16 @@
 // themselves live in networks.cc.
 #include "model/model.h"
 
-#include <sodium.h>
-
 #include <algorithm>
 #include <map>
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/coding.h"
 #include "common/status.h"
 #include "model/builtin_models.h"
 
@@ -277,13 +277,9 @@ std::string Model::Fingerprint() const {
   // Everything that decides whether two models' shared weights line up, and
   // nothing about their values.
   const std::string s = "mycel-model-v1\n" + Layout();
-  [[maybe_unused]] const int sodium_ready = sodium_init();  // idempotent; hashing cannot fail
-  unsigned char hash[16];
-  crypto_generichash(hash, sizeof(hash), reinterpret_cast<const unsigned char*>(s.data()), s.size(),
-                     nullptr, 0);
-  char hex[sizeof(hash) * 2 + 1];
-  sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
-  return std::string(hex);
+  // BLAKE2b-128 as lowercase hex: peers compare these strings, so both the
+  // hash and its spelling are part of the protocol.
+  return absl::BytesToHexString(Blake2b(s, 16));
 }
 
 void Model::SetParameters(std::vector<std::pair<std::string, torch::Tensor>> named) {

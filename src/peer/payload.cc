@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/coding.h"
 #include "crypto/session.h"
 
 namespace mycel::peer {
@@ -15,14 +16,6 @@ constexpr uint64_t kDeltaOverhead = 64;
 
 absl::Status Refuse(const std::string& reason, const std::string& detail) {
   return absl::InvalidArgumentError(reason + ": " + detail);
-}
-
-bool GetU64(std::string_view* in, uint64_t* v) {
-  if (in->size() < 8) return false;
-  *v = 0;
-  for (int i = 0; i < 8; ++i) *v |= static_cast<uint64_t>(static_cast<unsigned char>((*in)[i])) << (8 * i);
-  in->remove_prefix(8);
-  return true;
 }
 
 }  // namespace
@@ -45,8 +38,7 @@ PayloadPieces::PayloadPieces(const federation::SharedPullAnswer& shared) {
   for (size_t i = 0; i < shared.deltas.size(); ++i) {
     const std::string& q = *shared.deltas[i];
     char* p = prefixes_.data() + 8 * i;
-    const uint64_t len = q.size();
-    for (int b = 0; b < 8; ++b) p[b] = static_cast<char>((len >> (8 * b)) & 0xff);
+    EncodeFixed64(p, q.size());
     add(std::string_view(p, 8));
     add(q);
   }
@@ -164,7 +156,7 @@ absl::Status DecodePayload(std::string_view payload, bool keyframe, uint32_t cou
   std::string_view in = payload;
   for (uint32_t i = 0; i < count; ++i) {
     uint64_t len;
-    if (!GetU64(&in, &len) || len > in.size()) {
+    if (!GetFixed64(&in, &len) || len > in.size()) {
       return Refuse("malformed", "delta " + std::to_string(i) + " overruns the payload");
     }
     out->deltas.push_back(in.substr(0, len));

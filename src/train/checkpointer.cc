@@ -4,6 +4,7 @@
 #include <cinttypes>
 #include <cstdio>
 
+#include "common/coding.h"
 #include "common/logging.h"
 #include "common/status.h"
 
@@ -137,26 +138,13 @@ const std::string* Sections::Get(const std::string& name) const {
   return nullptr;
 }
 
-namespace {
-void PutLen(std::string* out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-bool GetLen(std::string_view* in, uint64_t* v) {
-  if (in->size() < 8) return false;
-  *v = 0;
-  for (int i = 0; i < 8; ++i) *v |= static_cast<uint64_t>(static_cast<unsigned char>((*in)[i])) << (8 * i);
-  in->remove_prefix(8);
-  return true;
-}
-}  // namespace
-
 std::string Sections::Encode() const {
   std::string out;
-  PutLen(&out, items_.size());
+  PutFixed64(&out, items_.size());
   for (const auto& [name, bytes] : items_) {
-    PutLen(&out, name.size());
+    PutFixed64(&out, name.size());
     out += name;
-    PutLen(&out, bytes.size());
+    PutFixed64(&out, bytes.size());
     out += bytes;
   }
   return out;
@@ -165,13 +153,13 @@ std::string Sections::Encode() const {
 absl::StatusOr<Sections> Sections::Decode(std::string_view in) {
   Sections s;
   uint64_t count;
-  if (!GetLen(&in, &count)) return absl::DataLossError("sections: truncated header");
+  if (!GetFixed64(&in, &count)) return absl::DataLossError("sections: truncated header");
   for (uint64_t i = 0; i < count; ++i) {
     uint64_t nlen, blen;
-    if (!GetLen(&in, &nlen) || nlen > in.size()) return absl::DataLossError("sections: truncated name");
+    if (!GetFixed64(&in, &nlen) || nlen > in.size()) return absl::DataLossError("sections: truncated name");
     std::string name(in.substr(0, nlen));
     in.remove_prefix(nlen);
-    if (!GetLen(&in, &blen) || blen > in.size()) {
+    if (!GetFixed64(&in, &blen) || blen > in.size()) {
       return absl::DataLossError("sections: truncated section " + name);
     }
     s.items_.emplace_back(std::move(name), std::string(in.substr(0, blen)));

@@ -48,6 +48,7 @@
 #include <torch/torch.h>
 
 #include "common/logging.h"
+#include "common/test_util.h"
 #include "common/status.h"
 #include "config/config.h"
 #include "data/example_store.h"
@@ -178,13 +179,6 @@ struct Round {
   double cpu_rate() const { return cpu > 0 ? samples / cpu : 0; }  // per CPU-second
 };
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
-
 std::string Trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
@@ -206,7 +200,7 @@ double Median(std::vector<double> v) {
 // BLAS libraries mapped into this process (a reference-BLAS machine is ~16x slower).
 std::vector<std::string> MappedBlas() {
   std::vector<std::string> libs;
-  std::istringstream maps(ReadFile("/proc/self/maps"));
+  std::istringstream maps(test::ReadFileToString("/proc/self/maps"));
   std::string line;
   while (std::getline(maps, line)) {
     auto slash = line.find('/');
@@ -236,7 +230,7 @@ absl::StatusOr<Dataset> LoadDataset(const Args& args) {
   const std::string labels = args.data_dir + "/train-labels-idx1-ubyte.gz";
   data::ExampleShape shape;  // width 784, 10 classes
   if (fs::exists(images) && fs::exists(labels)) {
-    std::vector<data::NamedBlob> files = {{images, ReadFile(images)}, {labels, ReadFile(labels)}};
+    std::vector<data::NamedBlob> files = {{images, test::ReadFileToString(images)}, {labels, test::ReadFileToString(labels)}};
     auto ex = data::ImportFiles(files, data::Format::kIdx, shape);
     if (!ex.ok()) return ex.status();
     ds.examples = std::move(*ex);
@@ -661,16 +655,8 @@ int main(int argc, char** argv) {
   }
   const int64_t n = static_cast<int64_t>(ds->examples.size());
 
-  char tmpl[] = "/tmp/trainer_bench.XXXXXX";
-  if (!mkdtemp(tmpl)) {
-    std::perror("mkdtemp");
-    return 1;
-  }
-  const std::string tmp = tmpl;
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() { std::error_code ec; fs::remove_all(dir, ec); }
-  } cleanup{tmp};
+  const test::TempDir tmp_dir("trainer_bench");
+  const std::string tmp = tmp_dir.path();
 
   train::TrainerOptions topt;
   topt.model.kind = "mlp";
@@ -830,7 +816,7 @@ int main(int argc, char** argv) {
   for (const auto& b : blas) std::cout << " " << b;
   std::cout << "\n";
   std::cout << "python: " << python_note << "\n";
-  std::cout << "load average at start: " << Trim(ReadFile("/proc/loadavg")) << " ("
+  std::cout << "load average at start: " << Trim(test::ReadFileToString("/proc/loadavg")) << " ("
             << std::thread::hardware_concurrency() << " cpus)\n";
   std::cout << "rounds: " << args.rounds << " x " << args.seconds << " s per contender, interleaved, after "
             << args.warmup << " s warm-up each\n"
@@ -878,7 +864,7 @@ int main(int argc, char** argv) {
                 *std::max_element(rates.begin(), rates.end()), Median(util), med / bare_rate, range,
                 c.median_cpu_rate(), c.median_cpu_rate() / bare_cpu_rate);
   }
-  std::cout << "load average at end: " << Trim(ReadFile("/proc/loadavg")) << "\n";
+  std::cout << "load average at end: " << Trim(test::ReadFileToString("/proc/loadavg")) << "\n";
 
   auto rate_of = [&](const std::string& name) -> double {
     for (const auto& c : contenders) {

@@ -5,16 +5,14 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/escaping.h"
+#include "common/test_util.h"
+
 namespace mycel {
 namespace {
 
-std::string TempDir() {
-  char tmpl[] = "/tmp/mycel-common-XXXXXX";
-  return ::mkdtemp(tmpl);
-}
-
 TEST(FileUtil, AtomicWriteReplacesAndLeavesNoTemp) {
-  std::string dir = TempDir();
+  std::string dir = test::MakeTempDir();
   std::string path = dir + "/f";
   ASSERT_TRUE(Env::Default()->WriteFileAtomically(path, "one").ok());
   ASSERT_TRUE(Env::Default()->WriteFileAtomically(path, "two").ok());
@@ -38,6 +36,21 @@ TEST(FileUtil, ChecksumDetectsEveryFlippedByteAndTruncation) {
   ASSERT_FALSE(trunc.ok());
   EXPECT_EQ(trunc.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(trunc.status().message().find("ckpt-7"), std::string::npos);
+}
+
+// The on-disk bytes themselves (checkpoints and state files written by older
+// builds must still read): magic, u64 little-endian length, BLAKE2b-256.
+TEST(FileUtil, FramedBytesAreStable) {
+  EXPECT_EQ(absl::BytesToHexString(FrameChecksummed("MYCELTST", "abc")),
+            "4d5943454c545354"
+            "0300000000000000"
+            "bddd813c634239723171ef3fee98579b94964e3bb1cb3e427262c8c068d52319"
+            "616263");
+  // A short magic is NUL-padded to 8 bytes.
+  EXPECT_EQ(absl::BytesToHexString(FrameChecksummed("AB", "")),
+            "4142000000000000"
+            "0000000000000000"
+            "0e5751c026e543b2e8ab2eb06099daa1d1e5df47778f7787faab45cdf12fe3a8");
 }
 
 TEST(FileUtil, MissingFileIsNotFoundNamingPath) {

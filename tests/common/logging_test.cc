@@ -11,6 +11,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "common/test_util.h"
+
 namespace mycel {
 namespace {
 
@@ -21,18 +23,9 @@ bool Exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // One process-wide sink list: this test adds the file sink once.
 TEST(LoggingTest, LogFileGetsEveryLoggerAndRotatesWithinItsBound) {
-  char tmpl[] = "/tmp/mycel-log-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
+  const std::string dir = test::MakeTempDir();
   const std::string path = dir + "/logs/myceld.log";  // the directory is created
 
   auto before = Logger("before-file");  // exists before the file is set
@@ -41,7 +34,7 @@ TEST(LoggingTest, LogFileGetsEveryLoggerAndRotatesWithinItsBound) {
   before->info("first line from an old logger");
   after->warn("a line from a new logger");
   // No flush: info and above reach the file at once.
-  std::string text = Slurp(path);
+  std::string text = test::ReadFileToString(path);
   EXPECT_THAT(text, HasSubstr("[before-file] first line from an old logger"));
   EXPECT_THAT(text, HasSubstr("W [after-file] a line from a new logger"));
 
@@ -53,7 +46,7 @@ TEST(LoggingTest, LogFileGetsEveryLoggerAndRotatesWithinItsBound) {
   struct stat st;
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
   EXPECT_LE(st.st_size, 4096);
-  EXPECT_THAT(Slurp(path), HasSubstr("line 999 "));
+  EXPECT_THAT(test::ReadFileToString(path), HasSubstr("line 999 "));
 
   // A file where the directory should be: a clear error naming the path.
   std::ofstream(dir + "/plain") << "x";

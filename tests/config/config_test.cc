@@ -13,6 +13,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "common/test_util.h"
+
 namespace mycel::config {
 namespace {
 
@@ -22,24 +24,8 @@ using ::testing::HasSubstr;
 constexpr char kKeyA[] = "6VRhGa8X9FJHSqqe+tjGMEyYTcWjvWk5tBxiKxnFQgo=";
 constexpr char kKeyB[] = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-std::string TempDir() {
-  char tmpl[] = "/tmp/mycel-config-XXXXXX";
-  char* dir = ::mkdtemp(tmpl);
-  EXPECT_NE(dir, nullptr);
-  return dir;
-}
-
 void WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  ASSERT_TRUE(out.good()) << path;
-}
-
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  ASSERT_TRUE(test::WriteStringToFile(path, text)) << path;
 }
 
 // Sets an environment variable for the lifetime of the object.
@@ -61,7 +47,7 @@ class ScopedEnv {
 class ConfigFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = TempDir();
+    dir_ = test::MakeTempDir();
     path_ = dir_ + "/mycel.toml";
   }
   absl::StatusOr<Config> Load(const std::string& text) {
@@ -513,7 +499,7 @@ TEST(ConfigTest, ParseConfigResolvesAgainstSourceDirectory) {
 }
 
 TEST(ConfigTest, MissingFileIsNotFoundNamingIt) {
-  std::string path = TempDir() + "/absent.toml";
+  std::string path = test::MakeTempDir() + "/absent.toml";
   auto c = LoadConfig(path);
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
@@ -521,7 +507,7 @@ TEST(ConfigTest, MissingFileIsNotFoundNamingIt) {
 }
 
 TEST(ConfigTest, DirectoryOrUnreadableFileIsAnErrorNamingIt) {
-  std::string dir = TempDir();
+  std::string dir = test::MakeTempDir();
   auto c = LoadConfig(dir);
   ASSERT_FALSE(c.ok());
   EXPECT_THAT(std::string(c.status().message()), HasSubstr(dir));
@@ -584,7 +570,7 @@ TEST(ExampleConfigTest, ParsesAndEqualsDefaults) {
 }
 
 TEST(ExampleConfigTest, MentionsEveryKey) {
-  const std::string text = ReadText(kExample);
+  const std::string text = test::ReadFileToString(kExample);
   for (const char* key :
        {"name", "state_dir", "listen", "log_level", "kind", "input_shape", "classes", "hidden",
         "seed", "path", "local_layers", "context", "embedding", "optimizer", "lr", "momentum",
@@ -605,7 +591,7 @@ TEST(ExampleConfigTest, MentionsEveryKey) {
 }
 
 TEST(ExampleConfigTest, CommentedPeerExampleIsValid) {
-  std::string text = ReadText(kExample);
+  std::string text = test::ReadFileToString(kExample);
   auto at = text.find("# [[peers]]");
   ASSERT_NE(at, std::string::npos);
   std::string tail = text.substr(at);

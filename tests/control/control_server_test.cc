@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,6 +20,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "common/test_util.h"
 #include "control.grpc.pb.h"
 
 namespace mycel::control {
@@ -67,11 +69,9 @@ class ScriptedHandler : public ControlHandler {
 class ControlServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/mycel-control-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = std::make_unique<test::TempDir>();
     ControlServerOptions options;
-    options.socket_path = dir_ + "/control.sock";
+    options.socket_path = dir_->path() + "/control.sock";
     auto server = ControlServer::Start(options, handler_);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(server).value();
@@ -79,8 +79,7 @@ class ControlServerTest : public ::testing::Test {
   }
   void TearDown() override {
     server_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
+    dir_.reset();
   }
 
   // Starts an Ingest of one small file and closes the sending side.
@@ -97,7 +96,7 @@ class ControlServerTest : public ::testing::Test {
     return stream;
   }
 
-  std::string dir_;
+  std::unique_ptr<test::TempDir> dir_;
   ScriptedHandler handler_;
   std::unique_ptr<ControlServer> server_;
   std::unique_ptr<Control::Stub> stub_;

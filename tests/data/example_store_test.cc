@@ -4,7 +4,6 @@
 #include <sqlite3.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <dirent.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -19,34 +18,12 @@
 
 #include <gtest/gtest.h>
 
-#include "temp_dir.h"
-
+#include "common/test_util.h"
 #include "data/importers.h"
 #include "data/repair.h"
 
 namespace mycel::data {
 namespace {
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void WriteAll(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-std::vector<std::string> ListDir(const std::string& dir) {
-  std::vector<std::string> names;
-  DIR* d = ::opendir(dir.c_str());
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(n);
-  }
-  ::closedir(d);
-  return names;
-}
 
 // A 784-byte example whose first three bytes encode `i`, so every i is distinct
 // content and can be recovered from the stored bytes.
@@ -86,7 +63,7 @@ std::unique_ptr<ExampleStore> OpenOrDie(const ExampleStoreOptions& o) {
 
 TEST(ExampleStore, PersistsAcrossReopenWithMonotonicIds) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/examples.db";
+  o.path = test::MakeTempDir() + "/examples.db";
   o.validation_fraction = 0.2;
   int64_t last_id = 0;
   {
@@ -133,7 +110,7 @@ TEST(ExampleStore, PersistsAcrossReopenWithMonotonicIds) {
 
 TEST(ExampleStore, ReadSincePagesInIdOrder) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/examples.db";
+  o.path = test::MakeTempDir() + "/examples.db";
   o.validation_fraction = 0;
   auto store = OpenOrDie(o);
   ASSERT_TRUE(store);
@@ -155,7 +132,7 @@ TEST(ExampleStore, ReadSincePagesInIdOrder) {
 }
 
 TEST(ExampleStore, SplitIsAPureFunctionOfContentWithTheRightFraction) {
-  std::string dir = TempDir();
+  std::string dir = test::MakeTempDir();
   std::vector<Example> examples = MakeRange(0, 10000, 16);
   std::set<int64_t> validation[2];
   for (int k = 0; k < 2; ++k) {
@@ -195,7 +172,7 @@ TEST(ExampleStore, SplitIsAPureFunctionOfContentWithTheRightFraction) {
 
 TEST(ExampleStore, ReservoirBoundsTheStoreAndKeepsAUniformSample) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/r.db";
+  o.path = test::MakeTempDir() + "/r.db";
   o.max_examples = 1000;
   o.validation_fraction = 0.1;
   o.seed = 7;
@@ -246,7 +223,7 @@ TEST(ExampleStore, ReservoirBoundsTheStoreAndKeepsAUniformSample) {
 
 TEST(ExampleStore, SmallerMaxOnReopenTrims) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/t.db";
+  o.path = test::MakeTempDir() + "/t.db";
   {
     auto store = OpenOrDie(o);
     ASSERT_TRUE(store);
@@ -261,14 +238,14 @@ TEST(ExampleStore, SmallerMaxOnReopenTrims) {
 
 TEST(ExampleStore, AddsSixtyThousandFashionMnistExamples) {
   std::string dir = "/usr/share/datasets/fashion-mnist/";
-  std::vector<NamedBlob> files = {{"train-images-idx3-ubyte.gz", ReadAll(dir + "train-images-idx3-ubyte.gz")},
-                                  {"train-labels-idx1-ubyte.gz", ReadAll(dir + "train-labels-idx1-ubyte.gz")}};
+  std::vector<NamedBlob> files = {{"train-images-idx3-ubyte.gz", test::ReadFileToString(dir + "train-images-idx3-ubyte.gz")},
+                                  {"train-labels-idx1-ubyte.gz", test::ReadFileToString(dir + "train-labels-idx1-ubyte.gz")}};
   if (files[0].bytes.empty()) GTEST_SKIP() << "Fashion-MNIST not installed";
   auto examples = ImportFiles(files, Format::kAuto, ExampleShape{});
   ASSERT_TRUE(examples.ok()) << examples.status();
   ASSERT_EQ(examples->size(), 60000u);
   ExampleStoreOptions o;
-  o.path = TempDir() + "/f.db";
+  o.path = test::MakeTempDir() + "/f.db";
   auto store = OpenOrDie(o);
   ASSERT_TRUE(store);
   // Speed is not checked here (tests check correctness, and a sanitized
@@ -313,7 +290,7 @@ void ExpectFirstHundredOnlyAndStillWorking(std::unique_ptr<ExampleStore>& store,
 // write fail (EFBIG) like a full disk would.
 TEST(ExampleStore, FailedAddLeavesNothingBehind) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/a.db";
+  o.path = test::MakeTempDir() + "/a.db";
   auto store = OpenWithFirstHundred(o);
   ASSERT_TRUE(store);
 
@@ -373,7 +350,7 @@ std::vector<ProgressCall> AddRecordingProgress(ExampleStore& store, const std::s
 // commit, so a progress bar never means a partial ingest.
 TEST(ExampleStore, AddReportsProgressInRisingCountsEndingAtTheTotalBeforeTheCommit) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/p.db";
+  o.path = test::MakeTempDir() + "/p.db";
   auto store = OpenOrDie(o);
   ASSERT_TRUE(store);
   ASSERT_TRUE(store->Add(MakeRange(0, 100)).ok());
@@ -390,7 +367,7 @@ TEST(ExampleStore, AddReportsProgressInRisingCountsEndingAtTheTotalBeforeTheComm
 
   // The same when the reservoir is full and examples are skipped or evict:
   // progress counts examples offered, not rows written.
-  o.path = TempDir() + "/full.db";
+  o.path = test::MakeTempDir() + "/full.db";
   o.max_examples = 1500;
   store = OpenOrDie(o);
   ASSERT_TRUE(store);
@@ -408,7 +385,7 @@ TEST(ExampleStore, AddReportsProgressInRisingCountsEndingAtTheTotalBeforeTheComm
 // committed rows only: before, it waited for the whole transaction.
 TEST(ExampleStore, CountAnswersDuringAnAddAndCountsOnlyCommittedRows) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/count.db";
+  o.path = test::MakeTempDir() + "/count.db";
   o.validation_fraction = 0;
   auto store = OpenWithFirstHundred(o);
   ASSERT_TRUE(store);
@@ -444,7 +421,7 @@ TEST(ExampleStore, CancelledAddStoresNothing) {
   for (int64_t stop_at : {2 * kAddProgressEvery, int64_t{2500}}) {
     SCOPED_TRACE("stop at " + std::to_string(stop_at));
     ExampleStoreOptions o;
-    o.path = TempDir() + "/c.db";
+    o.path = test::MakeTempDir() + "/c.db";
     auto store = OpenWithFirstHundred(o);
     ASSERT_TRUE(store);
     int64_t last = 0;
@@ -462,7 +439,7 @@ TEST(ExampleStore, CancelledAddStoresNothing) {
 
 TEST(ExampleStore, RejectsInvalidExamplesWithoutStoringAny) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/v.db";
+  o.path = test::MakeTempDir() + "/v.db";
   auto store = OpenOrDie(o);
   ASSERT_TRUE(store);
   std::vector<Example> v = MakeRange(0, 10);
@@ -477,31 +454,31 @@ TEST(ExampleStore, RejectsInvalidExamplesWithoutStoringAny) {
 }
 
 TEST(ExampleStore, GarbageFileIsRejectedAndLeftUntouched) {
-  std::string dir = TempDir();
+  std::string dir = test::MakeTempDir();
   std::string path = dir + "/garbage.db";
   std::string bytes;
   std::mt19937 rng(3);
   for (int i = 0; i < 8192; ++i) bytes.push_back(static_cast<char>(rng()));
-  WriteAll(path, bytes);
+  test::WriteStringToFile(path, bytes);
   ExampleStoreOptions o;
   o.path = path;
   auto store = ExampleStore::Open(o);
   ASSERT_FALSE(store.ok());
   EXPECT_NE(store.status().message().find(path), std::string::npos) << store.status();
-  EXPECT_EQ(ReadAll(path), bytes);
-  EXPECT_EQ(ListDir(dir).size(), 1u);
+  EXPECT_EQ(test::ReadFileToString(path), bytes);
+  EXPECT_EQ(test::ListDir(dir).size(), 1u);
 
   // A file with the SQLite header but garbage after it.
   std::string fake = std::string("SQLite format 3\0", 16) + bytes;
-  WriteAll(path, fake);
+  test::WriteStringToFile(path, fake);
   store = ExampleStore::Open(o);
   ASSERT_FALSE(store.ok());
   EXPECT_NE(store.status().message().find(path), std::string::npos) << store.status();
-  EXPECT_EQ(ReadAll(path), fake);
+  EXPECT_EQ(test::ReadFileToString(path), fake);
 }
 
 TEST(ExampleStore, ForeignSqliteDatabaseIsRejectedAndLeftUntouched) {
-  std::string path = TempDir() + "/foreign.db";
+  std::string path = test::MakeTempDir() + "/foreign.db";
   {
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
@@ -510,7 +487,7 @@ TEST(ExampleStore, ForeignSqliteDatabaseIsRejectedAndLeftUntouched) {
               SQLITE_OK);
     sqlite3_close(db);
   }
-  std::string before = ReadAll(path);
+  std::string before = test::ReadFileToString(path);
   ExampleStoreOptions o;
   o.path = path;
   auto store = ExampleStore::Open(o);
@@ -518,12 +495,12 @@ TEST(ExampleStore, ForeignSqliteDatabaseIsRejectedAndLeftUntouched) {
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(store.status().message().find(path), std::string::npos) << store.status();
   EXPECT_NE(store.status().message().find("not a mycel example store"), std::string::npos);
-  EXPECT_EQ(ReadAll(path), before);  // still rollback-journal mode, no tables added
+  EXPECT_EQ(test::ReadFileToString(path), before);  // still rollback-journal mode, no tables added
 }
 
 TEST(ExampleStore, MissingDirectoryIsAnErrorNamingThePath) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/no/such/dir/x.db";
+  o.path = test::MakeTempDir() + "/no/such/dir/x.db";
   auto store = ExampleStore::Open(o);
   ASSERT_FALSE(store.ok());
   EXPECT_NE(store.status().message().find(o.path), std::string::npos) << store.status();
@@ -531,7 +508,7 @@ TEST(ExampleStore, MissingDirectoryIsAnErrorNamingThePath) {
 
 TEST(ExampleStore, OptionsAreValidated) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/o.db";
+  o.path = test::MakeTempDir() + "/o.db";
   o.validation_fraction = 0.95;
   EXPECT_FALSE(ExampleStore::Open(o).ok());
   o.validation_fraction = 0.1;
@@ -541,7 +518,7 @@ TEST(ExampleStore, OptionsAreValidated) {
 
 TEST(ExampleStore, MetaRoundTripsAndPersists) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/m.db";
+  o.path = test::MakeTempDir() + "/m.db";
   std::string binary("a\0b\xff", 4);
   {
     auto store = OpenOrDie(o);
@@ -568,7 +545,7 @@ TEST(ExampleStore, MetaRoundTripsAndPersists) {
 // first result, across a reopen too.
 TEST(ExampleStore, AnAddRetriedWithItsKeyStoresNothingTwice) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/k.db";
+  o.path = test::MakeTempDir() + "/k.db";
   auto store = OpenOrDie(o);
   ASSERT_TRUE(store);
   auto first = store->Add(MakeRange(0, 300), nullptr, "ingest-1");
@@ -607,7 +584,7 @@ TEST(ExampleStore, AnAddRetriedWithItsKeyStoresNothingTwice) {
 // key unused, so its retry stores.
 TEST(ExampleStore, AFailedAddDoesNotSpendItsKey) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/kc.db";
+  o.path = test::MakeTempDir() + "/kc.db";
   auto store = OpenWithFirstHundred(o);
   ASSERT_TRUE(store);
   auto cancelled = store->Add(MakeRange(100, 2600), [](int64_t done, int64_t total) { return done < total; },
@@ -624,7 +601,7 @@ TEST(ExampleStore, AFailedAddDoesNotSpendItsKey) {
 
 TEST(ExampleStore, IngestKeysAreBoundedAndValidated) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/kb.db";
+  o.path = test::MakeTempDir() + "/kb.db";
   o.ingest_keys_kept = 3;
   auto store = OpenOrDie(o);
   ASSERT_TRUE(store);
@@ -694,7 +671,7 @@ TEST(ExampleStore, OlderStoresAreUpgradedInPlaceAndDeduplicateFromThenOn) {
   for (int version : {1, 2}) {
     SCOPED_TRACE("version " + std::to_string(version));
     ExampleStoreOptions o;
-    o.path = TempDir() + "/v" + std::to_string(version) + ".db";
+    o.path = test::MakeTempDir() + "/v" + std::to_string(version) + ".db";
     WriteOldStore(o.path, version, 50, 5);
     auto store = OpenOrDie(o);
     ASSERT_TRUE(store);
@@ -731,7 +708,7 @@ TEST(ExampleStore, OlderStoresAreUpgradedInPlaceAndDeduplicateFromThenOn) {
 // another example.
 TEST(ExampleStore, TheSameExamplesIngestedTwiceAreStoredOnce) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/dedupe.db";
+  o.path = test::MakeTempDir() + "/dedupe.db";
   auto store = OpenOrDie(o);
   ASSERT_TRUE(store);
   auto first = store->Add(MakeRange(0, 500), nullptr, "", "train.gz");
@@ -773,7 +750,7 @@ TEST(ExampleStore, TheSameExamplesIngestedTwiceAreStoredOnce) {
 // generation follow, and a reopen sees the same.
 TEST(ExampleStore, ForgetDeletesTheRowsAndTheirBytes) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/forget.db";
+  o.path = test::MakeTempDir() + "/forget.db";
   o.max_examples = 1000;
   auto store = OpenOrDie(o);
   ASSERT_TRUE(store);
@@ -795,9 +772,9 @@ TEST(ExampleStore, ForgetDeletesTheRowsAndTheirBytes) {
   // Their bytes are overwritten, not only unlinked (the WAL is truncated too).
   const Example gone = MakeExample(303);
   for (const char* suffix : {"", "-wal"}) {
-    EXPECT_EQ(ReadAll(o.path + suffix).find(gone.data), std::string::npos) << suffix;
+    EXPECT_EQ(test::ReadFileToString(o.path + suffix).find(gone.data), std::string::npos) << suffix;
   }
-  EXPECT_NE(ReadAll(o.path).find(MakeExample(304).data), std::string::npos);  // the check can see rows
+  EXPECT_NE(test::ReadFileToString(o.path).find(MakeExample(304).data), std::string::npos);  // the check can see rows
 
   // Nothing matches: nothing removed, no new generation.
   r = store->Forget(threes);
@@ -857,7 +834,7 @@ namespace {
 // `mycel repair` carries the idempotency keys over: an ingest the old store
 // had committed, retried after the repair, is a replay and stores nothing.
 TEST(SalvageStore, CarriesIngestKeysSoARetryAfterARepairIsAReplay) {
-  const std::string dir = TempDir();
+  const std::string dir = test::MakeTempDir();
   ExampleStoreOptions o;
   o.path = dir + "/examples.db";
   AddResult first;

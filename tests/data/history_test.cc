@@ -9,7 +9,7 @@
 
 #include <gtest/gtest.h>
 
-#include "temp_dir.h"
+#include "common/test_util.h"
 
 namespace mycel::data {
 namespace {
@@ -31,7 +31,7 @@ HistoryEntry Pass(double t, int64_t steps, double acc) {
 }
 
 TEST(HistoryTest, PassesComeBackInOrderAcrossAReopenWithNaNKept) {
-  const std::string path = TempDir() + "/history.db";
+  const std::string path = test::MakeTempDir() + "/history.db";
   {
     auto h = History::Open(path);
     ASSERT_TRUE(h.ok()) << h.status();
@@ -63,7 +63,7 @@ TEST(HistoryTest, PassesComeBackInOrderAcrossAReopenWithNaNKept) {
 }
 
 TEST(HistoryTest, KeepsAtMostMaxRowsTheNewest) {
-  auto h = History::Open(TempDir() + "/history.db", nullptr, /*max_rows=*/200);
+  auto h = History::Open(test::MakeTempDir() + "/history.db", nullptr, /*max_rows=*/200);
   ASSERT_TRUE(h.ok()) << h.status();
   for (int i = 0; i < 1000; ++i) ASSERT_TRUE((*h)->Record(Pass(i, i, 0.5)).ok());
   auto all = (*h)->Since(0, 100000);
@@ -74,7 +74,7 @@ TEST(HistoryTest, KeepsAtMostMaxRowsTheNewest) {
 }
 
 TEST(HistoryTest, TheBoundHoldsAcrossReopens) {
-  const std::string path = TempDir() + "/history.db";
+  const std::string path = test::MakeTempDir() + "/history.db";
   // 40 passes a run, fewer than the 50 (1% of 5000) between trims while
   // running: only a trim at each open keeps the bound.
   for (int run = 0; run < 130; ++run) {
@@ -88,7 +88,7 @@ TEST(HistoryTest, TheBoundHoldsAcrossReopens) {
 }
 
 TEST(HistoryTest, AFileItCannotOpenIsLeftAloneNotMovedAside) {
-  const std::string dir = TempDir();
+  const std::string dir = test::MakeTempDir();
   // A directory where the file should be: not damage, an error.
   std::filesystem::create_directory(dir + "/history.db");
   std::string moved;
@@ -99,7 +99,7 @@ TEST(HistoryTest, AFileItCannotOpenIsLeftAloneNotMovedAside) {
 }
 
 TEST(HistoryTest, AnUnreadableFileIsMovedAsideNamedAndANewOneStarts) {
-  const std::string dir = TempDir();
+  const std::string dir = test::MakeTempDir();
   const std::string path = dir + "/history.db";
   {
     std::ofstream f(path, std::ios::binary);

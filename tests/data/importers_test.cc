@@ -12,17 +12,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "common/test_util.h"
+
 namespace mycel::data {
 namespace {
 
 using ::testing::HasSubstr;
 
 const char kFashionDir[] = "/usr/share/datasets/fashion-mnist/";
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 std::string Gzip(const std::string& data) {
   z_stream zs;
@@ -73,8 +70,8 @@ std::string Message(const absl::StatusOr<std::vector<Example>>& r) {
 class FashionT10k : public ::testing::Test {
  protected:
   void SetUp() override {
-    images_gz_ = ReadAll(std::string(kFashionDir) + "t10k-images-idx3-ubyte.gz");
-    labels_gz_ = ReadAll(std::string(kFashionDir) + "t10k-labels-idx1-ubyte.gz");
+    images_gz_ = test::ReadFileToString(std::string(kFashionDir) + "t10k-images-idx3-ubyte.gz");
+    labels_gz_ = test::ReadFileToString(std::string(kFashionDir) + "t10k-labels-idx1-ubyte.gz");
     if (images_gz_.empty() || labels_gz_.empty()) GTEST_SKIP() << "Fashion-MNIST not installed";
     images_ = *MaybeGunzip(images_gz_, "images");
     labels_ = *MaybeGunzip(labels_gz_, "labels");

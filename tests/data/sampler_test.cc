@@ -10,7 +10,7 @@
 
 #include <gtest/gtest.h>
 
-#include "temp_dir.h"
+#include "common/test_util.h"
 
 namespace mycel::data {
 namespace {
@@ -38,7 +38,7 @@ class SamplerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ExampleStoreOptions o;
-    o.path = TempDir() + "/s.db";
+    o.path = test::MakeTempDir() + "/s.db";
     o.validation_fraction = 0;  // every row is a train row
     auto s = ExampleStore::Open(o);
     ASSERT_TRUE(s.ok()) << s.status();
@@ -256,7 +256,7 @@ TEST_F(SamplerTest, SkipsRowsThatDoNotFitTheModel) {
 
 TEST(Sampler, OnlyTrainRowsAreLoaded) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/v.db";
+  o.path = test::MakeTempDir() + "/v.db";
   o.validation_fraction = 0.5;
   auto store = ExampleStore::Open(o);
   ASSERT_TRUE(store.ok());
@@ -279,7 +279,7 @@ TEST(Sampler, OnlyTrainRowsAreLoaded) {
 
 TEST(Sampler, TokenBatchesAreUnsignedBytes) {
   ExampleStoreOptions o;
-  o.path = TempDir() + "/t.db";
+  o.path = test::MakeTempDir() + "/t.db";
   o.validation_fraction = 0;
   auto store = ExampleStore::Open(o);
   ASSERT_TRUE(store.ok());

@@ -19,13 +19,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
 namespace mycel::it {
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -86,10 +84,7 @@ std::string ReadFileOrDie(const std::string& path) {
 }
 
 void WriteFileOrDie(const std::string& path, std::string_view bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  out.close();
-  if (!out) {
+  if (!test::WriteStringToFile(path, bytes)) {
     std::fprintf(stderr, "harness: cannot write %s\n", path.c_str());
     std::abort();
   }
@@ -127,44 +122,7 @@ int FileMode(const std::string& path) {
   return static_cast<int>(st.st_mode & 07777);
 }
 
-std::vector<std::string> ListDir(const std::string& dir) {
-  std::vector<std::string> names;
-  std::error_code ec;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    names.push_back(it->path().filename().string());
-  }
-  return names;
-}
-
-TempDir::TempDir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/mycel-it-XXXXXX";
-  if (::mkdtemp(tmpl.data()) == nullptr) {
-    std::fprintf(stderr, "harness: mkdtemp %s: %s\n", tmpl.c_str(), std::strerror(errno));
-    std::abort();
-  }
-  path_ = tmpl;
-}
-
-TempDir::~TempDir() {
-  if (std::getenv("MYCEL_IT_KEEP")) {
-    std::fprintf(stderr, "harness: keeping %s\n", path_.c_str());
-    return;
-  }
-  std::error_code ec;
-  fs::remove_all(path_, ec);
-}
-
 void SleepSeconds(double s) { std::this_thread::sleep_for(std::chrono::duration<double>(s)); }
-
-bool PollUntil(const std::function<bool()>& done, double timeout_s, double interval_s) {
-  const double deadline = Now() + timeout_s;
-  for (;;) {
-    if (done()) return true;
-    if (Now() >= deadline) return false;
-    SleepSeconds(interval_s);
-  }
-}
 
 // ------------------------------------------------------------------ processes
 

@@ -26,6 +26,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/test_util.h"
+
 namespace mycel::it {
 
 // ------------------------------------------------------------ files and paths
@@ -46,27 +48,20 @@ std::string GunzipFileOrDie(const std::string& path);
 bool Exists(const std::string& path);
 // Permission bits (st_mode & 07777), or -1 if the path does not exist.
 int FileMode(const std::string& path);
-// Entry names of a directory (no "." / ".."); empty if it does not exist.
-std::vector<std::string> ListDir(const std::string& dir);
+using test::ListDir;
 
-// A fresh directory under $TMPDIR (or /tmp), removed with its contents on
-// destruction unless $MYCEL_IT_KEEP is set (for post-mortems).
-class TempDir {
+// A fresh directory under $TMPDIR (or /tmp), mycel-it-XXXXXX, removed with
+// its contents on destruction unless $MYCEL_IT_KEEP is set (for post-mortems).
+class TempDir : public test::TempDir {
  public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : test::TempDir("mycel-it") {}
 };
 
-// Calls `done` every `interval_s` until it returns true or `timeout_s` passes.
-// Sleeps between calls: the daemon trains at SCHED_IDLE, so a busy-waiting
-// test would starve the very thing it waits for.
-bool PollUntil(const std::function<bool()>& done, double timeout_s, double interval_s = 0.2);
+// test::WaitFor at a daemon's pace: calls `done` every `interval_s` until it
+// returns true or `timeout_s` passes.
+inline bool PollUntil(const std::function<bool()>& done, double timeout_s, double interval_s = 0.2) {
+  return test::WaitFor(done, timeout_s, interval_s);
+}
 
 // A sanitized build (scripts/test.sh --sanitize=...) trains several times
 // slower, so a test that waits for the daemons to *learn* something within a

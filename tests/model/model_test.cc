@@ -17,6 +17,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
+#include "common/test_util.h"
+
 namespace mycel::model {
 namespace {
 
@@ -70,19 +72,7 @@ std::vector<std::string> Names(const Model& m) {
   return names;
 }
 
-// A scratch directory removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = std::filesystem::temp_directory_path() / "mycel_model_test.XXXXXX";
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using test::TempDir;
 
 // Random input of the model's example shape: floats for classifiers, bytes for text.
 torch::Tensor RandomInput(const Model& m, int64_t batch) {
@@ -201,6 +191,21 @@ TEST(ModelTest, FingerprintFollowsArchitectureNotWeights) {
   EXPECT_NE(MustCreate(Mlp({1, 28, 28}, {128}, 9))->Fingerprint(), before);
   // The context length shapes no parameter: those models merge.
   EXPECT_EQ(MustCreate(CharLm(8, 16, 8))->Fingerprint(), MustCreate(CharLm(8, 16, 32))->Fingerprint());
+}
+
+// The fingerprint is BLAKE2b-128 of "mycel-model-v1\n" + Layout(), as
+// lowercase hex: peers and state directories written by older builds compare
+// it, so these bytes must never change.
+TEST(ModelTest, FingerprintIsStable) {
+  auto m = MustCreate(Mlp({1, 28, 28}, {128}, 10));
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->Layout(),
+            "kind mlp\n"
+            "fc0.weight Float [128, 784]\n"
+            "fc0.bias Float [128]\n"
+            "out.weight Float [10, 128]\n"
+            "out.bias Float [10]\n");
+  EXPECT_EQ(m->Fingerprint(), "a2047385c2dbd299c2f224c0ad117c76");
 }
 
 TEST(ModelTest, BadOptionsAreNamed) {

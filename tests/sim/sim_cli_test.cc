@@ -23,13 +23,6 @@ double Field(const std::string& json, const std::string& key) {
   return std::strtod(json.c_str() + at + needle.size(), nullptr);
 }
 
-std::string ReadFileOrEmpty(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 struct SimRun {
   CommandResult cmd;
   std::string json;
@@ -42,7 +35,7 @@ SimRun Sim(const TempDir& dir, std::vector<std::string> args) {
   argv.insert(argv.end(), args.begin(), args.end());
   SimRun r;
   r.cmd = RunCommand(argv, dir.path(), 300);
-  r.json = ReadFileOrEmpty(out);
+  r.json = test::ReadFileToString(out);
   return r;
 }
 

@@ -6,13 +6,10 @@
 
 #include <gtest/gtest.h>
 
+#include "common/test_util.h"
+
 namespace mycel::train {
 namespace {
-
-std::string TempDir() {
-  char tmpl[] = "/tmp/mycel-ckpt-XXXXXX";
-  return ::mkdtemp(tmpl);
-}
 
 // A disk that fills up: every write fails with ENOSPC while `full` is set.
 class FullDiskEnv : public Env {
@@ -26,7 +23,7 @@ class FullDiskEnv : public Env {
 
 TEST(Checkpointer, KeepsNewestTwoAndLoadsNewest) {
   CheckpointerOptions o;
-  o.dir = TempDir() + "/ckpt";
+  o.dir = test::MakeTempDir() + "/ckpt";
   auto c = Checkpointer::Open(o);
   ASSERT_TRUE(c.ok()) << c.status();
   for (int i = 1; i <= 5; ++i) ASSERT_TRUE((*c)->Save("payload " + std::to_string(i)).ok());
@@ -42,7 +39,7 @@ TEST(Checkpointer, KeepsNewestTwoAndLoadsNewest) {
 
 TEST(Checkpointer, ReopenContinuesSequence) {
   CheckpointerOptions o;
-  o.dir = TempDir();
+  o.dir = test::MakeTempDir();
   {
     auto c = Checkpointer::Open(o);
     ASSERT_TRUE((*c)->Save("a").ok());
@@ -56,7 +53,7 @@ TEST(Checkpointer, ReopenContinuesSequence) {
 
 TEST(Checkpointer, CorruptNewestFallsBackToPrevious) {
   CheckpointerOptions o;
-  o.dir = TempDir();
+  o.dir = test::MakeTempDir();
   auto c = Checkpointer::Open(o);
   ASSERT_TRUE((*c)->Save("good old").ok());
   ASSERT_TRUE((*c)->Save("good new").ok());
@@ -79,7 +76,7 @@ TEST(Checkpointer, CorruptNewestFallsBackToPrevious) {
 TEST(Checkpointer, FullDiskKeepsEarlierCheckpoints) {
   FullDiskEnv env;
   CheckpointerOptions o;
-  o.dir = TempDir();
+  o.dir = test::MakeTempDir();
   o.env = &env;
   auto c = Checkpointer::Open(o);
   ASSERT_TRUE((*c)->Save("before the disk filled").ok());
@@ -95,7 +92,7 @@ TEST(Checkpointer, FullDiskKeepsEarlierCheckpoints) {
 }
 
 TEST(Checkpointer, OpenRemovesStaleTempFiles) {
-  std::string dir = TempDir();
+  std::string dir = test::MakeTempDir();
   std::ofstream(dir + "/ckpt-000000000003.bin.tmp-1234") << "torn";
   CheckpointerOptions o;
   o.dir = dir;
@@ -111,7 +108,7 @@ TEST(Checkpointer, OpenRemovesStaleTempFiles) {
 // as the oldest right after it was written.
 TEST(Checkpointer, HostileNamesAreIgnoredAndNewCheckpointsSurvive) {
   CheckpointerOptions o;
-  o.dir = TempDir() + "/ckpt";
+  o.dir = test::MakeTempDir() + "/ckpt";
   ASSERT_TRUE(Env::Default()->CreateDirs(o.dir, 0700).ok());
   for (const char* name : {"ckpt-99999999999999999999999.bin", "ckpt-18446744073709551615.bin",
                            "ckpt-1000000000000000.bin", "ckpt-12x.bin"}) {
@@ -133,7 +130,7 @@ TEST(Checkpointer, HostileNamesAreIgnoredAndNewCheckpointsSurvive) {
 
 TEST(Checkpointer, GoodCheckpointIsKeptApartFromTheNumberedOnes) {
   CheckpointerOptions o;
-  o.dir = TempDir() + "/ckpt";
+  o.dir = test::MakeTempDir() + "/ckpt";
   auto c = Checkpointer::Open(o);
   ASSERT_TRUE(c.ok()) << c.status();
   auto none = (*c)->LoadGood();

@@ -9,18 +9,15 @@
 
 #include <gtest/gtest.h>
 
+#include "common/test_util.h"
+
 namespace mycel::train {
 namespace {
-
-std::string TempDir() {
-  char tmpl[] = "/tmp/mycel-policy-XXXXXX";
-  return ::mkdtemp(tmpl);
-}
 
 // A fake /sys/class/power_supply: one directory per supply with type/online/present.
 class FakePowerSupply {
  public:
-  FakePowerSupply() : dir_(TempDir()) {}
+  FakePowerSupply() : dir_(test::MakeTempDir()) {}
   void Add(const std::string& name, const std::string& type, const std::string& key, const std::string& value) {
     ::mkdir((dir_ + "/" + name).c_str(), 0755);
     std::ofstream(dir_ + "/" + name + "/type") << type << "\n";

@@ -17,15 +17,11 @@
 #include <gtest/gtest.h>
 
 #include "common/file_util.h"
+#include "common/test_util.h"
 #include "data/importers.h"
 
 namespace mycel::train {
 namespace {
-
-std::string TempDir() {
-  char tmpl[] = "/tmp/mycel-trainer-XXXXXX";
-  return ::mkdtemp(tmpl);
-}
 
 const char kDataDir[] = "/usr/share/datasets/fashion-mnist";
 
@@ -39,7 +35,7 @@ std::vector<data::Example> LoadT10k(const data::ExampleShape& shape) {
 }
 
 struct Fixture {
-  std::string dir = TempDir();
+  std::string dir = test::MakeTempDir();
   std::unique_ptr<data::ExampleStore> store;
   std::unique_ptr<Checkpointer> ckpt;
   PausePolicy pause;
@@ -72,29 +68,19 @@ struct Fixture {
   }
 };
 
-template <typename Pred>
-bool WaitFor(Pred pred, double seconds) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return pred();
-}
-
 TEST(Trainer, WaitsForDataThenLearnsAndPauses) {
   Fixture f;
   auto trainer = f.MakeTrainer();
   ASSERT_NE(trainer, nullptr);
   trainer->Start();
-  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().state == "waiting_for_data"; }, 5));
+  ASSERT_TRUE(test::WaitFor([&] { return trainer->Stats().state == "waiting_for_data"; }, 5));
   EXPECT_EQ(trainer->Stats().steps, 0);
 
   auto examples = LoadT10k(trainer->example_shape());
   ASSERT_TRUE(f.store->Add(examples).ok());
   trainer->Wake();
   // Ten classes: chance is 0.1; a working trainer passes 0.7 within seconds.
-  ASSERT_TRUE(WaitFor([&] {
+  ASSERT_TRUE(test::WaitFor([&] {
     auto s = trainer->Stats();
     return s.steps > 500 && s.val_accuracy > 0.7;
   }, 120)) << "steps " << trainer->Stats().steps << " acc " << trainer->Stats().val_accuracy;
@@ -103,14 +89,14 @@ TEST(Trainer, WaitsForDataThenLearnsAndPauses) {
 
   f.pause.SetPaused(true);
   trainer->Wake();
-  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().state == "paused"; }, 5));
+  ASSERT_TRUE(test::WaitFor([&] { return trainer->Stats().state == "paused"; }, 5));
   int64_t frozen = trainer->Stats().steps;
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   EXPECT_EQ(trainer->Stats().steps, frozen);
   EXPECT_EQ(trainer->Stats().reason, "paused by user");
   f.pause.SetPaused(false);
   trainer->Wake();
-  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().steps > frozen; }, 5));
+  ASSERT_TRUE(test::WaitFor([&] { return trainer->Stats().steps > frozen; }, 5));
 }
 
 TEST(Trainer, StopCheckpointsAndRestartResumesExactly) {
@@ -187,7 +173,7 @@ TEST(Trainer, CpuCapHoldsTheTrainingThreadUnderItsShare) {
   auto trainer = f.MakeTrainer();
   ASSERT_TRUE(f.store->Add(LoadT10k(trainer->example_shape())).ok());
   trainer->Start();
-  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().steps > 50; }, 60));
+  ASSERT_TRUE(test::WaitFor([&] { return trainer->Stats().steps > 50; }, 60));
   auto cpu = [] {
     struct timespec ts {};
     ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
@@ -325,7 +311,7 @@ std::unique_ptr<Trainer> GuardedAndTrained(Fixture& f, double drop, int64_t wind
   EXPECT_TRUE(f.store->Add(LoadT10k(trainer->example_shape())).ok());
   trainer->Wake();
   trainer->Start();
-  EXPECT_TRUE(WaitFor([&] { return trainer->Stats().val_accuracy > 0.75; }, 120))
+  EXPECT_TRUE(test::WaitFor([&] { return trainer->Stats().val_accuracy > 0.75; }, 120))
       << "acc " << trainer->Stats().val_accuracy;
   return trainer;
 }
@@ -343,7 +329,7 @@ TEST(Trainer, DriftGuardRollsBackToTheGoodCheckpointOnce) {
 
   ZeroWeights(*trainer);
   // The model cannot recover by itself, so only the guard brings it back.
-  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().drift_rollbacks >= 1; }, 30))
+  ASSERT_TRUE(test::WaitFor([&] { return trainer->Stats().drift_rollbacks >= 1; }, 30))
       << "acc " << trainer->Stats().val_accuracy;
   EXPECT_EQ(fed.rolled_back.load(), 1);
   const auto st = trainer->Stats();
@@ -351,7 +337,7 @@ TEST(Trainer, DriftGuardRollsBackToTheGoodCheckpointOnce) {
   EXPECT_NE(st.last_rollback.find("for 3 validations"), std::string::npos) << st.last_rollback;
   EXPECT_GE(st.steps, steps_before);  // counters go forward
   // Back to within half the drop of the best, for good: no second rollback.
-  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().val_accuracy >= before - 0.05 - 0.02; }, 10))
+  ASSERT_TRUE(test::WaitFor([&] { return trainer->Stats().val_accuracy >= before - 0.05 - 0.02; }, 10))
       << "acc " << trainer->Stats().val_accuracy << " before " << before;
   std::this_thread::sleep_for(std::chrono::seconds(3));
   EXPECT_EQ(trainer->Stats().drift_rollbacks, 1);
@@ -364,7 +350,7 @@ TEST(Trainer, DriftGuardTakesADropThatReturnsAsTheNewReference) {
   auto trainer = GuardedAndTrained(f, 0.10, 2);
   ASSERT_NE(trainer, nullptr);
   ZeroWeights(*trainer);
-  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().drift_rollbacks == 1; }, 30));
+  ASSERT_TRUE(test::WaitFor([&] { return trainer->Stats().drift_rollbacks == 1; }, 30));
   // Whatever moves it keeps moving it (a broken neighbour every round): one
   // more rollback would only loop, so the guard takes the new level.
   std::atomic<bool> stop{false};
@@ -407,7 +393,7 @@ TEST(Trainer, DriftGuardStaysQuietThroughOrdinaryTraining) {
   ASSERT_TRUE(f.store->Add(LoadT10k(trainer->example_shape())).ok());
   trainer->Wake();
   trainer->Start();
-  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().steps > 3000; }, 180));
+  ASSERT_TRUE(test::WaitFor([&] { return trainer->Stats().steps > 3000; }, 180));
   std::this_thread::sleep_for(std::chrono::seconds(10));  // ~50 passes
   EXPECT_EQ(trainer->Stats().drift_rollbacks, 0) << trainer->Stats().last_rollback;
   EXPECT_GT(trainer->Stats().val_accuracy, 0.7);
@@ -442,7 +428,7 @@ std::unique_ptr<Trainer> SlowingTrainer(Fixture& f) {
 
 // Waits for the trainer to rest; a failure says where it stands.
 ::testing::AssertionResult RestsWithin(Trainer& trainer, double seconds) {
-  if (WaitFor([&] { return trainer.Stats().state == "resting"; }, seconds)) return ::testing::AssertionSuccess();
+  if (test::WaitFor([&] { return trainer.Stats().state == "resting"; }, seconds)) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "not resting: " << trainer.Stats().state << ": " << trainer.Stats().reason;
 }
 
@@ -475,12 +461,12 @@ TEST(Trainer, AMovingMergeIsANewReferenceForResting) {
     for (float& v : w) v *= 0.3f;
     return true;
   }).ok());
-  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().val_loss > 1.5 * best; }, 10))
+  ASSERT_TRUE(test::WaitFor([&] { return trainer->Stats().val_loss > 1.5 * best; }, 10))
       << "no validation of the merged model: val_loss " << trainer->Stats().val_loss;
-  EXPECT_TRUE(WaitFor([&] { return trainer->Stats().best_val_loss > 1.5 * best; }, 10))
+  EXPECT_TRUE(test::WaitFor([&] { return trainer->Stats().best_val_loss > 1.5 * best; }, 10))
       << "rests still measured against the replaced model's best " << best << ": best_val_loss "
       << trainer->Stats().best_val_loss << ", val_loss " << trainer->Stats().val_loss;
-  EXPECT_TRUE(WaitFor([&] { return trainer->Stats().rests > rests; }, 30))
+  EXPECT_TRUE(test::WaitFor([&] { return trainer->Stats().rests > rests; }, 30))
       << trainer->Stats().state << ": " << trainer->Stats().reason;
   EXPECT_TRUE(Resting(trainer->Stats())) << trainer->Stats().state << ": " << trainer->Stats().reason;
   ASSERT_TRUE(trainer->Stop().ok());
@@ -509,10 +495,10 @@ TEST(Trainer, SmallMergesThatAddUpAndRaiseTheLossEndARest) {
     }).ok());
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  EXPECT_TRUE(WaitFor([&] { return trainer->Stats().last_wake.find("merges raised") != std::string::npos; }, 30))
+  EXPECT_TRUE(test::WaitFor([&] { return trainer->Stats().last_wake.find("merges raised") != std::string::npos; }, 30))
       << "never woke: " << trainer->Stats().state << ": " << trainer->Stats().reason << ", last wake \""
       << trainer->Stats().last_wake << "\", val_loss " << trainer->Stats().val_loss << " against a best of " << best;
-  EXPECT_TRUE(WaitFor([&] { return trainer->Stats().rests > rests; }, 30))
+  EXPECT_TRUE(test::WaitFor([&] { return trainer->Stats().rests > rests; }, 30))
       << "never woke: " << trainer->Stats().state << ": " << trainer->Stats().reason << ", val_loss "
       << trainer->Stats().val_loss << " against a best of " << best;
   EXPECT_GT(trainer->Stats().best_val_loss, best);  // the merged model is the reference now
@@ -604,13 +590,13 @@ double ClassifyLoss(Trainer& trainer, const std::vector<data::Example>& examples
   std::thread merger([&] {
     auto s = trainer.WithSharedParameters([&](std::vector<float>&, int64_t, double) {
       inside = true;
-      if (!WaitFor([&] { return predicted.load(); }, kBlockS)) gave_up = true;
+      if (!test::WaitFor([&] { return predicted.load(); }, kBlockS)) gave_up = true;
       left = true;
       return false;
     });
     EXPECT_TRUE(s.ok()) << s;
   });
-  if (!WaitFor([&] { return inside.load(); }, kBlockS)) {
+  if (!test::WaitFor([&] { return inside.load(); }, kBlockS)) {
     predicted = true;
     merger.join();
     return ::testing::AssertionFailure() << "the merge's callback never ran";
@@ -636,7 +622,7 @@ std::unique_ptr<Trainer> StartTrainingOnT10k(Fixture& f, std::vector<data::Examp
   }
   trainer->Wake();
   trainer->Start();
-  if (!WaitFor([&] { return trainer->Stats().steps > 0; }, 60)) {
+  if (!test::WaitFor([&] { return trainer->Stats().steps > 0; }, 60)) {
     ADD_FAILURE() << "the trainer took no step in 60 s";
     return nullptr;
   }
@@ -702,10 +688,10 @@ TEST(Trainer, ClassifyFollowsTheModelAndAnswersAfterStop) {
   // Train, then hold it.
   trainer->Wake();
   trainer->Start();
-  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().steps > 300; }, 60));
+  ASSERT_TRUE(test::WaitFor([&] { return trainer->Stats().steps > 300; }, 60));
   f.pause.SetPaused(true);
   trainer->Wake();
-  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().state == "paused"; }, 10));
+  ASSERT_TRUE(test::WaitFor([&] { return trainer->Stats().state == "paused"; }, 10));
   auto live = trainer->Evaluate(probe);
   ASSERT_TRUE(live.ok()) << live.status();
   EXPECT_NEAR(ClassifyLoss(*trainer, probe), live->loss, 1e-4);  // the copy holds what the live model does
@@ -715,7 +701,7 @@ TEST(Trainer, ClassifyFollowsTheModelAndAnswersAfterStop) {
   f.pause.SetPaused(false);
   trainer->Wake();
   const int64_t steps = trainer->Stats().steps;
-  ASSERT_TRUE(WaitFor([&] { return trainer->Stats().steps > steps + 300; }, 60));
+  ASSERT_TRUE(test::WaitFor([&] { return trainer->Stats().steps > steps + 300; }, 60));
   ASSERT_TRUE(trainer->Stop().ok());
   live = trainer->Evaluate(probe);  // inline now: the live model
   ASSERT_TRUE(live.ok()) << live.status();
@@ -920,7 +906,7 @@ TEST(Trainer, ConcurrentPredictionsWhileTrainingAndMerging) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
   });
-  const bool enough = WaitFor([&] {
+  const bool enough = test::WaitFor([&] {
     return trainer->Stats().steps > steps + 300 && answers > 2000 && merges > 200 && probes > 10;
   }, 120);
   stop = true;
