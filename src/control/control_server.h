@@ -3,9 +3,10 @@
 // the owning user can reach it.
 //
 // The server decodes requests (reassembling streamed files) and forwards them
-// to a ControlHandler (the daemon's Node); absl::Status results are converted
-// to grpc::Status here and only here, code for code. gRPC's headers stay in
-// the .cc: callers see plain structs and the generated message types.
+// to a ControlHandler (the daemon's ControlService, which calls its Node);
+// absl::Status results are converted to grpc::Status here and only here,
+// code for code. gRPC's headers stay in the .cc: callers see plain structs
+// and the generated message types.
 //
 // Thread-safety: the handler is called from gRPC's thread pool, concurrently.
 // Shutdown() stops accepting RPCs and waits (bounded) for running ones.

@@ -35,7 +35,8 @@ class Dashboard {
   // Pins the pending peer with this key fingerprint; says what it did.
   using AcceptFn = std::function<absl::StatusOr<std::string>(const std::string& fingerprint)>;
 
-  // `node` answers the reads and pause/resume; it must outlive the dashboard.
+  // `node` (the node's ControlService) answers the reads and pause/resume;
+  // it must outlive the dashboard.
   static absl::StatusOr<std::unique_ptr<Dashboard>> Start(const std::string& listen, control::ControlHandler& node,
                                                           AcceptFn accept);
   ~Dashboard();  // stops serving; requests in flight finish first

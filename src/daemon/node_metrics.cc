@@ -4,12 +4,17 @@
 
 namespace mycel {
 
-std::string RenderMetrics(const control::StatusReply& s, const control::PeersReply& p) {
-  metrics::Exposition e;
-  auto one = [&e](const char* name, const char* type, const char* help, double v) {
-    e.Family(name, type, help);
-    e.Sample(v);
-  };
+namespace {
+
+// A family of one unlabelled sample.
+void One(metrics::Exposition& e, const char* name, const char* type, const char* help, double v) {
+  e.Family(name, type, help);
+  e.Sample(v);
+}
+
+// What the node is and how its training goes (mycel_info ... mycel_uptime_seconds).
+void RenderTraining(const control::StatusReply& s, metrics::Exposition& e) {
+  auto one = [&e](const char* name, const char* type, const char* help, double v) { One(e, name, type, help, v); };
   e.Family("mycel_info", "gauge", "Constant 1, labelled with what this node is.");
   e.Sample(1, {{"node", s.node_name()}, {"model", s.model_kind()}, {"version", s.version()}});
   e.Family("mycel_training_state", "gauge", "1 for the state training is in now, 0 for the others.");
@@ -44,7 +49,11 @@ std::string RenderMetrics(const control::StatusReply& s, const control::PeersRep
   one("mycel_checkpoints_written_total", "counter", "Checkpoints written since start.",
       static_cast<double>(s.checkpoints_written()));
   one("mycel_uptime_seconds", "gauge", "Seconds since the daemon started.", s.uptime_s());
+}
 
+// The neighbourhood's totals (mycel_peers ... mycel_trust_probe_seconds_total).
+void RenderGossip(const control::StatusReply& s, const control::PeersReply& p, metrics::Exposition& e) {
+  auto one = [&e](const char* name, const char* type, const char* help, double v) { One(e, name, type, help, v); };
   one("mycel_peers", "gauge", "Pinned neighbours.", s.peers());
   one("mycel_peers_connected", "gauge", "Neighbours whose last pull succeeded.", s.peers_connected());
   one("mycel_gossip_rounds_total", "counter", "Gossip rounds completed (publish, pull, merge).",
@@ -68,8 +77,11 @@ std::string RenderMetrics(const control::StatusReply& s, const control::PeersRep
   one("mycel_trust_probes_total", "counter", "Trust probes of the neighbours' shares on validation data.",
       static_cast<double>(p.trust_probes()));
   one("mycel_trust_probe_seconds_total", "counter", "Wall time spent in trust probes.", p.trust_probe_seconds());
-  if (p.peers_size() == 0) return e.Take();
+}
 
+// The mycel_peer_* families, one sample per neighbour (and per result,
+// reason or layer).
+void RenderPeers(const control::PeersReply& p, metrics::Exposition& e) {
   auto per_peer = [&](const char* name, const char* type, const char* help, auto value) {
     e.Family(name, type, help);
     for (const auto& peer : p.peers()) e.Sample(static_cast<double>(value(peer)), {{"peer", peer.name()}});
@@ -111,6 +123,15 @@ std::string RenderMetrics(const control::StatusReply& s, const control::PeersRep
     per_peer("mycel_peer_hurt_probes_total", "counter", "Trust probes in which a share of the neighbour hurt.",
              [](const Peer& q) { return q.hurt_probes(); });
   }
+}
+
+}  // namespace
+
+std::string RenderMetrics(const control::StatusReply& s, const control::PeersReply& p) {
+  metrics::Exposition e;
+  RenderTraining(s, e);
+  RenderGossip(s, p, e);
+  if (p.peers_size() > 0) RenderPeers(p, e);
   return e.Take();
 }
 
