@@ -16,6 +16,7 @@
 
 #include "common/clock.h"
 #include "common/logging.h"
+#include "common/refusal.h"
 #include "common/status.h"
 #include "crypto/identity.h"
 #include "crypto/session.h"
@@ -41,30 +42,13 @@ constexpr int64_t kReplayFloorSlackS = 2;
 constexpr int kMaxAwaitingHello = 4;
 // The payload format, its chunking and its bounds: peer/payload.h.
 
-absl::Status Refuse(const std::string& reason, const std::string& detail) {
-  return absl::InvalidArgumentError(reason + ": " + detail);
-}
-
-// The reason word a refusal starts with, from a fixed vocabulary: error text
-// can come from the other end (a neighbour's refusal, or anyone on the path,
-// since gRPC errors are not authenticated), so an unknown word counts as
-// "error" and the per-reason counters stay bounded.
-std::string Reason(const absl::Status& s) {
-  static const char* const kReasons[] = {
-      // crypto::Session
-      "malformed", "wrong_recipient", "unpinned_key", "stale", "bad_signature", "replayed", "tampered",
-      "truncated", "wrong_version",
-      // this file
-      "fingerprint_mismatch", "bad_shape", "trailing_data", "too_slow",
-      // federation::Federation::Apply and codecs
-      "non_finite", "norm_bound", "out_of_order", "unknown_codec", "bad_index", "bad_epoch", "bad_seq",
-      "bad_counts", "bad_peer"};
-  std::string msg(s.message());
-  std::string word = msg.substr(0, msg.find(':'));
-  for (const char* r : kReasons) {
-    if (word == r) return word;
-  }
-  return "error";
+// A neighbour's refusal of our call, as it worded it: its status message
+// starts with its reason word ("unpinned_key: ..."). That text is all the
+// wire carries (and gRPC statuses are not authenticated), so the word is
+// looked up in the fixed vocabulary, an unknown one counting as "error",
+// and the per-reason counters stay bounded.
+absl::Status NeighbourRefusal(const std::string& message) {
+  return WithRefusal(absl::PermissionDeniedError(message), RefusalNamed(message.substr(0, message.find(':'))));
 }
 
 // A caller's name as shown to the user: at most 64 characters of
@@ -338,7 +322,8 @@ struct Gossip::Impl : public Peer::Service {
   }
 
   // Counts a refusal and logs it the first time per (who, reason). Caller holds mu.
-  void CountRefusal(int peer, const std::string& reason, const std::string& detail) {
+  void CountRefusal(int peer, Refusal refusal, const std::string& detail) {
+    const std::string reason(RefusalName(refusal));
     std::string who = peer >= 0 ? status[peer].name : "unknown caller";
     if (peer >= 0) {
       status[peer].refused++;
@@ -445,7 +430,7 @@ struct Gossip::Impl : public Peer::Service {
     awaiting_hello.fetch_sub(1);
     if (!got) {
       std::lock_guard<std::mutex> lock(mu);
-      CountRefusal(-1, "too_slow", "an Exchange sent no hello within " + std::to_string(options.hello_timeout_s) + " s");
+      CountRefusal(-1, Refusal::kTooSlow, "an Exchange sent no hello within " + std::to_string(options.hello_timeout_s) + " s");
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "too_slow: no hello");
     }
     watch.Extend(options.max_exchange_s);
@@ -462,25 +447,25 @@ struct Gossip::Impl : public Peer::Service {
     const std::shared_ptr<const Roster> pinned = PinnedRoster();
     auto session = crypto::ServerSession::Accept(identity, pinned->pinned, replay, hello, now);
     if (!session.ok()) {
-      std::string reason = crypto::RefusalReason(session.status());
-      if (reason == "unpinned_key") NotePending(ctx->peer(), hello, now);
+      const Refusal reason = RefusalOf(session.status());
+      if (reason == Refusal::kUnpinnedKey) NotePending(ctx->peer(), hello, now);
       // A refused Hello is not authenticated: attribute it to a pinned peer
       // only for the record; it never changes that peer's state.
       std::lock_guard<std::mutex> lock(mu);
       CountRefusal(-1, reason, std::string(session.status().message()));
-      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, reason + ": request refused");
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, std::string(RefusalName(reason)) + ": request refused");
     }
     // Booked by key: the roster may change while we answer.
     const std::string sender = (*session)->hello().sender_pk;
     PullParams params;
     if (!params.ParseFromString((*session)->hello().request)) {
       std::lock_guard<std::mutex> lock(mu);
-      CountRefusal(PeerIndexLocked(sender), "malformed", "pull parameters do not parse");
+      CountRefusal(PeerIndexLocked(sender), Refusal::kMalformed, "pull parameters do not parse");
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed: pull parameters do not parse");
     }
     if (params.fingerprint() != options.fingerprint) {
       std::lock_guard<std::mutex> lock(mu);
-      CountRefusal(PeerIndexLocked(sender), "fingerprint_mismatch",
+      CountRefusal(PeerIndexLocked(sender), Refusal::kFingerprintMismatch,
                    "their model " + params.fingerprint() + " is not ours " + options.fingerprint +
                        LayoutDifference(options.layout, params.layout()));
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
@@ -575,11 +560,11 @@ struct Gossip::Impl : public Peer::Service {
   // model, same size, a payload within bounds.
   absl::Status CheckHeader(const PullHeader& header) const {
     if (header.fingerprint() != options.fingerprint) {
-      return Refuse("fingerprint_mismatch", "their model " + header.fingerprint() + " is not ours" +
+      return Refuse(Refusal::kFingerprintMismatch, "their model " + header.fingerprint() + " is not ours" +
                                                 LayoutDifference(options.layout, header.layout()));
     }
     if (header.parameters() != fed.size()) {
-      return Refuse("bad_shape", std::to_string(header.parameters()) + " parameters, expected " +
+      return Refuse(Refusal::kBadShape, std::to_string(header.parameters()) + " parameters, expected " +
                                      std::to_string(fed.size()));
     }
     return CheckPayloadBounds(header.keyframe(), header.count(), header.payload_bytes(), fed.size(),
@@ -608,14 +593,13 @@ struct Gossip::Impl : public Peer::Service {
     }
     ps.pulls_failed++;
     failures[j]++;
-    std::string reason = absl::IsUnavailable(s) ? "unreachable" : Reason(s);
     ps.last_error = std::string(s.message());
     if (absl::IsUnavailable(s)) {
       if (ps.state != "unreachable") Logger("peer")->info("{} ({}) unreachable: {}", ps.name, Where(ps), s.message());
       ps.state = "unreachable";
     } else {
       ps.state = "rejected";
-      CountRefusal(j, reason, std::string(s.message()));
+      CountRefusal(j, RefusalOf(s), std::string(s.message()));
     }
     // Exponential backoff from one round interval up to max_backoff_s.
     double backoff = std::min(options.federation.max_backoff_s,
@@ -633,10 +617,10 @@ struct Gossip::Impl : public Peer::Service {
     ExchangeUp up;
     auto ended = [&](const char* what) {
       if (ctx->IsCancelled()) {
-        return Refuse("too_slow", std::string(what) + ": the call ended at its deadline or max_exchange_s (" +
+        return Refuse(Refusal::kTooSlow, std::string(what) + ": the call ended at its deadline or max_exchange_s (" +
                                       std::to_string(got->bytes) + " bytes)");
       }
-      return Refuse("truncated", what);
+      return Refuse(Refusal::kTruncated, what);
     };
     if (!read(&up)) return ended("no hand-over came");
     got->bytes += up.ByteSizeLong();
@@ -644,11 +628,11 @@ struct Gossip::Impl : public Peer::Service {
     std::string header_bytes;
     bool final = false;
     if (up.sealed().size() > crypto::kMaxHeaderBytes + crypto::kSealOverheadBytes) {
-      return Refuse("malformed", "hand-over header of " + std::to_string(up.sealed().size()) + " bytes");
+      return Refuse(Refusal::kMalformed, "hand-over header of " + std::to_string(up.sealed().size()) + " bytes");
     }
     MYCEL_RETURN_IF_ERROR(session.OpenUpAppend(up.sealed(), &header_bytes, &final));
     PullHeader header;
-    if (final || !header.ParseFromString(header_bytes)) return Refuse("malformed", "hand-over header does not parse");
+    if (final || !header.ParseFromString(header_bytes)) return Refuse(Refusal::kMalformed, "hand-over header does not parse");
     MYCEL_RETURN_IF_ERROR(CheckHeader(header));
     std::string payload;  // bounded by CheckHeader; grows with what arrives
     payload.reserve(std::min<uint64_t>(header.payload_bytes(), ReceiveBufferKeepBytes(fed.size())));
@@ -658,19 +642,19 @@ struct Gossip::Impl : public Peer::Service {
       const double elapsed = Clock::Real()->MonotonicSeconds() - began;
       if (elapsed > options.min_transfer_grace_s &&
           static_cast<double>(got->bytes) < options.min_transfer_bytes_per_s * elapsed) {
-        return Refuse("too_slow", "hand-over below the least transfer rate: " + std::to_string(got->bytes) +
+        return Refuse(Refusal::kTooSlow, "hand-over below the least transfer rate: " + std::to_string(got->bytes) +
                                       " bytes in " + std::to_string(elapsed) + " s");
       }
       MYCEL_RETURN_IF_ERROR(OpenChunk(open, up.sealed(), header.payload_bytes(), &payload, &final));
     }
     if (!final) return ended("the hand-over ended before its final chunk");
-    if (read(&up)) return Refuse("trailing_data", "hand-over chunks after the final one");
-    if (payload.size() != header.payload_bytes()) return Refuse("truncated", "hand-over shorter than its header says");
+    if (read(&up)) return Refuse(Refusal::kTrailingData, "hand-over chunks after the final one");
+    if (payload.size() != header.payload_bytes()) return Refuse(Refusal::kTruncated, "hand-over shorter than its header says");
     federation::PullAnswerView answer = AnswerView(header);
     MYCEL_RETURN_IF_ERROR(DecodePayload(payload, header.keyframe(), header.count(), &answer));
     std::lock_guard<std::mutex> lock(mu);  // the roster's indices hold still while we apply
     const int j = PeerIndexLocked(sender);
-    if (j < 0) return Refuse("unpinned_key", "dropped from the peer list during its hand-over");
+    if (j < 0) return Refuse(Refusal::kUnpinnedKey, "dropped from the peer list during its hand-over");
     MYCEL_RETURN_IF_ERROR(fed.Apply(j, answer));
     got->keyframe = answer.keyframe;
     got->deltas = answer.keyframe ? 0 : static_cast<int64_t>(answer.deltas.size());
@@ -771,14 +755,13 @@ struct Gossip::Impl : public Peer::Service {
       if (gs.error_code() == grpc::StatusCode::UNAVAILABLE || gs.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
         return absl::UnavailableError("unreachable: " + gs.error_message());
       }
-      // The neighbour's refusal starts with its reason word ("unpinned_key: ...").
-      return absl::PermissionDeniedError(gs.error_message() + ": refused by the neighbour");
+      return NeighbourRefusal(gs.error_message() + ": refused by the neighbour");
     }
     received += chunk.ByteSizeLong();
     auto header_bytes = session.AcceptReply(chunk.reply());
     if (!header_bytes.ok()) return fail(header_bytes.status());
     PullHeader header;
-    if (!header.ParseFromString(*header_bytes)) return fail(Refuse("malformed", "reply header does not parse"));
+    if (!header.ParseFromString(*header_bytes)) return fail(Refuse(Refusal::kMalformed, "reply header does not parse"));
     // Bound what we accept before allocating anything for it.
     if (auto s = CheckHeader(header); !s.ok()) return fail(s);
     // Every chunk is opened straight into this one buffer, reused across pulls.
@@ -787,7 +770,7 @@ struct Gossip::Impl : public Peer::Service {
     bool final = false;
     auto too_slow = [&](const char* what) {
       const double elapsed = Clock::Real()->MonotonicSeconds() - began;
-      return Refuse("too_slow", std::string(what) + ": " + std::to_string(received) + " bytes in " +
+      return Refuse(Refusal::kTooSlow, std::string(what) + ": " + std::to_string(received) + " bytes in " +
                                     std::to_string(elapsed) + " s");
     };
     const OpenFn open = OpenDown(session);
@@ -810,7 +793,7 @@ struct Gossip::Impl : public Peer::Service {
         return too_slow("the answer did not finish within pull_timeout_s");
       }
       absl::Status s = session.Finish();  // "truncated", in the session's own words
-      return s.ok() ? Refuse("truncated", "the answer ended before its final chunk") : s;
+      return s.ok() ? Refuse(Refusal::kTruncated, "the answer ended before its final chunk") : s;
     }
     // Our half, if asked, before the neighbour ends the call.
     const bool handed = hand_over && header.hand_over() && hand_over(header);
@@ -818,17 +801,17 @@ struct Gossip::Impl : public Peer::Service {
     // hold the pull until its deadline and still count as a success.
     if (read(&chunk)) {
       received += chunk.ByteSizeLong();
-      return fail(Refuse("trailing_data", "chunks after the final one"));
+      return fail(Refuse(Refusal::kTrailingData, "chunks after the final one"));
     }
     if (auto s = session.Finish(); !s.ok()) return fail(s);
-    if (payload.size() != header.payload_bytes()) return fail(Refuse("truncated", "payload shorter than its header says"));
+    if (payload.size() != header.payload_bytes()) return fail(Refuse(Refusal::kTruncated, "payload shorter than its header says"));
     // Applied from views into the payload: nothing is copied out first.
     federation::PullAnswerView answer = AnswerView(header);
     // Before finish(): fail() finishes the call itself (finishing twice aborts in gRPC).
     if (auto s = DecodePayload(payload, header.keyframe(), header.count(), &answer); !s.ok()) return fail(s);
     // The stream has ended (the read above said so): the status is here.
     if (grpc::Status gs = finish(); !gs.ok()) {
-      if (!header.hand_over()) return Refuse("truncated", "the answer ended with " + gs.error_message());
+      if (!header.hand_over()) return Refuse(Refusal::kTruncated, "the answer ended with " + gs.error_message());
       // The answer is whole; only our hand-over was refused. Take the answer
       // and say why they did not take ours.
       NoteHandOverRefused(j, handed ? gs.error_message() : "our hand-over did not reach them: " + gs.error_message());
