@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/coding.h"
+#include "common/refusal.h"
 #include "common/status.h"
 
 // Wire formats (all integers little-endian):
@@ -115,11 +116,6 @@ bool WithinWindow(int64_t a, int64_t b, int64_t window) {
   return window >= 0 && diff <= static_cast<uint64_t>(window);
 }
 
-absl::Status Refuse(std::string_view reason, std::string_view detail,
-                    absl::StatusCode code = absl::StatusCode::kPermissionDenied) {
-  return absl::Status(code, absl::StrCat(std::string(reason), ": ", std::string(detail)));
-}
-
 // The payload key (see the comment at the top), written to `key`.
 void DeriveKey(const unsigned char* kx_s2c, std::string_view hello_hash,
                std::string_view server_eph_pk, unsigned char* key) {
@@ -194,8 +190,8 @@ absl::Status PullChunk(crypto_secretstream_xchacha20poly1305_state* state, const
   if (f->failed) return absl::FailedPreconditionError("Open after a chunk failed to open");
   if (sealed.size() < crypto_secretstream_xchacha20poly1305_ABYTES) {
     f->failed = true;
-    return Refuse("tampered", absl::StrCat("chunk of ", sealed.size(), " bytes is too short"),
-                  absl::StatusCode::kDataLoss);
+    return Refuse(absl::StatusCode::kDataLoss, Refusal::kTampered,
+                  absl::StrCat("chunk of ", sealed.size(), " bytes is too short"));
   }
   const size_t at = out->size();
   // Grows by exactly the plaintext length: a caller that reserved the whole
@@ -208,8 +204,8 @@ absl::Status PullChunk(crypto_secretstream_xchacha20poly1305_state* state, const
                                                  ad.size()) != 0) {
     f->failed = true;
     out->resize(at);
-    return Refuse("tampered", "chunk failed authentication (modified, reordered or foreign)",
-                  absl::StatusCode::kDataLoss);
+    return Refuse(absl::StatusCode::kDataLoss, Refusal::kTampered,
+                  "chunk failed authentication (modified, reordered or foreign)");
   }
   if (tag != crypto_secretstream_xchacha20poly1305_TAG_MESSAGE &&
       tag != crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
@@ -217,8 +213,8 @@ absl::Status PullChunk(crypto_secretstream_xchacha20poly1305_state* state, const
     // Authenticated but unusable: do not leave its plaintext behind.
     sodium_memzero(out->data() + at, out->size() - at);
     out->resize(at);
-    return Refuse("malformed", absl::StrCat("unexpected chunk tag ", static_cast<int>(tag)),
-                  absl::StatusCode::kInvalidArgument);
+    return Refuse(absl::StatusCode::kInvalidArgument, Refusal::kMalformed,
+                  absl::StrCat("unexpected chunk tag ", static_cast<int>(tag)));
   }
   out->resize(at + static_cast<size_t>(plain_len));
   if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
@@ -230,30 +226,14 @@ absl::Status PullChunk(crypto_secretstream_xchacha20poly1305_state* state, const
 }
 
 absl::Status Truncated() {
-  return Refuse("truncated", "payload ended without its final chunk", absl::StatusCode::kDataLoss);
+  return Refuse(absl::StatusCode::kDataLoss, Refusal::kTruncated,
+                "payload ended without its final chunk");
 }
 
 }  // namespace
 
 struct ClientSession::Secrets : SessionSecrets {};
 struct ServerSession::Secrets : SessionSecrets {};
-
-// ---------------------------------------------------------------------------
-
-std::string RefusalReason(const absl::Status& status) {
-  if (status.ok()) return "ok";
-  static const char* const kReasons[] = {"malformed",     "wrong_recipient", "unpinned_key",
-                                         "stale",         "bad_signature",   "replayed",
-                                         "tampered",      "truncated",       "wrong_version"};
-  const std::string msg(status.message());
-  const size_t colon = msg.find(':');
-  if (colon == std::string::npos) return "error";
-  const std::string word = msg.substr(0, colon);
-  for (const char* r : kReasons) {
-    if (word == r) return word;
-  }
-  return "error";
-}
 
 // ---------------------------------------------------------------------------
 
@@ -283,15 +263,14 @@ void ReplayGuard::PurgeLocked(int64_t now) {
 absl::Status ReplayGuard::Check(std::string_view sender_pk, std::string_view nonce,
                                 int64_t timestamp, int64_t now) {
   if (!WithinWindow(timestamp, now, window_s_)) {
-    return Refuse("stale", absl::StrCat("timestamp ", timestamp, " is more than ", window_s_,
-                                        "s from now (", now, ")"),
-                  absl::StatusCode::kFailedPrecondition);
+    return Refuse(absl::StatusCode::kFailedPrecondition, Refusal::kStale,
+                  absl::StrCat("timestamp ", timestamp, " is more than ", window_s_, "s from now (",
+                               now, ")"));
   }
   if (timestamp < not_before_) {
-    return Refuse("replayed",
-                  absl::StrCat("timestamp ", timestamp, " is from before this daemon started (", not_before_,
-                               "): only an earlier run can have accepted it"),
-                  absl::StatusCode::kAlreadyExists);
+    return Refuse(absl::StatusCode::kAlreadyExists, Refusal::kReplayed,
+                  absl::StrCat("timestamp ", timestamp, " is from before this daemon started (",
+                               not_before_, "): only an earlier run can have accepted it"));
   }
   std::string key;
   key.reserve(sender_pk.size() + nonce.size());
@@ -306,8 +285,8 @@ absl::Status ReplayGuard::Check(std::string_view sender_pk, std::string_view non
     PurgeLocked(now);
   }
   if (!seen_.emplace(std::move(key), timestamp).second) {
-    return Refuse("replayed", "this hello (sender, nonce) was already accepted",
-                  absl::StatusCode::kAlreadyExists);
+    return Refuse(absl::StatusCode::kAlreadyExists, Refusal::kReplayed,
+                  "this hello (sender, nonce) was already accepted");
   }
   return absl::OkStatus();
 }
@@ -362,32 +341,31 @@ absl::StatusOr<std::string> ClientSession::AcceptReply(std::string_view reply) {
   }
   // Parse: fixed sizes and a bounded length, checked before anything else.
   if (reply.size() < kReplyMin || reply.size() > kReplyMax) {
-    return Refuse("malformed", absl::StrCat("reply of ", reply.size(), " bytes"),
-                  absl::StatusCode::kInvalidArgument);
+    return Refuse(absl::StatusCode::kInvalidArgument, Refusal::kMalformed,
+                  absl::StrCat("reply of ", reply.size(), " bytes"));
   }
   if (std::memcmp(reply.data(), kReplyMagic, kMagicLen - 1) != 0) {
-    return Refuse("malformed", "reply has a bad magic", absl::StatusCode::kInvalidArgument);
+    return Refuse(absl::StatusCode::kInvalidArgument, Refusal::kMalformed, "reply has a bad magic");
   }
   if (reply[kMagicLen - 1] != kReplyMagic[kMagicLen - 1]) {
-    return Refuse("wrong_version",
-                  absl::StrCat("reply format '", std::string(reply.substr(0, kMagicLen)), "'"),
-                  absl::StatusCode::kFailedPrecondition);
+    return Refuse(absl::StatusCode::kFailedPrecondition, Refusal::kWrongVersion,
+                  absl::StrCat("reply format '", std::string(reply.substr(0, kMagicLen)), "'"));
   }
   const uint32_t header_len = DecodeFixed32(reply.data() + kRHdrLen);
   if (header_len > kMaxHeaderBytes || reply.size() != kReplyMin + header_len) {
-    return Refuse("malformed",
-                  absl::StrCat("reply of ", reply.size(), " bytes claims a header of ", header_len),
-                  absl::StatusCode::kInvalidArgument);
+    return Refuse(
+        absl::StatusCode::kInvalidArgument, Refusal::kMalformed,
+        absl::StrCat("reply of ", reply.size(), " bytes claims a header of ", header_len));
   }
   // A reply to some other Hello (an old one replayed, or a mix-up).
   if (sodium_memcmp(reply.data() + kRHelloHash, hello_hash_.data(), kHashLen) != 0) {
-    return Refuse("replayed", "reply answers a different hello");
+    return Refuse(absl::StatusCode::kPermissionDenied, Refusal::kReplayed,
+                  "reply answers a different hello");
   }
   const std::string_view signed_part = reply.substr(0, reply.size() - kSigLen);
   if (!VerifySignature(server_pk_, signed_part, reply.substr(reply.size() - kSigLen))) {
-    return Refuse("bad_signature",
-                  absl::StrCat("reply is not signed by server ", KeyFingerprint(server_pk_)),
-                  absl::StatusCode::kUnauthenticated);
+    return Refuse(absl::StatusCode::kUnauthenticated, Refusal::kBadSignature,
+                  absl::StrCat("reply is not signed by server ", KeyFingerprint(server_pk_)));
   }
 
   SecretBlock* b = secrets_->b;
@@ -397,8 +375,8 @@ absl::StatusOr<std::string> ClientSession::AcceptReply(std::string_view reply) {
                                                U(server_eph_pk));
   if (kx != 0) {
     secrets_->WipeKeys();
-    return Refuse("malformed", "server ephemeral key is invalid",
-                  absl::StatusCode::kInvalidArgument);
+    return Refuse(absl::StatusCode::kInvalidArgument, Refusal::kMalformed,
+                  "server ephemeral key is invalid");
   }
   DeriveKey(b->kx_rx, hello_hash_, server_eph_pk, b->key);
   const int init = crypto_secretstream_xchacha20poly1305_init_pull(
@@ -407,7 +385,8 @@ absl::StatusOr<std::string> ClientSession::AcceptReply(std::string_view reply) {
   DeriveUpKey(b->kx_tx, reply_hash_, b->up_key);
   secrets_->WipeKeys();  // ephemeral secret and session keys: only the stream state and up key remain
   if (init != 0) {
-    return Refuse("malformed", "invalid secretstream header", absl::StatusCode::kInvalidArgument);
+    return Refuse(absl::StatusCode::kInvalidArgument, Refusal::kMalformed,
+                  "invalid secretstream header");
   }
   down_.started = true;
   return std::string(reply.substr(kRFixed, header_len));
@@ -462,23 +441,22 @@ absl::StatusOr<CheckedHello> CheckHello(const Identity& me, const std::vector<st
   MYCEL_RETURN_IF_ERROR(InitSodium());
   // 1. Parse: fixed sizes and a bounded length, nothing allocated.
   if (hello.size() < kHelloMin || hello.size() > kHelloMax) {
-    return Refuse("malformed", absl::StrCat("hello of ", hello.size(), " bytes"),
-                  absl::StatusCode::kInvalidArgument);
+    return Refuse(absl::StatusCode::kInvalidArgument, Refusal::kMalformed,
+                  absl::StrCat("hello of ", hello.size(), " bytes"));
   }
   if (std::memcmp(hello.data(), kHelloMagic, kMagicLen) != 0) {
-    return Refuse("malformed", "hello has a bad magic", absl::StatusCode::kInvalidArgument);
+    return Refuse(absl::StatusCode::kInvalidArgument, Refusal::kMalformed, "hello has a bad magic");
   }
   const uint32_t version = DecodeFixed32(hello.data() + kHVersion);
   if (version != kSessionVersion) {
-    return Refuse("wrong_version",
-                  absl::StrCat("hello version ", version, ", this node speaks ", kSessionVersion),
-                  absl::StatusCode::kFailedPrecondition);
+    return Refuse(absl::StatusCode::kFailedPrecondition, Refusal::kWrongVersion,
+                  absl::StrCat("hello version ", version, ", this node speaks ", kSessionVersion));
   }
   const uint32_t request_len = DecodeFixed32(hello.data() + kHReqLen);
   if (request_len > kMaxRequestBytes || hello.size() != kHelloMin + request_len) {
-    return Refuse("malformed",
-                  absl::StrCat("hello of ", hello.size(), " bytes claims a request of ", request_len),
-                  absl::StatusCode::kInvalidArgument);
+    return Refuse(
+        absl::StatusCode::kInvalidArgument, Refusal::kMalformed,
+        absl::StrCat("hello of ", hello.size(), " bytes claims a request of ", request_len));
   }
   const std::string_view sender = hello.substr(kHSender, kPkLen);
   const std::string_view recipient = hello.substr(kHRecipient, kPkLen);
@@ -488,27 +466,27 @@ absl::StatusOr<CheckedHello> CheckHello(const Identity& me, const std::vector<st
 
   // 2. Meant for me.
   if (recipient != me.public_key()) {
-    return Refuse("wrong_recipient",
+    return Refuse(absl::StatusCode::kPermissionDenied, Refusal::kWrongRecipient,
                   absl::StrCat("hello is addressed to ", KeyFingerprint(recipient)));
   }
   // 3. From a pinned key.
   const bool is_pinned =
       pinned == nullptr || std::find(pinned->begin(), pinned->end(), sender) != pinned->end();
   if (!is_pinned) {
-    return Refuse("unpinned_key", absl::StrCat("sender ", KeyFingerprint(sender), " is not pinned"));
+    return Refuse(absl::StatusCode::kPermissionDenied, Refusal::kUnpinnedKey,
+                  absl::StrCat("sender ", KeyFingerprint(sender), " is not pinned"));
   }
   // 4. Fresh.
   if (!WithinWindow(timestamp, now, window_s)) {
-    return Refuse("stale", absl::StrCat("hello timestamp ", timestamp, " is more than ",
-                                        window_s, "s from now (", now, ")"),
-                  absl::StatusCode::kFailedPrecondition);
+    return Refuse(absl::StatusCode::kFailedPrecondition, Refusal::kStale,
+                  absl::StrCat("hello timestamp ", timestamp, " is more than ", window_s,
+                               "s from now (", now, ")"));
   }
   // 5. Signed by the sender.
   if (!VerifySignature(sender, hello.substr(0, hello.size() - kSigLen),
                        hello.substr(hello.size() - kSigLen))) {
-    return Refuse("bad_signature",
-                  absl::StrCat("hello is not signed by ", KeyFingerprint(sender)),
-                  absl::StatusCode::kUnauthenticated);
+    return Refuse(absl::StatusCode::kUnauthenticated, Refusal::kBadSignature,
+                  absl::StrCat("hello is not signed by ", KeyFingerprint(sender)));
   }
   return CheckedHello{sender, nonce, client_eph_pk, timestamp, request_len};
 }
@@ -543,8 +521,8 @@ absl::StatusOr<std::unique_ptr<ServerSession>> ServerSession::Accept(
   unsigned char eph_pk[crypto_kx_PUBLICKEYBYTES];
   crypto_kx_keypair(eph_pk, b->eph_sk);
   if (crypto_kx_server_session_keys(b->kx_rx, b->kx_tx, eph_pk, b->eph_sk, U(client_eph_pk)) != 0) {
-    return Refuse("malformed", "client ephemeral key is invalid",
-                  absl::StatusCode::kInvalidArgument);
+    return Refuse(absl::StatusCode::kInvalidArgument, Refusal::kMalformed,
+                  "client ephemeral key is invalid");
   }
   s->eph_pk_.assign(reinterpret_cast<const char*>(eph_pk), sizeof(eph_pk));
   s->hello_hash_ = Hash(hello);
@@ -607,14 +585,15 @@ void ServerSession::SealTo(std::string_view plaintext, bool final, std::string* 
 absl::Status ServerSession::AcceptUpstream(std::string_view stream_header) {
   if (!stream_started_ || up_.started) return absl::FailedPreconditionError("AcceptUpstream before Reply, or twice");
   if (stream_header.size() != kStreamHeaderLen) {
-    return Refuse("malformed", absl::StrCat("upstream header of ", stream_header.size(), " bytes"),
-                  absl::StatusCode::kInvalidArgument);
+    return Refuse(absl::StatusCode::kInvalidArgument, Refusal::kMalformed,
+                  absl::StrCat("upstream header of ", stream_header.size(), " bytes"));
   }
   SecretBlock* b = secrets_->b;
   const int init = crypto_secretstream_xchacha20poly1305_init_pull(&b->up_state, U(stream_header), b->up_key);
   sodium_memzero(b->up_key, sizeof(b->up_key));
   if (init != 0) {
-    return Refuse("malformed", "invalid upstream secretstream header", absl::StatusCode::kInvalidArgument);
+    return Refuse(absl::StatusCode::kInvalidArgument, Refusal::kMalformed,
+                  "invalid upstream secretstream header");
   }
   up_.started = true;
   return absl::OkStatus();

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/refusal.h"
 #include "crypto/identity.h"
 
 namespace mycel::crypto {
@@ -56,11 +57,10 @@ struct VerifiedHello {
   std::string request;     // the client's opaque request bytes
 };
 
-// Refusal reasons are stable words, used as counters in `mycel peers`:
-//   "malformed", "wrong_recipient", "unpinned_key", "stale", "bad_signature",
-//   "replayed", "tampered", "truncated", "wrong_version".
-// Errors carry one of them as the first word of the message ("unpinned_key: ...").
-std::string RefusalReason(const absl::Status& status);
+// Refusals (common/refusal.h) are one of kMalformed, kWrongRecipient,
+// kUnpinnedKey, kStale, kBadSignature, kReplayed, kTampered, kTruncated and
+// kWrongVersion, carried on the error (RefusalOf) and named first in its
+// message ("unpinned_key: ..."); they are counted in `mycel peers`.
 
 // Remembers (sender, nonce) pairs seen within the time window; refuses repeats.
 // Memory is bounded: entries older than the window are dropped.

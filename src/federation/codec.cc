@@ -23,6 +23,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/coding.h"
+#include "common/refusal.h"
 #include "federation/wire.h"
 
 // Wire formats. Every payload starts with a 4-byte magic and the value count n
@@ -74,11 +75,6 @@ constexpr int32_t kInt8TinyBits = (127 - 100) << 23;
 // finite without a check per value. The encoder exceeds it only for a block
 // holding |v| > 127/128 of FLT_MAX (3.37e38), refused then like an Inf.
 constexpr float kInt8MaxScale = std::numeric_limits<float>::max() / 128.0f;
-
-template <typename... A>
-absl::Status Refuse(const char* reason, const A&... parts) {
-  return absl::InvalidArgumentError(absl::StrCat(reason, ": ", parts...));
-}
 
 inline uint32_t Bits(float f) {
   uint32_t u;
@@ -233,7 +229,7 @@ absl::Status DecodeF16(const char* src, size_t m, float* out, const char* what) 
   }
   if (!ok) {
     size_t i = FirstNonFinite(out, m);
-    return Refuse("non_finite", what, " value ", i, " is ", out[i]);
+    return Refuse(Refusal::kNonFinite, what, " value ", i, " is ", out[i]);
   }
   return absl::OkStatus();
 }
@@ -317,7 +313,7 @@ absl::Status DecodeInt8(const char* src, size_t m, float* out, const char* what)
   for (size_t b = 0; b < blocks; ++b) {
     const float s = DecodeFloat32(src + 4 * b);
     if (!(std::fabs(s) <= kInt8MaxScale)) {  // NaN fails too
-      return Refuse("non_finite", what, " scale of block ", b, " is ", s,
+      return Refuse(Refusal::kNonFinite, what, " scale of block ", b, " is ", s,
                     std::isfinite(s) ? " (±128 × it overflows)" : "");
     }
     const size_t at = b * kBlock, len = std::min<size_t>(kBlock, m - at);
@@ -394,11 +390,11 @@ absl::Status DecodeSign(const char* src, size_t m, float* out, const char* what)
   const size_t blocks = CeilDiv(m, kBlock);
   const uint8_t* bits = reinterpret_cast<const uint8_t*>(src + 4 * blocks);
   if (m % 8 != 0 && (bits[m / 8] >> (m % 8)) != 0) {
-    return Refuse("bad_shape", what, " padding bits of the last sign byte are set");
+    return Refuse(Refusal::kBadShape, what, " padding bits of the last sign byte are set");
   }
   for (size_t b = 0; b < blocks; ++b) {
     const float s = DecodeFloat32(src + 4 * b);
-    if (!std::isfinite(s)) return Refuse("non_finite", what, " scale of block ", b, " is ", s);
+    if (!std::isfinite(s)) return Refuse(Refusal::kNonFinite, what, " scale of block ", b, " is ", s);
     const uint32_t sb = Bits(s);
     const size_t at = b * kBlock, len = std::min<size_t>(kBlock, m - at);
     const uint8_t* bb = bits + at / 8;
@@ -431,14 +427,14 @@ absl::Status DecodeValues(ValueCoding c, const char* src, size_t m, float* out, 
     case ValueCoding::kF32:
       if (!CopyFinite(src, m, out)) {  // the offending index is searched for only on failure
         size_t i = FirstNonFinite(out, m);
-        return Refuse("non_finite", what, " value ", i, " is ", out[i]);
+        return Refuse(Refusal::kNonFinite, what, " value ", i, " is ", out[i]);
       }
       return absl::OkStatus();
     case ValueCoding::kF16: return DecodeF16(src, m, out, what);
     case ValueCoding::kInt8: return DecodeInt8(src, m, out, what);
     case ValueCoding::kSign: return DecodeSign(src, m, out, what);
   }
-  return Refuse("bad_shape", what, " unknown value coding");
+  return Refuse(Refusal::kBadShape, what, " unknown value coding");
 }
 
 // Little-endian stores into a buffer already sized for them.
@@ -494,22 +490,22 @@ class DenseCodec final : public Codec {
 
   absl::Status Decode(std::string_view bytes, size_t n, float* out) const override {
     if (bytes.size() < 12 || std::memcmp(bytes.data(), f_.magic, 4) != 0) {
-      return Refuse("bad_shape", "not a ", f_.name, " payload (", bytes.size(), " bytes)");
+      return Refuse(Refusal::kBadShape, "not a ", f_.name, " payload (", bytes.size(), " bytes)");
     }
     wire::Reader r(bytes.substr(4));
     uint64_t count = 0;
     r.Int(&count);
     if (count != n) {
-      return Refuse("bad_shape", f_.name, " payload holds ", count, " values, expected ", n);
+      return Refuse(Refusal::kBadShape, f_.name, " payload holds ", count, " values, expected ", n);
     }
     if (Blocked(f_.coding)) {
       uint32_t block = 0;
-      if (!r.Int(&block)) return Refuse("bad_shape", f_.name, " payload truncated in its header");
-      if (block != kBlock) return Refuse("bad_shape", f_.name, " block of ", block, ", expected ", kBlock);
+      if (!r.Int(&block)) return Refuse(Refusal::kBadShape, f_.name, " payload truncated in its header");
+      if (block != kBlock) return Refuse(Refusal::kBadShape, f_.name, " block of ", block, ", expected ", kBlock);
     }
     const size_t want = ValueBytes(f_.coding, n);
     if (r.remaining() != want) {
-      return Refuse("bad_shape", f_.name, " payload of ", n, " values has ", r.remaining(),
+      return Refuse(Refusal::kBadShape, f_.name, " payload of ", n, " values has ", r.remaining(),
                     " data bytes, expected ", want);
     }
     return DecodeValues(f_.coding, bytes.data() + HeaderBytes(), n, out, f_.name);
@@ -874,7 +870,7 @@ class TopKCodec final : public Codec {
   absl::Status Decode(std::string_view bytes, size_t n, float* out) const override {
     const char* what = name_.c_str();
     if (bytes.size() < kTopKHeader || std::memcmp(bytes.data(), kTopKMagic, 4) != 0) {
-      return Refuse("bad_shape", "not a ", what, " payload (", bytes.size(), " bytes)");
+      return Refuse(Refusal::kBadShape, "not a ", what, " payload (", bytes.size(), " bytes)");
     }
     wire::Reader r(bytes.substr(4));
     uint64_t count = 0, k = 0;
@@ -885,26 +881,26 @@ class TopKCodec final : public Codec {
     r.Int(&value_coding);
     r.Int(&index_coding);
     r.Int(&block);
-    if (count != n) return Refuse("bad_shape", what, " payload holds ", count, " values, expected ", n);
-    if (k > n) return Refuse("bad_shape", what, " payload keeps k = ", k, " of n = ", n, " values");
-    if (k != K(n)) return Refuse("bad_shape", what, " payload keeps ", k, " of ", n, " values, expected ", K(n));
+    if (count != n) return Refuse(Refusal::kBadShape, what, " payload holds ", count, " values, expected ", n);
+    if (k > n) return Refuse(Refusal::kBadShape, what, " payload keeps k = ", k, " of n = ", n, " values");
+    if (k != K(n)) return Refuse(Refusal::kBadShape, what, " payload keeps ", k, " of ", n, " values, expected ", K(n));
     if (value_coding != static_cast<uint8_t>(values_)) {
-      return Refuse("bad_shape", what, " payload has value coding ", value_coding, ", expected ",
+      return Refuse(Refusal::kBadShape, what, " payload has value coding ", value_coding, ", expected ",
                     static_cast<int>(values_), " (", ValueCodingName(values_), ")");
     }
     if (block != (Blocked(values_) ? kBlock : 0)) {
-      return Refuse("bad_shape", what, " block of ", block);
+      return Refuse(Refusal::kBadShape, what, " block of ", block);
     }
     if (index_coding > static_cast<uint8_t>(IndexCoding::kAll) ||
         (index_coding == static_cast<uint8_t>(IndexCoding::kAll) && values_ == ValueCoding::kSign)) {
-      return Refuse("bad_shape", what, " payload has index coding ", index_coding);
+      return Refuse(Refusal::kBadShape, what, " payload has index coding ", index_coding);
     }
     const IndexCoding coding = static_cast<IndexCoding>(index_coding);
     const char* body = bytes.data() + kTopKHeader;
     const size_t body_bytes = r.remaining();
     if (coding == IndexCoding::kAll) {
       if (body_bytes != ValueBytes(values_, n)) {
-        return Refuse("bad_shape", what, " payload of all ", n, " values has ", body_bytes,
+        return Refuse(Refusal::kBadShape, what, " payload of all ", n, " values has ", body_bytes,
                       " data bytes, expected ", ValueBytes(values_, n));
       }
       absl::Status st = DecodeValues(values_, body, n, out, what);
@@ -912,7 +908,7 @@ class TopKCodec final : public Codec {
       // Still top-k: no more than k values may be non-zero.
       size_t nonzero = 0;
       for (size_t i = 0; i < n; ++i) nonzero += out[i] != 0.0f;
-      if (nonzero > k) return Refuse("bad_shape", what, " payload sets ", nonzero, " values, more than k = ", k);
+      if (nonzero > k) return Refuse(Refusal::kBadShape, what, " payload sets ", nonzero, " values, more than k = ", k);
       return absl::OkStatus();
     }
     const size_t value_bytes = ValueBytes(values_, k);
@@ -920,7 +916,7 @@ class TopKCodec final : public Codec {
     const size_t min_index_bytes = coding == IndexCoding::kBitmap ? CeilDiv(n, 8) : k;
     if (body_bytes < value_bytes || body_bytes - value_bytes < min_index_bytes ||
         (coding == IndexCoding::kBitmap && body_bytes - value_bytes != min_index_bytes)) {
-      return Refuse("bad_shape", what, " payload of ", k, " kept values has ", body_bytes,
+      return Refuse(Refusal::kBadShape, what, " payload of ", k, " kept values has ", body_bytes,
                     " data bytes, expected ", coding == IndexCoding::kBitmap ? "" : "at least ",
                     value_bytes + min_index_bytes);
     }
@@ -939,12 +935,12 @@ class TopKCodec final : public Codec {
         while (bits != 0) {
           const size_t i = 8 * byte + static_cast<size_t>(__builtin_ctz(bits));
           bits &= bits - 1;
-          if (i >= n) return Refuse("bad_index", what, " bitmap marks index ", i, " of ", n);
-          if (j == k) return Refuse("bad_shape", what, " bitmap marks more than k = ", k, " indices");
+          if (i >= n) return Refuse(Refusal::kBadIndex, what, " bitmap marks index ", i, " of ", n);
+          if (j == k) return Refuse(Refusal::kBadShape, what, " bitmap marks more than k = ", k, " indices");
           out[i] = picked[j++];
         }
       }
-      if (j != k) return Refuse("bad_shape", what, " bitmap marks ", j, " indices, expected ", k);
+      if (j != k) return Refuse(Refusal::kBadShape, what, " bitmap marks ", j, " indices, expected ", k);
       return absl::OkStatus();
     }
     // Delta indices are sparse: one pass over out, the zeros before each kept
@@ -960,20 +956,20 @@ class TopKCodec final : public Codec {
     for (size_t j = 0; j < k; ++j) {
       uint64_t x = 0;
       for (int shift = 0;; shift += 7) {
-        if (p == end) return Refuse("bad_shape", what, " payload ends inside index ", j);
+        if (p == end) return Refuse(Refusal::kBadShape, what, " payload ends inside index ", j);
         const uint64_t b = *p++;
-        if (shift == 63 && b > 1) return Refuse("bad_index", what, " index ", j, " overflows 64 bits");
+        if (shift == 63 && b > 1) return Refuse(Refusal::kBadIndex, what, " index ", j, " overflows 64 bits");
         x |= (b & 0x7f) << shift;
         if (b < 0x80) break;
       }
-      if (j > 0 && x == 0) return Refuse("bad_index", what, " index ", prev, " repeated");
+      if (j > 0 && x == 0) return Refuse(Refusal::kBadIndex, what, " index ", prev, " repeated");
       if (x >= n - (j == 0 ? 0 : prev)) {  // prev + x ≥ n, without overflow (prev < n)
-        return Refuse("bad_index", what, " index ", j, " is out of range (", n, " values)");
+        return Refuse(Refusal::kBadIndex, what, " index ", j, " is out of range (", n, " values)");
       }
       prev = (j == 0 ? 0 : prev) + static_cast<size_t>(x);
       put(prev, picked[j]);
     }
-    if (p != end) return Refuse("bad_shape", what, " payload has ", end - p, " trailing bytes");
+    if (p != end) return Refuse(Refusal::kBadShape, what, " payload has ", end - p, " trailing bytes");
     std::fill(out + filled, out + n, 0.0f);
     return absl::OkStatus();
   }

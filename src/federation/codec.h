@@ -34,9 +34,9 @@
 // and ": " — "bad_shape" (wrong magic, count, length, block size, trailing
 // bytes, a top-k k other than max(1, ⌈F·n⌉) for this codec's F), "bad_index"
 // (a top-k index out of range or repeated) or "non_finite" (a NaN/Inf scale
-// or value) — and leaves out unspecified. It reads only inside `bytes` and
-// allocates at most n floats, and only once the bytes are known to hold what
-// they claim.
+// or value), the same Refusal carried on the status (common/refusal.h) — and
+// leaves out unspecified. It reads only inside `bytes` and allocates at most
+// n floats, and only once the bytes are known to hold what they claim.
 //
 // Cost (10M values, one core, against a memcpy of their fp32 bytes: see
 // tests/bench/exchange_bench.cc): encode + decode of int8, sign and

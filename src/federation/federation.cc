@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "common/coding.h"
 #include "common/logging.h"
+#include "common/refusal.h"
 #include "common/status.h"
 #include "federation/wire.h"
 
@@ -176,15 +177,15 @@ struct Federation::State {
   std::unique_ptr<Codec> codec;                                  // ours, for publishing
   std::deque<std::pair<std::string, std::unique_ptr<Codec>>> decoders;  // neighbours', most recent last
 
-  // The codec a neighbour named, or nullptr with *why set ("unknown_codec: ...").
-  const Codec* Decoder(const std::string& name, std::string* why) {
+  // The codec a neighbour named, or nullptr with *why set (unknown_codec).
+  const Codec* Decoder(const std::string& name, absl::Status* why) {
     if (name == codec->name()) return codec.get();
     for (const auto& [n, c] : decoders) {
       if (n == name) return c.get();
     }
     absl::StatusOr<std::unique_ptr<Codec>> made = MakeCodec(name);
     if (!made.ok()) {
-      *why = absl::StrCat("unknown_codec: ", made.status().message());
+      *why = Refuse(Refusal::kUnknownCodec, made.status().message());
       return nullptr;
     }
     if (decoders.size() >= kMaxDecoders) decoders.pop_front();
@@ -712,50 +713,49 @@ absl::Status Federation::Apply(int peer, const PullAnswerView& answer) {
   std::lock_guard<std::mutex> lock(mu_);
   State& s = *state_;
   if (peer < 0 || static_cast<size_t>(peer) >= s.mirrors.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bad_peer: peer ", peer, " out of range [0, ", s.mirrors.size(), ")"));
+    return Refuse(Refusal::kBadPeer, "peer ", peer, " out of range [0, ", s.mirrors.size(), ")");
   }
   Mirror& mir = s.mirrors[static_cast<size_t>(peer)];
-  auto refuse = [&](const std::string& why) {
+  // Books a refusal (a Refuse() status) on the mirror and returns it.
+  auto refuse = [&](const absl::Status& why) {
     ++mir.refused;
-    mir.last_refusal = why;
+    mir.last_refusal = std::string(why.message());
     Logger("federation")
         ->warn("refused update from peer {} (epoch {:x}, seq {}..{}): {}", peer, answer.epoch,
-               answer.from_seq, answer.to_seq, why);
-    return absl::InvalidArgumentError(why);
+               answer.from_seq, answer.to_seq, mir.last_refusal);
+    return why;
   };
 
-  if (answer.epoch == 0) return refuse("bad_epoch: epoch 0");
-  if (answer.to_seq > kMaxSeq) return refuse(absl::StrCat("bad_seq: sequence ", answer.to_seq, " past 2^62"));
+  if (answer.epoch == 0) return refuse(Refuse(Refusal::kBadEpoch, "epoch 0"));
+  if (answer.to_seq > kMaxSeq) return refuse(Refuse(Refusal::kBadSeq, "sequence ", answer.to_seq, " past 2^62"));
   if (answer.samples_trained < 0 || answer.degree < 0) {
-    return refuse(absl::StrCat("bad_counts: samples_trained ", answer.samples_trained,
-                               ", degree ", answer.degree));
+    return refuse(Refuse(Refusal::kBadCounts, "samples_trained ", answer.samples_trained, ", degree ",
+                         answer.degree));
   }
 
   if (answer.keyframe) {
     // Within one epoch a stream only moves forward: an older keyframe is a replay.
     if (mir.initialized && answer.epoch == mir.epoch && answer.to_seq < mir.seq) {
-      return refuse(absl::StrCat("out_of_order: keyframe at seq ", answer.to_seq,
-                                 ", mirror is already at ", mir.seq));
+      return refuse(Refuse(Refusal::kOutOfOrder, "keyframe at seq ", answer.to_seq, ", mirror is already at ",
+                           mir.seq));
     }
     const std::string_view bytes = answer.public_copy_bytes;
     if (bytes.size() != size_ * sizeof(float)) {
       return refuse(bytes.size() % sizeof(float) == 0
-                        ? absl::StrCat("bad_shape: keyframe has ", bytes.size() / sizeof(float),
-                                       " values, expected ", size_)
-                        : absl::StrCat("bad_shape: keyframe has ", bytes.size(),
-                                       " bytes, expected ", size_ * sizeof(float)));
+                        ? Refuse(Refusal::kBadShape, "keyframe has ", bytes.size() / sizeof(float),
+                                 " values, expected ", size_)
+                        : Refuse(Refusal::kBadShape, "keyframe has ", bytes.size(), " bytes, expected ",
+                                 size_ * sizeof(float)));
     }
     // Validate a copy, then swap it in: the mirror's old buffer becomes the
     // scratch, so nothing is allocated once the mirror exists.
     std::vector<float>& p = s.scratch_a;
     p.resize(size_);
     if (size_ > 0) std::memcpy(p.data(), bytes.data(), bytes.size());
-    if (!AllFinite(p.data(), p.size())) return refuse("non_finite: keyframe holds NaN/Inf");
+    if (!AllFinite(p.data(), p.size())) return refuse(Refuse(Refusal::kNonFinite, "keyframe holds NaN/Inf"));
     double norm = L2Norm(p.data(), p.size());
     if (norm > options_.max_keyframe_norm) {
-      return refuse(absl::StrCat("norm_bound: keyframe norm ", norm, " > ",
-                                 options_.max_keyframe_norm));
+      return refuse(Refuse(Refusal::kNormBound, "keyframe norm ", norm, " > ", options_.max_keyframe_norm));
     }
     mir.m.swap(p);
     mir.stale_rounds = 0;
@@ -768,31 +768,32 @@ absl::Status Federation::Apply(int peer, const PullAnswerView& answer) {
     return absl::OkStatus();
   }
 
-  std::string why;
+  absl::Status why;
   const Codec* decoder = answer.deltas.empty() ? s.codec.get() : s.Decoder(answer.codec, &why);
   if (decoder == nullptr) return refuse(why);
   if (!mir.initialized || answer.epoch != mir.epoch || answer.from_seq != mir.seq) {
-    return refuse(absl::StrCat("out_of_order: deltas after (", absl::Hex(answer.epoch), ", ",
-                               answer.from_seq, "), mirror is at (", absl::Hex(mir.epoch), ", ",
-                               mir.seq, ")"));
+    return refuse(Refuse(Refusal::kOutOfOrder, "deltas after (", absl::Hex(answer.epoch), ", ",
+                         answer.from_seq, "), mirror is at (", absl::Hex(mir.epoch), ", ", mir.seq, ")"));
   }
   if (answer.to_seq < answer.from_seq ||
       answer.to_seq - answer.from_seq != static_cast<uint64_t>(answer.deltas.size())) {
-    return refuse(absl::StrCat("bad_seq: ", answer.deltas.size(), " deltas for (",
-                               answer.from_seq, ", ", answer.to_seq, "]"));
+    return refuse(Refuse(Refusal::kBadSeq, answer.deltas.size(), " deltas for (", answer.from_seq, ", ",
+                         answer.to_seq, "]"));
   }
   // Each delta is decoded and checked (codec, finite, norm) before it counts.
   std::vector<float>& dec = s.scratch_b;
   auto decode = [&](size_t i) -> absl::Status {
     absl::Status st = decoder->Decode(answer.deltas[i], size_, dec.data());
     if (!st.ok()) {
-      return refuse(absl::StrCat(std::string(st.message()), " (delta seq ",
-                                 answer.from_seq + i + 1, ")"));
+      // The codec's refusal, its words and its reason, with the delta named.
+      return refuse(WithRefusal(absl::InvalidArgumentError(absl::StrCat(std::string(st.message()), " (delta seq ",
+                                                                        answer.from_seq + i + 1, ")")),
+                                RefusalOf(st)));
     }
     double norm = L2Norm(dec.data(), size_);
     if (norm > options_.max_delta_norm) {
-      return refuse(absl::StrCat("norm_bound: delta seq ", answer.from_seq + i + 1, " norm ",
-                                 norm, " > ", options_.max_delta_norm));
+      return refuse(Refuse(Refusal::kNormBound, "delta seq ", answer.from_seq + i + 1, " norm ", norm, " > ",
+                           options_.max_delta_norm));
     }
     return absl::OkStatus();
   };

@@ -29,8 +29,14 @@
 // round waits (until 0.8·T) for the hand-over before it merges.
 //
 // Every refusal (ours of a caller, or ours of a reply) is counted per
-// neighbour and per reason, logged once per (neighbour, reason), and never
-// reaches the model. Thread-safe: Peers()/Totals() from any thread.
+// neighbour and per reason (a Refusal, common/refusal.h), logged once per
+// (neighbour, reason), and never reaches the model. Thread-safe:
+// Peers()/Totals() from any thread.
+//
+// Gossip is the facade over its parts, internal to peer/: PeerService
+// (peer_service.h, serving), PullClient (pull_client.h, pulling),
+// RoundLoop (round_loop.h, the rounds and backoff), sharing a GossipState
+// (gossip_state.h).
 #pragma once
 
 #include <cstdint>

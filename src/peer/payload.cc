@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/coding.h"
+#include "common/refusal.h"
 #include "crypto/session.h"
 
 namespace mycel::peer {
@@ -13,10 +14,6 @@ constexpr uint32_t kMaxDeltasPerAnswer = 100000;
 // A delta is never larger than dense fp32 plus its codec header and our
 // length prefix.
 constexpr uint64_t kDeltaOverhead = 64;
-
-absl::Status Refuse(const std::string& reason, const std::string& detail) {
-  return absl::InvalidArgumentError(reason + ": " + detail);
-}
 
 }  // namespace
 
@@ -106,8 +103,8 @@ absl::Status CheckPayloadBounds(bool keyframe, uint64_t count, uint64_t payload_
                                     dense + federation::kDeltasOverKeyframeBytes + count * sizeof(uint64_t));
   if (count > kMaxDeltasPerAnswer || payload_bytes > limit || payload_bytes > max_answer_bytes ||
       (keyframe && payload_bytes != dense)) {
-    return Refuse("bad_shape", "payload of " + std::to_string(payload_bytes) + " bytes for " +
-                                   std::to_string(count) + " deltas");
+    return Refuse(Refusal::kBadShape, "payload of " + std::to_string(payload_bytes) + " bytes for " +
+                                      std::to_string(count) + " deltas");
   }
   return absl::OkStatus();
 }
@@ -123,7 +120,7 @@ absl::Status OpenChunk(const OpenFn& open, std::string_view sealed, uint64_t pay
     // place — "tampered" for a forged chunk, else "bad_shape".
     std::string aside;
     if (absl::Status opened = open(sealed, &aside, final); !opened.ok()) return opened;
-    return Refuse("bad_shape", "payload longer than its header says");
+    return Refuse(Refusal::kBadShape, "payload longer than its header says");
   }
   return open(sealed, payload, final);
 }
@@ -157,12 +154,12 @@ absl::Status DecodePayload(std::string_view payload, bool keyframe, uint32_t cou
   for (uint32_t i = 0; i < count; ++i) {
     uint64_t len;
     if (!GetFixed64(&in, &len) || len > in.size()) {
-      return Refuse("malformed", "delta " + std::to_string(i) + " overruns the payload");
+      return Refuse(Refusal::kMalformed, "delta " + std::to_string(i) + " overruns the payload");
     }
     out->deltas.push_back(in.substr(0, len));
     in.remove_prefix(len);
   }
-  if (!in.empty()) return Refuse("malformed", "bytes after the last delta");
+  if (!in.empty()) return Refuse(Refusal::kMalformed, "bytes after the last delta");
   return absl::OkStatus();
 }
 

@@ -1,6 +1,7 @@
 // Payload of one Pull answer: the bytes sealed after the Reply, in chunks.
-// Shared by the gossip service (gossip.cc) and tests/bench/exchange_bench.cc,
-// so the benchmark runs exactly the daemon's code.
+// Shared by the gossip service and client (peer_service.cc, pull_client.cc)
+// and tests/bench/exchange_bench.cc, so the benchmark runs exactly the
+// daemon's code.
 //
 //   keyframe: size() floats, raw (the bytes as a std::vector<float> holds them)
 //   deltas:   count × (u64 little-endian length, encoded delta)

@@ -17,6 +17,12 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// The reason a session's error carries (common/refusal.h), by its name;
+// "ok" for no error.
+std::string RefusalReason(const absl::Status& status) {
+  return status.ok() ? "ok" : std::string(RefusalName(RefusalOf(status)));
+}
+
 constexpr int64_t kNow = 1'700'000'000;
 constexpr size_t kSigLen = 64;
 // Offsets into the Hello / Reply wire formats (see session.cc).
@@ -635,17 +641,30 @@ TEST_F(SessionTest, UpstreamMisuseIsAnErrorNotACrash) {
   EXPECT_EQ(RefusalReason((*s)->FinishUp()), "truncated");
 }
 
-TEST(RefusalReasonTest, MapsKnownWords) {
-  for (const char* r : {"malformed", "wrong_recipient", "unpinned_key", "stale", "bad_signature",
-                        "replayed", "tampered", "truncated", "wrong_version"}) {
-    EXPECT_EQ(RefusalReason(absl::PermissionDeniedError(std::string(r) + ": details")), r);
-    EXPECT_EQ(RefusalReason(absl::DataLossError(std::string(r) + ":")), r);
+TEST(RefusalReasonTest, CarriedAsAValueNotReadFromTheText) {
+  for (Refusal r : {Refusal::kMalformed, Refusal::kWrongRecipient, Refusal::kUnpinnedKey, Refusal::kStale,
+                    Refusal::kBadSignature, Refusal::kReplayed, Refusal::kTampered, Refusal::kTruncated,
+                    Refusal::kWrongVersion}) {
+    const absl::Status s = Refuse(absl::StatusCode::kPermissionDenied, r, "details");
+    EXPECT_EQ(RefusalOf(s), r);
+    EXPECT_EQ(s.message(), std::string(RefusalName(r)) + ": details");
+    EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+    EXPECT_EQ(RefusalOf(absl::Status(s)), r) << "survives a copy";
+    EXPECT_EQ(RefusalNamed(RefusalName(r)), r);
+    // The words alone are text, not a refusal of ours.
+    EXPECT_EQ(RefusalReason(absl::PermissionDeniedError(std::string(RefusalName(r)) + ": details")), "error");
   }
   EXPECT_EQ(RefusalReason(absl::InternalError("disk: full")), "error");
-  EXPECT_EQ(RefusalReason(absl::InternalError("stale")), "error");  // no colon
-  EXPECT_EQ(RefusalReason(absl::InternalError("connect: stale: x")), "error");
+  EXPECT_EQ(RefusalReason(absl::InternalError("stale")), "error");
   EXPECT_EQ(RefusalReason(absl::InternalError("")), "error");
   EXPECT_EQ(RefusalReason(absl::OkStatus()), "ok");
+  EXPECT_EQ(RefusalOf(WithRefusal(absl::OkStatus(), Refusal::kStale)), Refusal::kError) << "OK carries none";
+  EXPECT_EQ(RefusalNamed("disk"), Refusal::kError);
+  EXPECT_EQ(RefusalNamed("error"), Refusal::kError);
+  // Every name is distinct, so a name read off the wire maps back to one refusal.
+  for (int i = 0; i < kRefusalCount; ++i) {
+    EXPECT_EQ(RefusalNamed(RefusalName(static_cast<Refusal>(i))), static_cast<Refusal>(i)) << i;
+  }
 }
 
 TEST(ReplayGuardTest, RefusesStaleAndRepeats) {

@@ -38,7 +38,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto session = crypto::ServerSession::Accept(*keys.server, pinned, replay, in.Rest(), kNow);
     // Forging the client's signature is out of reach of a fuzzer: only refusals.
     MYCEL_FUZZ_CHECK(!session.ok());
-    MYCEL_FUZZ_CHECK(!crypto::RefusalReason(session.status()).empty());
+    MYCEL_FUZZ_CHECK(!RefusalName(RefusalOf(session.status())).empty());
     return 0;
   }
   auto client = std::move(crypto::ClientSession::Begin(*keys.client, keys.server->public_key(), "req", kNow)).value();
