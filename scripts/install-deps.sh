@@ -10,6 +10,7 @@ PACKAGES=(
   libopenblas0-openmp     # libtorch otherwise falls back to reference BLAS: ~16x slower matmul
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libsodium-dev libspdlog-dev libsqlite3-dev libtomlplusplus-dev libcli11-dev
+  nlohmann-json3-dev      # the CLI's --json output
   libmicrohttpd-dev       # the loopback Prometheus endpoint ([node] metrics_listen)
   libsystemd-dev          # sd_notify: the user unit is Type=notify
   help2man                # man pages myceld(1) and mycel(1) from --help
