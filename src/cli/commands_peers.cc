@@ -13,6 +13,7 @@
 #include <ctime>
 
 #include "cli/commands.h"
+#include "common/coding.h"
 #include "crypto/identity.h"
 
 namespace mycel::cli {
@@ -53,7 +54,7 @@ int PinPeer(const mycel::config::Config& config, const Client& client, const std
   auto pinned = mycel::config::PinPeer(config, name, key_b64, address, (*me)->public_key(), how);
   if (!pinned.ok()) Fail(std::string(pinned.status().message()), absl::IsInvalidArgument(pinned.status()) ? 2 : 1);
   const std::string& file = *pinned;
-  auto key = mycel::crypto::Base64Decode(key_b64);
+  auto key = mycel::Base64Decode(key_b64);
   const std::string at = address.empty() ? "as a neighbour that dials in" : "at " + address;
   const std::string fingerprint = mycel::crypto::KeyFingerprint(*key);
   mycel::control::ReloadReply r;

@@ -46,10 +46,6 @@ class Identity {
 
 // Verifies a detached signature made by Identity::Sign.
 bool VerifySignature(std::string_view public_key, std::string_view message, std::string_view sig);
-// Standard base64 lives in common/coding.h; the names stay here for callers
-// that still spell them crypto::Base64Encode / crypto::Base64Decode.
-using ::mycel::Base64Decode;
-using ::mycel::Base64Encode;
 // Fingerprint of any 32-byte public key, same format as Identity::Fingerprint.
 std::string KeyFingerprint(std::string_view public_key);
 // `bytes` random bytes from libsodium's CSPRNG as lowercase hex, e.g. an
