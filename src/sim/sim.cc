@@ -216,257 +216,315 @@ absl::Status Validate(const SimOptions& o) {
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::StatusOr<SimResult> Run(const SimOptions& o) {
-  MYCEL_RETURN_IF_ERROR(Validate(o));
-  const auto t0 = std::chrono::steady_clock::now();
-  torch::set_num_threads(1);  // one per worker: small models gain nothing from intra-op threads
-  const config::Config& cfg = o.config;
+// The data the nodes train on and are judged on, and the example shape the
+// model expects of it.
+struct SimData {
   data::ExampleShape shape;
-  shape.width = 1;
-  for (int64_t d : cfg.model.input_shape) shape.width *= d;
-  shape.classes = cfg.model.classes;
-  if (shape.width != 784) return absl::InvalidArgumentError("mycel-sim uses Fashion-MNIST: input_shape must be 28×28");
-  MYCEL_ASSIGN_OR_RETURN(Dataset train, Load(o.data_dir, "train", shape));
-  MYCEL_ASSIGN_OR_RETURN(Dataset test, Load(o.data_dir, "t10k", shape));
-  torch::Tensor test_y = torch::tensor(test.labels, torch::kInt64);
-  const int64_t curve_n = std::min<int64_t>(o.curve_examples, test.x.size(0));
-  torch::Tensor curve_x = test.x.slice(0, 0, curve_n), curve_y = test_y.slice(0, 0, curve_n);
+  Dataset train, test;
+  torch::Tensor test_y;
+  int64_t curve_n = 0;              // test examples per curve point
+  torch::Tensor curve_x, curve_y;   // the first curve_n of them
+};
 
-  MYCEL_ASSIGN_OR_RETURN(Graph graph, MakeTopology(o.topology, o.nodes, o.seed));
-  MYCEL_ASSIGN_OR_RETURN(auto split, SplitData(o.split, train.labels, static_cast<int>(shape.classes), o.nodes,
-                                               o.seed + 1, static_cast<size_t>(cfg.training.batch_size)));
-  const int local_steps = o.local_steps >= 0 ? o.local_steps : static_cast<int>(cfg.federation.local_steps);
-  if (local_steps < 1) return absl::InvalidArgumentError("local steps must be >= 1 (a round is K steps)");
+absl::StatusOr<SimData> LoadData(const SimOptions& o) {
+  const config::Config& cfg = o.config;
+  SimData d;
+  d.shape.width = 1;
+  for (int64_t dim : cfg.model.input_shape) d.shape.width *= dim;
+  d.shape.classes = cfg.model.classes;
+  if (d.shape.width != 784) {
+    return absl::InvalidArgumentError("mycel-sim uses Fashion-MNIST: input_shape must be 28×28");
+  }
+  MYCEL_ASSIGN_OR_RETURN(d.train, Load(o.data_dir, "train", d.shape));
+  MYCEL_ASSIGN_OR_RETURN(d.test, Load(o.data_dir, "t10k", d.shape));
+  d.test_y = torch::tensor(d.test.labels, torch::kInt64);
+  d.curve_n = std::min<int64_t>(o.curve_examples, d.test.x.size(0));
+  d.curve_x = d.test.x.slice(0, 0, d.curve_n);
+  d.curve_y = d.test_y.slice(0, 0, d.curve_n);
+  return d;
+}
 
-  federation::FederationOptions fo = cfg.federation;  // the config's merge, then the command line's
+// The config's merge, then the command line's.
+federation::FederationOptions MergeOptions(const SimOptions& o) {
+  federation::FederationOptions fo = o.config.federation;
   if (!o.codec.empty()) fo.codec = o.codec;
   fo.robust = o.robust;
   fo.trust = o.trust;
   if (o.trust_medians > 0) fo.trust_medians = o.trust_medians;
   if (o.clip_medians > 0) fo.clip_medians = o.clip_medians;
   if (o.clip_movements >= 0) fo.clip_movements = o.clip_movements;
+  return fo;
+}
 
-  // Attackers: a seeded choice of round(fraction · N) nodes.
+// The nodes in a seeded order: the first round(fraction · N) of it attack.
+std::vector<int> AttackerOrder(const SimOptions& o) {
   std::vector<int> order(static_cast<size_t>(o.nodes));
   for (int i = 0; i < o.nodes; ++i) order[static_cast<size_t>(i)] = i;
   std::mt19937_64 pick(o.seed + 2);
   std::shuffle(order.begin(), order.end(), pick);
-  const int n_attackers = static_cast<int>(std::lround(o.attackers * o.nodes));
+  return order;
+}
 
-  std::vector<Node> nodes(static_cast<size_t>(o.nodes));
-  for (int i = 0; i < o.nodes; ++i) {
-    Node& n = nodes[static_cast<size_t>(i)];
-    MYCEL_ASSIGN_OR_RETURN(n.model, model::Model::Create(cfg.model));
-    std::vector<torch::Tensor> params;
-    for (const auto& p : n.model->parameters()) {
-      params.push_back(p.tensor);
-      if (p.shared) n.shared.push_back(p.tensor);
-    }
-    n.optimizer = std::make_unique<torch::optim::SGD>(
-        params, torch::optim::SGDOptions(cfg.training.lr).momentum(cfg.training.momentum));
-    n.flat.resize(static_cast<size_t>(n.model->shared_parameter_count()));
-    n.Flatten();
-    n.start = n.flat;
-    n.neighbours = graph[static_cast<size_t>(i)];
-    MYCEL_ASSIGN_OR_RETURN(n.fed, federation::Federation::Create(fo, n.flat, static_cast<int>(n.neighbours.size()),
-                                                                 static_cast<int32_t>(n.neighbours.size())));
-    std::vector<std::string> group_names;
-    std::vector<size_t> group_sizes;
-    for (auto& [name, count] : n.model->SharedLayers()) {
-      group_names.push_back(name);
-      group_sizes.push_back(count);
-    }
-    MYCEL_RETURN_IF_ERROR(n.fed->SetGroups(std::move(group_names), group_sizes));
-    n.rng.seed(o.seed * 1000003 + static_cast<uint64_t>(i));
-    const auto& idx = split[static_cast<size_t>(i)];
-    torch::Tensor sel = torch::tensor(std::vector<int64_t>(idx.begin(), idx.end()), torch::kInt64);
-    n.x = train.x.index_select(0, sel);
-    std::vector<int64_t> ys;
-    for (int64_t k : idx) ys.push_back(train.labels[static_cast<size_t>(k)]);
-    n.y = torch::tensor(ys, torch::kInt64);
+// Node i: its model, optimizer and Federation over `neighbours`, its rng, and
+// the rows `idx` of the training set.
+absl::Status BuildNode(Node& n, int i, const SimOptions& o, const federation::FederationOptions& fo,
+                       const std::vector<int>& neighbours, const Dataset& train, const std::vector<int64_t>& idx) {
+  const config::Config& cfg = o.config;
+  MYCEL_ASSIGN_OR_RETURN(n.model, model::Model::Create(cfg.model));
+  std::vector<torch::Tensor> params;
+  for (const auto& p : n.model->parameters()) {
+    params.push_back(p.tensor);
+    if (p.shared) n.shared.push_back(p.tensor);
   }
-  for (int k = 0; k < n_attackers; ++k) {
-    Node& n = nodes[static_cast<size_t>(order[static_cast<size_t>(k)])];
-    n.attacker = true;
-    if (o.attack == "labelflip") n.y = (shape.classes - 1) - n.y;
+  n.optimizer = std::make_unique<torch::optim::SGD>(
+      params, torch::optim::SGDOptions(cfg.training.lr).momentum(cfg.training.momentum));
+  n.flat.resize(static_cast<size_t>(n.model->shared_parameter_count()));
+  n.Flatten();
+  n.start = n.flat;
+  n.neighbours = neighbours;
+  MYCEL_ASSIGN_OR_RETURN(n.fed, federation::Federation::Create(fo, n.flat, static_cast<int>(n.neighbours.size()),
+                                                               static_cast<int32_t>(n.neighbours.size())));
+  std::vector<std::string> group_names;
+  std::vector<size_t> group_sizes;
+  for (auto& [name, count] : n.model->SharedLayers()) {
+    group_names.push_back(name);
+    group_sizes.push_back(count);
   }
-  // Churn: each round an online node leaves with probability p_leave and an
-  // offline one returns with 0.2, so `churn` of the nodes are away on average.
-  const double p_return = 0.2;
-  const double p_leave = o.churn > 0 ? o.churn * p_return / (1 - o.churn) : 0;
-  std::mt19937_64 churn_rng(o.seed + 3);
-  std::uniform_real_distribution<double> coin(0, 1);
+  MYCEL_RETURN_IF_ERROR(n.fed->SetGroups(std::move(group_names), group_sizes));
+  n.rng.seed(o.seed * 1000003 + static_cast<uint64_t>(i));
+  torch::Tensor sel = torch::tensor(std::vector<int64_t>(idx.begin(), idx.end()), torch::kInt64);
+  n.x = train.x.index_select(0, sel);
+  std::vector<int64_t> ys;
+  for (int64_t k : idx) ys.push_back(train.labels[static_cast<size_t>(k)]);
+  n.y = torch::tensor(ys, torch::kInt64);
+  return absl::OkStatus();
+}
 
-  SimResult result;
-  result.rounds = o.rounds;
-  result.attackers = n_attackers;
-  result.per_node.resize(nodes.size());
-  const int eval_every = o.eval_every > 0 ? o.eval_every : std::max(1, o.rounds / 20);
-  const int64_t batch = cfg.training.batch_size;
-  double scale_x = 0;
-  if (o.attack.rfind("scale:", 0) == 0) (void)absl::SimpleAtod(o.attack.substr(6), &scale_x);
-
-  for (int round = 1; round <= o.rounds; ++round) {
+// Churn: each round an online node leaves with probability p_leave and an
+// offline one returns with 0.2, so `churn` of the nodes are away on average.
+struct Churn {
+  explicit Churn(const SimOptions& o)
+      : churn(o.churn), p_leave(o.churn > 0 ? o.churn * p_return / (1 - o.churn) : 0), rng(o.seed + 3) {}
+  void Round(std::vector<Node>& nodes) {
     for (Node& n : nodes) {
-      if (o.churn > 0) n.online = n.online ? coin(churn_rng) >= p_leave : coin(churn_rng) < p_return;
-    }
-    // Local steps, as the trainer takes them: the scheduled lr, then lr · c.
-    ParallelFor(o.nodes, o.threads, [&](int i) {
-      Node& n = nodes[static_cast<size_t>(i)];
-      if (!n.online) return;
-      const auto t0 = std::chrono::steady_clock::now();
-      const std::vector<float> c = n.fed->correction();
-      torch::Tensor c_t = c.empty() ? torch::Tensor() : torch::from_blob(const_cast<float*>(c.data()),
-                                                                         {static_cast<int64_t>(c.size())});
-      const int64_t rows = n.x.size(0);
-      std::uniform_int_distribution<int64_t> pick_row(0, rows - 1);
-      std::vector<int64_t> idx(static_cast<size_t>(batch));
-      for (int s = 0; s < local_steps; ++s) {
-        const double lr = train::ScheduledLearningRate(cfg.training, n.steps);
-        for (auto& g : n.optimizer->param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
-        for (auto& v : idx) v = pick_row(n.rng);
-        torch::Tensor sel = torch::from_blob(idx.data(), {batch}, torch::kInt64);
-        torch::Tensor xb = n.x.index_select(0, sel), yb = n.y.index_select(0, sel);
-        if (n.attacker && o.attack == "backdoor" && (s % 2 == 0)) {
-          xb = xb.clone();
-          AddTrigger(xb);
-          yb = torch::full_like(yb, kBackdoorTarget);
-        }
-        n.optimizer->zero_grad();
-        n.model->Loss(xb, yb).backward();
-        n.optimizer->step();
-        if (c_t.defined()) {
-          torch::NoGradGuard no_grad;
-          int64_t off = 0;
-          for (auto& t : n.shared) {
-            t.view({-1}).add_(c_t.slice(0, off, off + t.numel()), lr);
-            off += t.numel();
-          }
-        }
-        n.last_lr = lr;
-        n.steps++;
-      }
-      n.Flatten();
-      n.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    });
-    // Publish: honest nodes their weights, attackers what their attack makes.
-    ParallelFor(o.nodes, o.threads, [&](int i) {
-      Node& n = nodes[static_cast<size_t>(i)];
-      if (!n.online) return;
-      const int64_t samples = n.steps * batch;
-      const bool crafts = n.attacker && (o.attack == "signflip" || o.attack == "alie" || scale_x != 0);
-      if (!crafts) {
-        n.fed->Publish(n.flat.data(), samples);
-        return;
-      }
-      const size_t sz = n.flat.size();
-      n.published.assign(sz, 0.0f);
-      if (o.attack == "signflip") {
-        for (size_t k = 0; k < sz; ++k) n.published[k] = 2 * n.start[k] - n.flat[k];
-      } else {
-        // μ (and σ for alie) over the neighbourhood's copies as the attacker mirrors them, and its own.
-        std::vector<std::vector<float>> copies = {n.flat};
-        for (size_t j = 0; j < n.neighbours.size(); ++j) {
-          auto m = n.fed->mirror(static_cast<int>(j));
-          if (!m.empty()) copies.push_back(std::move(m));
-        }
-        std::vector<float> mu(sz, 0.0f), sd(sz, 0.0f);
-        for (const auto& v : copies)
-          for (size_t k = 0; k < sz; ++k) mu[k] += v[k] / static_cast<float>(copies.size());
-        for (const auto& v : copies)
-          for (size_t k = 0; k < sz; ++k) sd[k] += (v[k] - mu[k]) * (v[k] - mu[k]) / static_cast<float>(copies.size());
-        if (o.attack == "alie") {
-          if (n.mean_prev.empty()) n.mean_prev = n.start;
-          for (size_t k = 0; k < sz; ++k) {
-            const float dir = mu[k] > n.mean_prev[k] ? 1.0f : (mu[k] < n.mean_prev[k] ? -1.0f : 0.0f);
-            n.published[k] = mu[k] - 1.0f * std::sqrt(sd[k]) * dir;
-          }
-          n.mean_prev = mu;
-        } else {
-          for (size_t k = 0; k < sz; ++k) {
-            n.published[k] = mu[k] + static_cast<float>(scale_x) * (n.flat[k] - mu[k]);
-          }
-        }
-      }
-      n.fed->Publish(n.published.data(), samples);
-    });
-    // Pull every online neighbour (an offline one is a failed pull, and so is
-    // a missed_pulls share of the others), then merge.
-    ParallelFor(o.nodes, o.threads, [&](int i) {
-      Node& n = nodes[static_cast<size_t>(i)];
-      if (!n.online) return;
-      std::uniform_real_distribution<double> miss(0, 1);
-      for (size_t j = 0; j < n.neighbours.size(); ++j) {
-        const Node& from = nodes[static_cast<size_t>(n.neighbours[j])];
-        if (!from.online) continue;
-        if (o.missed_pulls > 0 && miss(n.rng) < o.missed_pulls) continue;
-        auto [epoch, after] = n.fed->Cursor(static_cast<int>(j));
-        const federation::SharedPullAnswer ans = from.fed->AnswerShared(epoch, after);
-        const federation::PullAnswerView view = federation::ViewOf(ans);
-        int64_t bytes = static_cast<int64_t>(view.public_copy_bytes.size());
-        for (const auto& q : view.deltas) bytes += static_cast<int64_t>(q.size());
-        n.bytes_pulled += bytes;
-        (void)n.fed->Apply(static_cast<int>(j), view);  // a refusal is counted in the mirror's stats
-      }
-    });
-    const bool probes = o.trust && round % cfg.federation.trust_every == 0;
-    ParallelFor(o.nodes, o.threads, [&](int i) {
-      Node& n = nodes[static_cast<size_t>(i)];
-      if (!n.online) return;
-      if (probes && !n.attacker) ProbeTrust(n, cfg.federation.trust_examples);
-      n.fed->Merge(n.flat.data(), static_cast<double>(local_steps) * n.last_lr);
-      n.Unflatten();
-    });
-    if (round % eval_every == 0 || round == o.rounds) {
-      result.curve_rounds.push_back(round);
-      ParallelFor(o.nodes, o.threads, [&](int i) {
-        result.per_node[static_cast<size_t>(i)].curve.push_back(
-            Accuracy(*nodes[static_cast<size_t>(i)].model, curve_x, curve_y));
-      });
-      double lo = 1, sum = 0;
-      int honest = 0;
-      for (size_t i = 0; i < nodes.size(); ++i) {
-        if (nodes[i].attacker) continue;
-        lo = std::min(lo, result.per_node[i].curve.back());
-        sum += result.per_node[i].curve.back();
-        ++honest;
-      }
-      std::fprintf(stderr, "round %d: honest accuracy min %.4f mean %.4f (%lld test examples)\n", round, lo,
-                   honest ? sum / honest : 0.0, static_cast<long long>(curve_n));
+      if (churn > 0) n.online = n.online ? coin(rng) >= p_leave : coin(rng) < p_return;
     }
   }
+  const double churn;
+  const double p_return = 0.2;
+  const double p_leave;
+  std::mt19937_64 rng;
+  std::uniform_real_distribution<double> coin{0, 1};
+};
 
-  torch::Tensor triggered;
-  int64_t trigger_count = 0;
-  if (o.attack == "backdoor") {
-    torch::Tensor keep = test_y.ne(kBackdoorTarget).nonzero().view({-1});
-    triggered = test.x.index_select(0, keep).clone();
-    AddTrigger(triggered);
-    trigger_count = triggered.size(0);
+// What every phase of a round reads besides the nodes.
+struct RoundContext {
+  const SimOptions& o;
+  int local_steps;
+  int64_t batch;
+  double scale_x;   // X of attack scale:X, else 0
+};
+
+// Local steps, as the trainer takes them: the scheduled lr, then lr · c.
+void TrainLocal(Node& n, const RoundContext& c) {
+  const config::TrainingOptions& training = c.o.config.training;
+  const int64_t batch = c.batch;
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<float> corr = n.fed->correction();
+  torch::Tensor c_t = corr.empty() ? torch::Tensor()
+                                   : torch::from_blob(const_cast<float*>(corr.data()),
+                                                      {static_cast<int64_t>(corr.size())});
+  const int64_t rows = n.x.size(0);
+  std::uniform_int_distribution<int64_t> pick_row(0, rows - 1);
+  std::vector<int64_t> idx(static_cast<size_t>(batch));
+  for (int s = 0; s < c.local_steps; ++s) {
+    const double lr = train::ScheduledLearningRate(training, n.steps);
+    for (auto& g : n.optimizer->param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
+    for (auto& v : idx) v = pick_row(n.rng);
+    torch::Tensor sel = torch::from_blob(idx.data(), {batch}, torch::kInt64);
+    torch::Tensor xb = n.x.index_select(0, sel), yb = n.y.index_select(0, sel);
+    if (n.attacker && c.o.attack == "backdoor" && (s % 2 == 0)) {
+      xb = xb.clone();
+      AddTrigger(xb);
+      yb = torch::full_like(yb, kBackdoorTarget);
+    }
+    n.optimizer->zero_grad();
+    n.model->Loss(xb, yb).backward();
+    n.optimizer->step();
+    if (c_t.defined()) {
+      torch::NoGradGuard no_grad;
+      int64_t off = 0;
+      for (auto& t : n.shared) {
+        t.view({-1}).add_(c_t.slice(0, off, off + t.numel()), lr);
+        off += t.numel();
+      }
+    }
+    n.last_lr = lr;
+    n.steps++;
   }
-  std::vector<double> backdoor(nodes.size(), 0.0);
+  n.Flatten();
+  n.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// What a crafting attacker (scale:X or alie) publishes, from μ (and σ for
+// alie) over the neighbourhood's copies as the attacker mirrors them, and its own.
+void CraftFromNeighbourhood(Node& n, const std::string& attack, double scale_x) {
+  const size_t sz = n.flat.size();
+  std::vector<std::vector<float>> copies = {n.flat};
+  for (size_t j = 0; j < n.neighbours.size(); ++j) {
+    auto m = n.fed->mirror(static_cast<int>(j));
+    if (!m.empty()) copies.push_back(std::move(m));
+  }
+  std::vector<float> mu(sz, 0.0f), sd(sz, 0.0f);
+  for (const auto& v : copies)
+    for (size_t k = 0; k < sz; ++k) mu[k] += v[k] / static_cast<float>(copies.size());
+  for (const auto& v : copies)
+    for (size_t k = 0; k < sz; ++k) sd[k] += (v[k] - mu[k]) * (v[k] - mu[k]) / static_cast<float>(copies.size());
+  if (attack == "alie") {
+    if (n.mean_prev.empty()) n.mean_prev = n.start;
+    for (size_t k = 0; k < sz; ++k) {
+      const float dir = mu[k] > n.mean_prev[k] ? 1.0f : (mu[k] < n.mean_prev[k] ? -1.0f : 0.0f);
+      n.published[k] = mu[k] - 1.0f * std::sqrt(sd[k]) * dir;
+    }
+    n.mean_prev = mu;
+  } else {
+    for (size_t k = 0; k < sz; ++k) {
+      n.published[k] = mu[k] + static_cast<float>(scale_x) * (n.flat[k] - mu[k]);
+    }
+  }
+}
+
+// Publish: honest nodes their weights, attackers what their attack makes.
+void PublishOne(Node& n, const RoundContext& c) {
+  const std::string& attack = c.o.attack;
+  const int64_t samples = n.steps * c.batch;
+  const bool crafts = n.attacker && (attack == "signflip" || attack == "alie" || c.scale_x != 0);
+  if (!crafts) {
+    n.fed->Publish(n.flat.data(), samples);
+    return;
+  }
+  const size_t sz = n.flat.size();
+  n.published.assign(sz, 0.0f);
+  if (attack == "signflip") {
+    for (size_t k = 0; k < sz; ++k) n.published[k] = 2 * n.start[k] - n.flat[k];
+  } else {
+    CraftFromNeighbourhood(n, attack, c.scale_x);
+  }
+  n.fed->Publish(n.published.data(), samples);
+}
+
+// Pull every online neighbour (an offline one is a failed pull, and so is
+// a missed_pulls share of the others).
+void PullNeighbours(Node& n, const std::vector<Node>& nodes, double missed_pulls) {
+  std::uniform_real_distribution<double> miss(0, 1);
+  for (size_t j = 0; j < n.neighbours.size(); ++j) {
+    const Node& from = nodes[static_cast<size_t>(n.neighbours[j])];
+    if (!from.online) continue;
+    if (missed_pulls > 0 && miss(n.rng) < missed_pulls) continue;
+    auto [epoch, after] = n.fed->Cursor(static_cast<int>(j));
+    const federation::SharedPullAnswer ans = from.fed->AnswerShared(epoch, after);
+    const federation::PullAnswerView view = federation::ViewOf(ans);
+    int64_t bytes = static_cast<int64_t>(view.public_copy_bytes.size());
+    for (const auto& q : view.deltas) bytes += static_cast<int64_t>(q.size());
+    n.bytes_pulled += bytes;
+    (void)n.fed->Apply(static_cast<int>(j), view);  // a refusal is counted in the mirror's stats
+  }
+}
+
+// A curve point: every node's accuracy on the curve examples, and the honest
+// nodes' min and mean on stderr.
+void EvaluateCurve(std::vector<Node>& nodes, int round, const SimData& d, const SimOptions& o, SimResult& result) {
+  result.curve_rounds.push_back(round);
+  ParallelFor(o.nodes, o.threads, [&](int i) {
+    result.per_node[static_cast<size_t>(i)].curve.push_back(
+        Accuracy(*nodes[static_cast<size_t>(i)].model, d.curve_x, d.curve_y));
+  });
+  double lo = 1, sum = 0;
+  int honest = 0;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (nodes[i].attacker) continue;
+    lo = std::min(lo, result.per_node[i].curve.back());
+    sum += result.per_node[i].curve.back();
+    ++honest;
+  }
+  std::fprintf(stderr, "round %d: honest accuracy min %.4f mean %.4f (%lld test examples)\n", round, lo,
+               honest ? sum / honest : 0.0, static_cast<long long>(d.curve_n));
+}
+
+// One round: train, publish, pull, then (probe and) merge, each a phase over
+// every online node.
+void RunRound(std::vector<Node>& nodes, int round, const RoundContext& c) {
+  const SimOptions& o = c.o;
   ParallelFor(o.nodes, o.threads, [&](int i) {
     Node& n = nodes[static_cast<size_t>(i)];
-    NodeResult& r = result.per_node[static_cast<size_t>(i)];
-    r.accuracy = Accuracy(*n.model, test.x, test_y);
-    std::tie(r.own_accuracy, r.own_accuracy_prior) =
-        OwnAccuracy(*n.model, test.x, test_y, torch::bincount(n.y, {}, shape.classes).to(torch::kDouble));
-    r.attacker = n.attacker;
-    r.degree = static_cast<int>(n.neighbours.size());
-    r.examples = n.x.size(0);
-    for (size_t j = 0; j < n.neighbours.size(); ++j) {
-      const auto m = n.fed->mirror_stats(static_cast<int>(j));
-      r.merges += m.merged;
-      r.clipped += m.clipped;
-      double t = 1;  // its least trusted group
-      for (double v : m.trust) t = std::min(t, v);
-      const bool from_attacker = nodes[static_cast<size_t>(n.neighbours[j])].attacker;
-      (from_attacker ? r.trust_attackers : r.trust_honest).push_back(t);
-    }
-    if (trigger_count > 0) backdoor[static_cast<size_t>(i)] = BackdoorSuccess(*n.model, triggered, trigger_count);
+    if (n.online) TrainLocal(n, c);
   });
+  ParallelFor(o.nodes, o.threads, [&](int i) {
+    Node& n = nodes[static_cast<size_t>(i)];
+    if (n.online) PublishOne(n, c);
+  });
+  ParallelFor(o.nodes, o.threads, [&](int i) {
+    Node& n = nodes[static_cast<size_t>(i)];
+    if (n.online) PullNeighbours(n, nodes, o.missed_pulls);
+  });
+  const auto& fed = o.config.federation;  // the probe schedule: the config's, not a merge option
+  const bool probes = o.trust && round % fed.trust_every == 0;
+  ParallelFor(o.nodes, o.threads, [&](int i) {
+    Node& n = nodes[static_cast<size_t>(i)];
+    if (!n.online) return;
+    if (probes && !n.attacker) ProbeTrust(n, fed.trust_examples);
+    n.fed->Merge(n.flat.data(), static_cast<double>(c.local_steps) * n.last_lr);
+    n.Unflatten();
+  });
+}
+
+// Node i's final figures: accuracy on the whole test set and on its own
+// distribution, its place in the graph and its neighbours' mirror stats.
+void FinalNodeResult(const std::vector<Node>& nodes, int i, const SimData& d, NodeResult& r) {
+  const Node& n = nodes[static_cast<size_t>(i)];
+  r.accuracy = Accuracy(*n.model, d.test.x, d.test_y);
+  std::tie(r.own_accuracy, r.own_accuracy_prior) =
+      OwnAccuracy(*n.model, d.test.x, d.test_y, torch::bincount(n.y, {}, d.shape.classes).to(torch::kDouble));
+  r.attacker = n.attacker;
+  r.degree = static_cast<int>(n.neighbours.size());
+  r.examples = n.x.size(0);
+  for (size_t j = 0; j < n.neighbours.size(); ++j) {
+    const auto m = n.fed->mirror_stats(static_cast<int>(j));
+    r.merges += m.merged;
+    r.clipped += m.clipped;
+    double t = 1;  // its least trusted group
+    for (double v : m.trust) t = std::min(t, v);
+    const bool from_attacker = nodes[static_cast<size_t>(n.neighbours[j])].attacker;
+    (from_attacker ? r.trust_attackers : r.trust_honest).push_back(t);
+  }
+}
+
+// Every node's final figures, and with a backdoor attack each one's backdoor
+// success (returned; empty of meaning unless attack = backdoor).
+std::vector<double> EvaluateFinal(std::vector<Node>& nodes, const SimData& d, const SimOptions& o,
+                                  SimResult& result, int64_t* trigger_count) {
+  torch::Tensor triggered;
+  *trigger_count = 0;
+  if (o.attack == "backdoor") {
+    torch::Tensor keep = d.test_y.ne(kBackdoorTarget).nonzero().view({-1});
+    triggered = d.test.x.index_select(0, keep).clone();
+    AddTrigger(triggered);
+    *trigger_count = triggered.size(0);
+  }
+  const int64_t count = *trigger_count;
+  std::vector<double> backdoor(nodes.size(), 0.0);
+  ParallelFor(o.nodes, o.threads, [&](int i) {
+    FinalNodeResult(nodes, i, d, result.per_node[static_cast<size_t>(i)]);
+    if (count > 0) {
+      backdoor[static_cast<size_t>(i)] = BackdoorSuccess(*nodes[static_cast<size_t>(i)].model, triggered, count);
+    }
+  });
+  return backdoor;
+}
+
+// The result's totals over the honest nodes (bytes over every node).
+void Summarise(const std::vector<Node>& nodes, const std::vector<double>& backdoor, int64_t trigger_count,
+               const SimOptions& o, SimResult& result) {
   double lo = 1, sum = 0, own_lo = 1, own_sum = 0, bd = 0, train_s = 0, probe_s = 0;
   int honest = 0;
   int64_t bytes = 0, merges = 0, clipped = 0;
@@ -509,6 +567,56 @@ absl::StatusOr<SimResult> Run(const SimOptions& o) {
   result.honest_quarantined = zero_share(t_hon);
   result.honest_clipped_share = merges ? static_cast<double>(clipped) / static_cast<double>(merges) : 0;
   result.bytes_per_node_per_round = static_cast<double>(bytes) / o.nodes / o.rounds;
+}
+
+}  // namespace
+
+absl::StatusOr<SimResult> Run(const SimOptions& o) {
+  MYCEL_RETURN_IF_ERROR(Validate(o));
+  const auto t0 = std::chrono::steady_clock::now();
+  torch::set_num_threads(1);  // one per worker: small models gain nothing from intra-op threads
+  const config::Config& cfg = o.config;
+  MYCEL_ASSIGN_OR_RETURN(const SimData d, LoadData(o));
+
+  MYCEL_ASSIGN_OR_RETURN(Graph graph, MakeTopology(o.topology, o.nodes, o.seed));
+  MYCEL_ASSIGN_OR_RETURN(auto split, SplitData(o.split, d.train.labels, static_cast<int>(d.shape.classes), o.nodes,
+                                               o.seed + 1, static_cast<size_t>(cfg.training.batch_size)));
+  const int local_steps = o.local_steps >= 0 ? o.local_steps : static_cast<int>(cfg.federation.local_steps);
+  if (local_steps < 1) return absl::InvalidArgumentError("local steps must be >= 1 (a round is K steps)");
+  const federation::FederationOptions fo = MergeOptions(o);
+  const std::vector<int> order = AttackerOrder(o);
+  const int n_attackers = static_cast<int>(std::lround(o.attackers * o.nodes));
+
+  std::vector<Node> nodes(static_cast<size_t>(o.nodes));
+  for (int i = 0; i < o.nodes; ++i) {
+    MYCEL_RETURN_IF_ERROR(BuildNode(nodes[static_cast<size_t>(i)], i, o, fo, graph[static_cast<size_t>(i)], d.train,
+                                    split[static_cast<size_t>(i)]));
+  }
+  for (int k = 0; k < n_attackers; ++k) {
+    Node& n = nodes[static_cast<size_t>(order[static_cast<size_t>(k)])];
+    n.attacker = true;
+    if (o.attack == "labelflip") n.y = (d.shape.classes - 1) - n.y;
+  }
+  Churn churn(o);
+
+  SimResult result;
+  result.rounds = o.rounds;
+  result.attackers = n_attackers;
+  result.per_node.resize(nodes.size());
+  const int eval_every = o.eval_every > 0 ? o.eval_every : std::max(1, o.rounds / 20);
+  double scale_x = 0;
+  if (o.attack.rfind("scale:", 0) == 0) (void)absl::SimpleAtod(o.attack.substr(6), &scale_x);
+  const RoundContext context{o, local_steps, cfg.training.batch_size, scale_x};
+
+  for (int round = 1; round <= o.rounds; ++round) {
+    churn.Round(nodes);
+    RunRound(nodes, round, context);
+    if (round % eval_every == 0 || round == o.rounds) EvaluateCurve(nodes, round, d, o, result);
+  }
+
+  int64_t trigger_count = 0;
+  const std::vector<double> backdoor = EvaluateFinal(nodes, d, o, result, &trigger_count);
+  Summarise(nodes, backdoor, trigger_count, o, result);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   result.seconds_per_round = result.seconds / o.rounds;
   return result;
