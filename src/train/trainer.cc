@@ -252,7 +252,24 @@ struct Trainer::Impl {
   // Shared weights += scale · in (flattened as CopyShared); model_mu held.
   void AddShared(const std::vector<float>& in, float scale);
 
+  // The trainer thread's loop; each pass runs the phases below in this order.
   void Loop();
+  // Posted wake-ups under mu: false once a stop was requested; else takes
+  // data_dirty as *force_refresh and ends a rest a wake reason asks to end.
+  bool TakeWakeUps(bool* force_refresh);
+  // SetThreads's count, applied between two steps.
+  void ApplyThreadCount();
+  // Merges added up while resting: a look at the model when the interval allows.
+  void MaybeRestCheck(double now);
+  void MaybeAskPolicy(double now);
+  // Why the trainer takes no step now as (state, reason); empty if it trains.
+  std::pair<std::string, std::string> IdleStateAndReason(double now) const;
+  // Publishes, reports the idle state, checkpoints what merges changed and waits for a wake-up.
+  void Idle(double now, const std::string& idle_state, const std::string& idle_reason);
+  // One step, the validation ending a rest's burst, and the CPU cap's pause.
+  void TrainOneStep(double now);
+  // After a step: the step rate, a due validation pass and a due checkpoint.
+  void AfterStep(double now);
   void Step();
   void MaybeRefresh(double now, bool force);
   // The store forgot rows: drops every row held in memory (train and
@@ -920,125 +937,153 @@ void Trainer::Impl::DrainTasks() {
   }
 }
 
+bool Trainer::Impl::TakeWakeUps(bool* force_refresh) {
+  std::string wake;
+  bool reset_best = false;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (stop_requested) return false;
+    *force_refresh = data_dirty;
+    data_dirty = false;
+    wake.swap(wake_reason);
+    reset_best = wake_resets_best;
+    wake_resets_best = false;
+    rest_check_pending = rest_check_pending || rest_check_due;
+    rest_check_due = false;
+  }
+  if (reset_best) best_val_loss = std::numeric_limits<double>::infinity();  // another validation set or model
+  if (!wake.empty()) EndRest(wake, /*reset_backoff=*/true);
+  return true;
+}
+
+void Trainer::Impl::ApplyThreadCount() {
+  if (const int t = threads_wanted.load(); t != threads_set) {
+    torch::set_num_threads(t);  // between two steps, on the thread that trains
+    threads_set = t;
+  }
+}
+
+void Trainer::Impl::MaybeRestCheck(double now) {
+  // (Only when training is allowed: on battery or paused, a rest's checks wait too.)
+  if (rest_check_pending && decision.allowed &&
+      (!resting || now - last_eval_time >= options.training.eval_interval_s)) {
+    // Merges added up while resting: has the shared model left this node's data behind?
+    std::lock_guard<std::mutex> model_lock(model_mu);
+    std::fill(merged_since.begin(), merged_since.end(), 0.0f);
+    if (resting) {
+      ValidationPass(/*rest_check=*/true);
+      last_eval_time = now;
+    }
+    rest_check_pending = false;
+  }
+}
+
+void Trainer::Impl::MaybeAskPolicy(double now) {
+  if (now - last_policy_time >= kPolicyPeriodS) {
+    decision = policy.Decide();
+    last_policy_time = now;
+  }
+}
+
+std::pair<std::string, std::string> Trainer::Impl::IdleStateAndReason(double now) const {
+  if (!decision.allowed) return {decision.state, decision.reason};
+  if (sampler->size() == 0) return {"waiting_for_data", "waiting for data"};
+  if (resting && burst_left == 0 && now < rest_until) {
+    return {"resting", "converged: no gain in " + std::to_string(no_gain) + " validations"};
+  }
+  if (const int64_t k = local_steps.load(); k > 0 && steps_since_round >= k) {
+    // Paced: this round's local steps are done; the next merge opens more.
+    return {"training", "waiting for the next merge round"};
+  }
+  return {};
+}
+
+void Trainer::Impl::Idle(double now, const std::string& idle_state, const std::string& idle_reason) {
+  {
+    // Idle: no step publishes the last steps' weights until training
+    // resumes, so publish them now, before the state says idle (a caller
+    // that sees it idle gets answers from the weights it holds).
+    std::lock_guard<std::mutex> model_lock(model_mu);
+    MaybePublish(/*force=*/true);
+  }
+  SetState(idle_state, idle_reason);
+  if (now - last_ckpt_time >= options.training.checkpoint_interval_s) {
+    // Held or resting, merges may still move the model: checkpoint what changed, not an unchanged one.
+    std::lock_guard<std::mutex> model_lock(model_mu);
+    bool changed;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      changed = stats.steps != last_ckpt_steps || stats.rounds != last_ckpt_rounds;
+    }
+    if (changed) (void)WriteCheckpoint("periodic");
+    last_ckpt_time = now;
+  }
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait_for(lock, std::chrono::milliseconds(200),
+              [&] { return stop_requested || data_dirty || round_opened || !tasks.empty(); });
+  round_opened = false;
+  if (idle_reason != "waiting for the next merge round") {
+    last_policy_time = -1e9;  // re-ask the policy after any wake-up
+  }
+}
+
+void Trainer::Impl::TrainOneStep(double now) {
+  SetState("training", resting ? "a short burst while resting" : "training");
+  const double cpu_before = ThreadCpuSeconds();
+  Step();
+  if (resting && burst_left > 0 && --burst_left == 0) {
+    std::lock_guard<std::mutex> model_lock(model_mu);
+    ValidationPass();  // did the burst gain? (AfterValidation)
+    last_eval_time = now;
+  }
+  if (const double cap = max_cpu_percent.load(); cap < 100) {
+    // Duty cycle: idle (cpu / cap − cpu) after each step so the thread's CPU
+    // share stays at `cap` percent, whatever the step costs.
+    const double cpu = ThreadCpuSeconds() - cpu_before;
+    const double rest = cpu * (100.0 / cap - 1.0);
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait_for(lock, std::chrono::duration<double>(rest), [&] { return stop_requested || !tasks.empty(); });
+  }
+}
+
+void Trainer::Impl::AfterStep(double now) {
+  if (now - rate_window_start >= 2.0) {
+    std::lock_guard<std::mutex> lock(mu);
+    stats.steps_per_s = rate_window_steps / (now - rate_window_start);
+    rate_window_start = now;
+    rate_window_steps = 0;
+  }
+  if (!resting && now - last_eval_time >= options.training.eval_interval_s) {  // a burst validates at its end
+    std::lock_guard<std::mutex> model_lock(model_mu);
+    ValidationPass();
+    last_eval_time = now;
+  }
+  if (now - last_ckpt_time >= options.training.checkpoint_interval_s) {
+    std::lock_guard<std::mutex> model_lock(model_mu);
+    (void)WriteCheckpoint("periodic");
+    last_ckpt_time = now;
+  }
+}
+
 void Trainer::Impl::Loop() {
   if (options.lowest_priority) LowerThreadPriority();
   for (;;) {
     DrainTasks();
     bool force_refresh;
-    std::string wake;
-    bool reset_best = false;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (stop_requested) break;
-      force_refresh = data_dirty;
-      data_dirty = false;
-      wake.swap(wake_reason);
-      reset_best = wake_resets_best;
-      wake_resets_best = false;
-      rest_check_pending = rest_check_pending || rest_check_due;
-      rest_check_due = false;
-    }
-    if (reset_best) best_val_loss = std::numeric_limits<double>::infinity();  // another validation set or model
-    if (!wake.empty()) EndRest(wake, /*reset_backoff=*/true);
-    if (const int t = threads_wanted.load(); t != threads_set) {
-      torch::set_num_threads(t);  // between two steps, on the thread that trains
-      threads_set = t;
-    }
+    if (!TakeWakeUps(&force_refresh)) break;
+    ApplyThreadCount();
     double now = clock->MonotonicSeconds();
     MaybeRefresh(now, force_refresh);
-    // (Only when training is allowed: on battery or paused, a rest's checks wait too.)
-    if (rest_check_pending && decision.allowed &&
-        (!resting || now - last_eval_time >= options.training.eval_interval_s)) {
-      // Merges added up while resting: has the shared model left this node's data behind?
-      std::lock_guard<std::mutex> model_lock(model_mu);
-      std::fill(merged_since.begin(), merged_since.end(), 0.0f);
-      if (resting) {
-        ValidationPass(/*rest_check=*/true);
-        last_eval_time = now;
-      }
-      rest_check_pending = false;
-    }
-    if (now - last_policy_time >= kPolicyPeriodS) {
-      decision = policy.Decide();
-      last_policy_time = now;
-    }
-    std::string idle_state, idle_reason;
-    if (!decision.allowed) {
-      idle_state = decision.state;
-      idle_reason = decision.reason;
-    } else if (sampler->size() == 0) {
-      idle_state = "waiting_for_data";
-      idle_reason = "waiting for data";
-    } else if (resting && burst_left == 0 && now < rest_until) {
-      idle_state = "resting";
-      idle_reason = "converged: no gain in " + std::to_string(no_gain) + " validations";
-    } else if (const int64_t k = local_steps.load(); k > 0 && steps_since_round >= k) {
-      // Paced: this round's local steps are done; the next merge opens more.
-      idle_state = "training";
-      idle_reason = "waiting for the next merge round";
-    }
+    MaybeRestCheck(now);
+    MaybeAskPolicy(now);
+    const auto [idle_state, idle_reason] = IdleStateAndReason(now);
     if (resting && burst_left == 0 && now >= rest_until && idle_state.empty()) burst_left = kRestBurstSteps;
     if (!idle_state.empty()) {
-      {
-        // Idle: no step publishes the last steps' weights until training
-        // resumes, so publish them now, before the state says idle (a caller
-        // that sees it idle gets answers from the weights it holds).
-        std::lock_guard<std::mutex> model_lock(model_mu);
-        MaybePublish(/*force=*/true);
-      }
-      SetState(idle_state, idle_reason);
-      if (now - last_ckpt_time >= options.training.checkpoint_interval_s) {
-        // Held or resting, merges may still move the model: checkpoint what changed, not an unchanged one.
-        std::lock_guard<std::mutex> model_lock(model_mu);
-        bool changed;
-        {
-          std::lock_guard<std::mutex> lock(mu);
-          changed = stats.steps != last_ckpt_steps || stats.rounds != last_ckpt_rounds;
-        }
-        if (changed) (void)WriteCheckpoint("periodic");
-        last_ckpt_time = now;
-      }
-      std::unique_lock<std::mutex> lock(mu);
-      cv.wait_for(lock, std::chrono::milliseconds(200),
-                  [&] { return stop_requested || data_dirty || round_opened || !tasks.empty(); });
-      round_opened = false;
-      if (idle_reason != "waiting for the next merge round") {
-        last_policy_time = -1e9;  // re-ask the policy after any wake-up
-      }
+      Idle(now, idle_state, idle_reason);
       continue;
     }
-    SetState("training", resting ? "a short burst while resting" : "training");
-    const double cpu_before = ThreadCpuSeconds();
-    Step();
-    if (resting && burst_left > 0 && --burst_left == 0) {
-      std::lock_guard<std::mutex> model_lock(model_mu);
-      ValidationPass();  // did the burst gain? (AfterValidation)
-      last_eval_time = now;
-    }
-    if (const double cap = max_cpu_percent.load(); cap < 100) {
-      // Duty cycle: idle (cpu / cap − cpu) after each step so the thread's CPU
-      // share stays at `cap` percent, whatever the step costs.
-      const double cpu = ThreadCpuSeconds() - cpu_before;
-      const double rest = cpu * (100.0 / cap - 1.0);
-      std::unique_lock<std::mutex> lock(mu);
-      cv.wait_for(lock, std::chrono::duration<double>(rest), [&] { return stop_requested || !tasks.empty(); });
-    }
-    if (now - rate_window_start >= 2.0) {
-      std::lock_guard<std::mutex> lock(mu);
-      stats.steps_per_s = rate_window_steps / (now - rate_window_start);
-      rate_window_start = now;
-      rate_window_steps = 0;
-    }
-    if (!resting && now - last_eval_time >= options.training.eval_interval_s) {  // a burst validates at its end
-      std::lock_guard<std::mutex> model_lock(model_mu);
-      ValidationPass();
-      last_eval_time = now;
-    }
-    if (now - last_ckpt_time >= options.training.checkpoint_interval_s) {
-      std::lock_guard<std::mutex> model_lock(model_mu);
-      (void)WriteCheckpoint("periodic");
-      last_ckpt_time = now;
-    }
+    TrainOneStep(now);
+    AfterStep(now);
   }
 }
 
