@@ -213,14 +213,16 @@ absl::StatusOr<std::unique_ptr<ExampleStore>> ExampleStore::Open(const ExampleSt
   return store;
 }
 
-absl::Status ExampleStore::Init() {
-  const std::string& path = options_.path;
-  // A non-empty file must carry the SQLite header before SQLite touches it,
-  // so garbage is rejected without any chance of being "repaired".
+namespace {
+
+// A non-empty file at `path` must carry the SQLite header before SQLite
+// touches it, so garbage is rejected without any chance of being "repaired".
+// *exists: whether there is a file at all.
+absl::Status CheckSqliteHeader(const std::string& path, bool* exists) {
   struct stat st;
-  bool exists = ::stat(path.c_str(), &st) == 0;
-  if (!exists && errno != ENOENT) return ErrnoStatus(errno, "stat", path);
-  if (exists && st.st_size > 0) {
+  *exists = ::stat(path.c_str(), &st) == 0;
+  if (!*exists && errno != ENOENT) return ErrnoStatus(errno, "stat", path);
+  if (*exists && st.st_size > 0) {
     char header[16] = {};
     FILE* f = std::fopen(path.c_str(), "rb");
     if (f == nullptr) return ErrnoStatus(errno, "open", path);
@@ -231,6 +233,26 @@ absl::Status ExampleStore::Init() {
           absl::StrCat(path, ": not a mycel example store (not a SQLite database)"));
     }
   }
+  return absl::OkStatus();
+}
+
+// A failure to read a file's identity that says it is foreign or damaged,
+// reworded to say so; other failures as they are.
+absl::Status AnnotateForeign(const std::string& path, absl::Status s) {
+  if (s.code() != absl::StatusCode::kFailedPrecondition && s.code() != absl::StatusCode::kDataLoss) {
+    return s;
+  }
+  std::string detail(s.message());
+  if (detail.rfind(path + ": ", 0) == 0) detail.erase(0, path.size() + 2);
+  return absl::Status(s.code(), absl::StrCat(path, ": not a mycel example store or corrupt (", detail, ")"));
+}
+
+}  // namespace
+
+absl::Status ExampleStore::Init() {
+  const std::string& path = options_.path;
+  bool exists = false;
+  MYCEL_RETURN_IF_ERROR(CheckSqliteHeader(path, &exists));
 
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (exists ? 0 : SQLITE_OPEN_CREATE);
   int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
@@ -239,54 +261,68 @@ absl::Status ExampleStore::Init() {
   sqlite3_busy_timeout(db_, kBusyTimeoutMs);
 
   // Identify the file before changing anything in it.
-  auto pragma_int = [this](const char* sql, int64_t* out) -> absl::Status {
-    sqlite3_stmt* raw = nullptr;
-    int rc = sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr);
-    Stmt s(raw);
-    if (rc != SQLITE_OK) return SqlError(rc, sql);
-    rc = sqlite3_step(s.get());
-    if (rc != SQLITE_ROW) return SqlError(rc, sql);
-    *out = sqlite3_column_int64(s.get(), 0);
-    return absl::OkStatus();
-  };
-  int64_t app_id = 0, user_version = 0, objects = 0;
-  auto annotate_foreign = [&](absl::Status s) {
-    if (s.code() != absl::StatusCode::kFailedPrecondition && s.code() != absl::StatusCode::kDataLoss) {
-      return s;
-    }
-    std::string detail(s.message());
-    if (detail.rfind(path + ": ", 0) == 0) detail.erase(0, path.size() + 2);
-    return absl::Status(s.code(), absl::StrCat(path, ": not a mycel example store or corrupt (", detail, ")"));
-  };
-  if (auto s = pragma_int("PRAGMA application_id", &app_id); !s.ok()) return annotate_foreign(s);
-  if (auto s = pragma_int("PRAGMA user_version", &user_version); !s.ok()) return annotate_foreign(s);
-  if (auto s = pragma_int("SELECT count(*) FROM sqlite_master", &objects); !s.ok()) {
-    return annotate_foreign(s);
+  bool fresh = false;
+  int64_t user_version = 0;
+  MYCEL_RETURN_IF_ERROR(Identify(&fresh, &user_version));
+  MYCEL_RETURN_IF_ERROR(EnableWal());
+  if (fresh || user_version < kSchemaVersion) {
+    MYCEL_RETURN_IF_ERROR(Upgrade(fresh ? 0 : user_version));
+    if (!fresh) Logger("data")->info("example store {}: upgraded to schema version {}", path, kSchemaVersion);
+  }
+  MYCEL_RETURN_IF_ERROR(PrepareStatements());
+  MYCEL_RETURN_IF_ERROR(LoadCounts());
+  MYCEL_RETURN_IF_ERROR(LoadSeen());
+  MYCEL_RETURN_IF_ERROR(TrimToMaxExamples());
+  PublishCountsLocked();
+  return absl::OkStatus();
+}
+
+absl::Status ExampleStore::QueryInt(const char* sql, int64_t* out) {
+  sqlite3_stmt* raw = nullptr;
+  int rc = sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr);
+  Stmt s(raw);
+  if (rc != SQLITE_OK) return SqlError(rc, sql);
+  rc = sqlite3_step(s.get());
+  if (rc != SQLITE_ROW) return SqlError(rc, sql);
+  *out = sqlite3_column_int64(s.get(), 0);
+  return absl::OkStatus();
+}
+
+absl::Status ExampleStore::Identify(bool* fresh, int64_t* user_version) {
+  const std::string& path = options_.path;
+  int64_t app_id = 0, objects = 0;
+  *user_version = 0;
+  if (auto s = QueryInt("PRAGMA application_id", &app_id); !s.ok()) return AnnotateForeign(path, s);
+  if (auto s = QueryInt("PRAGMA user_version", user_version); !s.ok()) return AnnotateForeign(path, s);
+  if (auto s = QueryInt("SELECT count(*) FROM sqlite_master", &objects); !s.ok()) {
+    return AnnotateForeign(path, s);
   }
 
-  bool fresh = objects == 0 && app_id == 0 && user_version == 0;
-  if (!fresh) {
-    if (app_id != kApplicationId) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          path, ": not a mycel example store (a SQLite database with ", objects,
-          " schema objects and application_id ", app_id, "); refusing to modify it"));
-    }
-    if (user_version > kSchemaVersion) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(path, ": example store has schema version ", user_version,
-                       " but this mycel reads version ", kSchemaVersion, " (written by a newer mycel?)"));
-    }
-    if (user_version < 1) {
-      return absl::DataLossError(
-          absl::StrCat(path, ": example store has no valid schema version (", user_version, ")"));
-    }
+  *fresh = objects == 0 && app_id == 0 && *user_version == 0;
+  if (*fresh) return absl::OkStatus();
+  if (app_id != kApplicationId) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, ": not a mycel example store (a SQLite database with ", objects,
+        " schema objects and application_id ", app_id, "); refusing to modify it"));
   }
+  if (*user_version > kSchemaVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": example store has schema version ", *user_version,
+                     " but this mycel reads version ", kSchemaVersion, " (written by a newer mycel?)"));
+  }
+  if (*user_version < 1) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": example store has no valid schema version (", *user_version, ")"));
+  }
+  return absl::OkStatus();
+}
 
+absl::Status ExampleStore::EnableWal() {
   // journal_mode=WAL is persistent in the file; synchronous is per connection.
   // WAL + FULL: a commit returns only after the WAL is fsynced (sqlite.org/wal.html).
   {
     sqlite3_stmt* raw = nullptr;
-    rc = sqlite3_prepare_v2(db_, "PRAGMA journal_mode=WAL", -1, &raw, nullptr);
+    int rc = sqlite3_prepare_v2(db_, "PRAGMA journal_mode=WAL", -1, &raw, nullptr);
     Stmt s(raw);
     if (rc != SQLITE_OK) return SqlError(rc, "PRAGMA journal_mode=WAL");
     rc = sqlite3_step(s.get());
@@ -294,16 +330,13 @@ absl::Status ExampleStore::Init() {
     std::string mode = reinterpret_cast<const char*>(sqlite3_column_text(s.get(), 0));
     if (mode != "wal") {
       return absl::FailedPreconditionError(
-          absl::StrCat(path, ": cannot switch the example store to WAL mode (got '", mode, "')"));
+          absl::StrCat(options_.path, ": cannot switch the example store to WAL mode (got '", mode, "')"));
     }
   }
-  MYCEL_RETURN_IF_ERROR(Exec("PRAGMA synchronous=FULL"));
+  return Exec("PRAGMA synchronous=FULL");
+}
 
-  if (fresh || user_version < kSchemaVersion) {
-    MYCEL_RETURN_IF_ERROR(Upgrade(fresh ? 0 : user_version));
-    if (!fresh) Logger("data")->info("example store {}: upgraded to schema version {}", path, kSchemaVersion);
-  }
-
+absl::Status ExampleStore::PrepareStatements() {
   auto prepare = [this](const char* sql, Stmt* out) -> absl::Status {
     sqlite3_stmt* raw = nullptr;
     int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
@@ -336,9 +369,10 @@ absl::Status ExampleStore::Init() {
       "INSERT INTO ingests(key, offered, stored, evicted, train, validation, duplicates) "
       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
       &stmts_->add_ingest));
-  MYCEL_RETURN_IF_ERROR(prepare(
-      "DELETE FROM ingests WHERE seq <= (SELECT max(seq) FROM ingests) - ?1", &stmts_->prune_ingests));
+  return prepare("DELETE FROM ingests WHERE seq <= (SELECT max(seq) FROM ingests) - ?1", &stmts_->prune_ingests);
+}
 
+absl::Status ExampleStore::LoadCounts() {
   // Row counts per split; dense slots make max(slot) + 1 the count, and a
   // mismatch means the file was edited behind our back.
   for (int split = 0; split < 2; ++split) {
@@ -346,7 +380,7 @@ absl::Status ExampleStore::Init() {
     std::string q = absl::StrCat("SELECT count(*), coalesce(max(slot), -1) FROM examples WHERE split = ",
                                  split);
     sqlite3_stmt* raw = nullptr;
-    rc = sqlite3_prepare_v2(db_, q.c_str(), -1, &raw, nullptr);
+    int rc = sqlite3_prepare_v2(db_, q.c_str(), -1, &raw, nullptr);
     Stmt s(raw);
     if (rc != SQLITE_OK) return SqlError(rc, "counting examples");
     rc = sqlite3_step(s.get());
@@ -354,17 +388,20 @@ absl::Status ExampleStore::Init() {
     n = sqlite3_column_int64(s.get(), 0);
     max_slot = sqlite3_column_int64(s.get(), 1);
     if (max_slot + 1 != n) {
-      return absl::DataLossError(absl::StrCat(path, ": example store is inconsistent: split ", split,
+      return absl::DataLossError(absl::StrCat(options_.path, ": example store is inconsistent: split ", split,
                                               " has ", n, " rows but slots up to ", max_slot));
     }
     count_[split] = n;
   }
+  return absl::OkStatus();
+}
 
+absl::Status ExampleStore::LoadSeen() {
   {
     sqlite3_stmt* s = stmts_->get_meta.get();
     ResetOnExit reset(s);
     sqlite3_bind_text(s, 1, kSeenKey, -1, SQLITE_STATIC);
-    rc = sqlite3_step(s);
+    int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
       std::string v(reinterpret_cast<const char*>(sqlite3_column_blob(s, 0)),
                     static_cast<size_t>(sqlite3_column_bytes(s, 0)));
@@ -376,24 +413,25 @@ absl::Status ExampleStore::Init() {
   seen_ = std::max(seen_, count_[0] + count_[1]);
   // Do not replay the same random stream after every restart.
   rng_.seed(options_.seed ^ (static_cast<uint64_t>(seen_) * 0x9e3779b97f4a7c15ull));
+  return absl::OkStatus();
+}
 
+absl::Status ExampleStore::TrimToMaxExamples() {
   // A smaller max_examples than last time: trim uniformly, once.
   int64_t excess = count_[0] + count_[1] - options_.max_examples;
-  if (excess > 0) {
-    absl::Status s = TransactLocked([&]() -> absl::Status {
-      for (int64_t i = 0; i < excess; ++i) {
-        // Evict from splits in proportion to their size, as uniform eviction would.
-        int64_t total = count_[0] + count_[1];
-        int split = std::uniform_int_distribution<int64_t>(0, total - 1)(rng_) < count_[0] ? 0 : 1;
-        MYCEL_RETURN_IF_ERROR(Evict(split));
-      }
-      return absl::OkStatus();
-    });
-    if (!s.ok()) return Annotate(s, "trimming the example store to max_examples");
-    Logger("data")->info("example store {}: trimmed {} examples to honour max_examples={}", path,
-                         excess, options_.max_examples);
-  }
-  PublishCountsLocked();
+  if (excess <= 0) return absl::OkStatus();
+  absl::Status s = TransactLocked([&]() -> absl::Status {
+    for (int64_t i = 0; i < excess; ++i) {
+      // Evict from splits in proportion to their size, as uniform eviction would.
+      int64_t total = count_[0] + count_[1];
+      int split = std::uniform_int_distribution<int64_t>(0, total - 1)(rng_) < count_[0] ? 0 : 1;
+      MYCEL_RETURN_IF_ERROR(Evict(split));
+    }
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return Annotate(s, "trimming the example store to max_examples");
+  Logger("data")->info("example store {}: trimmed {} examples to honour max_examples={}", options_.path, excess,
+                       options_.max_examples);
   return absl::OkStatus();
 }
 

@@ -179,6 +179,14 @@ class ExampleStore {
 
   explicit ExampleStore(const ExampleStoreOptions& options);
   absl::Status Init();                                  // opens, checks or creates the schema
+  // Init's steps, in order.
+  absl::Status Identify(bool* fresh, int64_t* user_version);  // a new file, or a mycel store we can read
+  absl::Status EnableWal();                             // WAL journal, synchronous=FULL
+  absl::Status PrepareStatements();                     // fills stmts_
+  absl::Status LoadCounts();                            // count_, checking slots are dense
+  absl::Status LoadSeen();                              // seen_ from meta, and seeds rng_ from it
+  absl::Status TrimToMaxExamples();                     // evicts down to a lowered max_examples
+  absl::Status QueryInt(const char* sql, int64_t* out); // the first column of the first row
   absl::Status Evict(int split);                        // removes a uniformly random row of `split`
   absl::Status InsertRow(const Example& example, int split, uint64_t digest, int64_t ingest);
   absl::StatusOr<bool> StoredLocked(const Example& example, uint64_t digest);  // an equal row exists

@@ -166,6 +166,188 @@ constexpr uint32_t kMaxGroups = 4096;
 constexpr uint32_t kMaxQuarantineBytes = 1024;
 constexpr uint32_t kMaxKeyBytes = 256;
 
+absl::Status SnapshotCorrupt(const std::string& what) {
+  return absl::DataLossError(absl::StrCat("federation snapshot: ", what));
+}
+
+// `size` floats into v, checking the bytes are there before allocating.
+bool ReadSnapshotVector(wire::Reader& r, size_t size, std::vector<float>* v) {
+  if (r.remaining() / 4 < size) return false;
+  v->resize(size);
+  return r.Floats(size, v->data()) && AllFinite(v->data(), size);
+}
+
+struct SnapshotHeader {
+  uint32_t version = 0;
+  uint64_t epoch = 0;
+  uint64_t seq = 0;
+  // 1: the final checkpoint of an orderly shutdown (Serialize's `clean`).
+  uint8_t clean = 0;
+  int64_t samples = 0;  // ours, as of the snapshot
+};
+
+// Magic through samples_trained, for a model of `model_size` shared parameters.
+absl::Status ReadSnapshotHeader(wire::Reader& r, size_t model_size, SnapshotHeader* h) {
+  std::string_view magic;
+  if (!r.Bytes(sizeof(kSnapshotMagic), &magic) ||
+      std::memcmp(magic.data(), kSnapshotMagic, sizeof(kSnapshotMagic)) != 0) {
+    return SnapshotCorrupt("bad magic");
+  }
+  uint64_t size = 0;
+  if (!r.Int(&h->version)) return SnapshotCorrupt("truncated header");
+  if (h->version < 1 || h->version > kSnapshotVersion) {
+    return SnapshotCorrupt(
+        absl::StrCat("unsupported version ", h->version, " (want 1 to ", kSnapshotVersion, ")"));
+  }
+  if (!r.Int(&size) || !r.Int(&h->epoch) || !r.Int(&h->seq) || !r.Int(&h->clean) || !r.Int(&h->samples)) {
+    return SnapshotCorrupt("truncated header");
+  }
+  if (size != model_size) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "federation snapshot: holds ", size, " shared parameters, the model has ", model_size));
+  }
+  if (h->epoch == 0 || h->clean > 1 || h->samples < 0) return SnapshotCorrupt("bad header fields");
+  // Publishing increments seq: one near 2^64 would wrap to 0 and leave a log
+  // (and every snapshot after it) out of order.
+  if (h->seq > kMaxSeq) return SnapshotCorrupt(absl::StrCat("sequence ", h->seq, " past 2^62"));
+  return absl::OkStatus();
+}
+
+// The name of the codec the log was encoded with (a view into the snapshot).
+absl::Status ReadSnapshotCodecName(wire::Reader& r, std::string_view* codec_name) {
+  uint32_t codec_len = 0;
+  if (!r.Int(&codec_len) || !r.Bytes(codec_len, codec_name)) return SnapshotCorrupt("truncated codec");
+  if (codec_len == 0 || codec_len > 64 ||
+      !std::all_of(codec_name->begin(), codec_name->end(),
+                   [](char c) {
+                     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == ':' || c == '.' ||
+                            c == '+';
+                   })) {
+    return SnapshotCorrupt("bad codec name");
+  }
+  return absl::OkStatus();
+}
+
+// The published deltas, appended to *log; they must be contiguous and end at `seq`.
+absl::Status ReadSnapshotLog(wire::Reader& r, uint64_t seq, std::deque<LogEntry>* log, int64_t* log_bytes) {
+  uint64_t log_count = 0;
+  if (!r.Int(&log_count)) return SnapshotCorrupt("truncated log");
+  for (uint64_t i = 0; i < log_count; ++i) {
+    uint64_t eseq = 0, len = 0;
+    std::string_view q;
+    if (!r.Int(&eseq) || !r.Int(&len) || !r.Bytes(len, &q)) return SnapshotCorrupt("truncated log entry");
+    // The log is contiguous and ends at seq.
+    if (eseq != seq - (log_count - 1 - i) || eseq == 0 || eseq > seq) {
+      return SnapshotCorrupt(absl::StrCat("log entry seq ", eseq, " out of place"));
+    }
+    log->push_back(LogEntry{eseq, std::make_shared<const std::string>(q)});
+    *log_bytes += static_cast<int64_t>(len);
+  }
+  return absl::OkStatus();
+}
+
+// Mirror i's trust, harm, probe counts and quarantine (version 5 on).
+absl::Status ReadSnapshotTrust(wire::Reader& r, uint32_t i, Mirror* m) {
+  uint32_t groups = 0, q_len = 0;
+  std::string_view quarantine;
+  if (!r.Int(&groups) || groups > kMaxGroups) return SnapshotCorrupt(absl::StrCat("bad trust in mirror ", i));
+  m->trust.resize(groups);
+  for (double& t : m->trust) {
+    uint64_t bits = 0;
+    if (!r.Int(&bits)) return SnapshotCorrupt(absl::StrCat("truncated trust in mirror ", i));
+    t = absl::bit_cast<double>(bits);
+    if (!(t >= 0 && t <= 1)) return SnapshotCorrupt(absl::StrCat("trust outside [0, 1] in mirror ", i));
+  }
+  m->harm.resize(groups);
+  for (double& e : m->harm) {
+    uint64_t bits = 0;
+    if (!r.Int(&bits)) return SnapshotCorrupt(absl::StrCat("truncated trust in mirror ", i));
+    e = absl::bit_cast<double>(bits);
+    if (!(std::abs(e) <= 10)) return SnapshotCorrupt(absl::StrCat("harm outside [-10, 10] in mirror ", i));
+  }
+  if (!r.Int(&m->trust_probes) || !r.Int(&m->hurt_probes) || !r.Int(&q_len) || q_len > kMaxQuarantineBytes ||
+      !r.Bytes(q_len, &quarantine) || m->trust_probes < 0 || m->hurt_probes < 0) {
+    return SnapshotCorrupt(absl::StrCat("bad trust in mirror ", i));
+  }
+  m->quarantine = std::string(quarantine);
+  return absl::OkStatus();
+}
+
+// Mirror i as a snapshot of `version` holds it, with `size` weights if initialized.
+absl::Status ReadSnapshotMirror(wire::Reader& r, uint32_t version, size_t size, uint32_t i, Mirror* m) {
+  uint8_t init = 0;
+  uint32_t why_len = 0, key_len = 0;
+  std::string_view why, key;
+  if (!r.Int(&init) || !r.Int(&m->epoch) || !r.Int(&m->seq) || !r.Int(&m->samples_trained) ||
+      !r.Int(&m->degree) || !r.Int(&m->deltas_applied) || !r.Int(&m->keyframes_applied) ||
+      !r.Int(&m->refused) || !r.Int(&why_len) || !r.Bytes(why_len, &why) ||
+      (version >= 2 && (!r.Int(&key_len) || key_len > kMaxKeyBytes || !r.Bytes(key_len, &key)))) {
+    return SnapshotCorrupt(absl::StrCat("truncated mirror ", i));
+  }
+  if (init > 1 || m->seq > kMaxSeq || m->samples_trained < 0 || m->degree < 0 || m->deltas_applied < 0 ||
+      m->keyframes_applied < 0 || m->refused < 0 || (init == 1 && m->epoch == 0)) {
+    return SnapshotCorrupt(absl::StrCat("bad fields in mirror ", i));
+  }
+  m->initialized = init == 1;
+  m->last_refusal = std::string(why);
+  m->key = std::string(key);
+  if (version >= 5) MYCEL_RETURN_IF_ERROR(ReadSnapshotTrust(r, i, m));
+  if (m->initialized && !ReadSnapshotVector(r, size, &m->m)) {
+    return SnapshotCorrupt(absl::StrCat("truncated or non-finite mirror ", i));
+  }
+  return absl::OkStatus();
+}
+
+// The mirrors, in snapshot order; *count is how many the snapshot says it holds.
+absl::Status ReadSnapshotMirrors(wire::Reader& r, uint32_t version, size_t size, uint32_t* count,
+                                 std::vector<Mirror>* mirrors) {
+  if (!r.Int(count)) return SnapshotCorrupt("truncated mirrors");
+  for (uint32_t i = 0; i < *count; ++i) {
+    Mirror m;
+    MYCEL_RETURN_IF_ERROR(ReadSnapshotMirror(r, version, size, i, &m));
+    mirrors->push_back(std::move(m));
+  }
+  return absl::OkStatus();
+}
+
+// The drift correction as saved (version 3 on); *c stays empty if none was.
+absl::Status ReadSnapshotCorrection(wire::Reader& r, uint32_t version, size_t size, std::vector<float>* c) {
+  if (version < 3) return absl::OkStatus();
+  uint8_t has_correction = 0;
+  if (!r.Int(&has_correction) || has_correction > 1) {
+    return SnapshotCorrupt("truncated or bad drift correction flag");
+  }
+  if (has_correction == 1 && !ReadSnapshotVector(r, size, c)) {
+    return SnapshotCorrupt("truncated or non-finite drift correction");
+  }
+  return absl::OkStatus();
+}
+
+// Mirrors follow their neighbour's key, so peers added, removed or
+// reordered since the snapshot keep what was learnt of them; anonymous
+// peers (no keys) are matched by position when the count is unchanged.
+// `keys` are the peers as configured, `mirror_count` what the snapshot held.
+std::vector<Mirror> MatchRestoredMirrors(std::vector<Mirror> mirrors, uint32_t mirror_count,
+                                         const std::vector<std::string>& keys) {
+  const bool keyed = std::all_of(keys.begin(), keys.end(), [](const std::string& k) { return !k.empty(); });
+  std::vector<Mirror> out;
+  int kept = 0;
+  if (keyed) {
+    out = RekeyMirrors(std::move(mirrors), keys, &kept);
+  } else if (mirrors.size() == keys.size()) {
+    out = std::move(mirrors);
+    kept = static_cast<int>(keys.size());
+  } else {
+    out.assign(keys.size(), Mirror{});
+  }
+  if (kept != static_cast<int>(keys.size()) || mirror_count != keys.size()) {
+    Logger("federation")
+        ->info("restore: snapshot has {} mirrors, config has {} peers; {} kept, the rest start empty",
+               mirror_count, keys.size(), kept);
+  }
+  return out;
+}
+
 }  // namespace
 
 // Codecs neighbours used, by name, so a node decodes whatever each sends.
@@ -388,6 +570,82 @@ float TrustOf(const Mirror& m, size_t group) {
   return group < m.trust.size() ? static_cast<float>(m.trust[group]) : 1.0f;
 }
 
+// Each neighbour's weight per parameter group, at j * groups + g: the plan's,
+// times its trust there when trust is on.
+struct GroupWeights {
+  size_t groups = 0;
+  std::vector<float> coeff;  // in d
+  std::vector<float> teach;  // in what c learns
+  bool split = false;        // c learns from another sum than d
+};
+
+GroupWeights WeighGroups(const std::vector<Mirror*>& parts, const std::vector<float>& coeff,
+                         const std::vector<float>& teach, size_t groups, bool trust) {
+  GroupWeights w;
+  w.groups = groups;
+  w.coeff.resize(parts.size() * groups);
+  w.teach.resize(parts.size() * groups);
+  for (size_t j = 0; j < parts.size(); ++j) {
+    for (size_t g = 0; g < groups; ++g) {
+      const float t = trust ? TrustOf(*parts[j], g) : 1.0f;
+      w.coeff[j * groups + g] = coeff[j] * t;
+      w.teach[j * groups + g] = teach[j] * t;
+      w.split = w.split || teach[j] != coeff[j];
+    }
+  }
+  return w;
+}
+
+// x += d with d = γ Σ_j w_j (m_j − x), and with drift correction (c not
+// empty) c = β (c + inv_scale · d), d taken with `teach` weights when they
+// differ. Group g covers [group_offsets[g], group_offsets[g + 1]).
+//
+// d = γ Σ_j w_j (m_j − x): each neighbour's public copy against our own
+// weights, not against our public copy x̂ as CHOCO-SGD writes it. With an
+// exact codec the two are the same (x̂ = x right after publishing); with a
+// lossy one x − x̂ holds what the codec has not sent yet, and merging
+// against x̂ pulls every node by the difference of those residuals.
+// Measured (PyTorch simulation, five-node ring, two classes per node, 40
+// local steps, drift correction 0.95, round 500): topk:0.1 against x̂
+// diverges at γ = 1 and reaches 58–70% at γ = 0.5; against x it reaches
+// 79–81% at γ = 1 (dense: 82–84%), and int8 matches dense.
+void MergeLinear(float* x, size_t size, const std::vector<size_t>& group_offsets, const std::vector<Mirror*>& parts,
+                 const GroupWeights& w, float beta, float inv_scale, std::vector<float>* correction) {
+  const bool corrected = !correction->empty();
+  const bool split = w.split;
+  const size_t groups = w.groups;
+  // Blocked so x stays in cache while every mirror streams through once; the
+  // block of d is summed before x moves, so every mirror sees the same x.
+  constexpr size_t kBlock = 4096;
+  float d[kBlock];  // this block of d, then x += d, and with drift correction c = β(c + d/η)
+  float dc[kBlock];  // what c learns from when it differs from d
+  size_t g = 0;     // the group holding the block's current position
+  for (size_t b = 0; b < size; b += kBlock) {
+    const size_t n = std::min(kBlock, size - b);
+    std::fill(d, d + n, 0.0f);
+    if (split && corrected) std::fill(dc, dc + n, 0.0f);
+    // The block in runs that stay within one parameter group.
+    for (size_t lo = b; lo < b + n;) {
+      while (group_offsets[g + 1] <= lo) ++g;
+      const size_t hi = std::min(b + n, group_offsets[g + 1]);
+      for (size_t j = 0; j < parts.size(); ++j) {
+        const float wd = w.coeff[j * groups + g], wc = w.teach[j * groups + g];
+        if (wd != 0.0f) AddScaledDifference(d + (lo - b), parts[j]->m.data() + lo, x + lo, wd, hi - lo);
+        if (split && corrected && wc != 0.0f) {
+          AddScaledDifference(dc + (lo - b), parts[j]->m.data() + lo, x + lo, wc, hi - lo);
+        }
+      }
+      lo = hi;
+    }
+    AddInto(x + b, d, n);
+    if (corrected) {
+      const float* learnt = split ? dc : d;
+      float* c = correction->data() + b;
+      for (size_t k = 0; k < n; ++k) c[k] = beta * (c[k] + inv_scale * learnt[k]);
+    }
+  }
+}
+
 }  // namespace
 
 int Federation::Merge(float* x, double step_scale) {
@@ -409,7 +667,6 @@ int Federation::Merge(float* x, double step_scale) {
     return 0;
   }
   for (Mirror* m : parts) m->merged++;
-  const bool corrected = !s.correction.empty();
   if (options_.robust == "trimmed_mean" || options_.robust == "median") {
     std::vector<const float*> ms;
     for (const Mirror* m : parts) ms.push_back(m->m.data());
@@ -417,57 +674,9 @@ int Federation::Merge(float* x, double step_scale) {
     for (float& c : s.correction) c *= beta;  // see MergeCoordinatewise: nothing for c to learn
     return static_cast<int>(parts.size());
   }
-  // Each neighbour's weight per parameter group: the plan's, times its trust there.
-  const size_t groups = s.group_offsets.size() - 1;
-  std::vector<float> coeff(parts.size() * groups), teach(parts.size() * groups);
-  bool split = false;  // c learns from another sum than d
-  for (size_t j = 0; j < parts.size(); ++j) {
-    for (size_t g = 0; g < groups; ++g) {
-      const float t = options_.trust ? TrustOf(*parts[j], g) : 1.0f;
-      coeff[j * groups + g] = plan.coeff[j] * t;
-      teach[j * groups + g] = plan.teach[j] * t;
-      split = split || plan.teach[j] != plan.coeff[j];
-    }
-  }
-  // d = γ Σ_j w_j (m_j − x): each neighbour's public copy against our own
-  // weights, not against our public copy x̂ as CHOCO-SGD writes it. With an
-  // exact codec the two are the same (x̂ = x right after publishing); with a
-  // lossy one x − x̂ holds what the codec has not sent yet, and merging
-  // against x̂ pulls every node by the difference of those residuals.
-  // Measured (PyTorch simulation, five-node ring, two classes per node, 40
-  // local steps, drift correction 0.95, round 500): topk:0.1 against x̂
-  // diverges at γ = 1 and reaches 58–70% at γ = 0.5; against x it reaches
-  // 79–81% at γ = 1 (dense: 82–84%), and int8 matches dense.
-  // Blocked so x stays in cache while every mirror streams through once; the
-  // block of d is summed before x moves, so every mirror sees the same x.
-  constexpr size_t kBlock = 4096;
-  float d[kBlock];  // this block of d, then x += d, and with drift correction c = β(c + d/η)
-  float dc[kBlock];  // what c learns from when it differs from d
-  size_t g = 0;     // the group holding the block's current position
-  for (size_t b = 0; b < size_; b += kBlock) {
-    const size_t n = std::min(kBlock, size_ - b);
-    std::fill(d, d + n, 0.0f);
-    if (split && corrected) std::fill(dc, dc + n, 0.0f);
-    // The block in runs that stay within one parameter group.
-    for (size_t lo = b; lo < b + n;) {
-      while (s.group_offsets[g + 1] <= lo) ++g;
-      const size_t hi = std::min(b + n, s.group_offsets[g + 1]);
-      for (size_t j = 0; j < parts.size(); ++j) {
-        const float w = coeff[j * groups + g], wc = teach[j * groups + g];
-        if (w != 0.0f) AddScaledDifference(d + (lo - b), parts[j]->m.data() + lo, x + lo, w, hi - lo);
-        if (split && corrected && wc != 0.0f) {
-          AddScaledDifference(dc + (lo - b), parts[j]->m.data() + lo, x + lo, wc, hi - lo);
-        }
-      }
-      lo = hi;
-    }
-    AddInto(x + b, d, n);
-    if (corrected) {
-      const float* learnt = split ? dc : d;
-      float* c = s.correction.data() + b;
-      for (size_t k = 0; k < n; ++k) c[k] = beta * (c[k] + inv_scale * learnt[k]);
-    }
-  }
+  const GroupWeights weights =
+      WeighGroups(parts, plan.coeff, plan.teach, s.group_offsets.size() - 1, options_.trust);
+  MergeLinear(x, size_, s.group_offsets, parts, weights, beta, inv_scale, &s.correction);
   if (screens) s.last_merged.assign(x, x + size_);
   return static_cast<int>(parts.size());
 }
@@ -709,6 +918,111 @@ absl::Status Federation::Apply(int peer, const PullAnswer& answer) {
   return Apply(peer, view);
 }
 
+namespace {
+
+// The fields of an answer that need no mirror to check, as a refusal.
+absl::Status CheckAnswerFields(const PullAnswerView& answer) {
+  if (answer.epoch == 0) return Refuse(Refusal::kBadEpoch, "epoch 0");
+  if (answer.to_seq > kMaxSeq) return Refuse(Refusal::kBadSeq, "sequence ", answer.to_seq, " past 2^62");
+  if (answer.samples_trained < 0 || answer.degree < 0) {
+    return Refuse(Refusal::kBadCounts, "samples_trained ", answer.samples_trained, ", degree ", answer.degree);
+  }
+  return absl::OkStatus();
+}
+
+// A keyframe of `size` values into `mir`, checked (order, shape, finite, at
+// most `max_norm`) before anything changes. `scratch` is validated in and
+// swapped with the mirror's old buffer, so nothing is allocated once the
+// mirror exists.
+absl::Status ApplyKeyframe(const PullAnswerView& answer, size_t size, double max_norm, std::vector<float>* scratch,
+                           Mirror* mir) {
+  // Within one epoch a stream only moves forward: an older keyframe is a replay.
+  if (mir->initialized && answer.epoch == mir->epoch && answer.to_seq < mir->seq) {
+    return Refuse(Refusal::kOutOfOrder, "keyframe at seq ", answer.to_seq, ", mirror is already at ", mir->seq);
+  }
+  const std::string_view bytes = answer.public_copy_bytes;
+  if (bytes.size() != size * sizeof(float)) {
+    return bytes.size() % sizeof(float) == 0
+               ? Refuse(Refusal::kBadShape, "keyframe has ", bytes.size() / sizeof(float), " values, expected ",
+                        size)
+               : Refuse(Refusal::kBadShape, "keyframe has ", bytes.size(), " bytes, expected ",
+                        size * sizeof(float));
+  }
+  std::vector<float>& p = *scratch;
+  p.resize(size);
+  if (size > 0) std::memcpy(p.data(), bytes.data(), bytes.size());
+  if (!AllFinite(p.data(), p.size())) return Refuse(Refusal::kNonFinite, "keyframe holds NaN/Inf");
+  double norm = L2Norm(p.data(), p.size());
+  if (norm > max_norm) return Refuse(Refusal::kNormBound, "keyframe norm ", norm, " > ", max_norm);
+  mir->m.swap(p);
+  mir->stale_rounds = 0;
+  mir->initialized = true;
+  mir->epoch = answer.epoch;
+  mir->seq = answer.to_seq;
+  mir->samples_trained = answer.samples_trained;
+  mir->degree = answer.degree;
+  ++mir->keyframes_applied;
+  return absl::OkStatus();
+}
+
+// Delta i of `answer` decoded into out[0, size), checked (codec, finite, at
+// most `max_norm`) before it counts.
+absl::Status DecodeDelta(const Codec& decoder, const PullAnswerView& answer, size_t i, size_t size, double max_norm,
+                         float* out) {
+  absl::Status st = decoder.Decode(answer.deltas[i], size, out);
+  if (!st.ok()) {
+    // The codec's refusal, its words and its reason, with the delta named.
+    return WithRefusal(absl::InvalidArgumentError(
+                           absl::StrCat(std::string(st.message()), " (delta seq ", answer.from_seq + i + 1, ")")),
+                       RefusalOf(st));
+  }
+  double norm = L2Norm(out, size);
+  if (norm > max_norm) {
+    return Refuse(Refusal::kNormBound, "delta seq ", answer.from_seq + i + 1, " norm ", norm, " > ", max_norm);
+  }
+  return absl::OkStatus();
+}
+
+// The deltas of `answer` onto `mir`, which must be where they start; the
+// mirror changes only once every delta passed. `acc` and `dec` are scratch.
+absl::Status ApplyDeltas(const Codec& decoder, const PullAnswerView& answer, size_t size, double max_norm,
+                         std::vector<float>* acc, std::vector<float>* dec, Mirror* mir) {
+  if (!mir->initialized || answer.epoch != mir->epoch || answer.from_seq != mir->seq) {
+    return Refuse(Refusal::kOutOfOrder, "deltas after (", absl::Hex(answer.epoch), ", ", answer.from_seq,
+                  "), mirror is at (", absl::Hex(mir->epoch), ", ", mir->seq, ")");
+  }
+  if (answer.to_seq < answer.from_seq ||
+      answer.to_seq - answer.from_seq != static_cast<uint64_t>(answer.deltas.size())) {
+    return Refuse(Refusal::kBadSeq, answer.deltas.size(), " deltas for (", answer.from_seq, ", ", answer.to_seq,
+                  "]");
+  }
+  // Deltas are added in the same order and with the same float additions the
+  // publisher used for x̂, so the mirror matches it bit for bit.
+  if (answer.deltas.size() == 1) {
+    // The common case: once the only delta has passed, add it in place.
+    dec->resize(size);
+    MYCEL_RETURN_IF_ERROR(DecodeDelta(decoder, answer, 0, size, max_norm, dec->data()));
+    AddInto(mir->m.data(), dec->data(), size);
+  } else if (!answer.deltas.empty()) {
+    // Accumulate into a scratch copy; commit only when every delta passed.
+    *acc = mir->m;
+    dec->resize(size);
+    for (size_t i = 0; i < answer.deltas.size(); ++i) {
+      MYCEL_RETURN_IF_ERROR(DecodeDelta(decoder, answer, i, size, max_norm, dec->data()));
+      AddInto(acc->data(), dec->data(), size);
+    }
+    mir->m.swap(*acc);
+  }
+  mir->seq = answer.to_seq;
+  mir->samples_trained = answer.samples_trained;
+  mir->degree = answer.degree;
+  mir->deltas_applied += static_cast<int64_t>(answer.deltas.size());
+  mir->stale_rounds = 0;  // up to date, even when there was nothing new
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status Federation::Apply(int peer, const PullAnswerView& answer) {
   std::lock_guard<std::mutex> lock(mu_);
   State& s = *state_;
@@ -716,111 +1030,25 @@ absl::Status Federation::Apply(int peer, const PullAnswerView& answer) {
     return Refuse(Refusal::kBadPeer, "peer ", peer, " out of range [0, ", s.mirrors.size(), ")");
   }
   Mirror& mir = s.mirrors[static_cast<size_t>(peer)];
-  // Books a refusal (a Refuse() status) on the mirror and returns it.
-  auto refuse = [&](const absl::Status& why) {
+  // Every refusal past this point is booked on the mirror; a refused update
+  // changes nothing else.
+  absl::Status st = CheckAnswerFields(answer);
+  if (st.ok() && answer.keyframe) {
+    st = ApplyKeyframe(answer, size_, options_.max_keyframe_norm, &s.scratch_a, &mir);
+  } else if (st.ok()) {
+    const Codec* decoder = answer.deltas.empty() ? s.codec.get() : s.Decoder(answer.codec, &st);
+    if (decoder != nullptr) {
+      st = ApplyDeltas(*decoder, answer, size_, options_.max_delta_norm, &s.scratch_a, &s.scratch_b, &mir);
+    }
+  }
+  if (!st.ok()) {
     ++mir.refused;
-    mir.last_refusal = std::string(why.message());
+    mir.last_refusal = std::string(st.message());
     Logger("federation")
         ->warn("refused update from peer {} (epoch {:x}, seq {}..{}): {}", peer, answer.epoch,
                answer.from_seq, answer.to_seq, mir.last_refusal);
-    return why;
-  };
-
-  if (answer.epoch == 0) return refuse(Refuse(Refusal::kBadEpoch, "epoch 0"));
-  if (answer.to_seq > kMaxSeq) return refuse(Refuse(Refusal::kBadSeq, "sequence ", answer.to_seq, " past 2^62"));
-  if (answer.samples_trained < 0 || answer.degree < 0) {
-    return refuse(Refuse(Refusal::kBadCounts, "samples_trained ", answer.samples_trained, ", degree ",
-                         answer.degree));
   }
-
-  if (answer.keyframe) {
-    // Within one epoch a stream only moves forward: an older keyframe is a replay.
-    if (mir.initialized && answer.epoch == mir.epoch && answer.to_seq < mir.seq) {
-      return refuse(Refuse(Refusal::kOutOfOrder, "keyframe at seq ", answer.to_seq, ", mirror is already at ",
-                           mir.seq));
-    }
-    const std::string_view bytes = answer.public_copy_bytes;
-    if (bytes.size() != size_ * sizeof(float)) {
-      return refuse(bytes.size() % sizeof(float) == 0
-                        ? Refuse(Refusal::kBadShape, "keyframe has ", bytes.size() / sizeof(float),
-                                 " values, expected ", size_)
-                        : Refuse(Refusal::kBadShape, "keyframe has ", bytes.size(), " bytes, expected ",
-                                 size_ * sizeof(float)));
-    }
-    // Validate a copy, then swap it in: the mirror's old buffer becomes the
-    // scratch, so nothing is allocated once the mirror exists.
-    std::vector<float>& p = s.scratch_a;
-    p.resize(size_);
-    if (size_ > 0) std::memcpy(p.data(), bytes.data(), bytes.size());
-    if (!AllFinite(p.data(), p.size())) return refuse(Refuse(Refusal::kNonFinite, "keyframe holds NaN/Inf"));
-    double norm = L2Norm(p.data(), p.size());
-    if (norm > options_.max_keyframe_norm) {
-      return refuse(Refuse(Refusal::kNormBound, "keyframe norm ", norm, " > ", options_.max_keyframe_norm));
-    }
-    mir.m.swap(p);
-    mir.stale_rounds = 0;
-    mir.initialized = true;
-    mir.epoch = answer.epoch;
-    mir.seq = answer.to_seq;
-    mir.samples_trained = answer.samples_trained;
-    mir.degree = answer.degree;
-    ++mir.keyframes_applied;
-    return absl::OkStatus();
-  }
-
-  absl::Status why;
-  const Codec* decoder = answer.deltas.empty() ? s.codec.get() : s.Decoder(answer.codec, &why);
-  if (decoder == nullptr) return refuse(why);
-  if (!mir.initialized || answer.epoch != mir.epoch || answer.from_seq != mir.seq) {
-    return refuse(Refuse(Refusal::kOutOfOrder, "deltas after (", absl::Hex(answer.epoch), ", ",
-                         answer.from_seq, "), mirror is at (", absl::Hex(mir.epoch), ", ", mir.seq, ")"));
-  }
-  if (answer.to_seq < answer.from_seq ||
-      answer.to_seq - answer.from_seq != static_cast<uint64_t>(answer.deltas.size())) {
-    return refuse(Refuse(Refusal::kBadSeq, answer.deltas.size(), " deltas for (", answer.from_seq, ", ",
-                         answer.to_seq, "]"));
-  }
-  // Each delta is decoded and checked (codec, finite, norm) before it counts.
-  std::vector<float>& dec = s.scratch_b;
-  auto decode = [&](size_t i) -> absl::Status {
-    absl::Status st = decoder->Decode(answer.deltas[i], size_, dec.data());
-    if (!st.ok()) {
-      // The codec's refusal, its words and its reason, with the delta named.
-      return refuse(WithRefusal(absl::InvalidArgumentError(absl::StrCat(std::string(st.message()), " (delta seq ",
-                                                                        answer.from_seq + i + 1, ")")),
-                                RefusalOf(st)));
-    }
-    double norm = L2Norm(dec.data(), size_);
-    if (norm > options_.max_delta_norm) {
-      return refuse(Refuse(Refusal::kNormBound, "delta seq ", answer.from_seq + i + 1, " norm ", norm, " > ",
-                           options_.max_delta_norm));
-    }
-    return absl::OkStatus();
-  };
-  // Deltas are added in the same order and with the same float additions the
-  // publisher used for x̂, so the mirror matches it bit for bit.
-  if (answer.deltas.size() == 1) {
-    // The common case: once the only delta has passed, add it in place.
-    dec.resize(size_);
-    MYCEL_RETURN_IF_ERROR(decode(0));
-    AddInto(mir.m.data(), dec.data(), size_);
-  } else if (!answer.deltas.empty()) {
-    // Accumulate into a scratch copy; commit only when every delta passed.
-    std::vector<float>& acc = s.scratch_a;
-    acc = mir.m;
-    dec.resize(size_);
-    for (size_t i = 0; i < answer.deltas.size(); ++i) {
-      MYCEL_RETURN_IF_ERROR(decode(i));
-      AddInto(acc.data(), dec.data(), size_);
-    }
-    mir.m.swap(acc);
-  }
-  mir.seq = answer.to_seq;
-  mir.samples_trained = answer.samples_trained;
-  mir.degree = answer.degree;
-  mir.deltas_applied += static_cast<int64_t>(answer.deltas.size());
-  mir.stale_rounds = 0;  // up to date, even when there was nothing new
-  return absl::OkStatus();
+  return st;
 }
 
 int Federation::SetPeers(const std::vector<std::string>& keys) {
@@ -933,16 +1161,6 @@ std::string Federation::Serialize(bool clean) const {
 }
 
 absl::Status Federation::Restore(std::string_view bytes) {
-  auto corrupt = [](const std::string& what) {
-    return absl::DataLossError(absl::StrCat("federation snapshot: ", what));
-  };
-  // size() floats into v, checking the bytes are there before allocating.
-  auto read_vector = [this](wire::Reader& r, std::vector<float>* v) {
-    if (r.remaining() / 4 < size_) return false;
-    v->resize(size_);
-    return r.Floats(size_, v->data()) && AllFinite(v->data(), size_);
-  };
-
   std::vector<std::string> keys;  // the peers as configured; Restore never changes them
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -950,128 +1168,29 @@ absl::Status Federation::Restore(std::string_view bytes) {
   }
 
   wire::Reader r(bytes);
-  std::string_view magic;
-  if (!r.Bytes(sizeof(kSnapshotMagic), &magic) ||
-      std::memcmp(magic.data(), kSnapshotMagic, sizeof(kSnapshotMagic)) != 0) {
-    return corrupt("bad magic");
-  }
-  uint32_t version = 0;
-  uint64_t size = 0, epoch = 0, seq = 0;
-  uint8_t clean = 0;
-  int64_t samples = 0;
-  if (!r.Int(&version)) return corrupt("truncated header");
-  if (version < 1 || version > kSnapshotVersion) {
-    return corrupt(absl::StrCat("unsupported version ", version, " (want 1 to ", kSnapshotVersion, ")"));
-  }
-  if (!r.Int(&size) || !r.Int(&epoch) || !r.Int(&seq) || !r.Int(&clean) || !r.Int(&samples)) {
-    return corrupt("truncated header");
-  }
-  if (size != size_) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "federation snapshot: holds ", size, " shared parameters, the model has ", size_));
-  }
-  if (epoch == 0 || clean > 1 || samples < 0) return corrupt("bad header fields");
-  // Publishing increments seq: one near 2^64 would wrap to 0 and leave a log
-  // (and every snapshot after it) out of order.
-  if (seq > kMaxSeq) return corrupt(absl::StrCat("sequence ", seq, " past 2^62"));
-
+  SnapshotHeader header;
+  MYCEL_RETURN_IF_ERROR(ReadSnapshotHeader(r, size_, &header));
   auto fresh = std::make_unique<State>();
   MYCEL_ASSIGN_OR_RETURN(fresh->codec, MakeCodec(options_.codec));
-  fresh->epoch = epoch;
-  fresh->seq = seq;
-  fresh->samples_trained = samples;
-  if (!read_vector(r, &fresh->xhat)) return corrupt("truncated or non-finite public copy");
-
-  uint32_t codec_len = 0;
+  fresh->epoch = header.epoch;
+  fresh->seq = header.seq;
+  fresh->samples_trained = header.samples;
+  if (!ReadSnapshotVector(r, size_, &fresh->xhat)) return SnapshotCorrupt("truncated or non-finite public copy");
   std::string_view codec_name;
-  if (!r.Int(&codec_len) || !r.Bytes(codec_len, &codec_name)) return corrupt("truncated codec");
-  if (codec_len == 0 || codec_len > 64 ||
-      !std::all_of(codec_name.begin(), codec_name.end(),
-                   [](char c) {
-                     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == ':' || c == '.' ||
-                            c == '+';
-                   })) {
-    return corrupt("bad codec name");
-  }
-  uint64_t log_count = 0;
-  if (!r.Int(&log_count)) return corrupt("truncated log");
-  for (uint64_t i = 0; i < log_count; ++i) {
-    uint64_t eseq = 0, len = 0;
-    std::string_view q;
-    if (!r.Int(&eseq) || !r.Int(&len) || !r.Bytes(len, &q)) return corrupt("truncated log entry");
-    // The log is contiguous and ends at seq.
-    if (eseq != seq - (log_count - 1 - i) || eseq == 0 || eseq > seq) {
-      return corrupt(absl::StrCat("log entry seq ", eseq, " out of place"));
-    }
-    fresh->log.push_back(LogEntry{eseq, std::make_shared<const std::string>(q)});
-    fresh->log_bytes += static_cast<int64_t>(len);
-  }
-
+  MYCEL_RETURN_IF_ERROR(ReadSnapshotCodecName(r, &codec_name));
+  MYCEL_RETURN_IF_ERROR(ReadSnapshotLog(r, header.seq, &fresh->log, &fresh->log_bytes));
   uint32_t mirror_count = 0;
-  if (!r.Int(&mirror_count)) return corrupt("truncated mirrors");
   std::vector<Mirror> mirrors;
-  for (uint32_t i = 0; i < mirror_count; ++i) {
-    Mirror m;
-    uint8_t init = 0;
-    uint32_t why_len = 0, key_len = 0;
-    std::string_view why, key;
-    if (!r.Int(&init) || !r.Int(&m.epoch) || !r.Int(&m.seq) || !r.Int(&m.samples_trained) ||
-        !r.Int(&m.degree) || !r.Int(&m.deltas_applied) || !r.Int(&m.keyframes_applied) ||
-        !r.Int(&m.refused) || !r.Int(&why_len) || !r.Bytes(why_len, &why) ||
-        (version >= 2 && (!r.Int(&key_len) || key_len > kMaxKeyBytes || !r.Bytes(key_len, &key)))) {
-      return corrupt(absl::StrCat("truncated mirror ", i));
-    }
-    if (init > 1 || m.seq > kMaxSeq || m.samples_trained < 0 || m.degree < 0 || m.deltas_applied < 0 ||
-        m.keyframes_applied < 0 || m.refused < 0 || (init == 1 && m.epoch == 0)) {
-      return corrupt(absl::StrCat("bad fields in mirror ", i));
-    }
-    m.initialized = init == 1;
-    m.last_refusal = std::string(why);
-    m.key = std::string(key);
-    if (version >= 5) {
-      uint32_t groups = 0, q_len = 0;
-      std::string_view quarantine;
-      if (!r.Int(&groups) || groups > kMaxGroups) return corrupt(absl::StrCat("bad trust in mirror ", i));
-      m.trust.resize(groups);
-      for (double& t : m.trust) {
-        uint64_t bits = 0;
-        if (!r.Int(&bits)) return corrupt(absl::StrCat("truncated trust in mirror ", i));
-        t = absl::bit_cast<double>(bits);
-        if (!(t >= 0 && t <= 1)) return corrupt(absl::StrCat("trust outside [0, 1] in mirror ", i));
-      }
-      m.harm.resize(groups);
-      for (double& e : m.harm) {
-        uint64_t bits = 0;
-        if (!r.Int(&bits)) return corrupt(absl::StrCat("truncated trust in mirror ", i));
-        e = absl::bit_cast<double>(bits);
-        if (!(std::abs(e) <= 10)) return corrupt(absl::StrCat("harm outside [-10, 10] in mirror ", i));
-      }
-      if (!r.Int(&m.trust_probes) || !r.Int(&m.hurt_probes) || !r.Int(&q_len) || q_len > kMaxQuarantineBytes ||
-          !r.Bytes(q_len, &quarantine) || m.trust_probes < 0 || m.hurt_probes < 0) {
-        return corrupt(absl::StrCat("bad trust in mirror ", i));
-      }
-      m.quarantine = std::string(quarantine);
-    }
-    if (m.initialized && !read_vector(r, &m.m)) {
-      return corrupt(absl::StrCat("truncated or non-finite mirror ", i));
-    }
-    mirrors.push_back(std::move(m));
-  }
-  uint8_t has_correction = 0;
-  if (version >= 3) {
-    if (!r.Int(&has_correction) || has_correction > 1) return corrupt("truncated or bad drift correction flag");
-    if (has_correction == 1 && !read_vector(r, &fresh->correction)) {
-      return corrupt("truncated or non-finite drift correction");
-    }
-  }
+  MYCEL_RETURN_IF_ERROR(ReadSnapshotMirrors(r, header.version, size_, &mirror_count, &mirrors));
+  MYCEL_RETURN_IF_ERROR(ReadSnapshotCorrection(r, header.version, size_, &fresh->correction));
   // The correction follows the options, not the snapshot: β switched on
   // starts from zero, switched off drops what was saved; a version 3 one was
   // in other units.
-  if (options_.drift_correction == 0 || version < 4) fresh->correction.clear();
+  if (options_.drift_correction == 0 || header.version < 4) fresh->correction.clear();
   if (options_.drift_correction > 0 && fresh->correction.empty()) {
     fresh->correction.assign(size_, 0.0f);
   }
-  if (r.remaining() != 0) return corrupt(absl::StrCat(r.remaining(), " trailing bytes"));
+  if (r.remaining() != 0) return SnapshotCorrupt(absl::StrCat(r.remaining(), " trailing bytes"));
 
   auto log = Logger("federation");
   if (codec_name != fresh->codec->name()) {
@@ -1080,33 +1199,17 @@ absl::Status Federation::Restore(std::string_view bytes) {
     fresh->log.clear();
     fresh->log_bytes = 0;
   }
-  if (!clean) {
-    fresh->epoch = RandomEpoch(epoch);
+  if (!header.clean) {
+    fresh->epoch = RandomEpoch(header.epoch);
     fresh->log.clear();
     fresh->log_bytes = 0;
     log->info("restore: snapshot at seq {} was not a clean shutdown; new epoch {:x} (was {:x}), "
               "neighbours will take a keyframe",
-              seq, fresh->epoch, epoch);
+              header.seq, fresh->epoch, header.epoch);
   }
   fresh->TrimLog(options_.max_log_bytes);
+  fresh->mirrors = MatchRestoredMirrors(std::move(mirrors), mirror_count, keys);
 
-  // Mirrors follow their neighbour's key, so peers added, removed or
-  // reordered since the snapshot keep what was learnt of them; anonymous
-  // peers (no keys) are matched by position when the count is unchanged.
-  const bool keyed = std::all_of(keys.begin(), keys.end(), [](const std::string& k) { return !k.empty(); });
-  int kept = 0;
-  if (keyed) {
-    fresh->mirrors = RekeyMirrors(std::move(mirrors), keys, &kept);
-  } else if (mirrors.size() == keys.size()) {
-    fresh->mirrors = std::move(mirrors);
-    kept = static_cast<int>(keys.size());
-  } else {
-    fresh->mirrors.assign(keys.size(), Mirror{});
-  }
-  if (kept != static_cast<int>(keys.size()) || mirror_count != keys.size()) {
-    log->info("restore: snapshot has {} mirrors, config has {} peers; {} kept, the rest start empty",
-              mirror_count, keys.size(), kept);
-  }
   std::lock_guard<std::mutex> lock(mu_);
   fresh->degree = state_->degree;
   // Trust restored for another number of groups starts over at the next
