@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <utility>
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/resource_quota.h>
@@ -152,7 +153,7 @@ class Service final : public Control::Service {
     Logger("control")->debug("ingest: received {} bytes in {} file(s) in {:.3f} s", bytes, files.size(),
                              Clock::Real()->MonotonicSeconds() - started);
     IngestProgressSender sender(context, stream);
-    auto r = handler_.Ingest(files, ingest,
+    auto r = handler_.Ingest(std::move(files), ingest,
                              [&sender](IngestProgress::Phase phase, int64_t done, int64_t total) {
                                return sender.Send(phase, done, total);
                              });
@@ -170,7 +171,7 @@ class Service final : public Control::Service {
     IngestOptions read;  // Eval uses only the format
     absl::Status s = ReadFiles(reader, options_.max_upload_bytes, &files, &read);
     if (!s.ok()) return ToGrpc(s);
-    auto r = handler_.Eval(files, read.format);
+    auto r = handler_.Eval(std::move(files), read.format);
     if (!r.ok()) return ToGrpc(r.status());
     *reply = std::move(r).value();
     return grpc::Status::OK;
@@ -185,7 +186,7 @@ class Service final : public Control::Service {
         if (!s.ok()) return ToGrpc(s);
       }
     }
-    auto r = handler_.Predict(*req, files);
+    auto r = handler_.Predict(*req, std::move(files));
     if (!r.ok()) return ToGrpc(r.status());
     *reply = std::move(r).value();
     return grpc::Status::OK;

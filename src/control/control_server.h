@@ -54,14 +54,14 @@ class ControlHandler {
   virtual absl::StatusOr<mycel::control::StatusReply> GetStatus() = 0;
   virtual absl::StatusOr<mycel::control::PauseReply> SetPaused(bool paused) = 0;
   // All or nothing; `progress` (never empty) hears of each phase.
-  virtual absl::StatusOr<mycel::control::IngestReply> Ingest(const std::vector<UploadedFile>& files,
+  virtual absl::StatusOr<mycel::control::IngestReply> Ingest(std::vector<UploadedFile> files,
                                                              const IngestOptions& options,
                                                              const IngestProgressFn& progress) = 0;
-  virtual absl::StatusOr<mycel::control::EvalReply> Eval(const std::vector<UploadedFile>& files,
+  virtual absl::StatusOr<mycel::control::EvalReply> Eval(std::vector<UploadedFile> files,
                                                          const std::string& format) = 0;
   // `files`: the request's inline FileChunks reassembled (empty if none).
   virtual absl::StatusOr<mycel::control::PredictReply> Predict(
-      const mycel::control::PredictRequest& request, const std::vector<UploadedFile>& files) = 0;
+      const mycel::control::PredictRequest& request, std::vector<UploadedFile> files) = 0;
   // The current model as TorchScript bytes.
   virtual absl::StatusOr<std::string> Export() = 0;
   virtual absl::StatusOr<mycel::control::PeersReply> GetPeers() = 0;

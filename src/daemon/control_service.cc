@@ -12,10 +12,11 @@ namespace mycel {
 
 namespace {
 
-std::vector<data::NamedBlob> ToBlobs(const std::vector<control::UploadedFile>& files) {
+// Moves, not copies: an upload may be gigabytes.
+std::vector<data::NamedBlob> ToBlobs(std::vector<control::UploadedFile> files) {
   std::vector<data::NamedBlob> blobs;
   blobs.reserve(files.size());
-  for (const auto& f : files) blobs.push_back({f.name, f.bytes});
+  for (auto& f : files) blobs.push_back({std::move(f.name), std::move(f.bytes)});
   return blobs;
 }
 
@@ -157,7 +158,7 @@ absl::StatusOr<control::PauseReply> ControlService::SetPaused(bool paused) {
   return r;
 }
 
-absl::StatusOr<control::IngestReply> ControlService::Ingest(const std::vector<control::UploadedFile>& files,
+absl::StatusOr<control::IngestReply> ControlService::Ingest(std::vector<control::UploadedFile> files,
                                                             const control::IngestOptions& options,
                                                             const control::IngestProgressFn& progress) {
   Node::IngestRequest request;
@@ -169,13 +170,13 @@ absl::StatusOr<control::IngestReply> ControlService::Ingest(const std::vector<co
                                                          : control::IngestProgress::STORING,
                     done, total);
   };
-  MYCEL_ASSIGN_OR_RETURN(Node::IngestResult result, node_.Ingest(ToBlobs(files), request, phased));
+  MYCEL_ASSIGN_OR_RETURN(Node::IngestResult result, node_.Ingest(ToBlobs(std::move(files)), request, phased));
   return ReplyOf(result.added, result.stored);
 }
 
-absl::StatusOr<control::EvalReply> ControlService::Eval(const std::vector<control::UploadedFile>& files,
+absl::StatusOr<control::EvalReply> ControlService::Eval(std::vector<control::UploadedFile> files,
                                                         const std::string& format) {
-  MYCEL_ASSIGN_OR_RETURN(train::EvalResult result, node_.Eval(ToBlobs(files), format));
+  MYCEL_ASSIGN_OR_RETURN(train::EvalResult result, node_.Eval(ToBlobs(std::move(files)), format));
   control::EvalReply r;
   r.set_accuracy(result.accuracy);
   r.set_loss(result.loss);
@@ -184,7 +185,7 @@ absl::StatusOr<control::EvalReply> ControlService::Eval(const std::vector<contro
 }
 
 absl::StatusOr<control::PredictReply> ControlService::Predict(const control::PredictRequest& request,
-                                                              const std::vector<control::UploadedFile>& files) {
+                                                              std::vector<control::UploadedFile> files) {
   Node::PredictRequest in;
   in.text = request.text();
   in.generate = request.generate();
@@ -192,7 +193,7 @@ absl::StatusOr<control::PredictReply> ControlService::Predict(const control::Pre
   if (request.files_size() > 0) in.format = request.files(0).format();
   in.index = request.index();
   in.values.assign(request.values().begin(), request.values().end());
-  MYCEL_ASSIGN_OR_RETURN(Node::PredictResult out, node_.Predict(in, ToBlobs(files)));
+  MYCEL_ASSIGN_OR_RETURN(Node::PredictResult out, node_.Predict(in, ToBlobs(std::move(files))));
   control::PredictReply r;
   for (const Node::PredictResult::Class& c : out.top) {
     control::Prediction* p = r.add_top();

@@ -26,13 +26,13 @@ class ControlService : public control::ControlHandler {
 
   absl::StatusOr<control::StatusReply> GetStatus() override;
   absl::StatusOr<control::PauseReply> SetPaused(bool paused) override;
-  absl::StatusOr<control::IngestReply> Ingest(const std::vector<control::UploadedFile>& files,
+  absl::StatusOr<control::IngestReply> Ingest(std::vector<control::UploadedFile> files,
                                               const control::IngestOptions& options,
                                               const control::IngestProgressFn& progress) override;
-  absl::StatusOr<control::EvalReply> Eval(const std::vector<control::UploadedFile>& files,
+  absl::StatusOr<control::EvalReply> Eval(std::vector<control::UploadedFile> files,
                                           const std::string& format) override;
   absl::StatusOr<control::PredictReply> Predict(const control::PredictRequest& request,
-                                                const std::vector<control::UploadedFile>& files) override;
+                                                std::vector<control::UploadedFile> files) override;
   absl::StatusOr<std::string> Export() override;
   absl::StatusOr<control::PeersReply> GetPeers() override;
   absl::StatusOr<control::DataReply> GetData(const control::DataRequest& request) override;

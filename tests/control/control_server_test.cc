@@ -36,17 +36,17 @@ class ScriptedHandler : public ControlHandler {
  public:
   std::function<absl::StatusOr<IngestReply>(const IngestProgressFn&)> script;
 
-  absl::StatusOr<IngestReply> Ingest(const std::vector<UploadedFile>& files, const IngestOptions&,
+  absl::StatusOr<IngestReply> Ingest(std::vector<UploadedFile> files, const IngestOptions&,
                                      const IngestProgressFn& progress) override {
     files_received = static_cast<int>(files.size());
     return script(progress);
   }
   absl::StatusOr<StatusReply> GetStatus() override { return absl::UnimplementedError("status"); }
   absl::StatusOr<PauseReply> SetPaused(bool) override { return absl::UnimplementedError("pause"); }
-  absl::StatusOr<EvalReply> Eval(const std::vector<UploadedFile>&, const std::string&) override {
+  absl::StatusOr<EvalReply> Eval(std::vector<UploadedFile>, const std::string&) override {
     return absl::UnimplementedError("eval");
   }
-  absl::StatusOr<PredictReply> Predict(const PredictRequest&, const std::vector<UploadedFile>& files) override {
+  absl::StatusOr<PredictReply> Predict(const PredictRequest&, std::vector<UploadedFile> files) override {
     predict_files = files;
     return PredictReply();
   }
