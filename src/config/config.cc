@@ -462,6 +462,7 @@ std::vector<Field> ModelFields(ModelOptions* o) {
       PathField("path", &o->path, /*allow_empty=*/true),
       StringListField("local_layers", &o->local_layers, NonEmpty()),
       StringListField("class_names", &o->class_names, NonEmpty()),
+      BoolField("personal_prior", &o->personal_prior),
       IntField("context", &o->context, IntIn(2, 4096)),
       IntField("embedding", &o->embedding, IntPositive()),
   };
@@ -560,6 +561,10 @@ absl::Status ParseModel(const Parser& p, const toml::node& n, Config* c) {
     return p.Error(LineOfKey(*t, "class_names"),
                    absl::StrCat("[model] class_names: ", m.class_names.size(), " names for ", m.classes,
                                 " classes (one per class, in label order)"));
+  }
+  if (m.personal_prior && m.kind == "char_lm") {
+    return p.Error(LineOfKey(*t, "personal_prior"),
+                   "[model] personal_prior: only for classifiers (a char_lm predicts bytes, not classes)");
   }
   if (m.kind == "torchscript") {
     if (m.path.empty()) {

@@ -41,6 +41,11 @@ struct ModelOptions {
   std::string path;                            // torchscript: the scripted module file
   std::vector<std::string> local_layers;       // parameter-name prefixes that never leave the device
   std::vector<std::string> class_names;        // names `mycel predict` prints, one per class ([] = numbers)
+  // Predictions (and `mycel eval`) add the log of this node's own class
+  // shares, add-one smoothed, to the logits: the shared model's answer,
+  // re-weighted by what this laptop sees (label-shift correction; README,
+  // "Your own classes first"). Classifiers only. Training is unchanged.
+  bool personal_prior = false;
   int64_t context = 64;                        // char_lm: characters of context per example
   int64_t embedding = 32;                      // char_lm: byte embedding width
 };

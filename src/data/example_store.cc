@@ -823,26 +823,39 @@ absl::StatusOr<ForgetResult> ExampleStore::Forget(const ForgetFilter& filter) {
   return result;
 }
 
+absl::Status ExampleStore::QueryRows(const char* sql, const std::function<void(sqlite3_stmt*)>& row) {
+  sqlite3_stmt* raw = nullptr;
+  int rc = sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr);
+  Stmt s(raw);
+  if (rc != SQLITE_OK) return SqlError(rc, "summarizing the store");
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) row(s.get());
+  if (rc != SQLITE_DONE) return SqlError(rc, "summarizing the store");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<LabelCount>> ExampleStore::CountLabelsLocked() {
+  std::vector<LabelCount> out;
+  MYCEL_RETURN_IF_ERROR(QueryRows("SELECT label, sum(split = 0), sum(split = 1) FROM examples GROUP BY label ORDER BY label",
+                                  [&](sqlite3_stmt* s) {
+                                    LabelCount c;
+                                    c.label = sqlite3_column_int64(s, 0);
+                                    c.train = sqlite3_column_int64(s, 1);
+                                    c.validation = sqlite3_column_int64(s, 2);
+                                    out.push_back(c);
+                                  }));
+  return out;
+}
+
+absl::StatusOr<std::vector<LabelCount>> ExampleStore::CountLabels() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return CountLabelsLocked();
+}
+
 absl::StatusOr<DataSummary> ExampleStore::Summarize(int64_t max_ingests) {
   DataSummary out;
   std::lock_guard<std::mutex> lock(mu_);
-  auto query = [this](const char* sql, const std::function<void(sqlite3_stmt*)>& row) -> absl::Status {
-    sqlite3_stmt* raw = nullptr;
-    int rc = sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr);
-    Stmt s(raw);
-    if (rc != SQLITE_OK) return SqlError(rc, "summarizing the store");
-    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) row(s.get());
-    if (rc != SQLITE_DONE) return SqlError(rc, "summarizing the store");
-    return absl::OkStatus();
-  };
-  MYCEL_RETURN_IF_ERROR(query("SELECT label, sum(split = 0), sum(split = 1) FROM examples GROUP BY label ORDER BY label",
-                              [&](sqlite3_stmt* s) {
-                                LabelCount c;
-                                c.label = sqlite3_column_int64(s, 0);
-                                c.train = sqlite3_column_int64(s, 1);
-                                c.validation = sqlite3_column_int64(s, 2);
-                                out.labels.push_back(c);
-                              }));
+  auto query = [this](const char* sql, const std::function<void(sqlite3_stmt*)>& row) { return QueryRows(sql, row); };
+  MYCEL_ASSIGN_OR_RETURN(out.labels, CountLabelsLocked());
   MYCEL_RETURN_IF_ERROR(query(
       "SELECT b.id, b.added_ms, b.source, b.offered, b.duplicates, sum(e.split = 0), sum(e.split = 1) "
       "FROM batches b JOIN examples e ON e.ingest = b.id GROUP BY b.id ORDER BY b.id DESC",

@@ -30,6 +30,7 @@
 #include "data/example.h"
 
 struct sqlite3;
+struct sqlite3_stmt;
 
 namespace mycel::data {
 
@@ -147,6 +148,8 @@ class ExampleStore {
 
   // Rows per label and the newest `max_ingests` ingests with rows left.
   absl::StatusOr<DataSummary> Summarize(int64_t max_ingests);
+  // Rows per label and split, in label order (Summarize's `labels`).
+  absl::StatusOr<std::vector<LabelCount>> CountLabels();
   // The result of the Add that committed `key`, if it is remembered.
   absl::StatusOr<std::optional<AddResult>> FindIngest(const std::string& key);
   // Remembers `key` as committed with `result` (as the newest key) without
@@ -187,6 +190,9 @@ class ExampleStore {
   absl::Status LoadSeen();                              // seen_ from meta, and seeds rng_ from it
   absl::Status TrimToMaxExamples();                     // evicts down to a lowered max_examples
   absl::Status QueryInt(const char* sql, int64_t* out); // the first column of the first row
+  // Runs `sql` (no parameters) and calls `row` for each result row.
+  absl::Status QueryRows(const char* sql, const std::function<void(sqlite3_stmt*)>& row);
+  absl::StatusOr<std::vector<LabelCount>> CountLabelsLocked();
   absl::Status Evict(int split);                        // removes a uniformly random row of `split`
   absl::Status InsertRow(const Example& example, int split, uint64_t digest, int64_t ingest);
   absl::StatusOr<bool> StoredLocked(const Example& example, uint64_t digest);  // an equal row exists

@@ -206,7 +206,8 @@ torch::Tensor Model::Loss(const torch::Tensor& x, const torch::Tensor& y) {
   return F::cross_entropy(logits.reshape({-1, kByteVocab}), tokens.narrow(1, 1, steps).reshape({-1}));
 }
 
-Model::EvalResult Model::Evaluate(const torch::Tensor& x, const torch::Tensor& y, int64_t chunk) {
+Model::EvalResult Model::Evaluate(const torch::Tensor& x, const torch::Tensor& y, int64_t chunk,
+                                  const torch::Tensor& logit_offset) {
   EvalResult result;
   if (!x.defined() || x.size(0) == 0) return result;
   chunk = std::max<int64_t>(chunk, 1);
@@ -221,6 +222,7 @@ Model::EvalResult Model::Evaluate(const torch::Tensor& x, const torch::Tensor& y
       torch::Tensor chunk_x = x.narrow(0, start, rows);
       if (chunk_x.scalar_type() == torch::kByte) chunk_x = chunk_x.to(torch::kFloat).div_(255.0f);
       logits = Forward(chunk_x);
+      if (logit_offset.defined()) logits = logits + logit_offset;
       targets = y.narrow(0, start, rows).to(torch::kLong);
     } else {
       const torch::Tensor tokens = x.narrow(0, start, rows).to(torch::kLong);

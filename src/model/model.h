@@ -81,8 +81,11 @@ class Model {
   // A classifier's x may be uint8 images, scaled by 1/255 chunk by chunk.
   // 256 rows bound the CNN's activations to ~25 MB per layer (1024 rows held
   // ~100 MB each, measured in tests/bench/memory_bench.sh).
+  // A defined `logit_offset` ([classes] floats, classifiers only) is added to
+  // every row's logits before the loss and the argmax (a class prior).
   struct EvalResult { double loss = 0; int64_t correct = 0; int64_t count = 0; };
-  EvalResult Evaluate(const torch::Tensor& x, const torch::Tensor& y, int64_t chunk = 256);
+  EvalResult Evaluate(const torch::Tensor& x, const torch::Tensor& y, int64_t chunk = 256,
+                      const torch::Tensor& logit_offset = {});
 
   virtual void SetTraining(bool training) = 0;
   virtual bool IsTraining() const = 0;  // a new Model is in training mode

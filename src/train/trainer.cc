@@ -195,6 +195,12 @@ struct Trainer::Impl {
   bool weights_dirty = false;                   // the live weights changed since the last publish
   double last_publish_time = -1e9;              // monotonic; steps publish once kPublishPeriodS passed
   bool publish_failed = false;                  // the last publish failed (logged once until one succeeds)
+  // [model] personal_prior: log of this node's class shares in its training
+  // rows, add-one smoothed ([classes] floats), added to the logits of every
+  // prediction and `mycel eval`. Replaced (atomic_store) when the store's
+  // rows change, read with atomic_load on the callers' threads; null while
+  // off or not counted yet.
+  std::shared_ptr<const torch::Tensor> log_prior;
 
   // ---- shared state ----
   mutable std::mutex mu;
@@ -289,7 +295,10 @@ struct Trainer::Impl {
   template <typename T>
   T RunOnTrainer(std::function<T()> fn);
   void DrainTasks();
-  EvalResult EvaluateTensors(const torch::Tensor& x, const torch::Tensor& y);
+  EvalResult EvaluateTensors(const torch::Tensor& x, const torch::Tensor& y,
+                             const torch::Tensor& logit_offset = {});
+  // Recounts the store's training labels into log_prior (personal_prior only).
+  void UpdatePrior();
   // Examples as (x, y). Images come as float32 scaled by 1/255, or with
   // `keep_u8` as the uint8 they are stored as (a quarter of the memory; what
   // Model::Evaluate accepts) when every example is uint8.
@@ -353,6 +362,7 @@ absl::Status Trainer::Impl::Init() {
     std::lock_guard<std::mutex> model_lock(model_mu);
     MYCEL_RETURN_IF_ERROR(Annotate(PublishInference(), "trainer: the inference copy"));
   }
+  if (options.model.personal_prior && !shape.text) UpdatePrior();
   last_ckpt_steps = stats.steps;  // what is on disk already (or nothing to save yet)
   last_ckpt_rounds = stats.rounds;
   double now = clock->MonotonicSeconds();
@@ -611,6 +621,27 @@ static void ReleaseFreedMemory() {
 #endif
 }
 
+void Trainer::Impl::UpdatePrior() {
+  auto counts = store.CountLabels();
+  if (!counts.ok()) {
+    Logger("train")->error("counting labels for personal_prior: {}", counts.status().message());
+    return;
+  }
+  // Add-one smoothing: a class this node never saw keeps a small share
+  // instead of -inf, so the shared model can still name it when sure enough.
+  std::vector<double> n(static_cast<size_t>(shape.classes), 1.0);
+  for (const data::LabelCount& c : *counts) {
+    if (c.label >= 0 && c.label < shape.classes) n[static_cast<size_t>(c.label)] += static_cast<double>(c.train);
+  }
+  double total = 0;
+  for (double v : n) total += v;
+  auto prior = torch::empty({shape.classes}, torch::kFloat);
+  for (int64_t k = 0; k < shape.classes; ++k) {
+    prior[k] = static_cast<float>(std::log(n[static_cast<size_t>(k)] / total));
+  }
+  std::atomic_store(&log_prior, std::shared_ptr<const torch::Tensor>(std::make_shared<torch::Tensor>(prior)));
+}
+
 void Trainer::Impl::MaybeRefresh(double now, bool force) {
   if (store.generation() != sampler_generation) {
     std::lock_guard<std::mutex> model_lock(model_mu);
@@ -626,6 +657,7 @@ void Trainer::Impl::MaybeRefresh(double now, bool force) {
     Logger("train")->info("loaded {} new training examples ({} in memory)", *loaded, sampler->size());
   }
   bool trim = loaded.ok() && *loaded > 0;
+  if (options.model.personal_prior && !shape.text && (trim || force)) UpdatePrior();
   int64_t val_count = store.Count(data::Split::kValidation);
   if (val_count != val_count_loaded) {
     auto rows = store.ReadSince(data::Split::kValidation, 0, options.training.max_eval_examples);
@@ -699,8 +731,9 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::Impl::ToTensors(
   return {x, y};
 }
 
-EvalResult Trainer::Impl::EvaluateTensors(const torch::Tensor& x, const torch::Tensor& y) {
-  auto r = model->Evaluate(x, y);
+EvalResult Trainer::Impl::EvaluateTensors(const torch::Tensor& x, const torch::Tensor& y,
+                                          const torch::Tensor& logit_offset) {
+  auto r = model->Evaluate(x, y, /*chunk=*/256, logit_offset);
   EvalResult out;
   out.examples = shape.text ? x.size(0) : r.count;
   out.loss = r.loss;
@@ -1188,7 +1221,9 @@ absl::StatusOr<EvalResult> Trainer::Evaluate(const std::vector<data::Example>& e
   return impl->RunOnTrainer<absl::StatusOr<EvalResult>>([impl, &examples]() -> absl::StatusOr<EvalResult> {
     try {
       auto [x, y] = impl->ToTensors(examples, /*keep_u8=*/true);
-      return impl->EvaluateTensors(x, y);
+      // What predictions answer: with this node's prior when it is on.
+      const std::shared_ptr<const torch::Tensor> prior = std::atomic_load(&impl->log_prior);
+      return impl->EvaluateTensors(x, y, prior ? *prior : torch::Tensor());
     } catch (const c10::Error& e) {
       return absl::InternalError(std::string("evaluate: ") + e.what_without_backtrace());
     }
@@ -1221,7 +1256,11 @@ absl::StatusOr<std::vector<std::pair<int64_t, double>>> Trainer::Classify(const 
   try {
     torch::NoGradGuard no_grad;
     auto [x, y] = impl->ToTensors({example});
-    auto probs = torch::softmax(inference->model->Forward(x), 1)[0];
+    torch::Tensor logits = inference->model->Forward(x);
+    if (const std::shared_ptr<const torch::Tensor> prior = std::atomic_load(&impl->log_prior)) {
+      logits = logits + *prior;
+    }
+    auto probs = torch::softmax(logits, 1)[0];
     return TopK(probs, top_k);
   } catch (const c10::Error& e) {
     return absl::InternalError(std::string("predict: ") + e.what_without_backtrace());

@@ -354,6 +354,9 @@ std::vector<BadCase> BadCases() {
       {hdr + "[node]\nui_listen = \"192.168.1.2:7071\"\n", 4, "[node] ui_listen", "loopback"},
       {hdr + "[model]\nclasses = 3\nclass_names = [\"a\", \"b\"]\n", 5, "[model] class_names",
        "2 names for 3 classes"},
+      {hdr + "[model]\nkind = \"char_lm\"\npersonal_prior = true\n", 5, "[model] personal_prior",
+       "only for classifiers"},
+      {hdr + "[model]\npersonal_prior = \"yes\"\n", 4, "[model] personal_prior", "true or false"},
       // Unknown keys and sections.
       {hdr + "[training]\nlr = 0.1\nlrr = 0.1\n", 5, "'lrr'", "unknown key 'lrr' in [training]"},
       {hdr + "[node]\nnmae = \"x\"\n", 4, "'nmae'", "unknown key 'nmae' in [node]"},

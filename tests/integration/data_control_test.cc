@@ -1,7 +1,9 @@
 // Data a user controls, through the real myceld and mycel: the same files
 // ingested twice are stored once, `mycel data` counts per label and per
 // ingest, `mycel forget` deletes for good (across a restart, and from what
-// the trainer holds in memory), and `mycel reset` refuses while myceld runs.
+// the trainer holds in memory), `mycel reset` refuses while myceld runs, and
+// `[model] personal_prior` weighs predictions by what the store holds.
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -132,6 +134,63 @@ TEST(DataControlTest, ForgottenExamplesAreGoneAndNeverTrainedOnAgain) {
   ASSERT_TRUE(node.daemon().Start());
   EXPECT_EQ(node.StatusNum("steps"), 0);  // a fresh model, not the checkpoint's
   EXPECT_EQ(node.daemon().Stop(), 0);
+}
+
+// Log-odds of class `a` against class `b` in `node`'s answer for t10k image 0
+// (NaN if predict fails).
+double LogOdds(const TestNode& node, int a, int b) {
+  auto r = node.MycelJson({"predict", T10kImages(), T10kLabels(), "--index", "0", "--top", "10"});
+  if (!r.has_value()) return std::nan("");
+  double pa = -1, pb = -1;
+  for (const Json& t : r->Find("top")->array) {
+    if (t.Num("label") == a) pa = t.Num("probability");
+    if (t.Num("label") == b) pb = t.Num("probability");
+  }
+  return pa > 0 && pb > 0 ? std::log(pa / pb) : std::nan("");
+}
+
+// [model] personal_prior through the real binaries. Two paused daemons of one
+// seed hold the same weights; the one with the prior answers with the log of
+// its stored class shares (add-one smoothed) added to the logits, and follows
+// its store: an ingest of class 3 raises 3 against 0 by log(n3 + 1), and
+// forgetting class 3 takes it back to the plain answer.
+TEST(DataControlTest, PersonalPriorWeighsPredictionsByTheStoresClasses) {
+  TempDir tmp;
+  ConfigSpec with_prior;
+  with_prior.extra_model = "personal_prior = true\n";
+  TestNode plain(tmp.path(), "plain"), personal(tmp.path(), "personal", with_prior);
+  for (TestNode* n : {&plain, &personal}) {
+    ASSERT_TRUE(n->daemon().Start());
+    ASSERT_EQ(n->Mycel({"pause"}).exit_code, 0);
+  }
+  EXPECT_NEAR(LogOdds(personal, 3, 0), LogOdds(plain, 3, 0), 1e-4) << "an empty store is a uniform prior";
+  for (TestNode* n : {&plain, &personal}) {
+    ASSERT_EQ(n->Mycel({"ingest", "--labels", "3", T10kImages(), T10kLabels()}).exit_code, 0);
+  }
+  auto data = personal.MycelJson({"data"});
+  ASSERT_TRUE(data.has_value());
+  double n3 = -1;
+  for (const Json& l : data->Find("labels")->array) {
+    if (l.Num("label") == 3) n3 = l.Num("train");
+  }
+  ASSERT_GT(n3, 500);
+  const double plain_odds = LogOdds(plain, 3, 0);
+  ASSERT_TRUE(std::isfinite(plain_odds));
+  double shift = 0;
+  EXPECT_TRUE(PollUntil([&] {
+    shift = LogOdds(personal, 3, 0) - plain_odds;
+    return std::abs(shift - std::log(n3 + 1)) < 1e-3;
+  }, 30)) << "shift " << shift << ", want log(" << n3 << " + 1)\n" << personal.daemon().LogSinceStart();
+  EXPECT_EQ(plain.StatusNum("steps"), 0) << "the two models must not have trained";
+  EXPECT_EQ(personal.StatusNum("steps"), 0);
+
+  ASSERT_EQ(personal.Mycel({"forget", "--label", "3"}).exit_code, 0);
+  EXPECT_TRUE(PollUntil([&] {
+    shift = LogOdds(personal, 3, 0) - plain_odds;
+    return std::abs(shift) < 1e-3;
+  }, 30)) << "after forgetting class 3 the shift is still " << shift;
+  EXPECT_EQ(plain.daemon().Stop(), 0);
+  EXPECT_EQ(personal.daemon().Stop(), 0);
 }
 
 }  // namespace

@@ -629,6 +629,56 @@ std::unique_ptr<Trainer> StartTrainingOnT10k(Fixture& f, std::vector<data::Examp
   return trainer;
 }
 
+// [model] personal_prior: predictions and Evaluate add the log of the node's
+// own (add-one smoothed) class shares to the logits; training is unchanged.
+TEST(Trainer, PersonalPriorReweighsPredictionsByTheNodesOwnClasses) {
+  Fixture f;
+  const std::vector<data::Example> t10k = LoadT10k(data::ExampleShape{});
+  std::vector<data::Example> mine, threes;
+  for (const data::Example& e : t10k) {
+    if (e.label == 3 && mine.size() < 600) mine.push_back(e);
+    else if (e.label == 3 && threes.size() < 200) threes.push_back(e);
+    else if (e.label == 7 && mine.size() >= 600 && mine.size() < 660) mine.push_back(e);
+  }
+  ASSERT_EQ(mine.size(), 660u);
+  ASSERT_TRUE(f.store->Add(mine).ok());
+  auto counts = f.store->CountLabels();
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  std::vector<double> n(10, 0);
+  for (const data::LabelCount& c : *counts) n[static_cast<size_t>(c.label)] = static_cast<double>(c.train);
+  ASSERT_GT(n[3], 400);
+  ASSERT_GT(n[7], 30);
+
+  f.options.restore = false;
+  auto plain = f.MakeTrainer();  // the same seed: the same initial weights
+  f.options.model.personal_prior = true;
+  auto personal = f.MakeTrainer();
+  ASSERT_TRUE(plain && personal);
+
+  // Each answer is the plain one times the prior, renormalised: the log-odds
+  // of two classes move by the log of their smoothed count ratio.
+  auto as_map = [](const TopList& top) {
+    std::vector<double> p(10, 0);
+    for (const auto& [label, q] : top) p[static_cast<size_t>(label)] = q;
+    return p;
+  };
+  for (size_t i = 0; i < 3; ++i) {
+    const std::vector<double> a = as_map(ClassifyAll(*plain, t10k[i]));
+    const std::vector<double> b = as_map(ClassifyAll(*personal, t10k[i]));
+    for (int j : {0, 7}) {
+      const double shift = std::log(b[3] / b[j]) - std::log(a[3] / a[j]);
+      EXPECT_NEAR(shift, std::log((n[3] + 1) / (n[j] + 1)), 1e-3) << "example " << i << ", class " << j;
+    }
+  }
+  // `mycel eval` measures what predictions answer: on this node's own class
+  // the prior outweighs an untrained model's logits.
+  auto with = personal->Evaluate(threes);
+  auto without = plain->Evaluate(threes);
+  ASSERT_TRUE(with.ok() && without.ok());
+  EXPECT_DOUBLE_EQ(with->accuracy, 1.0);
+  EXPECT_LT(without->accuracy, 0.9);
+}
+
 TEST(Trainer, ClassifyDoesNotWaitForTheModelLock) {
   Fixture f;
   std::vector<data::Example> examples;
