@@ -20,6 +20,7 @@
 #include "crypto/identity.h"
 #include "daemon/control_service.h"
 #include "daemon/dashboard.h"
+#include "daemon/peer_config.h"
 #include "data/example_store.h"
 #include "data/history.h"
 #include "data/importers.h"
@@ -203,16 +204,18 @@ absl::Status Node::CreateGossip() {
   go.dial_out = config_.node.dial_out || config_.node.listen.empty();
   go.fingerprint = trainer_->Stats().fingerprint;
   go.layout = trainer_->Stats().model_layout;
-  go.federation = config_.federation;
-  go.peers = config_.peers;
+  go.schedule = GossipScheduleOf(config_.federation);
+  go.peers = NeighboursOf(config_.peers);
   // While training is held, rounds go on unless [policy] gossip_when_held = false.
   gossip_when_held_ = config_.policy.gossip_when_held;
   go.hold_rounds = [this] { return !gossip_when_held_.load() && !policy_->Decide().allowed; };
   train::Trainer* trainer = trainer_.get();
-  const int64_t probe_examples = config_.federation.trust_examples;
-  go.probe_losses = [trainer, probe_examples](size_t count, const std::function<void(size_t, float*)>& make) {
-    return trainer->ProbeLosses(probe_examples, count, make);
-  };
+  if (config_.federation.trust) {  // not reloadable: a change of [federation] asks for a restart
+    const int64_t probe_examples = config_.federation.trust_examples;
+    go.probe_losses = [trainer, probe_examples](size_t count, const std::function<void(size_t, float*)>& make) {
+      return trainer->ProbeLosses(probe_examples, count, make);
+    };
+  }
   MYCEL_ASSIGN_OR_RETURN(
       gossip_, peer::Gossip::Create(go, *identity_, federation_->fed(),
                                     [trainer](std::function<bool(std::vector<float>&, int64_t, double)> fn,
@@ -309,7 +312,7 @@ Node::ReloadResult Node::Apply(const config::Config& config) {
   (void)SetLogLevel(config.node.log_level);
   std::string applied = "[policy], log_level";
   if (gossip_) {
-    gossip_->SetPeers(config.peers);  // from the next round on
+    gossip_->SetPeers(NeighboursOf(config.peers));  // from the next round on
     trainer_->SetLocalSteps(config.peers.empty() ? 0 : config_.federation.local_steps);
     applied += ", [[peers]] (" + std::to_string(config.peers.size()) + ")";
     reply.peers = static_cast<int32_t>(config.peers.size());

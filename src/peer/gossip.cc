@@ -92,7 +92,7 @@ absl::Status Gossip::Start() {
   return absl::OkStatus();
 }
 
-void Gossip::SetPeers(const std::vector<config::PeerOptions>& peers) {
+void Gossip::SetPeers(const std::vector<Neighbour>& peers) {
   std::shared_ptr<const Roster> next = MakeRoster(peers);  // channels are made here, not on the loop
   std::lock_guard<std::mutex> lock(impl_->state.mu);
   impl_->state.pending = std::move(next);

@@ -47,7 +47,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "config/config.h"
 
 namespace mycel {
 namespace crypto { class Identity; }
@@ -71,6 +70,27 @@ using SharedParametersFn =
 using ProbeLossesFn = std::function<absl::StatusOr<std::vector<double>>(
     size_t count, const std::function<void(size_t, float*)>& make)>;
 
+// A pinned neighbour: what the peer module needs to know of it. The daemon
+// translates the config's [[peers]] tables into these, at start and at every
+// reload; their checks and file:line errors stay with the config reader.
+struct Neighbour {
+  std::string name;                        // label used in logs and `mycel peers`
+  std::string address;                     // "host:port"; "" when it dials in
+  bool dials_in = false;                   // it cannot be called: it hands its deltas over when it calls us
+  std::string public_key;                  // raw 32-byte Ed25519 public key
+};
+
+// When rounds and pulls happen. The defaults are the product's, those of
+// [federation] round_interval_s, pull_timeout_s, max_backoff_s and
+// trust_every, so that a Gossip made without a config behaves as myceld's
+// (the daemon's tests check the two agree).
+struct GossipSchedule {
+  double round_interval_s = 10.0;          // seconds between rounds (publish, pull, merge); fractions allowed
+  double pull_timeout_s = 5;               // deadline of one pull from a neighbour
+  double max_backoff_s = 30;               // retry delay cap for an unreachable neighbour
+  int64_t trust_every = 8;                 // rounds between two trust probes (GossipOptions::probe_losses)
+};
+
 inline constexpr size_t kMaxLayoutBytes = 2048;  // of GossipOptions::layout on the wire (a Hello holds 4 KiB)
 
 struct GossipOptions {
@@ -83,8 +103,8 @@ struct GossipOptions {
   std::string fingerprint;                 // of the shared model
   std::string layout;                      // what it hashes (Model::Layout), for mismatch messages;
                                            // sent cut to kMaxLayoutBytes
-  config::FederationSection federation;
-  std::vector<config::PeerOptions> peers;  // pinned neighbours, index = mirror index
+  GossipSchedule schedule;
+  std::vector<Neighbour> peers;            // pinned neighbours, index = mirror index
   int64_t max_answer_bytes = int64_t{1} << 31;  // refuse replies claiming more
   // A pull must have averaged at least this many bytes a second by each
   // chunk that arrives later than min_transfer_grace_s after the call began,
@@ -106,10 +126,12 @@ struct GossipOptions {
   // When set and true at a round's start, the round is skipped: no local
   // steps, publish, pull or merge. Serving neighbours goes on.
   std::function<bool()> hold_rounds;
-  // Trust probes ([federation] trust): every trust_every rounds, before the
-  // merge, the federation's candidate merges are evaluated through this
-  // (Trainer::ProbeLosses with [federation] trust_examples) and judged. Unset:
-  // no probes, every neighbour stays fully trusted.
+  // Trust probes: every schedule.trust_every rounds, before the merge, the
+  // federation's candidate merges are evaluated through this
+  // (Trainer::ProbeLosses with [federation] trust_examples) and judged. The
+  // daemon sets it when [federation] trust is on (the option's one owner is
+  // federation::FederationOptions). Unset: no probes, every neighbour stays
+  // fully trusted.
   ProbeLossesFn probe_losses;
 };
 
@@ -216,7 +238,7 @@ class Gossip {
   // against the new list at once; pulls and merges follow it from the next
   // round on. A neighbour kept (same key) keeps its counters and its mirror,
   // under its new index; a new one starts from a keyframe. Thread-safe.
-  void SetPeers(const std::vector<config::PeerOptions>& peers);
+  void SetPeers(const std::vector<Neighbour>& peers);
   // Stops the round loop (after the current round), then the server. Idempotent.
   void Stop();
 

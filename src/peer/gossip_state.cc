@@ -17,7 +17,7 @@ namespace {
 // Where a neighbour is, for log lines.
 std::string Where(const PeerStatus& ps) { return ps.dials_in ? "dials in" : ps.address; }
 
-PeerStatus NewPeerStatus(const config::PeerOptions& p) {
+PeerStatus NewPeerStatus(const Neighbour& p) {
   PeerStatus ps;
   ps.name = p.name;
   ps.address = p.address;
@@ -28,7 +28,7 @@ PeerStatus NewPeerStatus(const config::PeerOptions& p) {
 
 }  // namespace
 
-std::shared_ptr<const Roster> MakeRoster(const std::vector<config::PeerOptions>& peers) {
+std::shared_ptr<const Roster> MakeRoster(const std::vector<Neighbour>& peers) {
   auto r = std::make_shared<Roster>();
   r->peers = peers;
   for (const auto& p : peers) {
@@ -153,8 +153,8 @@ void GossipState::BookPull(int j, const Pulled& pulled, const absl::Status& s) {
     CountRefusal(j, RefusalOf(s), std::string(s.message()));
   }
   // Exponential backoff from one round interval up to max_backoff_s.
-  double backoff = std::min(options.federation.max_backoff_s,
-                            options.federation.round_interval_s * std::pow(2.0, std::min(failures[j], 20)));
+  double backoff = std::min(options.schedule.max_backoff_s,
+                            options.schedule.round_interval_s * std::pow(2.0, std::min(failures[j], 20)));
   next_try[j] = Clock::Real()->MonotonicSeconds() + backoff;
 }
 

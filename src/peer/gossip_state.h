@@ -17,7 +17,6 @@
 
 #include "absl/status/status.h"
 #include "common/refusal.h"
-#include "config/config.h"
 #include "peer.grpc.pb.h"
 #include "peer/gossip.h"
 
@@ -29,13 +28,13 @@ namespace peer {
 // The pinned neighbours, as one immutable value: the server reads the one in
 // force without holding a lock across a pull, and SetPeers swaps in another.
 struct Roster {
-  std::vector<config::PeerOptions> peers;          // index = mirror index
+  std::vector<Neighbour> peers;                    // index = mirror index
   std::vector<std::string> pinned;                 // raw keys, same index
   std::vector<std::shared_ptr<Peer::Stub>> stubs;  // same index; null for one that dials in
 };
 
 // Makes the channels too, so call it off the round loop.
-std::shared_ptr<const Roster> MakeRoster(const std::vector<config::PeerOptions>& peers);
+std::shared_ptr<const Roster> MakeRoster(const std::vector<Neighbour>& peers);
 
 // Wall-clock seconds since the epoch.
 double WallSeconds();

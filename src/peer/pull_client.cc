@@ -80,7 +80,7 @@ absl::Status PullClient::PullFrom(const Roster& r, int j, Pulled* pulled) {
   grpc::ClientContext ctx;
   const double began = Clock::Real()->MonotonicSeconds();
   ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(options_.federation.pull_timeout_s * 1000)));
+                   std::chrono::milliseconds(static_cast<int64_t>(options_.schedule.pull_timeout_s * 1000)));
   if (!options_.dial_out) {
     PullRequest req;
     req.set_hello(session->hello());

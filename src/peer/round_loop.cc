@@ -16,7 +16,7 @@ RoundLoop::RoundLoop(const GossipOptions& options, federation::Federation& fed, 
     : options_(options), fed_(fed), with_shared_(with_shared), state_(state), client_(client) {}
 
 void RoundLoop::Run() {
-  const double period = options_.federation.round_interval_s;
+  const double period = options_.schedule.round_interval_s;
   int64_t last = -1;  // index of the last round begun (round k starts at k·period)
   for (;;) {
     // The next round: the one under way if its publish point is still
@@ -71,13 +71,13 @@ void RoundLoop::Publish() {
 void RoundLoop::PullAndMerge(double round_start) {
   if (!PullDue()) return;
   WaitForHandOvers(round_start);
-  if (options_.federation.trust && options_.probe_losses) {
+  if (options_.probe_losses) {
     int64_t round;
     {
       std::lock_guard<std::mutex> lock(state_.mu);
       round = state_.totals.rounds;
     }
-    if (round % options_.federation.trust_every == 0) ProbeTrust();
+    if (round % options_.schedule.trust_every == 0) ProbeTrust();
   }
   absl::Status merged = with_shared_(
       [this](std::vector<float>& x, int64_t, double round_lr) {
@@ -122,7 +122,7 @@ bool RoundLoop::PullDue() {
 // T/4 and calls at T/2, as we pull), until 0.8·T at most: without it the
 // merge would race its call and take its deltas a round late.
 void RoundLoop::WaitForHandOvers(double round_start) {
-  const double period = options_.federation.round_interval_s;
+  const double period = options_.schedule.round_interval_s;
   const double published = round_start + period / 4, recent = round_start - 3 * period;
   auto until = std::chrono::system_clock::time_point(std::chrono::duration_cast<std::chrono::system_clock::duration>(
       std::chrono::duration<double>(round_start + 0.8 * period)));

@@ -22,7 +22,7 @@
 
 #include <gtest/gtest.h>
 
-#include "config/config.h"
+#include "common/coding.h"
 #include "crypto/identity.h"
 #include "federation/federation.h"
 #include "harness.h"
@@ -39,6 +39,18 @@ std::string SharedSections(const std::string& federation_extra, const std::strin
     shared.insert(shared.find(head) + head.size(), extra);
   }
   return shared;
+}
+
+// A victim as myceld pins it from a [[peers]] table: its key decoded from the
+// base64 `mycel id` prints, by the decoder the config reader uses.
+peer::Neighbour Victim(const std::string& name, int port, const std::string& key_b64) {
+  peer::Neighbour n;
+  n.name = name;
+  n.address = "127.0.0.1:" + std::to_string(port);
+  absl::StatusOr<std::string> key = Base64Decode(key_b64);
+  EXPECT_TRUE(key.ok()) << key.status();
+  n.public_key = key.value_or("");
+  return n;
 }
 
 // The attacker: pulls node `victim` like any neighbour, and publishes, by
@@ -62,7 +74,7 @@ class HostileNeighbour {
   const crypto::Identity& id() const { return *id_; }
 
   // Pins `victims` (the first is the one whose learning it reverses) and starts serving on `listen`.
-  void Start(const std::vector<config::PeerOptions>& victims, const std::string& listen = "127.0.0.1:0") {
+  void Start(const std::vector<peer::Neighbour>& victims, const std::string& listen = "127.0.0.1:0") {
     auto fed = federation::Federation::Create({}, std::vector<float>(size_, 0.0f), static_cast<int>(victims.size()),
                                               static_cast<int32_t>(victims.size()));
     ASSERT_TRUE(fed.ok()) << fed.status();
@@ -71,7 +83,7 @@ class HostileNeighbour {
     o.node_name = "flipper";
     o.listen = listen;
     o.fingerprint = fingerprint_;
-    o.federation.round_interval_s = 0.5;
+    o.schedule.round_interval_s = 0.5;
     o.peers = victims;
     auto g = peer::Gossip::Create(o, *id_, *fed_,
                                   [this](std::function<bool(std::vector<float>&, int64_t, double)> fn, bool,
@@ -172,12 +184,9 @@ TEST(PoisonTest, ASignFlippingNeighbourIsQuarantinedAndTheHonestNodesKeepLearnin
   ASSERT_EQ(h[0].node->daemon().Stop(), 0);
 
   HostileNeighbour flipper(size, fingerprint, HostileNeighbour::kFlip);
-  // The victims as a config pins them (keys decoded as myceld decodes them).
-  std::string all_honest;
-  for (const auto& n : h) all_honest += pin(n.name, n.port, n.key);
-  auto victims = config::ParseConfig(all_honest, "victims");
-  ASSERT_TRUE(victims.ok()) << victims.status();
-  flipper.Start(victims->peers);
+  std::vector<peer::Neighbour> victims;
+  for (const auto& n : h) victims.push_back(Victim(n.name, n.port, n.key));
+  flipper.Start(victims);
   ASSERT_GT(flipper.port(), 0);
   const std::string flipper_key = flipper.id().PublicKeyBase64();
   for (int i = 0; i < kHonest; ++i) {
@@ -314,9 +323,7 @@ TEST(PoisonTest, TheDriftGuardUndoesANeighbourThatZeroedTheModel) {
   const double before = TestAccuracy(*a.node);
   ASSERT_GE(before, 0.75);
 
-  auto victims = config::ParseConfig(pin(a.name, a.port, a.key), "victims");
-  ASSERT_TRUE(victims.ok()) << victims.status();
-  mallory.Start(victims->peers, "127.0.0.1:" + std::to_string(mallory_port));
+  mallory.Start({Victim(a.name, a.port, a.key)}, "127.0.0.1:" + std::to_string(mallory_port));
   double lowest = 1;
   ASSERT_TRUE(PollUntil(
       [&] {

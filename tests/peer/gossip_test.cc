@@ -39,7 +39,6 @@
 #include <gtest/gtest.h>
 
 #include "common/clock.h"
-#include "config/config.h"
 #include "crypto/identity.h"
 #include "crypto/session.h"
 #include "federation/codec.h"
@@ -160,20 +159,19 @@ struct Shared {
   }
 };
 
-config::FederationSection FastOptions() {
-  config::FederationSection o;
+GossipSchedule FastOptions() {
+  GossipSchedule o;
   o.round_interval_s = 0.02;
   o.pull_timeout_s = 0.5;
   o.max_backoff_s = 1.0;
   return o;
 }
 
-config::PeerOptions PeerAt(const std::string& name, const std::string& address, const crypto::Identity& id) {
-  config::PeerOptions p;
+Neighbour PeerAt(const std::string& name, const std::string& address, const crypto::Identity& id) {
+  Neighbour p;
   p.name = name;
   p.address = address;
   p.public_key = id.public_key();
-  p.public_key_b64 = id.PublicKeyBase64();
   return p;
 }
 
@@ -194,9 +192,9 @@ struct Node {
 
 std::unique_ptr<Node> MakeNode(const std::string& name, std::unique_ptr<crypto::Identity> id,
                                const std::vector<float>& initial, const std::vector<float>& x0,
-                               const std::string& listen, const std::vector<config::PeerOptions>& peers,
+                               const std::string& listen, const std::vector<Neighbour>& peers,
                                federation::FederationOptions fopts = federation::PlainGossip(),
-                               config::FederationSection gopts = FastOptions(), bool start = true,
+                               GossipSchedule gopts = FastOptions(), bool start = true,
                                const std::function<void(GossipOptions&)>& edit = nullptr) {
   auto node = std::make_unique<Node>();
   node->id = std::move(id);
@@ -209,7 +207,7 @@ std::unique_ptr<Node> MakeNode(const std::string& name, std::unique_ptr<crypto::
   o.node_name = name;
   o.listen = listen;
   o.fingerprint = kFingerprint;
-  o.federation = gopts;
+  o.schedule = gopts;
   o.peers = peers;
   if (edit) edit(o);
   auto g = Gossip::Create(o, *node->id, *node->fed, node->shared.Fn());
@@ -919,7 +917,7 @@ TEST_F(GossipClientTest, ADrippedAnswerIsCutAtTheLeastTransferRateBeforeTheDeadl
     c.chunk_bytes = 256;
     c.chunk_delay_ms = 100;
   });
-  config::FederationSection slow = FastOptions();
+  GossipSchedule slow = FastOptions();
   slow.pull_timeout_s = 30;
   a_ = MakeNode("A", std::move(a_id_), initial_, x_a_, "", {PeerAt("evil", evil_->address(), evil_->id())}, {},
                 slow, true, [](GossipOptions& o) {
@@ -1229,7 +1227,7 @@ TEST(GossipClientMemoryTest, ClaimedPayloadSizeIsNotAllocatedUpFront) {
 class GossipAvailabilityTest : public ::testing::Test {
  protected:
   // Node A pinned to [bad, good]; good is a real Gossip node B.
-  void StartNodes(const std::string& bad_address, config::FederationSection gopts = FastOptions()) {
+  void StartNodes(const std::string& bad_address, GossipSchedule gopts = FastOptions()) {
     auto a_id = NewIdentity();
     auto b_id = NewIdentity();
     auto ghost = NewIdentity();
@@ -1432,7 +1430,7 @@ class InventiveRefuser final : public Peer::Service {
 TEST(GossipPairTest, UnknownRefusalWordsCountAsErrorSoCountersStayBounded) {
   InventiveRefuser refuser;
   auto stranger = NewIdentity();
-  config::FederationSection fast = FastOptions();
+  GossipSchedule fast = FastOptions();
   fast.max_backoff_s = 0.02;  // retry every round: many different words
   auto a = MakeNode("A", NewIdentity(), Ramp(0.0f, 0.0f), Ramp(1.0f, 0.0f), "",
                     {PeerAt("R", refuser.address(), *stranger)}, {}, fast);
@@ -1487,7 +1485,7 @@ class GossipReloadTest : public ::testing::Test {
     peer_a_ = PeerAt("A", a_addr, *a_id);
     peer_b_ = PeerAt("B", b_addr, *b_id);
     peer_c_ = PeerAt("C", c_addr, *c_id);
-    config::PeerOptions a_nowhere = peer_a_;
+    Neighbour a_nowhere = peer_a_;
     a_nowhere.address = DeadAddress();
     b_ = MakeNode("B", std::move(b_id), initial_, x_b_, b_addr, {a_nowhere});
     c_ = MakeNode("C", std::move(c_id), initial_, x_c_, c_addr, {a_nowhere});
@@ -1505,7 +1503,7 @@ class GossipReloadTest : public ::testing::Test {
   }
 
   std::vector<float> initial_, x_a_, x_b_, x_c_;
-  config::PeerOptions peer_a_, peer_b_, peer_c_;
+  Neighbour peer_a_, peer_b_, peer_c_;
   std::unique_ptr<Node> a_, b_, c_;
 };
 
@@ -1583,7 +1581,7 @@ TEST(GossipHoldTest, HeldRoundsNeitherTrainNorMergeButServingGoesOn) {
   o.node_name = "A";
   o.listen = a_addr;
   o.fingerprint = kFingerprint;
-  o.federation = FastOptions();
+  o.schedule = FastOptions();
   o.peers = {peer_b};
   o.hold_rounds = [&] { return held.load(); };
   a->gossip = std::move(Gossip::Create(o, *a->id, *a->fed, a->shared.Fn())).value();
@@ -1622,8 +1620,8 @@ class GossipOverrunTest : public ::testing::Test {
     GossipOptions o;
     o.node_name = "A";
     o.fingerprint = kFingerprint;
-    o.federation = FastOptions();
-    o.federation.round_interval_s = period;
+    o.schedule = FastOptions();
+    o.schedule.round_interval_s = period;
     o.peers = {PeerAt("S", DeadAddress(), *stranger)};
     auto inner = a->shared.Fn();
     auto closing_calls = std::make_shared<std::atomic<int64_t>>(0);
@@ -1664,8 +1662,8 @@ TEST_F(GossipOverrunTest, ARoundThatRunsLongSkipsAheadAndCountsWhatItMissed) {
 // Dial-out: a node that cannot be called exchanges both ways on its calls.
 // =========================================================================
 
-config::PeerOptions DialsIn(const std::string& name, const crypto::Identity& id) {
-  config::PeerOptions p = PeerAt(name, "", id);
+Neighbour DialsIn(const std::string& name, const crypto::Identity& id) {
+  Neighbour p = PeerAt(name, "", id);
   p.dials_in = true;
   return p;
 }
