@@ -45,6 +45,7 @@ FederationOptions PlainGossip() {
   FederationOptions o;
   o.drift_correction = 0;
   o.codec = "dense_f32";
+  o.robust = "none";
   return o;
 }
 

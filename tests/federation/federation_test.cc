@@ -789,9 +789,14 @@ TEST(DriftCorrection, MixedLossyCodecsOnARingConvergeLikeDense) {
 
 // ---------------------------------------------------------------- robust merges
 
+// The distances below are made for a radius of three lower medians (the
+// product's default is wider: options.h).
+constexpr double kTestMedians = 3.0;
+
 FederationOptions Robust(const std::string& rule, double beta = 0.0) {
   FederationOptions o = Corrected(beta);
   o.robust = rule;
+  o.clip_medians = kTestMedians;
   return o;
 }
 
@@ -805,7 +810,7 @@ TEST(RobustMerge, CreateRefusesAnUnknownRule) {
 }
 
 // Two neighbours, Metropolis weights 1/3: the nearer one (distance 1) sets
-// the radius (FederationOptions().clip_medians × 1), the farther one (distance 10) pulls by 2 instead of 10. With
+// the radius (kTestMedians × 1), the farther one (distance 10) pulls by 2 instead of 10. With
 // drift correction, c learns only from the neighbour that was not cut.
 TEST(RobustMerge, ClipCutsTheFartherNeighbourToTheLowerMedianAndTeachesCNothingOfIt) {
   auto f = Make({0, 0}, 2, 2, Robust("clip", 0.5));
@@ -814,7 +819,7 @@ TEST(RobustMerge, ClipCutsTheFartherNeighbourToTheLowerMedianAndTeachesCNothingO
   std::vector<float> x = {0, 0};
   ASSERT_EQ(f->Merge(x.data()), 2);
   EXPECT_NEAR(x[0], 1.0 / 3, 1e-6);
-  EXPECT_NEAR(x[1], FederationOptions().clip_medians / 3, 1e-6);  // 10 cut to 2, weight 1/3
+  EXPECT_NEAR(x[1], kTestMedians / 3, 1e-6);  // 10 cut to 2, weight 1/3
   const std::vector<float> c = f->correction();
   EXPECT_NEAR(c[0], 0.5 / 3, 1e-6);  // β (0 + d_unclipped): only neighbour 0 teaches
   EXPECT_NEAR(c[1], 0.0, 1e-7);
@@ -822,7 +827,7 @@ TEST(RobustMerge, ClipCutsTheFartherNeighbourToTheLowerMedianAndTeachesCNothingO
   EXPECT_EQ(f->mirror_stats(1).clipped, 1);
   EXPECT_EQ(f->mirror_stats(1).merged, 1);
   EXPECT_NEAR(f->mirror_stats(1).last_distance, 10.0, 1e-6);
-  EXPECT_NEAR(f->mirror_stats(1).last_radius, FederationOptions().clip_medians, 1e-6);
+  EXPECT_NEAR(f->mirror_stats(1).last_radius, kTestMedians, 1e-6);
 }
 
 // The same two neighbours under reject: the outlier sits the merge out.
