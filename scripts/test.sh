@@ -33,9 +33,9 @@ if [ -n "$sanitize" ]; then
   echo "build finished in $(( $(date +%s) - start )) s"
   # ThreadSanitizer runs the unit suites, the gRPC ones (Gossip*,
   # ControlServer*) included: tests/sanitizers/tsan.supp covers what gRPC
-  # orders with its own uninstrumented locks. The integration suite is not
-  # yet measured under it, so it runs only when asked (-L integration;
-  # README, "Sanitizer builds").
+  # orders with its own uninstrumented locks. The whole integration suite is
+  # too slow under it on two cores, so it runs only when asked
+  # (-L integration; README, "Sanitizer builds").
   if [ $# -eq 0 ]; then
     if [ "$sanitize" = thread ]; then
       set -- -L unit
