@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,15 +31,32 @@ using Clock = std::chrono::steady_clock;
 
 double SecondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// Ingest runs `script` with the server's progress function; everything else
-// is unimplemented.
+// Ingest runs the script with the server's progress function; everything
+// else is unimplemented. A test sets the script while the server runs and
+// reads what Predict saw after its call returns; the RPC orders both, but
+// through gRPC's own locks, which ThreadSanitizer cannot see, so both sides
+// also take mu_.
 class ScriptedHandler : public ControlHandler {
  public:
-  std::function<absl::StatusOr<IngestReply>(const IngestProgressFn&)> script;
+  using Script = std::function<absl::StatusOr<IngestReply>(const IngestProgressFn&)>;
+
+  void SetScript(Script script) {
+    std::lock_guard<std::mutex> lock(mu_);
+    script_ = std::move(script);
+  }
+  std::vector<UploadedFile> predict_files() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return predict_files_;
+  }
 
   absl::StatusOr<IngestReply> Ingest(std::vector<UploadedFile> files, const IngestOptions&,
                                      const IngestProgressFn& progress) override {
     files_received = static_cast<int>(files.size());
+    Script script;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      script = script_;
+    }
     return script(progress);
   }
   absl::StatusOr<StatusReply> GetStatus() override { return absl::UnimplementedError("status"); }
@@ -47,7 +65,8 @@ class ScriptedHandler : public ControlHandler {
     return absl::UnimplementedError("eval");
   }
   absl::StatusOr<PredictReply> Predict(const PredictRequest&, std::vector<UploadedFile> files) override {
-    predict_files = files;
+    std::lock_guard<std::mutex> lock(mu_);
+    predict_files_ = std::move(files);
     return PredictReply();
   }
   absl::StatusOr<std::string> Export() override { return absl::UnimplementedError("export"); }
@@ -63,7 +82,11 @@ class ScriptedHandler : public ControlHandler {
   }
 
   std::atomic<int> files_received{0};
-  std::vector<UploadedFile> predict_files;
+
+ private:
+  mutable std::mutex mu_;
+  Script script_;
+  std::vector<UploadedFile> predict_files_;
 };
 
 class ControlServerTest : public ::testing::Test {
@@ -107,7 +130,7 @@ class ControlServerTest : public ::testing::Test {
 // to the total, then the result.
 TEST_F(ControlServerTest, IngestStreamsThrottledProgressThenTheResult) {
   constexpr int64_t kTotal = 400;
-  handler_.script = [](const IngestProgressFn& progress) -> absl::StatusOr<IngestReply> {
+  handler_.SetScript([](const IngestProgressFn& progress) -> absl::StatusOr<IngestReply> {
     if (!progress(IngestProgress::PARSING, 0, 0)) return absl::CancelledError("parsing");
     for (int64_t done = 1; done <= kTotal; ++done) {
       std::this_thread::sleep_for(std::chrono::milliseconds(3));
@@ -117,7 +140,7 @@ TEST_F(ControlServerTest, IngestStreamsThrottledProgressThenTheResult) {
     reply.set_stored(kTotal);
     reply.set_examples_train(kTotal - 40);
     return reply;
-  };
+  });
   grpc::ClientContext ctx;
   const Clock::time_point start = Clock::now();
   auto stream = StartIngest(&ctx);
@@ -152,10 +175,10 @@ TEST_F(ControlServerTest, IngestStreamsThrottledProgressThenTheResult) {
 // A handler's error reaches the client as the RPC status, message intact,
 // after whatever progress came before it, and without a DONE.
 TEST_F(ControlServerTest, IngestErrorArrivesAsTheStatusWithItsMessage) {
-  handler_.script = [](const IngestProgressFn& progress) -> absl::StatusOr<IngestReply> {
+  handler_.SetScript([](const IngestProgressFn& progress) -> absl::StatusOr<IngestReply> {
     progress(IngestProgress::PARSING, 0, 0);
     return absl::InvalidArgumentError("a.csv:1: expected 785 fields, got 3");
-  };
+  });
   grpc::ClientContext ctx;
   auto stream = StartIngest(&ctx);
   IngestProgress m;
@@ -171,7 +194,7 @@ TEST_F(ControlServerTest, ClientThatGoesAwayStopsTheHandler) {
   std::atomic<bool> told_to_stop{false};
   std::atomic<int64_t> reports_after_cancel{0};
   std::atomic<bool> cancelled{false};
-  handler_.script = [&](const IngestProgressFn& progress) -> absl::StatusOr<IngestReply> {
+  handler_.SetScript([&](const IngestProgressFn& progress) -> absl::StatusOr<IngestReply> {
     progress(IngestProgress::PARSING, 0, 0);
     const Clock::time_point start = Clock::now();
     for (int64_t done = 1; SecondsSince(start) < 20; ++done) {
@@ -183,7 +206,7 @@ TEST_F(ControlServerTest, ClientThatGoesAwayStopsTheHandler) {
       }
     }
     return IngestReply();
-  };
+  });
   grpc::ClientContext ctx;
   auto stream = StartIngest(&ctx);
   IngestProgress m;
@@ -220,11 +243,12 @@ TEST_F(ControlServerTest, PredictFileIndicesAreLabelsNotSizes) {
   PredictReply reply;
   grpc::Status status = stub_->Predict(&ctx, req, &reply);
   ASSERT_TRUE(status.ok()) << status.error_message();
-  ASSERT_EQ(handler_.predict_files.size(), 2u);
-  EXPECT_EQ(handler_.predict_files[0].name, "images");
-  EXPECT_EQ(handler_.predict_files[0].bytes, "abcd");
-  EXPECT_EQ(handler_.predict_files[1].name, "labels");
-  EXPECT_EQ(handler_.predict_files[1].bytes, "xy");
+  const std::vector<UploadedFile> files = handler_.predict_files();
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(files[0].name, "images");
+  EXPECT_EQ(files[0].bytes, "abcd");
+  EXPECT_EQ(files[1].name, "labels");
+  EXPECT_EQ(files[1].bytes, "xy");
 
   PredictRequest many;
   for (uint32_t i = 0; i < 1025; ++i) {
@@ -243,13 +267,13 @@ TEST_F(ControlServerTest, PredictFileIndicesAreLabelsNotSizes) {
 TEST_F(ControlServerTest, ASecondConcurrentIngestIsRefusedUntilTheFirstEnds) {
   std::atomic<bool> release{false};
   std::atomic<int> calls{0};
-  handler_.script = [&](const IngestProgressFn& progress) -> absl::StatusOr<IngestReply> {
+  handler_.SetScript([&](const IngestProgressFn& progress) -> absl::StatusOr<IngestReply> {
     ++calls;
     progress(IngestProgress::PARSING, 0, 0);
     const Clock::time_point start = Clock::now();
     while (!release && SecondsSince(start) < 20) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     return IngestReply();
-  };
+  });
   grpc::ClientContext first_ctx;
   auto first = StartIngest(&first_ctx);
   IngestProgress m;

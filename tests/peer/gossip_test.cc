@@ -665,6 +665,10 @@ class EvilPeer final : public Peer::Service {
   ~EvilPeer() override {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     server_->Wait();
+    // Wait() has let every handler finish, but through gRPC's own locks; the
+    // plan goes under mu_, which the handlers used, so that order is ours.
+    std::lock_guard<std::mutex> lock(mu_);
+    plan_ = nullptr;
   }
 
   void SetPlan(Plan plan) {
