@@ -30,6 +30,7 @@ new would lack), the average forgetting (for each class of phases 1-4, its best 
 learnt minus its final one, averaged) and the final ten-class accuracy
 against the i.i.d. arm's. The last line is the summary.
    tests/bench/forgetting_bench.sh [phase_steps=1500] [arms=POOL:F,...]
+                                   [references=sequential,joint,iid]
 """
 import gzip, json, os, re, struct, subprocess, sys, tempfile, threading, time
 
@@ -105,6 +106,8 @@ def run_arm(arm, kind, cfg, test_files, phase_steps, result):
             mycel(cfg, "ingest", "--no-progress", "--labels", ",".join(map(str, batch)), *TRAIN)
             stopped.append(train_for(cfg, phase_steps))
             acc.append(class_accuracy(cfg, test_files, range(10)))
+            # Progress, so a slow run shows where it is.
+            print(f"  {arm} phase {k + 1}: " + " ".join(f"{100 * acc[-1][c]:.0f}" for c in seen), flush=True)
     result[arm] = {"acc": acc, "steps": stopped}
 
 
@@ -126,9 +129,12 @@ def main():
         p, _, f = a.rpartition(":")
         arms[f"{p or pool} {float(f):g}"] = (p or pool, float(f))
     replays = list(arms)
-    arms["sequential"] = None
-    arms["joint"] = None
-    arms["iid"] = None
+    references = (sys.argv[3] if len(sys.argv) > 3 else "sequential,joint,iid").split(",")
+    if "iid" not in references:
+        sys.exit("the iid arm is the yardstick of every other: keep it")
+    for r in ("sequential", "joint", "iid"):
+        if r in references:
+            arms[r] = None
     procs, cfgs = [], {}
     try:
         for arm, replay in arms.items():

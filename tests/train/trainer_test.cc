@@ -165,6 +165,41 @@ TEST(Trainer, CharLmPredictsRepeatedText) {
   EXPECT_EQ(out->second, "at. ");
 }
 
+// The balanced replay pool takes each example's loss from the training step
+// (a classifier's and a text model's): both still learn through it.
+TEST(Trainer, LearnsThroughTheBalancedReplayPool) {
+  Fixture f;
+  f.options.training.replay_pool = "balanced";
+  auto trainer = f.MakeTrainer();
+  ASSERT_NE(trainer, nullptr);
+  auto examples = LoadT10k(trainer->example_shape());
+  ASSERT_TRUE(f.store->Add(examples).ok());
+  ASSERT_TRUE(trainer->TrainStepsForBenchmark(600).ok());
+  std::vector<data::Example> probe(examples.begin(), examples.begin() + 2000);
+  auto r = trainer->Evaluate(probe);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(r->accuracy, 0.7);  // ten classes: chance is 0.1
+
+  Fixture g;
+  g.options.model.kind = "char_lm";
+  g.options.model.context = 16;
+  g.options.model.hidden = {64};
+  g.options.training.optimizer = "adam";
+  g.options.training.lr = 0.01;
+  g.options.training.replay_pool = "balanced";
+  auto lm = g.MakeTrainer();
+  ASSERT_NE(lm, nullptr);
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "the cat sat on the mat. ";
+  auto windows = data::ImportFiles({{"cat.txt", text}}, data::Format::kText, lm->example_shape());
+  ASSERT_TRUE(windows.ok()) << windows.status();
+  ASSERT_TRUE(g.store->Add(*windows).ok());
+  ASSERT_TRUE(lm->TrainStepsForBenchmark(400).ok());
+  auto out = lm->PredictText("the cat sat on the m", 3, 4);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->second, "at. ");
+}
+
 // The duty-cycle cap, measured on the real training thread over a few seconds.
 TEST(Trainer, CpuCapHoldsTheTrainingThreadUnderItsShare) {
   Fixture f;
