@@ -67,17 +67,29 @@ def write_class_test_files(tmp):
     return files
 
 
+def polled_status(cfg):
+    """status, retried: on a loaded machine one call can miss its deadline
+    while six daemons parse an ingest, and an arm must not die of it."""
+    for attempt in range(10):
+        try:
+            return status(cfg)
+        except SystemExit:
+            if attempt == 9:
+                raise
+            time.sleep(1)
+
+
 def train_for(cfg, steps):
     """Resumes, waits for `steps` more steps, pauses; returns how many it took.
     Counted from this phase's start: the pause lands some steps late on a busy
     machine, and a later phase must not inherit the overshoot as done."""
-    start = status(cfg)["steps"]
+    start = polled_status(cfg)["steps"]
     mycel(cfg, "resume")
-    while status(cfg)["steps"] < start + steps:
+    while polled_status(cfg)["steps"] < start + steps:
         time.sleep(0.02)
     mycel(cfg, "pause")
     time.sleep(0.3)  # the step in flight finishes
-    return status(cfg)["steps"] - start
+    return polled_status(cfg)["steps"] - start
 
 
 def class_accuracy(cfg, test_files, classes):
@@ -109,6 +121,14 @@ def run_arm(arm, kind, cfg, test_files, phase_steps, result):
             # Progress, so a slow run shows where it is.
             print(f"  {arm} phase {k + 1}: " + " ".join(f"{100 * acc[-1][c]:.0f}" for c in seen), flush=True)
     result[arm] = {"acc": acc, "steps": stopped}
+
+
+def run_arm_or_say(arm, *args):
+    """run_arm, saying why an arm stopped: a thread's sys.exit is silent."""
+    try:
+        run_arm(arm, *args)
+    except BaseException as e:
+        print(f"  {arm} stopped: {e}", flush=True)
 
 
 def mean(xs):
@@ -154,7 +174,7 @@ def main():
         t0 = time.time()
         for arm, cfg in cfgs.items():
             kind = arm if arm in ("iid", "sequential", "joint") else "replay"
-            t = threading.Thread(target=run_arm, args=(arm, kind, cfg, test_files, phase_steps, result))
+            t = threading.Thread(target=run_arm_or_say, args=(arm, kind, cfg, test_files, phase_steps, result))
             t.start()
             threads.append((arm, kind, t))
         for arm, kind, t in threads:
