@@ -478,6 +478,7 @@ std::vector<Field> TrainingFields(TrainingOptions* o) {
       IntField("batch_size", &o->batch_size, IntIn(1, 65536)),
       RealField("validation_fraction", &o->validation_fraction, RealIn(0, 0.9, false)),
       RealField("replay_fraction", &o->replay_fraction, RealIn(0, 1, false)),
+      StringField("replay_pool", &o->replay_pool, OneOf({"uniform", "balanced"})),
       IntField("max_examples", &o->max_examples, IntAtLeast(100)),
       RealField("checkpoint_interval_s", &o->checkpoint_interval_s, Seconds()),
       RealField("eval_interval_s", &o->eval_interval_s, Seconds()),

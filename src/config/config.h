@@ -59,6 +59,7 @@ struct TrainingOptions {
   int64_t batch_size = 64;             // examples per step
   double validation_fraction = 0.1;    // share of examples held out, chosen by content hash
   double replay_fraction = 0.5;        // share of each batch replayed from older examples
+  std::string replay_pool = "uniform";  // uniform | balanced (by class, toward rising loss): data/sampler.h
   int64_t max_examples = 200000;       // store bound; reservoir eviction beyond it
   double checkpoint_interval_s = 60;   // seconds between periodic checkpoints
   double eval_interval_s = 5;          // seconds between validation passes

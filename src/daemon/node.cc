@@ -75,7 +75,7 @@ train::ResourcePolicyOptions ResourceOptions(const config::PolicyOptions& p) {
 bool SameTraining(const config::TrainingOptions& a, const config::TrainingOptions& b) {
   auto tie = [](const config::TrainingOptions& o) {
     return std::tie(o.optimizer, o.lr, o.lr_decay_steps, o.lr_final, o.momentum, o.batch_size, o.validation_fraction,
-                    o.replay_fraction, o.max_examples, o.checkpoint_interval_s, o.eval_interval_s,
+                    o.replay_fraction, o.replay_pool, o.max_examples, o.checkpoint_interval_s, o.eval_interval_s,
                     o.max_eval_examples, o.rest, o.rest_patience, o.rest_max_s, o.drift_guard_drop,
                     o.drift_guard_window);
   };

@@ -206,6 +206,19 @@ torch::Tensor Model::Loss(const torch::Tensor& x, const torch::Tensor& y) {
   return F::cross_entropy(logits.reshape({-1, kByteVocab}), tokens.narrow(1, 1, steps).reshape({-1}));
 }
 
+torch::Tensor Model::ExampleLosses(const torch::Tensor& x, const torch::Tensor& y) {
+  const auto each = F::CrossEntropyFuncOptions().reduction(torch::kNone);
+  if (task_ == Task::kClassify) {
+    return F::cross_entropy(Forward(x), y.to(torch::kLong), each);
+  }
+  const torch::Tensor tokens = x.to(torch::kLong);
+  const int64_t steps = tokens.size(1) - 1;
+  const torch::Tensor logits = Forward(tokens.narrow(1, 0, steps));
+  return F::cross_entropy(logits.reshape({-1, kByteVocab}), tokens.narrow(1, 1, steps).reshape({-1}), each)
+      .reshape({tokens.size(0), steps})
+      .mean(1);
+}
+
 Model::EvalResult Model::Evaluate(const torch::Tensor& x, const torch::Tensor& y, int64_t chunk,
                                   const torch::Tensor& logit_offset) {
   EvalResult result;

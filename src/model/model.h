@@ -76,6 +76,9 @@ class Model {
   // Cross-entropy loss of a batch. Classify: x [B, width], y int64 [B].
   // NextByte: tokens int64 [B, T+1] (y ignored; targets are tokens shifted by one).
   torch::Tensor Loss(const torch::Tensor& x, const torch::Tensor& y);
+  // The same loss per example, [B] (NextByte: the mean over its positions);
+  // its mean is Loss. The balanced replay pool weighs rows by it.
+  torch::Tensor ExampleLosses(const torch::Tensor& x, const torch::Tensor& y);
   // Mean loss, correct predictions and count over a labelled set, without
   // gradients, in chunks of `chunk` rows. NextByte counts next-byte accuracy.
   // A classifier's x may be uint8 images, scaled by 1/255 chunk by chunk.

@@ -326,6 +326,7 @@ absl::Status Trainer::Impl::Init() {
     so.shape = shape;
     so.capacity = t.max_examples;
     so.replay_fraction = t.replay_fraction;
+    so.pool = t.replay_pool == "balanced" ? data::ReplayPool::kBalanced : data::ReplayPool::kUniform;
     so.seed = options.model.seed;
     sampler_options = so;
     sampler = std::make_unique<data::Sampler>(so);
@@ -934,9 +935,15 @@ void Trainer::Impl::Step() {
                        : sampler->NextBatch(batch, x_batch.data_ptr<float>(), y_batch.data_ptr<int64_t>());
   if (!ok) return;
   optimizer->zero_grad();
-  torch::Tensor loss = model->Loss(x_batch, y_batch);
+  // A pool that weighs rows by loss gets each row's, at no extra forward.
+  torch::Tensor each = sampler->wants_losses() ? model->ExampleLosses(x_batch, y_batch) : torch::Tensor();
+  torch::Tensor loss = each.defined() ? each.mean() : model->Loss(x_batch, y_batch);
   loss.backward();
   optimizer->step();
+  if (each.defined()) {
+    const torch::Tensor l = each.detach().to(torch::kFloat).contiguous();
+    sampler->ReportLosses(l.data_ptr<float>(), l.numel());
+  }
   // The round's local steps: paced, its budget of them (a step past it, as
   // in a benchmark, is not one); unpaced, every step until the round closes.
   if (const int64_t k = local_steps.load(); round_open && (k == 0 || round_steps < k)) {

@@ -79,6 +79,7 @@ void ExpectSameOptions(const Config& a, const Config& b) {
   EXPECT_EQ(a.training.batch_size, b.training.batch_size);
   EXPECT_EQ(a.training.validation_fraction, b.training.validation_fraction);
   EXPECT_EQ(a.training.replay_fraction, b.training.replay_fraction);
+  EXPECT_EQ(a.training.replay_pool, b.training.replay_pool);
   EXPECT_EQ(a.training.max_examples, b.training.max_examples);
   EXPECT_EQ(a.training.checkpoint_interval_s, b.training.checkpoint_interval_s);
   EXPECT_EQ(a.training.eval_interval_s, b.training.eval_interval_s);
@@ -164,6 +165,7 @@ momentum = 0.9
 batch_size = 32
 validation_fraction = 0.0
 replay_fraction = 1.0
+replay_pool = "balanced"
 max_examples = 100
 checkpoint_interval_s = 30
 eval_interval_s = 0.5
@@ -207,6 +209,7 @@ public_key = ")" + kKeyB + "\"\n");
   EXPECT_EQ(c->training.batch_size, 32);
   EXPECT_EQ(c->training.validation_fraction, 0.0);
   EXPECT_EQ(c->training.replay_fraction, 1.0);
+  EXPECT_EQ(c->training.replay_pool, "balanced");
   EXPECT_EQ(c->training.max_examples, 100);
   EXPECT_EQ(c->training.checkpoint_interval_s, 30.0);
   EXPECT_EQ(c->training.eval_interval_s, 0.5);
@@ -298,6 +301,7 @@ std::vector<BadCase> BadCases() {
        "must be in [0, 0.9] (got 0.95)"},
       {hdr + "[training]\nreplay_fraction = 1.5\n", 4, "[training] replay_fraction", "must be in [0, 1]"},
       {hdr + "[training]\nreplay_fraction = -0.1\n", 4, "[training] replay_fraction", "must be in [0, 1]"},
+      {hdr + "[training]\nreplay_pool = \"fifo\"\n", 4, "[training] replay_pool", "must be one of uniform, balanced"},
       {hdr + "[training]\nmax_examples = 99\n", 4, "[training] max_examples", "must be >= 100 (got 99)"},
       {hdr + "[training]\ncheckpoint_interval_s = 0\n", 4, "[training] checkpoint_interval_s", "[0.01, 31536000]"},
       {hdr + "[training]\neval_interval_s = -1\n", 4, "[training] eval_interval_s", "(got -1)"},
@@ -577,7 +581,7 @@ TEST(ExampleConfigTest, MentionsEveryKey) {
   for (const char* key :
        {"name", "state_dir", "listen", "log_level", "kind", "input_shape", "classes", "hidden",
         "seed", "path", "local_layers", "context", "embedding", "optimizer", "lr", "momentum",
-        "batch_size", "validation_fraction", "replay_fraction", "max_examples",
+        "batch_size", "validation_fraction", "replay_fraction", "replay_pool", "max_examples",
         "checkpoint_interval_s", "eval_interval_s", "max_eval_examples", "threads", "address",
         "public_key", "round_interval_s", "local_steps", "merge", "mixing", "drift_correction", "codec", "max_delta_norm", "max_stale_rounds",
         "pull_timeout_s", "max_backoff_s", "on_battery", "max_cpu_percent", "idle_only", "active_hours",

@@ -72,6 +72,53 @@ class SamplerTest : public ::testing::Test {
     }
     return ids;
   }
+  // Rows from..to-1 with the labels `label_of(i)` gives (byte 3 holds the
+  // label too, so a drawn row's label can be checked against its bytes).
+  template <typename LabelOf>
+  void AddLabelled(int64_t from, int64_t to, LabelOf label_of) {
+    std::vector<Example> v;
+    for (int64_t i = from; i < to; ++i) {
+      Example e = Row(i);
+      e.label = label_of(i);
+      e.data[3] = static_cast<char>(e.label);
+      v.push_back(e);
+    }
+    ASSERT_TRUE(store_->Add(v).ok());
+  }
+  // Draws one batch of labelled rows: (index, label) per row, in batch order.
+  static std::vector<std::pair<int64_t, int64_t>> DrawLabelled(Sampler& s, int64_t batch) {
+    std::vector<float> x(batch * kWidth);
+    std::vector<int64_t> y(batch);
+    EXPECT_TRUE(s.NextBatch(batch, x.data(), y.data()));
+    std::vector<std::pair<int64_t, int64_t>> rows;
+    for (int64_t b = 0; b < batch; ++b) {
+      EXPECT_EQ(y[b], std::lround(x[b * kWidth + 3] * 255.0f));
+      rows.emplace_back(IndexOfFloats(&x[b * kWidth]), y[b]);
+    }
+    return rows;
+  }
+  // The trainer's loop until every stored row was loaded and trained fresh.
+  static void TrainThrough(Sampler& s, ExampleStore& store, int64_t batch) {
+    for (int step = 0; step < 100000; ++step) {
+      ASSERT_TRUE(s.Refresh(store).ok());
+      if (s.fresh() == 0) return;
+      DrawLabelled(s, batch);
+    }
+    FAIL() << "fresh rows never drained";
+  }
+  // `steps` batches, loading more rows whenever the fresh ones run out. While
+  // the store holds more than fits, the sampler is under memory pressure.
+  static void TrainSteps(Sampler& s, ExampleStore& store, int64_t batch, int steps) {
+    for (int step = 0; step < steps; ++step) {
+      if (s.fresh() == 0) ASSERT_TRUE(s.Refresh(store).ok());
+      DrawLabelled(s, batch);
+    }
+  }
+  static SamplerOptions Balanced(int64_t capacity, double replay) {
+    SamplerOptions o = Options(capacity, replay);
+    o.pool = ReplayPool::kBalanced;
+    return o;
+  }
   std::unique_ptr<ExampleStore> store_;
 };
 
@@ -252,6 +299,106 @@ TEST_F(SamplerTest, SkipsRowsThatDoNotFitTheModel) {
   AddRows(5, 7);
   Sampler s(Options());
   EXPECT_EQ(*s.Refresh(*store_), 7);
+}
+
+TEST_F(SamplerTest, BalancedPoolKeepsEqualClassSharesUnderASkewedStream) {
+  // 90% class 0, the rest spread over classes 1-9, into a pool of about 100
+  // rows. Fresh rows take at most a class's share of a batch, 50 / 10
+  // classes, so a batch of 50 trains about 5.5 of them (10 for the uniform
+  // pool's 5): 600 batches train about 3300 of the 4000 rows (3000), and
+  // memory stays full throughout (about 35 rows of each rare class so far).
+  AddLabelled(0, 4000, [](int64_t i) { return i % 10 == 0 ? 1 + (i / 10) % 9 : 0; });
+  Sampler b(Balanced(200, 0.5));
+  TrainSteps(b, *store_, 50, 600);
+  int64_t lo = 1 << 30, hi = 0;
+  for (int64_t c = 0; c < 10; ++c) {
+    lo = std::min(lo, b.pool_rows_of(c));
+    hi = std::max(hi, b.pool_rows_of(c));
+  }
+  EXPECT_GE(lo, 9);
+  EXPECT_LE(hi - lo, 1) << "classes hold " << lo << " to " << hi << " rows";
+  // The uniform pool mirrors the stream: class 0 takes most of it.
+  Sampler u(Options(200, 0.5));
+  TrainSteps(u, *store_, 10, 600);
+  EXPECT_GT(u.pool_rows_of(0), 70);
+  // Replay fills each batch class by class: fresh rows (mostly class 0) up to
+  // a class's share of 20 / 10 classes, the rest from the others.
+  std::map<int64_t, int> drawn;
+  for (int k = 0; k < 100; ++k) {
+    for (const auto& [id, label] : DrawLabelled(b, 20)) drawn[label]++;
+  }
+  for (int64_t c = 0; c < 10; ++c) EXPECT_EQ(drawn[c], 200) << "class " << c;
+}
+
+TEST_F(SamplerTest, BalancedPoolReplaysHighLossRowsMoreOften) {
+  // One class, so only the weighting within a class is at work. Rows 0-9
+  // keep a high loss, the others a low one, reported after every batch as
+  // the trainer does.
+  AddLabelled(0, 100, [](int64_t) { return 4; });
+  Sampler s(Balanced(100000, 0.5));
+  ASSERT_TRUE(s.wants_losses());
+  ASSERT_TRUE(s.Refresh(*store_).ok());
+  int64_t hard = 0, total = 0;
+  for (int k = 0; k < 600; ++k) {
+    const bool fresh_left = s.fresh() > 0;
+    auto rows = DrawLabelled(s, 10);
+    std::vector<float> losses;
+    for (const auto& [id, label] : rows) {
+      losses.push_back(id < 10 ? 3.0f : 0.5f);
+      if (!fresh_left) {
+        hard += id < 10;
+        total++;
+      }
+    }
+    s.ReportLosses(losses.data(), static_cast<int64_t>(losses.size()));
+  }
+  ASSERT_GT(total, 4000);
+  // Uniform replay would draw them 10% of the time; the better of two
+  // random rows is one of them 1 - 0.9^2 = 19% of the time.
+  const double share = static_cast<double>(hard) / static_cast<double>(total);
+  EXPECT_GT(share, 0.15);
+  EXPECT_LT(share, 0.24);
+  // A uniform pool takes no losses.
+  EXPECT_FALSE(Sampler(Options()).wants_losses());
+}
+
+TEST_F(SamplerTest, BalancedPoolGivesALateClassItsShareOfEachBatch) {
+  // Classes 0-4 for a long while, then 100 rows of class 9.
+  AddLabelled(0, 2000, [](int64_t i) { return i % 5; });
+  Sampler b(Balanced(100000, 0.5));
+  Sampler u(Options(100000, 0.5));
+  TrainThrough(b, *store_, 60);
+  TrainThrough(u, *store_, 60);
+  AddLabelled(2000, 2100, [](int64_t) { return 9; });
+  ASSERT_EQ(*b.Refresh(*store_), 100);
+  ASSERT_EQ(*u.Refresh(*store_), 100);
+  // While its rows are fresh they take their share of a batch (60 / 6
+  // classes), not all of the fresh half, and every class is in each batch.
+  for (int k = 0; k < 3; ++k) {
+    std::map<int64_t, int> in_batch;
+    for (const auto& [id, label] : DrawLabelled(b, 60)) in_batch[label]++;
+    for (int64_t c : {0, 1, 2, 3, 4, 9}) EXPECT_EQ(in_batch[c], 10) << "class " << c << " batch " << k;
+  }
+  std::map<int64_t, int> uniform_batch;
+  for (const auto& [id, label] : DrawLabelled(u, 60)) uniform_batch[label]++;
+  EXPECT_EQ(uniform_batch[9], 30);
+}
+
+TEST_F(SamplerTest, BalancedPoolGivesALateClassItsShareOfMemory) {
+  // Under memory pressure (a pool of about 100 rows) the stream holds
+  // classes 0-4, then 100 rows of class 9, then classes 0-4 again; 700
+  // batches train about 3500 of its 4000 rows.
+  AddLabelled(0, 2000, [](int64_t i) { return i % 5; });
+  AddLabelled(2000, 2100, [](int64_t) { return 9; });
+  AddLabelled(2100, 4000, [](int64_t i) { return i % 5; });
+  Sampler b(Balanced(200, 0.5));
+  Sampler u(Options(200, 0.5));
+  TrainSteps(b, *store_, 10, 700);
+  TrainSteps(u, *store_, 10, 700);
+  // An equal share, about 100 / 6 rows, kept after the class stopped coming;
+  // a uniform pool keeps its share of the stream, about 100 * 100 / 3500.
+  EXPECT_GE(b.pool_rows_of(9), 15);
+  EXPECT_LE(u.pool_rows_of(9), 8);
 }
 
 TEST(Sampler, OnlyTrainRowsAreLoaded) {

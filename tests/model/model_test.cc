@@ -342,6 +342,26 @@ TEST(ModelTest, EvaluateRestoresModeAndIgnoresChunking) {
   EXPECT_NEAR(m->Loss(tokens, torch::Tensor()).item<double>(), whole.loss, 1e-5);
 }
 
+// ExampleLosses is the batch loss per example: its mean is Loss, and an
+// example's entry is its loss alone (a text window's: its positions' mean).
+TEST(ModelTest, ExampleLossesAreTheBatchLossPerExample) {
+  torch::manual_seed(5);
+  auto lm = MustCreate(CharLm(8, 16, 8));
+  lm->SetTraining(false);
+  torch::Tensor tokens = torch::randint(0, 256, {6, 9}, torch::kLong);
+  torch::Tensor each = lm->ExampleLosses(tokens, torch::Tensor());
+  ASSERT_EQ(each.sizes(), torch::IntArrayRef({6}));
+  EXPECT_NEAR(each.mean().item<double>(), lm->Loss(tokens, torch::Tensor()).item<double>(), 1e-5);
+  EXPECT_NEAR(each[2].item<double>(), lm->Loss(tokens.narrow(0, 2, 1), torch::Tensor()).item<double>(), 1e-5);
+  auto mlp = MustCreate(Mlp({4}, {8}, 3));
+  torch::Tensor x = torch::rand({5, 4});
+  torch::Tensor y = torch::tensor({0, 1, 2, 1, 0}, torch::kLong);
+  each = mlp->ExampleLosses(x, y);
+  ASSERT_EQ(each.sizes(), torch::IntArrayRef({5}));
+  EXPECT_NEAR(each.mean().item<double>(), mlp->Loss(x, y).item<double>(), 1e-5);
+  EXPECT_NEAR(each[3].item<double>(), mlp->Loss(x.narrow(0, 3, 1), y.narrow(0, 3, 1)).item<double>(), 1e-5);
+}
+
 // The trainer keeps held-out images as uint8; evaluated, they must count as
 // the float32 images the model trains on (scaled by 1/255), not as raw bytes.
 TEST(ModelTest, EvaluatesUint8ImagesAsTheirScaledFloats) {

@@ -143,13 +143,20 @@ TEST(Trainer, RefusesCheckpointOfAnotherModel) {
   EXPECT_NE(t.status().message().find("fingerprint"), std::string::npos) << t.status();
 }
 
-TEST(Trainer, CharLmPredictsRepeatedText) {
+// PredictText's answer: the next byte's top-k and the greedy continuation.
+using TextPrediction = std::pair<std::vector<std::pair<int64_t, double>>, std::string>;
+
+// A char_lm trained 400 steps on one repeated sentence with `replay_pool`;
+// returns its prediction after "the cat sat on the m".
+void CharLmOnOneSentence(const std::string& replay_pool,
+                         TextPrediction* predicted) {
   Fixture f;
   f.options.model.kind = "char_lm";
   f.options.model.context = 16;
   f.options.model.hidden = {64};
   f.options.training.optimizer = "adam";
   f.options.training.lr = 0.01;
+  f.options.training.replay_pool = replay_pool;
   auto trainer = f.MakeTrainer();
   ASSERT_NE(trainer, nullptr);
   std::string text;
@@ -160,9 +167,36 @@ TEST(Trainer, CharLmPredictsRepeatedText) {
   ASSERT_TRUE(trainer->TrainStepsForBenchmark(400).ok());
   auto out = trainer->PredictText("the cat sat on the m", 3, 4);
   ASSERT_TRUE(out.ok()) << out.status();
-  EXPECT_EQ(out->first.front().first, 'a');
-  EXPECT_GT(out->first.front().second, 0.5);
-  EXPECT_EQ(out->second, "at. ");
+  *predicted = *out;
+}
+
+TEST(Trainer, CharLmPredictsRepeatedText) {
+  TextPrediction out;
+  CharLmOnOneSentence("uniform", &out);
+  ASSERT_FALSE(out.first.empty());
+  EXPECT_EQ(out.first.front().first, 'a');
+  EXPECT_GT(out.first.front().second, 0.5);
+  EXPECT_EQ(out.second, "at. ");
+}
+
+// The balanced replay pool takes each example's loss from the training step
+// (a classifier's and a text model's): both still learn through it.
+TEST(Trainer, LearnsThroughTheBalancedReplayPool) {
+  Fixture f;
+  f.options.training.replay_pool = "balanced";
+  auto trainer = f.MakeTrainer();
+  ASSERT_NE(trainer, nullptr);
+  auto examples = LoadT10k(trainer->example_shape());
+  ASSERT_TRUE(f.store->Add(examples).ok());
+  ASSERT_TRUE(trainer->TrainStepsForBenchmark(600).ok());
+  std::vector<data::Example> probe(examples.begin(), examples.begin() + 2000);
+  auto r = trainer->Evaluate(probe);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(r->accuracy, 0.7);  // ten classes: chance is 0.1
+
+  TextPrediction out;
+  CharLmOnOneSentence("balanced", &out);
+  EXPECT_EQ(out.second, "at. ");
 }
 
 // The duty-cycle cap, measured on the real training thread over a few seconds.
