@@ -540,7 +540,12 @@ Federation::MergePlan Federation::PlanMerge(const float* x, bool record) const {
   p.weight = p.coeff;
   p.teach = p.coeff;
   const bool reject = options_.robust == "reject";
-  if (options_.robust == "clip" || reject) {
+  // reject needs someone to compare with: a lone neighbour held to our pace
+  // alone would be shut out for good once we rest (our pace falls to 0) or
+  // when we pair with a laptop that learnt alone for days, and it would
+  // shut us out too. clip still holds it to our pace, a pull of τ a merge.
+  const bool screen = options_.robust == "clip" || (reject && p.parts.size() >= 2);
+  if (screen) {
     std::vector<double> dist(p.parts.size());
     for (size_t j = 0; j < p.parts.size(); ++j) dist[j] = Distance(p.parts[j]->m.data(), x, size_);
     std::vector<double> sorted(dist);

@@ -33,7 +33,8 @@ struct FederationOptions {
   //           clip_movements × our own movement per round, averaged),
   // so a neighbour far farther than most, or far farther than our own
   // training moves us, is an outlier; one that mimics us cannot shrink τ
-  // below our own pace. A lone neighbour is held to our pace alone.
+  // below our own pace. A lone neighbour is held to our pace alone under
+  // clip; reject leaves it in (nobody to compare it with).
   //   none          the weighted mean above;
   //   reject        an outlier sits this merge out, as a stale mirror does:
   //                 no pull, nothing taught to c;

@@ -886,6 +886,22 @@ TEST(RobustMerge, ALoneNeighbourIsHeldToOurPace) {
   EXPECT_EQ(f->mirror_stats(0).clipped, 1);
 }
 
+// Under reject, the same lone neighbour stays in: with nobody to compare it
+// with, our pace is no yardstick (it is 0 while we rest, and a laptop that
+// learnt alone for days sits far away), and leaving it out would cut the
+// pair apart for good.
+TEST(RobustMerge, RejectLeavesALoneNeighbourIn) {
+  auto f = Make({0}, 1, 1, Robust("reject"));
+  std::vector<float> x = {0};
+  f->Merge(x.data());
+  x = {1};
+  f->Publish(x.data(), 1);
+  ASSERT_TRUE(f->Apply(0, Keyframe({1001}, 1, 1)).ok());
+  f->Merge(x.data());
+  EXPECT_NEAR(x[0], 1 + 1000.0 / 2, 1e-3);  // weight 1/2, the whole way
+  EXPECT_EQ(f->mirror_stats(0).clipped, 0);
+}
+
 TEST(RobustMerge, MedianAndTrimmedMeanAreCoordinatewiseOverUsAndTheNeighbours) {
   // Per coordinate, us {0, 0} and neighbours {1, -50}, {2, 4}, {6, 8}, {100, -1}:
   // sorted {0, 1, 2, 6, 100} and {-50, -1, 0, 4, 8}.
