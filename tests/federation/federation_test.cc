@@ -873,32 +873,33 @@ TEST(RobustMerge, AMimicCannotShrinkTheRadiusBelowOurOwnPace) {
   EXPECT_NEAR(f->mirror_stats(1).last_radius, FederationOptions().clip_movements, 1e-6);
 }
 
-// A lone neighbour has no median to compare with: our pace alone bounds it.
+// One merge of a node whose training moved it by 1 with a lone neighbour
+// 1000 away; returns x after it.
+float MergeWithALoneFarNeighbour(Federation& f) {
+  std::vector<float> x = {0};
+  f.Merge(x.data());
+  x = {1};
+  f.Publish(x.data(), 1);
+  EXPECT_TRUE(f.Apply(0, Keyframe({1001}, 1, 1)).ok());
+  f.Merge(x.data());
+  return x[0];
+}
+
+// A lone neighbour has no median to compare with: under clip our pace alone
+// bounds it.
 TEST(RobustMerge, ALoneNeighbourIsHeldToOurPace) {
   auto f = Make({0}, 1, 1, Robust("clip"));
-  std::vector<float> x = {0};
-  f->Merge(x.data());
-  x = {1};
-  f->Publish(x.data(), 1);
-  ASSERT_TRUE(f->Apply(0, Keyframe({1001}, 1, 1)).ok());
-  f->Merge(x.data());
-  EXPECT_NEAR(x[0], 1 + FederationOptions().clip_movements / 2, 1e-4);  // weight 1/2, cut to 3 × 1
+  EXPECT_NEAR(MergeWithALoneFarNeighbour(*f), 1 + FederationOptions().clip_movements / 2, 1e-4);  // weight 1/2, cut to 3 × 1
   EXPECT_EQ(f->mirror_stats(0).clipped, 1);
 }
 
-// Under reject, the same lone neighbour stays in: with nobody to compare it
+// Under reject the same lone neighbour stays in: with nobody to compare it
 // with, our pace is no yardstick (it is 0 while we rest, and a laptop that
 // learnt alone for days sits far away), and leaving it out would cut the
 // pair apart for good.
 TEST(RobustMerge, RejectLeavesALoneNeighbourIn) {
   auto f = Make({0}, 1, 1, Robust("reject"));
-  std::vector<float> x = {0};
-  f->Merge(x.data());
-  x = {1};
-  f->Publish(x.data(), 1);
-  ASSERT_TRUE(f->Apply(0, Keyframe({1001}, 1, 1)).ok());
-  f->Merge(x.data());
-  EXPECT_NEAR(x[0], 1 + 1000.0 / 2, 1e-3);  // weight 1/2, the whole way
+  EXPECT_NEAR(MergeWithALoneFarNeighbour(*f), 1 + 1000.0 / 2, 1e-3);  // weight 1/2, the whole way
   EXPECT_EQ(f->mirror_stats(0).clipped, 0);
 }
 
