@@ -90,6 +90,16 @@ bool SameFederation(const config::FederationSection& a, const config::Federation
   return static_cast<const federation::FederationOptions&>(a) == b && schedule(a) == schedule(b);
 }
 
+// Every [model] field: the trainer builds the model, its prior and its
+// local layers once, so any change waits for a restart.
+bool SameModel(const config::ModelOptions& a, const config::ModelOptions& b) {
+  auto tie = [](const config::ModelOptions& o) {
+    return std::tie(o.kind, o.input_shape, o.classes, o.hidden, o.seed, o.path, o.local_layers, o.class_names,
+                    o.personal_prior, o.context, o.embedding);
+  };
+  return tie(a) == tie(b);
+}
+
 // Frees what `files` holds: an upload may be gigabytes, and the store is
 // written after it is parsed.
 void Release(std::vector<data::NamedBlob>& files) { std::vector<data::NamedBlob>().swap(files); }
@@ -335,11 +345,7 @@ Node::ReloadResult Node::Apply(const config::Config& config) {
   if (config.node.name != config_.node.name) restart.push_back("[node] name");
   if (!SameTraining(config.training, config_.training)) restart.push_back("[training]");
   if (!SameFederation(config.federation, config_.federation)) restart.push_back("[federation]");
-  if (config.model.kind != config_.model.kind || config.model.hidden != config_.model.hidden ||
-      config.model.seed != config_.model.seed || config.model.input_shape != config_.model.input_shape ||
-      config.model.classes != config_.model.classes || config.model.path != config_.model.path) {
-    restart.push_back("[model]");
-  }
+  if (!SameModel(config.model, config_.model)) restart.push_back("[model]");
   reply.applied = applied;
   if (restart.empty()) {
     Logger("node")->info("reload: applied {}", applied);

@@ -196,26 +196,26 @@ data::ExampleShape Model::example_shape() const {
   return shape;
 }
 
-torch::Tensor Model::Loss(const torch::Tensor& x, const torch::Tensor& y) {
+Model::Scored Model::Score(const torch::Tensor& x, const torch::Tensor& y) {
   if (task_ == Task::kClassify) {
-    return F::cross_entropy(Forward(x), y.to(torch::kLong));
+    const torch::Tensor images = x.scalar_type() == torch::kByte ? x.to(torch::kFloat).div_(255.0f) : x;
+    return {Forward(images), y.to(torch::kLong)};
   }
   const torch::Tensor tokens = x.to(torch::kLong);
   const int64_t steps = tokens.size(1) - 1;
-  const torch::Tensor logits = Forward(tokens.narrow(1, 0, steps));
-  return F::cross_entropy(logits.reshape({-1, kByteVocab}), tokens.narrow(1, 1, steps).reshape({-1}));
+  return {Forward(tokens.narrow(1, 0, steps)).reshape({-1, kByteVocab}), tokens.narrow(1, 1, steps).reshape({-1})};
+}
+
+torch::Tensor Model::Loss(const torch::Tensor& x, const torch::Tensor& y) {
+  const Scored s = Score(x, y);
+  return F::cross_entropy(s.logits, s.targets);
 }
 
 torch::Tensor Model::ExampleLosses(const torch::Tensor& x, const torch::Tensor& y) {
-  const auto each = F::CrossEntropyFuncOptions().reduction(torch::kNone);
-  if (task_ == Task::kClassify) {
-    return F::cross_entropy(Forward(x), y.to(torch::kLong), each);
-  }
-  const torch::Tensor tokens = x.to(torch::kLong);
-  const int64_t steps = tokens.size(1) - 1;
-  const torch::Tensor logits = Forward(tokens.narrow(1, 0, steps));
-  return F::cross_entropy(logits.reshape({-1, kByteVocab}), tokens.narrow(1, 1, steps).reshape({-1}), each)
-      .reshape({tokens.size(0), steps})
+  const Scored s = Score(x, y);
+  // Every example has as many positions, so the row means average to Loss.
+  return F::cross_entropy(s.logits, s.targets, F::CrossEntropyFuncOptions().reduction(torch::kNone))
+      .reshape({x.size(0), -1})
       .mean(1);
 }
 
@@ -230,19 +230,10 @@ Model::EvalResult Model::Evaluate(const torch::Tensor& x, const torch::Tensor& y
   const auto sum = F::CrossEntropyFuncOptions().reduction(torch::kSum);
   for (int64_t start = 0; start < x.size(0); start += chunk) {
     const int64_t rows = std::min(chunk, x.size(0) - start);
-    torch::Tensor logits, targets;
-    if (task_ == Task::kClassify) {
-      torch::Tensor chunk_x = x.narrow(0, start, rows);
-      if (chunk_x.scalar_type() == torch::kByte) chunk_x = chunk_x.to(torch::kFloat).div_(255.0f);
-      logits = Forward(chunk_x);
-      if (logit_offset.defined()) logits = logits + logit_offset;
-      targets = y.narrow(0, start, rows).to(torch::kLong);
-    } else {
-      const torch::Tensor tokens = x.narrow(0, start, rows).to(torch::kLong);
-      const int64_t steps = tokens.size(1) - 1;
-      logits = Forward(tokens.narrow(1, 0, steps)).reshape({-1, kByteVocab});
-      targets = tokens.narrow(1, 1, steps).reshape({-1});
-    }
+    Scored scored = Score(x.narrow(0, start, rows), task_ == Task::kClassify ? y.narrow(0, start, rows) : y);
+    torch::Tensor& logits = scored.logits;
+    const torch::Tensor& targets = scored.targets;
+    if (logit_offset.defined()) logits = logits + logit_offset;
     loss_sum += F::cross_entropy(logits, targets, sum).item<double>();
     result.correct += logits.argmax(1).eq(targets).sum().item<int64_t>();
     result.count += targets.size(0);

@@ -124,6 +124,12 @@ class Model {
   config::ModelOptions options_;
   Task task_;
   std::vector<NamedTensor> params_;
+
+  // The logits of a batch against their targets, rows aligned: Classify
+  // [B, classes] and [B] (uint8 images scaled by 1/255); NextByte
+  // [B*T, 256] and [B*T], each example's T positions in a run.
+  struct Scored { torch::Tensor logits, targets; };
+  Scored Score(const torch::Tensor& x, const torch::Tensor& y);
 };
 
 // Serialises named tensors (any subset of the model's state) to bytes and

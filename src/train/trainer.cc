@@ -634,12 +634,8 @@ void Trainer::Impl::UpdatePrior() {
   for (const data::LabelCount& c : *counts) {
     if (c.label >= 0 && c.label < shape.classes) n[static_cast<size_t>(c.label)] += static_cast<double>(c.train);
   }
-  double total = 0;
-  for (double v : n) total += v;
-  auto prior = torch::empty({shape.classes}, torch::kFloat);
-  for (int64_t k = 0; k < shape.classes; ++k) {
-    prior[k] = static_cast<float>(std::log(n[static_cast<size_t>(k)] / total));
-  }
+  const torch::Tensor shares = torch::tensor(n, torch::kDouble);
+  const torch::Tensor prior = (shares / shares.sum()).log().to(torch::kFloat);
   std::atomic_store(&log_prior, std::shared_ptr<const torch::Tensor>(std::make_shared<torch::Tensor>(prior)));
 }
 

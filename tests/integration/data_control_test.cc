@@ -184,6 +184,17 @@ TEST(DataControlTest, PersonalPriorWeighsPredictionsByTheStoresClasses) {
   EXPECT_EQ(plain.StatusNum("steps"), 0) << "the two models must not have trained";
   EXPECT_EQ(personal.StatusNum("steps"), 0);
 
+  // Turning the prior on is a [model] change: a reload says it waits for a
+  // restart, and the running model keeps answering without it.
+  const std::string cfg = ReadFileOrDie(plain.config_path());
+  const size_t at = cfg.find("[model]\n");
+  ASSERT_NE(at, std::string::npos) << cfg;
+  WriteFileOrDie(plain.config_path(), cfg.substr(0, at) + "[model]\npersonal_prior = true\n" + cfg.substr(at + 8));
+  CommandResult reload = plain.Mycel({"reload"});
+  ASSERT_EQ(reload.exit_code, 0) << reload.Describe();
+  EXPECT_NE(reload.out.find("changed but needs a restart: [model]"), std::string::npos) << reload.Describe();
+  EXPECT_NEAR(LogOdds(plain, 3, 0), plain_odds, 1e-4) << "a reload half-applied the prior";
+
   ASSERT_EQ(personal.Mycel({"forget", "--label", "3"}).exit_code, 0);
   EXPECT_TRUE(PollUntil([&] {
     shift = LogOdds(personal, 3, 0) - plain_odds;
