@@ -17,6 +17,9 @@ fi
 dir=build${sanitize:+-${sanitize//,/-}}
 scripts/install-deps.sh
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+# Paths relative to the checkout and no working directory in the hash: a
+# second clone (a CI run, a worktree) reuses the first one's objects.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}" CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
 # gtest discovery and torch compile units are memory-heavy; 2 jobs fit these machines.
 jobs="${MYCEL_JOBS:-$(nproc)}"
 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMYCEL_SANITIZE="$sanitize" >/dev/null
