@@ -236,5 +236,17 @@ out=$(as_user /run/mycel-test/bin/mycel status 2>&1) || fail "mycel status after
 as_user timeout 90 systemctl --user stop myceld.service || fail "systemctl --user stop failed"
 [ "$(show Result)" = success ] && [ "$(show ExecMainStatus)" = 0 ] \
   || fail "stop: Result=$(show Result), exit status $(show ExecMainStatus)"
-echo "reload kept PID $pid and logged '$(head -n 1 <<<"$warn")' at priority warning; stop exited 0"
+
+# A state directory the unit does not make writable (a state_dir elsewhere
+# without a drop-in): myceld says so and exits 2, which the unit does not
+# restart (RestartPreventExitStatus=2): no restart every RestartSec=5.
+as_user sed -i 's|^log_file = .*|state_dir = "~/elsewhere/mycel"|' $home/.config/mycel/mycel.toml
+! as_user timeout 60 systemctl --user start myceld.service 2>/dev/null || fail "myceld started with a read-only state_dir"
+sleep 6
+[ "$(show ExecMainStatus)" = 2 ] && [ "$(show ActiveState)" = failed ] && [ "$(show NRestarts)" = 0 ] \
+  || fail "read-only state_dir: exit status $(show ExecMainStatus), $(show ActiveState), $(show NRestarts) restarts"
+in_ns journalctl -b --no-pager -q -o cat _SYSTEMD_USER_UNIT=myceld.service | grep -q "elsewhere.*Read-only file system" \
+  || fail "myceld did not say why it cannot use ~/elsewhere/mycel"
+echo "reload kept PID $pid and logged '$(head -n 1 <<<"$warn")' at priority warning; stop exited 0;"
+echo "  a state_dir outside ~/.local/state/mycel: exit 2, not restarted"
 echo "PASS"
