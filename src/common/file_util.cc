@@ -19,7 +19,9 @@ absl::Status ErrnoStatus(int err, std::string_view op, std::string_view path) {
   std::string msg = std::string(op) + " " + std::string(path) + ": " + std::strerror(err);
   switch (err) {
     case ENOENT: return absl::NotFoundError(msg);
-    case EACCES: case EPERM: return absl::PermissionDeniedError(msg);
+    // A read-only file system (a unit's sandbox, a state_dir outside its
+    // ReadWritePaths=) is no more transient than a directory's mode.
+    case EACCES: case EPERM: case EROFS: return absl::PermissionDeniedError(msg);
     case ENOSPC: case EDQUOT: return absl::ResourceExhaustedError(msg);
     case EEXIST: return absl::AlreadyExistsError(msg);
     default: return absl::InternalError(msg);

@@ -1,11 +1,13 @@
 #include "common/file_util.h"
 
+#include <cerrno>
 #include <cstdlib>
 #include <string>
 
 #include <gtest/gtest.h>
 
 #include "absl/strings/escaping.h"
+#include "common/status.h"
 #include "common/test_util.h"
 
 namespace mycel {
@@ -58,6 +60,15 @@ TEST(FileUtil, MissingFileIsNotFoundNamingPath) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(r.status().message().find("/nonexistent/mycel/x"), std::string::npos);
+}
+
+// What no retry fixes (the daemon exits 2 on these, and its unit does not
+// restart it): a mode, and a read-only file system such as a unit's sandbox.
+TEST(FileUtil, ErrnoNeedingTheUserIsPermissionDenied) {
+  for (int err : {EACCES, EPERM, EROFS}) {
+    EXPECT_EQ(ErrnoStatus(err, "mkdir", "/s").code(), absl::StatusCode::kPermissionDenied) << err;
+  }
+  EXPECT_EQ(ErrnoStatus(EIO, "mkdir", "/s").code(), absl::StatusCode::kInternal);
 }
 
 TEST(FileUtil, ExpandPathExpandsVariablesAndHome) {
