@@ -225,7 +225,11 @@ TEST(PairingTest, APeerWithAnotherModelIsRefusedSayingWhichLayerDiffers) {
 // are skipped and its training is not paced by them.
 TEST(PairingTest, AListeningNodeWithoutNeighboursTrainsUnpaced) {
   TempDir tmp;
-  Laptop solo = NewLaptop(tmp.path(), "solo");
+  // Resting is another reason to stop stepping (an instrumented build, slower
+  // per step, converged and rested near 1,800 steps): off, so only pacing could.
+  ConfigSpec spec;
+  spec.extra_training = "rest = false\n";
+  Laptop solo = NewLaptop(tmp.path(), "solo", spec);
   ASSERT_TRUE(solo.node->daemon().Start());
   ASSERT_EQ(solo.node->Mycel({"ingest", T10kImages(), T10kLabels()}).exit_code, 0);
   // Paced, it would stop after its first 40 local steps: no round opens more.
