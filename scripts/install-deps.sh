@@ -13,6 +13,8 @@ PACKAGES=(
   nlohmann-json3-dev      # the CLI's --json output
   libmicrohttpd-dev       # the loopback Prometheus endpoint ([node] metrics_listen)
   libsystemd-dev          # sd_notify: the user unit is Type=notify
+  libavahi-client-dev     # optional LAN discovery ([node] discover): DNS-SD via avahi-daemon
+  avahi-daemon avahi-utils dbus  # the discovery test runs a private bus and avahi-daemon on loopback
   help2man                # man pages myceld(1) and mycel(1) from --help
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist

@@ -90,20 +90,24 @@ int PeersPending(const Client& client, bool json) {
           {"name", p.name()}, {"public_key", p.public_key()}, {"key_fingerprint", p.key_fingerprint()},
           {"address", p.address()}, {"first_seen_unix", p.first_seen_unix()},
           {"last_seen_unix", p.last_seen_unix()}, {"requests", p.requests()}, {"same_model", p.same_model()},
-          {"dials_in", p.dials_in()},
+          {"dials_in", p.dials_in()}, {"discovered", p.discovered()},
       });
     }
     PrintJson(Json{{"pending", std::move(pending)}});
     return 0;
   }
   if (r.pending_size() == 0) {
-    std::printf("no pending peers (a node that pins this one's key and calls it is listed here)\n");
+    std::printf("no pending peers (a node that pins this one's key and calls it, or one announced on the LAN "
+                "with [node] discover, is listed here)\n");
     return 0;
   }
-  std::printf("%-16s %-19s %-22s %-10s %8s  %s\n", "NAME", "KEY", "ADDRESS", "LAST", "REQUESTS", "MODEL");
+  std::printf("%-16s %-19s %-22s %-6s %-10s %8s  %s\n", "NAME", "KEY", "ADDRESS", "SEEN", "LAST", "REQUESTS",
+              "MODEL");
   for (const auto& p : r.pending()) {
-    std::printf("%-16s %-19s %-22s %-10s %8lld  %s\n", p.name().c_str(), p.key_fingerprint().c_str(),
-                p.dials_in() ? "(dials out)" : p.address().empty() ? "(does not listen)" : p.address().c_str(),
+    // "lan": announced on the LAN (DNS-SD), which proves nothing; "call": it called and signed its Hello.
+    const char* seen = p.discovered() ? (p.requests() > 0 ? "lan+call" : "lan") : "call";
+    std::printf("%-16s %-19s %-22s %-6s %-10s %8lld  %s\n", p.name().c_str(), p.key_fingerprint().c_str(),
+                p.dials_in() ? "(dials out)" : p.address().empty() ? "(does not listen)" : p.address().c_str(), seen,
                 (std::to_string(now - p.last_seen_unix()) + "s ago").c_str(), static_cast<long long>(p.requests()),
                 p.same_model() ? "same" : "DIFFERENT: it cannot exchange with this node");
   }
@@ -301,7 +305,7 @@ void AddPeersCommand(CLI::App& app, PeersArgs* args) {
   auto* peers = app.add_subcommand("peers", "pinned neighbours: state, last exchange, sequence, traffic, refusals");
   peers->add_flag("--json", args->json, "print JSON");
   peers->require_subcommand(0, 1);
-  auto* pending = peers->add_subcommand("pending", "callers not pinned yet that asked to pair, newest first");
+  auto* pending = peers->add_subcommand("pending", "callers not pinned yet that asked to pair, and nodes announced on the LAN ([node] discover), newest first");
   pending->add_flag("--json", args->json, "print JSON");
   auto* add = peers->add_subcommand(
       "add", "pin a neighbour: NAME KEY HOST:PORT, or NAME KEY --dials-in (KEY as its `mycel id` prints it)");

@@ -449,6 +449,7 @@ std::vector<Field> NodeFields(NodeOptions* o) {
       StringField("metrics_listen", &o->metrics_listen, LoopbackHostPort()),
       // The dashboard shows and changes this laptop's state: never off the machine.
       StringField("ui_listen", &o->ui_listen, LoopbackHostPort()),
+      BoolField("discover", &o->discover),
   };
 }
 
@@ -551,7 +552,16 @@ absl::StatusOr<const toml::table*> AsTable(const Parser& p, const toml::node& n,
 
 absl::Status ParseNode(const Parser& p, const toml::node& n, Config* c) {
   MYCEL_ASSIGN_OR_RETURN(const toml::table* t, AsTable(p, n, "[node]"));
-  return ReadTable(p, *t, "[node]", NodeFields(&c->node));
+  MYCEL_RETURN_IF_ERROR(ReadTable(p, *t, "[node]", NodeFields(&c->node)));
+  const NodeOptions& o = c->node;
+  // Discovery announces where this node can be called: it must listen.
+  if (o.discover && (o.listen.empty() || o.dial_out)) {
+    return p.Error(LineOfKey(*t, "discover"),
+                   o.listen.empty() ? "[node] discover: needs [node] listen (it announces the peer port)"
+                                    : "[node] discover: not with dial_out (it announces a port it cannot be "
+                                      "called on)");
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ParseModel(const Parser& p, const toml::node& n, Config* c) {

@@ -30,6 +30,10 @@ struct NodeOptions {
   int64_t log_max_files = 3;           // rotated files kept besides log_file
   std::string metrics_listen;          // Prometheus endpoint, loopback "127.0.0.1:port"; "" = off
   std::string ui_listen;               // dashboard page, loopback "127.0.0.1:port"; "" = off
+  // LAN discovery (DNS-SD through avahi-daemon): announce this node's name,
+  // key and listen port as _mycel._tcp, and list the nodes announced on the
+  // LAN as pending peers. Pins nothing by itself. Needs listen, not dial_out.
+  bool discover = false;
 };
 
 struct ModelOptions {

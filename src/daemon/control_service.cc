@@ -44,6 +44,7 @@ void SetPending(const peer::PendingPeer& p, control::PendingPeer* q) {
   q->set_requests(p.requests);
   q->set_same_model(p.same_model);
   q->set_dials_in(p.dials_in);
+  q->set_discovered(p.discovered);
 }
 
 void SetTotals(const peer::GossipTotals& totals, control::PeersReply* r) {

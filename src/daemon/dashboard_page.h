@@ -127,7 +127,7 @@ async function refresh() {
   for (const p of pending) {
     const row = pend.insertRow();
     cell(row, p.name); cell(row, p.key_fingerprint);
-    cell(row, p.dials_in ? "(dials out)" : (p.address || "(does not listen)"));
+    cell(row, (p.dials_in ? "(dials out)" : (p.address || "(does not listen)")) + (p.discovered ? " (on the LAN)" : ""));
     cell(row, ago(p.last_seen_unix));
     const b = document.createElement("button");
     b.textContent = "Accept"; b.className = "accept"; b.dataset.fingerprint = p.key_fingerprint;

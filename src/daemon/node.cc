@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <ctime>
 #include <random>
 #include <tuple>
 
@@ -26,6 +27,7 @@
 #include "data/importers.h"
 #include "federation/federation.h"
 #include "metrics/metrics_server.h"
+#include "peer/discovery.h"
 #include "peer/gossip.h"
 #include "train/checkpointer.h"
 #include "train/policy.h"
@@ -239,6 +241,7 @@ absl::Status Node::CreateGossip() {
 absl::Status Node::Start() {
   trainer_->Start();
   if (gossip_) MYCEL_RETURN_IF_ERROR(gossip_->Start());
+  StartDiscovery();
   control_service_ = std::make_unique<ControlService>(*this);
   StartMetrics();
   StartDashboard();
@@ -269,6 +272,20 @@ void Node::StartMetrics() {
   } else {
     Logger("node")->error("no metrics endpoint: {}", metrics.status().message());
   }
+}
+
+void Node::StartDiscovery() {
+  if (!config_.node.discover || !gossip_) return;
+  // Optional as well: without avahi-daemon it warns and the daemon runs on.
+  peer::DiscoveryOptions o;
+  o.name = config_.node.name;
+  o.public_key = identity_->public_key();
+  o.port = gossip_->Totals().listen_port;
+  o.model_fingerprint = trainer_->Stats().fingerprint;
+  peer::Gossip* gossip = gossip_.get();
+  discovery_ = peer::Discovery::Start(
+      o, [gossip](peer::PendingPeer p) { gossip->NoteDiscovered(std::move(p), static_cast<int64_t>(std::time(nullptr))); },
+      [gossip](const std::string& key) { gossip->ForgetDiscovered(key); });
 }
 
 void Node::StartDashboard() {
@@ -335,6 +352,7 @@ Node::ReloadResult Node::Apply(const config::Config& config) {
   }
   if (config.node.listen != config_.node.listen) restart.push_back("[node] listen");
   if (config.node.dial_out != config_.node.dial_out) restart.push_back("[node] dial_out");
+  if (config.node.discover != config_.node.discover) restart.push_back("[node] discover");
   if (config.node.state_dir != config_.node.state_dir) restart.push_back("[node] state_dir");
   if (config.node.metrics_listen != config_.node.metrics_listen) restart.push_back("[node] metrics_listen");
   if (config.node.log_file != config_.node.log_file) restart.push_back("[node] log_file");
@@ -371,6 +389,7 @@ absl::Status Node::Shutdown() {
   history_cv_.notify_all();
   if (history_thread_.joinable()) history_thread_.join();
   if (control_) control_->Shutdown();            // 1. no new control RPCs
+  discovery_.reset();                            //    announcement withdrawn, nothing more found
   if (gossip_) gossip_->Stop();                  // 2. no more rounds; peer server stopped
   absl::Status s = trainer_ ? trainer_->Stop()   // 3. trainer stops between steps, final checkpoint
                             : absl::OkStatus();

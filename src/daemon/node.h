@@ -44,6 +44,7 @@ namespace crypto { class Identity; }
 namespace train { class Checkpointer; class PausePolicy; class ResourcePolicy; }
 namespace metrics { class MetricsServer; }
 namespace control { class ControlServer; }
+namespace peer { class Discovery; }
 class ControlService;
 class Dashboard;
 class FederationState;
@@ -214,6 +215,7 @@ class Node {
   // Start's optional endpoints: a failure is logged and the daemon trains on.
   void StartMetrics();
   void StartDashboard();
+  void StartDiscovery();
   // A peer with this node's own key is an error naming where it is pinned.
   absl::Status CheckPeers(const std::vector<config::PeerOptions>& peers) const;
   // Applies a loaded, checked config (Reload).
@@ -240,6 +242,7 @@ class Node {
   std::unique_ptr<FederationState> federation_;         // null without pinned peers
   std::unique_ptr<train::Trainer> trainer_;
   std::unique_ptr<peer::Gossip> gossip_;
+  std::unique_ptr<peer::Discovery> discovery_;          // [node] discover; null without avahi-daemon
   std::unique_ptr<ControlService> control_service_;     // the proto adapter the servers below call
   std::unique_ptr<control::ControlServer> control_;
   std::unique_ptr<metrics::MetricsServer> metrics_;

@@ -1,6 +1,7 @@
 #include "peer/gossip.h"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <mutex>
 #include <thread>
@@ -46,6 +47,7 @@ struct Gossip::Impl {
   std::unique_ptr<PeerListener> listener;  // accepts for server, within PeerServerLimits
   std::thread loop;
   bool started = false, stopped = false;
+  double discovered_logged_at = -1;  // monotonic s; guarded by state.mu
 };
 
 Gossip::Gossip(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -119,6 +121,63 @@ void Gossip::Stop() {
 std::vector<PendingPeer> Gossip::Pending() const {
   std::lock_guard<std::mutex> lock(impl_->state.mu);
   return impl_->state.pending_peers;
+}
+
+std::string SanitisedPeerName(const std::string& raw) {
+  std::string out;
+  for (char c : raw.substr(0, 64)) {
+    out.push_back(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' ? c : '_');
+  }
+  return out.empty() ? "unnamed" : out;
+}
+
+void Gossip::NoteDiscovered(PendingPeer p, int64_t now) {
+  GossipState& s = impl_->state;
+  std::lock_guard<std::mutex> lock(s.mu);
+  const Roster& pinned = *(s.pending ? s.pending : s.roster);
+  if (std::find(pinned.pinned.begin(), pinned.pinned.end(), p.public_key) != pinned.pinned.end()) return;
+  std::vector<PendingPeer>& list = s.pending_peers;
+  auto it = std::find_if(list.begin(), list.end(), [&](const PendingPeer& q) { return q.public_key == p.public_key; });
+  if (it != list.end()) {
+    // It called too: its Hello was signed, this record is not. Keep what it said.
+    it->discovered = true;
+    if (it->address.empty() && !it->dials_in) it->address = p.address;
+    if (it->requests == 0) {
+      it->name = p.name;
+      it->address = p.address;
+      it->same_model = p.same_model;
+      it->last_seen_unix = now;
+    }
+    return;
+  }
+  p.discovered = true;
+  p.requests = 0;
+  p.first_seen_unix = p.last_seen_unix = now;
+  const double t = Clock::Real()->MonotonicSeconds();
+  if (t - impl_->discovered_logged_at >= 1) {  // a LAN of announcements is one line a second
+    impl_->discovered_logged_at = t;
+    Logger("peer")->info("node '{}' ({}) announced at {} on the LAN: `mycel peers accept {}` pins it", p.name,
+                         p.key_fingerprint, p.address, p.key_fingerprint);
+  }
+  list.insert(list.begin(), std::move(p));
+  if (list.size() > kMaxPendingPeers) {
+    // Announcements cost nothing to make: one never pushes out a caller.
+    auto last = std::find_if(list.rbegin(), list.rend(), [](const PendingPeer& q) { return q.requests == 0; });
+    list.erase(std::next(last).base());
+  }
+}
+
+void Gossip::ForgetDiscovered(const std::string& public_key) {
+  GossipState& s = impl_->state;
+  std::lock_guard<std::mutex> lock(s.mu);
+  std::vector<PendingPeer>& list = s.pending_peers;
+  auto it = std::find_if(list.begin(), list.end(), [&](const PendingPeer& q) { return q.public_key == public_key; });
+  if (it == list.end()) return;
+  if (it->requests == 0) {
+    list.erase(it);
+  } else {
+    it->discovered = false;
+  }
 }
 
 std::vector<PeerStatus> Gossip::Peers() const {

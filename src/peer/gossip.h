@@ -182,7 +182,9 @@ struct PeerStatus {
 };
 
 // Pairing: an authenticated caller whose key is not pinned (it proved it
-// holds the key, addressed us, and its clock is within the replay window).
+// holds the key, addressed us, and its clock is within the replay window),
+// or a node announced on the LAN ([node] discover, peer/discovery.h), which
+// proves nothing: accepting it pins a key that the handshake then checks.
 // It is answered nothing; it is only listed, for `mycel peers accept`.
 struct PendingPeer {
   std::string name;                        // its [node] name, as it sent it (sanitised)
@@ -195,9 +197,15 @@ struct PendingPeer {
   int64_t requests = 0;
   bool same_model = false;                 // its model fingerprint is ours
   int64_t hello_timestamp = 0;             // of the newest Hello seen from it
+  bool discovered = false;                 // announced on the LAN (DNS-SD); requests = 0 if it never called
 };
 
-// At most this many pending peers are kept (the least recently seen goes).
+// A pending peer's name as shown to the user: at most 64 characters of
+// [A-Za-z0-9._-], others replaced by '_' ("" → "unnamed").
+std::string SanitisedPeerName(const std::string& raw);
+
+// At most this many pending peers are kept (the least recently seen goes;
+// a node only announced on the LAN goes before any caller).
 // Each calling host may have kPairingChecksPerHost unpinned Hellos checked
 // (a signature each) at once and half that a second after, so a flood of
 // strangers costs little and one host's flood does not starve another's
@@ -246,6 +254,12 @@ class Gossip {
   GossipTotals Totals() const;
   // Callers waiting to be pinned, the most recently seen first.
   std::vector<PendingPeer> Pending() const;
+  // LAN discovery: lists a node announced on the LAN as pending, unless its
+  // key is pinned. What a caller said of itself (its address) comes first.
+  // Thread-safe.
+  void NoteDiscovered(PendingPeer p, int64_t now);
+  // Its announcement is gone: a node that never called leaves the list.
+  void ForgetDiscovered(const std::string& public_key);
 
   struct Impl;
 

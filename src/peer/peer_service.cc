@@ -1,7 +1,6 @@
 #include "peer/peer_service.h"
 
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -32,16 +31,6 @@ constexpr int64_t kReplayFloorSlackS = 2;
 // starts before any message has come, so an unauthenticated caller could
 // otherwise hold server threads by opening calls and sending nothing.
 constexpr int kMaxAwaitingHello = 4;
-
-// A caller's name as shown to the user: at most 64 characters of
-// [A-Za-z0-9._-], others replaced by '_' ("" → "unnamed").
-std::string SanitisedName(const std::string& raw) {
-  std::string out;
-  for (char c : raw.substr(0, 64)) {
-    out.push_back(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' ? c : '_');
-  }
-  return out.empty() ? "unnamed" : out;
-}
 
 }  // namespace
 
@@ -367,7 +356,7 @@ void PeerService::NotePending(const std::string& grpc_peer, const std::string& h
   PendingPeer p;
   p.public_key = who->sender_pk;
   p.key_fingerprint = crypto::KeyFingerprint(p.public_key);
-  p.name = SanitisedName(params.sender_name());
+  p.name = SanitisedPeerName(params.sender_name());
   p.hello_timestamp = who->timestamp;
   p.dials_in = params.dial_out();
   if (!host.empty() && !p.dials_in && params.listen_port() > 0 && params.listen_port() < 65536) {
@@ -386,6 +375,7 @@ void PeerService::NotePending(const std::string& grpc_peer, const std::string& h
     }
     p.first_seen_unix = it->first_seen_unix;
     p.requests = it->requests;
+    p.discovered = it->discovered;
     state_.pending_peers.erase(it);
   } else {
     p.first_seen_unix = now;

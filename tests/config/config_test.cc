@@ -62,6 +62,7 @@ void ExpectSameOptions(const Config& a, const Config& b) {
   EXPECT_EQ(a.node.state_dir, b.node.state_dir);
   EXPECT_EQ(a.node.listen, b.node.listen);
   EXPECT_EQ(a.node.log_level, b.node.log_level);
+  EXPECT_EQ(a.node.discover, b.node.discover);
   EXPECT_EQ(a.model.kind, b.model.kind);
   EXPECT_EQ(a.model.input_shape, b.model.input_shape);
   EXPECT_EQ(a.model.classes, b.model.classes);
@@ -131,6 +132,13 @@ TEST_F(ConfigFileTest, EmptySectionsGiveDefaults) {
   auto c = Load("[node]\n[model]\n[training]\n");
   ASSERT_TRUE(c.ok()) << c.status();
   ExpectSameOptions(*c, DefaultConfig());
+}
+
+TEST_F(ConfigFileTest, DiscoverIsOffByDefaultAndNeedsAListener) {
+  EXPECT_FALSE(DefaultConfig().node.discover);
+  auto c = Load("[node]\nlisten = \"0.0.0.0:7000\"\ndiscover = true\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->node.discover);
 }
 
 TEST_F(ConfigFileTest, ReadsEveryKey) {
@@ -355,6 +363,10 @@ std::vector<BadCase> BadCases() {
        "[[peers]] #1 dials_in", "true or false"},
       {hdr + "[node]\ndial_out = \"yes\"\n", 4, "[node] dial_out", "true or false"},
       {hdr + "[node]\nui_listen = \"0.0.0.0:7071\"\n", 4, "[node] ui_listen", "loopback"},
+      {hdr + "[node]\ndiscover = \"yes\"\n", 4, "[node] discover", "true or false"},
+      {hdr + "[node]\ndiscover = true\n", 4, "[node] discover", "needs [node] listen"},
+      {hdr + "[node]\nlisten = \"0.0.0.0:7000\"\ndial_out = true\ndiscover = true\n", 6, "[node] discover",
+       "not with dial_out"},
       {hdr + "[node]\nui_listen = \"192.168.1.2:7071\"\n", 4, "[node] ui_listen", "loopback"},
       {hdr + "[model]\nclasses = 3\nclass_names = [\"a\", \"b\"]\n", 5, "[model] class_names",
        "2 names for 3 classes"},
@@ -586,7 +598,7 @@ TEST(ExampleConfigTest, MentionsEveryKey) {
         "public_key", "round_interval_s", "local_steps", "merge", "mixing", "drift_correction", "codec", "max_delta_norm", "max_stale_rounds",
         "pull_timeout_s", "max_backoff_s", "on_battery", "max_cpu_percent", "idle_only", "active_hours",
         "power_supply_dir", "lr_decay_steps", "lr_final", "rest", "rest_patience", "rest_max_s", "drift_guard_drop", "drift_guard_window",
-        "dial_out", "dials_in", "ui_listen", "metrics_listen"}) {
+        "dial_out", "dials_in", "ui_listen", "metrics_listen", "discover"}) {
     const bool active = text.find("\n" + std::string(key) + " = ") != std::string::npos;
     const bool commented = text.find("\n# " + std::string(key) + " = ") != std::string::npos;
     EXPECT_TRUE(active || commented) << key << " is not in the example config";

@@ -307,7 +307,8 @@ class GossipServerTest : public ::testing::Test {
   }
 
   std::string BPk() const { return b_->id->public_key(); }
-  std::string GoodHello() { return Begin(*a_, BPk(), Params(0, 0))->hello(); }
+  std::string GoodHello() { return GoodHelloFrom(*a_); }
+  std::string GoodHelloFrom(const crypto::Identity& id) { return Begin(id, BPk(), Params(0, 0))->hello(); }
 
   // A well-formed pull from A is served, and its keyframe is B's public copy.
   void ExpectGoodPull() {
@@ -489,6 +490,56 @@ TEST_F(GossipServerTest, StrangersArePendingOnlyWhenGenuineBoundedInNumberAndNev
   EXPECT_EQ(b_->gossip->Totals().refused_unknown, before + 200);
   EXPECT_LE(b_->gossip->Pending().size(), kMaxPendingPeers);
   ExpectGoodPull();  // the pinned neighbour is served throughout
+}
+
+TEST_F(GossipServerTest, DiscoveredNodesArePendingButNeverPinnedNeverPushOutACallerAndLeaveWhenGone) {
+  auto announced = [](const crypto::Identity& id, const std::string& address) {
+    PendingPeer p;
+    p.name = "lan";
+    p.public_key = id.public_key();
+    p.key_fingerprint = id.Fingerprint();
+    p.address = address;
+    return p;
+  };
+  // A pinned key is not listed, whatever the LAN says of it.
+  b_->gossip->NoteDiscovered(announced(*a_, "10.0.0.1:7000"), Now());
+  EXPECT_TRUE(b_->gossip->Pending().empty());
+
+  // A caller first, then a LAN full of announcements: the caller stays.
+  ExpectRefused(GoodHelloFrom(*intruder_), grpc::StatusCode::PERMISSION_DENIED, "unpinned_key");
+  std::vector<std::unique_ptr<crypto::Identity>> lan;
+  for (size_t i = 0; i < kMaxPendingPeers + 4; ++i) {
+    lan.push_back(NewIdentity());
+    b_->gossip->NoteDiscovered(announced(*lan.back(), "10.0.0." + std::to_string(i + 2) + ":7000"), Now());
+  }
+  auto pending = b_->gossip->Pending();
+  ASSERT_EQ(pending.size(), kMaxPendingPeers);
+  EXPECT_EQ(pending[0].public_key, lan.back()->public_key());
+  EXPECT_TRUE(pending[0].discovered);
+  EXPECT_EQ(pending[0].requests, 0);
+  EXPECT_EQ(pending[0].address, "10.0.0." + std::to_string(kMaxPendingPeers + 5) + ":7000");
+  auto caller = std::find_if(pending.begin(), pending.end(),
+                             [&](const PendingPeer& p) { return p.public_key == intruder_->public_key(); });
+  ASSERT_NE(caller, pending.end()) << "an announcement pushed out a caller";
+  EXPECT_FALSE(caller->discovered);
+
+  // The caller announced too: marked so; what it said in its signed Hello stays.
+  b_->gossip->NoteDiscovered(announced(*intruder_, "10.9.9.9:1"), Now());
+  for (const auto& p : b_->gossip->Pending()) {
+    if (p.public_key != intruder_->public_key()) continue;
+    EXPECT_TRUE(p.discovered);
+    EXPECT_EQ(p.requests, 1);
+    EXPECT_EQ(p.name, "test-client");
+  }
+  // Announcements withdrawn: one that never called leaves, the caller stays.
+  b_->gossip->ForgetDiscovered(lan.back()->public_key());
+  b_->gossip->ForgetDiscovered(intruder_->public_key());
+  pending = b_->gossip->Pending();
+  EXPECT_EQ(pending.size(), kMaxPendingPeers - 1);
+  for (const auto& p : pending) {
+    EXPECT_NE(p.public_key, lan.back()->public_key());
+    if (p.public_key == intruder_->public_key()) EXPECT_FALSE(p.discovered);
+  }
 }
 
 TEST_F(GossipServerTest, FlippedHelloBytesAreRefusedWithTheRightReason) {
