@@ -15,7 +15,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <cctype>
 #include <cstring>
@@ -452,7 +451,7 @@ std::vector<Field> NodeFields(NodeOptions* o) {
   };
 }
 
-std::vector<Field> ModelFields(ModelOptions* o) {
+std::vector<Field> ModelFields(model::ModelOptions* o) {
   return {
       StringField("kind", &o->kind, OneOf({"mlp", "cnn", "char_lm", "torchscript"})),
       IntListField("input_shape", &o->input_shape, /*non_empty=*/true, IntPositive()),
@@ -468,7 +467,7 @@ std::vector<Field> ModelFields(ModelOptions* o) {
   };
 }
 
-std::vector<Field> TrainingFields(TrainingOptions* o) {
+std::vector<Field> TrainingFields(train::TrainingOptions* o) {
   return {
       StringField("optimizer", &o->optimizer, OneOf({"sgd", "adam"})),
       RealField("lr", &o->lr, RealPositive()),
@@ -513,20 +512,20 @@ std::vector<Field> FederationFields(FederationSection* o) {
   };
 }
 
-std::vector<Field> PolicyFields(PolicyOptions* o) {
+std::vector<Field> PolicyFields(PolicySection* o) {
   return {
-      StringField("on_battery", &o->on_battery, OneOf({"pause", "continue"})),
+      {"on_battery", [o](const Parser& p, const toml::node& n, const std::string& where) {
+         std::string v;
+         MYCEL_RETURN_IF_ERROR(ReadString(p, n, where, OneOf({"pause", "continue"}), &v));
+         o->pause_on_battery = v == "pause";
+         return absl::OkStatus();
+       }},
       RealField("max_cpu_percent", &o->max_cpu_percent, RealIn(0, 100, /*hi_open=*/false)),
       IntField("threads", &o->threads, IntIn(1, 256)),
       BoolField("idle_only", &o->idle_only),
       StringField("active_hours", &o->active_hours, [](const std::string& v) -> std::string {
-        if (v.empty()) return "";
-        int h1, m1, h2, m2;
-        char tail;
-        bool ok = std::sscanf(v.c_str(), "%d:%d-%d:%d%c", &h1, &m1, &h2, &m2, &tail) == 4 && h1 >= 0 &&
-                  h1 <= 23 && h2 >= 0 && h2 <= 24 && m1 >= 0 && m1 <= 59 && m2 >= 0 && m2 <= 59 &&
-                  !(h2 == 24 && m2 != 0);
-        return ok ? "" : "must be \"HH:MM-HH:MM\" (got \"" + v + "\")";
+        if (v.empty() || train::ActiveHoursWindow(v)) return "";
+        return "must be \"HH:MM-HH:MM\" (got \"" + v + "\")";
       }),
       PathField("power_supply_dir", &o->power_supply_dir, /*allow_empty=*/false),
       BoolField("gossip_when_held", &o->gossip_when_held),
@@ -556,7 +555,7 @@ absl::Status ParseNode(const Parser& p, const toml::node& n, Config* c) {
 
 absl::Status ParseModel(const Parser& p, const toml::node& n, Config* c) {
   MYCEL_ASSIGN_OR_RETURN(const toml::table* t, AsTable(p, n, "[model]"));
-  ModelOptions& m = c->model;
+  model::ModelOptions& m = c->model;
   MYCEL_RETURN_IF_ERROR(ReadTable(p, *t, "[model]", ModelFields(&m)));
   if (!m.class_names.empty() && static_cast<int64_t>(m.class_names.size()) != m.classes) {
     return p.Error(LineOfKey(*t, "class_names"),
@@ -588,7 +587,7 @@ absl::Status ParseModel(const Parser& p, const toml::node& n, Config* c) {
 absl::Status ParseTraining(const Parser& p, const toml::node& n, Config* c) {
   MYCEL_ASSIGN_OR_RETURN(const toml::table* t, AsTable(p, n, "[training]"));
   MYCEL_RETURN_IF_ERROR(ReadTable(p, *t, "[training]", TrainingFields(&c->training)));
-  const TrainingOptions& o = c->training;
+  const train::TrainingOptions& o = c->training;
   // A continual learner must keep learning after the decay.
   if (o.lr_decay_steps > 0 && (o.lr_final <= 0 || o.lr_final > o.lr)) {
     return p.Error(LineOfKey(*t, "lr_final"),

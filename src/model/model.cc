@@ -47,7 +47,7 @@ absl::Status CheckPositive(const std::vector<int64_t>& values, const char* key) 
   return absl::OkStatus();
 }
 
-absl::Status CheckOneHidden(const config::ModelOptions& o, const char* what) {
+absl::Status CheckOneHidden(const ModelOptions& o, const char* what) {
   if (o.hidden.size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat("model.hidden: ", o.kind, " takes exactly one width (",
                                                    what, "), got ", ShapeString(o.hidden)));
@@ -55,7 +55,7 @@ absl::Status CheckOneHidden(const config::ModelOptions& o, const char* what) {
   return CheckPositive(o.hidden, "model.hidden");
 }
 
-absl::Status ValidateOptions(const config::ModelOptions& o) {
+absl::Status ValidateOptions(const ModelOptions& o) {
   const bool classifier = o.kind == "mlp" || o.kind == "cnn" || o.kind == "torchscript";
   if (!classifier && o.kind != "char_lm") {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -149,7 +149,7 @@ struct ArchiveNode {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Create(const config::ModelOptions& options) {
+absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelOptions& options) {
   MYCEL_RETURN_IF_ERROR(ValidateOptions(options));
   std::unique_ptr<Model> model;
   try {

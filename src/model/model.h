@@ -41,8 +41,8 @@
 #include <torch/torch.h>
 
 #include "absl/status/statusor.h"
-#include "config/config.h"
 #include "data/example.h"
+#include "model/options.h"
 
 namespace mycel::model {
 
@@ -62,9 +62,9 @@ class Model {
 
   // Builds the model from config; weights are initialised from options.seed
   // (identical on every node with the same config). torchscript loads `path`.
-  static absl::StatusOr<std::unique_ptr<Model>> Create(const config::ModelOptions& options);
+  static absl::StatusOr<std::unique_ptr<Model>> Create(const ModelOptions& options);
 
-  const config::ModelOptions& options() const { return options_; }
+  const ModelOptions& options() const { return options_; }
   Task task() const { return task_; }
   const std::string& kind() const { return options_.kind; }
   // What an example must look like for this model (width = prod(input_shape), or context+1).
@@ -116,12 +116,12 @@ class Model {
   virtual absl::Status Export(const std::string& path) = 0;
 
  protected:
-  Model(const config::ModelOptions& options, Task task) : options_(options), task_(task) {}
+  Model(const ModelOptions& options, Task task) : options_(options), task_(task) {}
   // Subclasses call this once their parameters exist.
   void SetParameters(std::vector<std::pair<std::string, torch::Tensor>> named);
 
  private:
-  config::ModelOptions options_;
+  ModelOptions options_;
   Task task_;
   std::vector<NamedTensor> params_;
 
