@@ -3,6 +3,8 @@
 // themselves live in networks.cc.
 #include "model/model.h"
 
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <map>
 #include <sstream>

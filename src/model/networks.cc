@@ -3,6 +3,7 @@
 // a user's TorchScript module.
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/script.h>
+#include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <torch/script.h>
+#include <torch/torch.h>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
