@@ -272,6 +272,47 @@ TEST(ModelTest, BadOptionsAreNamed) {
   }
 }
 
+// CheckOptions is the one check of the options: the config reader reports
+// its problems at their line, Create as "model.KEY: why". So Create refuses
+// what a config file could not say either.
+TEST(ModelTest, CreateRefusesWhatCheckOptionsRefuses) {
+  struct Case {
+    ModelOptions options;
+    std::string key;
+  };
+  std::vector<Case> cases;
+  {
+    auto o = Mlp({4}, {8}, 3);
+    o.class_names = {"a", "b"};
+    cases.push_back({o, "class_names"});
+    o = Mlp({4}, {8}, 3);
+    o.class_names = {"a", "", "c"};
+    cases.push_back({o, "class_names[1]"});
+    o = CharLm(8, 8, 8);
+    o.personal_prior = true;
+    cases.push_back({o, "personal_prior"});
+    o = CharLm(8, 8, 8);
+    o.context = 1;
+    cases.push_back({o, "context"});
+    o = Mlp({4}, {}, 3);
+    cases.push_back({o, "hidden"});
+    o = Mlp({4, -1}, {8}, 3);
+    cases.push_back({o, "input_shape[1]"});
+    o = Mlp({4}, {8}, 3);
+    o.local_layers = {""};
+    cases.push_back({o, "local_layers[0]"});
+  }
+  for (const Case& c : cases) {
+    std::optional<OptionProblem> problem = CheckOptions(c.options);
+    ASSERT_TRUE(problem.has_value()) << c.key;
+    EXPECT_EQ(problem->key, c.key);
+    auto m = Model::Create(c.options);
+    ASSERT_FALSE(m.ok()) << c.key;
+    EXPECT_EQ(std::string(m.status().message()), "model." + problem->key + ": " + problem->why);
+  }
+  EXPECT_FALSE(CheckOptions(ModelOptions{}).has_value());
+}
+
 TEST(ModelTest, MlpLearnsSeparableBlobs) {
   torch::manual_seed(1);
   auto [x, y] = Blobs(512, 20, 4);
