@@ -9,7 +9,12 @@
 # Libraries a target can see headers of: its own links, then what those
 # export (INTERFACE_LINK_LIBRARIES without $<LINK_ONLY:...>, i.e. PUBLIC ones).
 function(_mycel_visible target out)
-  get_target_property(direct ${target} LINK_LIBRARIES)
+  get_target_property(type ${target} TYPE)
+  if(type STREQUAL "INTERFACE_LIBRARY")  # a header-only target has only what it exports
+    get_target_property(direct ${target} INTERFACE_LINK_LIBRARIES)
+  else()
+    get_target_property(direct ${target} LINK_LIBRARIES)
+  endif()
   set(seen "")
   set(queue "")
   if(direct)
@@ -35,7 +40,13 @@ endfunction()
 
 # mycel_check_layering(MODULE <name> TARGETS <t>... [MODULE ...]), modules
 # bottom-up: refuses a link that runs upward now, at configure time, and adds
-# the include check every library of a module depends on.
+# the include check every library of a module depends on. A module is a
+# folder of src/ ("model"), or one header of a folder ("model/options": its
+# .h and .cc), listed apart when it sits lower than the rest of its folder:
+# an include of "model/options.h" then counts as that module, every other
+# "model/..." as the folder's.
+include(${CMAKE_CURRENT_LIST_DIR}/LayeringFiles.cmake)
+
 function(mycel_check_layering)
   set(modules "")
   set(current "")
@@ -76,8 +87,10 @@ function(mycel_check_layering)
       endif()
     endforeach()
     string(APPEND rules "set(ALLOWED_${m} \"${allowed}\")\n")
-    file(GLOB module_sources CONFIGURE_DEPENDS
-         ${PROJECT_SOURCE_DIR}/src/${m}/*.h ${PROJECT_SOURCE_DIR}/src/${m}/*.cc)
+    if(NOT m MATCHES "/")  # a new file in a folder reconfigures
+      file(GLOB unused CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/${m}/*.h ${PROJECT_SOURCE_DIR}/src/${m}/*.cc)
+    endif()
+    _mycel_module_files(${m} "${modules}" ${PROJECT_SOURCE_DIR}/src module_sources)
     list(APPEND sources ${module_sources})
   endforeach()
   string(APPEND rules "set(MODULES \"${modules}\")\n")
@@ -91,6 +104,7 @@ function(mycel_check_layering)
             -P ${PROJECT_SOURCE_DIR}/cmake/CheckLayering.cmake
     COMMAND ${CMAKE_COMMAND} -E touch ${stamp}
     DEPENDS ${sources} ${rules_file} ${PROJECT_SOURCE_DIR}/cmake/CheckLayering.cmake
+            ${PROJECT_SOURCE_DIR}/cmake/LayeringFiles.cmake
     COMMENT "Checking module layering (includes against link edges)"
     VERBATIM)
   add_custom_target(mycel_layering ALL DEPENDS ${stamp})
@@ -100,3 +114,50 @@ function(mycel_check_layering)
     endforeach()
   endforeach()
 endfunction()
+
+# mycel_forbid_links(<target> <why> <library>...): fails at configure time
+# when <target> would be linked with one of the libraries, directly or
+# through anything it links (a static library's private links reach the
+# link line too). Keeps libtorch out of the CLI and the public client, which
+# see config and through it the modules' options headers only.
+function(mycel_forbid_links target why)
+  get_target_property(links ${target} LINK_LIBRARIES)
+  set(queue "")
+  _mycel_link_names("${links}" ${target} queue)
+  set(seen "")
+  while(queue)
+    list(POP_FRONT queue lib)
+    if(lib IN_LIST seen)
+      continue()
+    endif()
+    list(APPEND seen ${lib})
+    if(lib IN_LIST ARGN)
+      set(chain ${lib})
+      set(at ${lib})
+      while(NOT at STREQUAL target)
+        set(at ${via_${at}})
+        string(PREPEND chain "${at} -> ")
+      endwhile()
+      message(FATAL_ERROR "${chain}: ${why}")
+    endif()
+    if(TARGET ${lib})
+      get_target_property(exported ${lib} INTERFACE_LINK_LIBRARIES)
+      _mycel_link_names("${exported}" ${lib} queue)
+    endif()
+  endwhile()
+endfunction()
+
+# Appends to <queue> the libraries of a link list (a static library's
+# $<LINK_ONLY:x> unwrapped, other generator expressions left out), noting in
+# via_<lib>, in the caller's scope, which target brought each in first.
+macro(_mycel_link_names links from queue)
+  foreach(_e IN ITEMS ${links})
+    string(REGEX REPLACE "^\\$<LINK_ONLY:(.*)>$" "\\1" _e "${_e}")
+    if(_e AND NOT _e MATCHES "^\\$<" AND NOT _e MATCHES "-NOTFOUND$")
+      if(NOT DEFINED via_${_e})
+        set(via_${_e} ${from})
+      endif()
+      list(APPEND ${queue} ${_e})
+    endif()
+  endforeach()
+endmacro()

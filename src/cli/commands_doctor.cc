@@ -135,7 +135,7 @@ int RunDoctor(const mycel::config::Config& config, const std::string& socket) {
              : std::string("mycel ") + mycel::kVersion + " but myceld " + st.version() + ": restart myceld");
   const bool battery = st.power_source() == "battery";
   d.Line(true, "power",
-         st.power_source() + (battery && config.policy.on_battery == "pause" ? ": training waits for mains" : ""));
+         st.power_source() + (battery && config.policy.pause_on_battery ? ": training waits for mains" : ""));
   mycel::control::PeersReply peers;
   if (!client.stub->Peers(client.Context(10).get(), {}, &peers).ok()) return d.ExitCode();
   CheckPeers(config, peers, &d);

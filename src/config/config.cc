@@ -15,7 +15,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <cctype>
 #include <cstring>
@@ -108,13 +107,6 @@ Rule<int64_t> IntAtLeast(int64_t lo) {
   };
 }
 
-Rule<int64_t> IntPositive() {
-  return [](const int64_t& v) -> std::string {
-    if (v > 0) return "";
-    return absl::StrCat("must be > 0 (got ", v, ")");
-  };
-}
-
 // Comparisons are written so that NaN fails every rule.
 Rule<double> RealPositive() {
   return [](const double& v) -> std::string {
@@ -163,10 +155,6 @@ Rule<std::string> PrintableName() {
     }
     return "";
   };
-}
-
-Rule<std::string> NonEmpty() {
-  return [](const std::string& v) -> std::string { return v.empty() ? "must not be empty" : ""; };
 }
 
 // "host:port": host is a name, an IPv4 address or a bracketed IPv6 address.
@@ -340,19 +328,17 @@ Field PathField(std::string_view key, std::string* out, bool allow_empty) {
           }};
 }
 
-Field IntListField(std::string_view key, std::vector<int64_t>* out, bool non_empty,
-                   Rule<int64_t> elem_rule) {
+// Lists are only type-checked here: their values are checked by their owner
+// (model::CheckOptions), which names one as "key[i]".
+Field IntListField(std::string_view key, std::vector<int64_t>* out) {
   return {key, [=](const Parser& p, const toml::node& n, const std::string& where) {
             const auto* arr = n.as_array();
             if (arr == nullptr) return TypeError(p, n, where, "an array of integers");
-            if (non_empty && arr->empty()) {
-              return p.Error(LineOf(n), absl::StrCat(where, ": must not be empty"));
-            }
             std::vector<int64_t> values;
             for (size_t i = 0; i < arr->size(); ++i) {
               int64_t v = 0;
               MYCEL_RETURN_IF_ERROR(
-                  ReadInt(p, *arr->get(i), absl::StrCat(where, "[", i, "]"), elem_rule, &v));
+                  ReadInt(p, *arr->get(i), absl::StrCat(where, "[", i, "]"), nullptr, &v));
               values.push_back(v);
             }
             *out = std::move(values);
@@ -360,8 +346,7 @@ Field IntListField(std::string_view key, std::vector<int64_t>* out, bool non_emp
           }};
 }
 
-Field StringListField(std::string_view key, std::vector<std::string>* out,
-                      Rule<std::string> elem_rule) {
+Field StringListField(std::string_view key, std::vector<std::string>* out) {
   return {key, [=](const Parser& p, const toml::node& n, const std::string& where) {
             const auto* arr = n.as_array();
             if (arr == nullptr) return TypeError(p, n, where, "an array of strings");
@@ -369,7 +354,7 @@ Field StringListField(std::string_view key, std::vector<std::string>* out,
             for (size_t i = 0; i < arr->size(); ++i) {
               std::string v;
               MYCEL_RETURN_IF_ERROR(
-                  ReadString(p, *arr->get(i), absl::StrCat(where, "[", i, "]"), elem_rule, &v));
+                  ReadString(p, *arr->get(i), absl::StrCat(where, "[", i, "]"), nullptr, &v));
               values.push_back(std::move(v));
             }
             *out = std::move(values);
@@ -453,23 +438,25 @@ std::vector<Field> NodeFields(NodeOptions* o) {
   };
 }
 
-std::vector<Field> ModelFields(ModelOptions* o) {
+// The values are checked by model::CheckOptions (ParseModel), their one
+// owner; seed's range is the reader's (a TOML integer into a uint64_t).
+std::vector<Field> ModelFields(model::ModelOptions* o) {
   return {
-      StringField("kind", &o->kind, OneOf({"mlp", "cnn", "char_lm", "torchscript"})),
-      IntListField("input_shape", &o->input_shape, /*non_empty=*/true, IntPositive()),
-      IntField("classes", &o->classes, IntAtLeast(2)),
-      IntListField("hidden", &o->hidden, /*non_empty=*/true, IntPositive()),
+      StringField("kind", &o->kind),
+      IntListField("input_shape", &o->input_shape),
+      IntField("classes", &o->classes),
+      IntListField("hidden", &o->hidden),
       IntField("seed", &o->seed, IntAtLeast(0)),
       PathField("path", &o->path, /*allow_empty=*/true),
-      StringListField("local_layers", &o->local_layers, NonEmpty()),
-      StringListField("class_names", &o->class_names, NonEmpty()),
+      StringListField("local_layers", &o->local_layers),
+      StringListField("class_names", &o->class_names),
       BoolField("personal_prior", &o->personal_prior),
-      IntField("context", &o->context, IntIn(2, 4096)),
-      IntField("embedding", &o->embedding, IntPositive()),
+      IntField("context", &o->context),
+      IntField("embedding", &o->embedding),
   };
 }
 
-std::vector<Field> TrainingFields(TrainingOptions* o) {
+std::vector<Field> TrainingFields(train::TrainingOptions* o) {
   return {
       StringField("optimizer", &o->optimizer, OneOf({"sgd", "adam"})),
       RealField("lr", &o->lr, RealPositive()),
@@ -514,20 +501,20 @@ std::vector<Field> FederationFields(FederationSection* o) {
   };
 }
 
-std::vector<Field> PolicyFields(PolicyOptions* o) {
+std::vector<Field> PolicyFields(PolicySection* o) {
   return {
-      StringField("on_battery", &o->on_battery, OneOf({"pause", "continue"})),
+      {"on_battery", [o](const Parser& p, const toml::node& n, const std::string& where) {
+         std::string v;
+         MYCEL_RETURN_IF_ERROR(ReadString(p, n, where, OneOf({"pause", "continue"}), &v));
+         o->pause_on_battery = v == "pause";
+         return absl::OkStatus();
+       }},
       RealField("max_cpu_percent", &o->max_cpu_percent, RealIn(0, 100, /*hi_open=*/false)),
       IntField("threads", &o->threads, IntIn(1, 256)),
       BoolField("idle_only", &o->idle_only),
       StringField("active_hours", &o->active_hours, [](const std::string& v) -> std::string {
-        if (v.empty()) return "";
-        int h1, m1, h2, m2;
-        char tail;
-        bool ok = std::sscanf(v.c_str(), "%d:%d-%d:%d%c", &h1, &m1, &h2, &m2, &tail) == 4 && h1 >= 0 &&
-                  h1 <= 23 && h2 >= 0 && h2 <= 24 && m1 >= 0 && m1 <= 59 && m2 >= 0 && m2 <= 59 &&
-                  !(h2 == 24 && m2 != 0);
-        return ok ? "" : "must be \"HH:MM-HH:MM\" (got \"" + v + "\")";
+        if (v.empty() || train::ActiveHoursWindow(v)) return "";
+        return "must be \"HH:MM-HH:MM\" (got \"" + v + "\")";
       }),
       PathField("power_supply_dir", &o->power_supply_dir, /*allow_empty=*/false),
       BoolField("gossip_when_held", &o->gossip_when_held),
@@ -564,24 +551,32 @@ absl::Status ParseNode(const Parser& p, const toml::node& n, Config* c) {
   return absl::OkStatus();
 }
 
+// The line of an OptionProblem's key: the key's own, or its value's for
+// "key[i]"; a key left out is wrong only for what `kind` asks of it (a
+// torchscript model needs a path), so the line of kind, else the table's.
+uint32_t LineOfProblem(const toml::table& table, const std::string& key) {
+  const size_t bracket = key.find('[');
+  if (bracket != std::string::npos) {
+    const std::string list = key.substr(0, bracket);
+    const size_t i = std::strtoul(key.c_str() + bracket + 1, nullptr, 10);
+    const toml::node* values = table.get(list);
+    if (values != nullptr && values->is_array() && i < values->as_array()->size()) {
+      return LineOf(*values->as_array()->get(i));
+    }
+    return LineOfKey(table, list);
+  }
+  return table.contains(key) ? LineOfKey(table, key) : LineOfKey(table, "kind");
+}
+
 absl::Status ParseModel(const Parser& p, const toml::node& n, Config* c) {
   MYCEL_ASSIGN_OR_RETURN(const toml::table* t, AsTable(p, n, "[model]"));
-  ModelOptions& m = c->model;
+  model::ModelOptions& m = c->model;
   MYCEL_RETURN_IF_ERROR(ReadTable(p, *t, "[model]", ModelFields(&m)));
-  if (!m.class_names.empty() && static_cast<int64_t>(m.class_names.size()) != m.classes) {
-    return p.Error(LineOfKey(*t, "class_names"),
-                   absl::StrCat("[model] class_names: ", m.class_names.size(), " names for ", m.classes,
-                                " classes (one per class, in label order)"));
+  if (std::optional<OptionProblem> bad = model::CheckOptions(m)) {
+    return p.Error(LineOfProblem(*t, bad->key), absl::StrCat("[model] ", bad->key, ": ", bad->why));
   }
-  if (m.personal_prior && m.kind == "char_lm") {
-    return p.Error(LineOfKey(*t, "personal_prior"),
-                   "[model] personal_prior: only for classifiers (a char_lm predicts bytes, not classes)");
-  }
+  // What only a file can say: the scripted module is there to be read.
   if (m.kind == "torchscript") {
-    if (m.path.empty()) {
-      return p.Error(LineOfKey(*t, "kind"),
-                     "[model] path: required when kind = \"torchscript\" (the scripted module file)");
-    }
     struct stat st;
     if (::stat(m.path.c_str(), &st) != 0) {
       return p.Error(LineOfKey(*t, "path"), absl::StrCat("[model] path: ", m.path, ": ",
@@ -598,7 +593,7 @@ absl::Status ParseModel(const Parser& p, const toml::node& n, Config* c) {
 absl::Status ParseTraining(const Parser& p, const toml::node& n, Config* c) {
   MYCEL_ASSIGN_OR_RETURN(const toml::table* t, AsTable(p, n, "[training]"));
   MYCEL_RETURN_IF_ERROR(ReadTable(p, *t, "[training]", TrainingFields(&c->training)));
-  const TrainingOptions& o = c->training;
+  const train::TrainingOptions& o = c->training;
   // A continual learner must keep learning after the decay.
   if (o.lr_decay_steps > 0 && (o.lr_final <= 0 || o.lr_final > o.lr)) {
     return p.Error(LineOfKey(*t, "lr_final"),
@@ -620,7 +615,7 @@ absl::Status ParsePolicy(const Parser& p, const toml::node& n, Config* c) {
 absl::Status ParseFederation(const Parser& p, const toml::node& n, Config* c) {
   MYCEL_ASSIGN_OR_RETURN(const toml::table* t, AsTable(p, n, "[federation]"));
   MYCEL_RETURN_IF_ERROR(ReadTable(p, *t, "[federation]", FederationFields(&c->federation)));
-  if (std::optional<federation::OptionProblem> bad = federation::CheckOptions(c->federation)) {
+  if (std::optional<OptionProblem> bad = federation::CheckOptions(c->federation)) {
     return p.Error(LineOfKey(*t, bad->key), absl::StrCat("[federation] ", bad->key, ": ", bad->why));
   }
   return absl::OkStatus();

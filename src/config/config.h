@@ -14,6 +14,8 @@
 
 #include "absl/status/statusor.h"
 #include "federation/options.h"
+#include "model/options.h"
+#include "train/options.h"
 
 namespace mycel::config {
 
@@ -36,44 +38,10 @@ struct NodeOptions {
   bool discover = false;
 };
 
-struct ModelOptions {
-  std::string kind = "mlp";                    // mlp | cnn | char_lm | torchscript
-  std::vector<int64_t> input_shape = {1, 28, 28};  // per-example shape (mlp, cnn, torchscript)
-  int64_t classes = 10;                        // output classes (mlp, cnn, torchscript)
-  std::vector<int64_t> hidden = {128};         // hidden widths: mlp layers, cnn fc, char_lm GRU size (first)
-  uint64_t seed = 1;                           // initial-weights seed; one federation shares it
-  std::string path;                            // torchscript: the scripted module file
-  std::vector<std::string> local_layers;       // parameter-name prefixes that never leave the device
-  std::vector<std::string> class_names;        // names `mycel predict` prints, one per class ([] = numbers)
-  // Predictions (and `mycel eval`) add the log of this node's own class
-  // shares, add-one smoothed, to the logits: the shared model's answer,
-  // re-weighted by what this laptop sees (label-shift correction; README,
-  // "Your own classes first"). Classifiers only. Training is unchanged.
-  bool personal_prior = false;
-  int64_t context = 64;                        // char_lm: characters of context per example
-  int64_t embedding = 32;                      // char_lm: byte embedding width
-};
-
-struct TrainingOptions {
-  std::string optimizer = "sgd";       // sgd | adam
-  double lr = 0.05;                    // learning rate (the initial one, with a decay)
-  int64_t lr_decay_steps = 0;          // cosine decay from lr to lr_final over this many steps; 0 = constant lr
-  double lr_final = 0.0;               // learning rate after the decay; training goes on at it (> 0 with a decay)
-  double momentum = 0.0;               // sgd momentum
-  int64_t batch_size = 64;             // examples per step
-  double validation_fraction = 0.1;    // share of examples held out, chosen by content hash
-  double replay_fraction = 0.5;        // share of each batch replayed from older examples
-  std::string replay_pool = "uniform";  // uniform | balanced (by class, toward rising loss): data/sampler.h
-  int64_t max_examples = 200000;       // store bound; reservoir eviction beyond it
-  double checkpoint_interval_s = 60;   // seconds between periodic checkpoints
-  double eval_interval_s = 5;          // seconds between validation passes
-  int64_t max_eval_examples = 10000;   // validation examples used per pass
-  bool rest = true;                    // rest when validation stops improving (train/trainer.h, "Resting")
-  int64_t rest_patience = 6;           // validation passes without a gain before the trainer rests
-  double rest_max_s = 600;             // longest rest between two short training bursts
-  double drift_guard_drop = 0;         // roll back when validation accuracy stays this far below its best; 0 = off
-  int64_t drift_guard_window = 3;      // validation passes it must stay there (train/trainer.h, "Drift guard")
-};
+// [model] is model::ModelOptions and [training] train::TrainingOptions: the
+// modules own them, their fields and their defaults (model/options.h,
+// train/options.h); this reader fills them key by key and checks what
+// a file adds (file:line errors).
 
 // [federation]: how this node merges (federation::FederationOptions, the one
 // definition: its defaults and its checks live there) and the gossip around
@@ -87,13 +55,12 @@ struct FederationSection : federation::FederationOptions {
   double max_backoff_s = 30;           // retry delay cap for an unreachable neighbour
 };
 
-struct PolicyOptions {
-  std::string on_battery = "pause";    // pause | continue: train on battery power or not
-  double max_cpu_percent = 100;        // duty-cycle cap of the training thread, in (0, 100]
-  int threads = 1;                     // intra-op threads libtorch may train with
-  bool idle_only = false;              // train only while the machine is otherwise idle (/proc/stat)
-  std::string active_hours;            // "" (always) or "HH:MM-HH:MM", local time; may wrap midnight
-  std::string power_supply_dir = "/sys/class/power_supply";  // where the power state is read (Linux)
+// [policy]: when this node trains (train::ResourcePolicyOptions; the key
+// on_battery = "pause" | "continue" reads into pause_on_battery, and
+// busy_fraction has no key), how much of the machine it takes
+// (train::CpuOptions), both defined once in train/options.h, and whether it
+// gossips while training is held.
+struct PolicySection : train::ResourcePolicyOptions, train::CpuOptions {
   bool gossip_when_held = true;        // serve, pull and merge while training is held; false: serve only
 };
 
@@ -109,10 +76,10 @@ struct PeerOptions {
 struct Config {
   std::string path;                    // file it was read from ("" for defaults)
   NodeOptions node;
-  ModelOptions model;
-  TrainingOptions training;
+  mycel::model::ModelOptions model;
+  mycel::train::TrainingOptions training;
   FederationSection federation;
-  PolicyOptions policy;
+  PolicySection policy;
   std::vector<PeerOptions> peers;
 
   // Derived paths inside state_dir.

@@ -65,41 +65,12 @@ class FederationState : public train::CheckpointParticipant {
 namespace {
 constexpr char kPausedKey[] = "paused";
 
-train::ResourcePolicyOptions ResourceOptions(const config::PolicyOptions& p) {
-  train::ResourcePolicyOptions o;
-  o.pause_on_battery = p.on_battery == "pause";
-  o.idle_only = p.idle_only;
-  o.active_hours = p.active_hours;
-  o.power_supply_dir = p.power_supply_dir;
-  return o;
-}
-
-bool SameTraining(const config::TrainingOptions& a, const config::TrainingOptions& b) {
-  auto tie = [](const config::TrainingOptions& o) {
-    return std::tie(o.optimizer, o.lr, o.lr_decay_steps, o.lr_final, o.momentum, o.batch_size, o.validation_fraction,
-                    o.replay_fraction, o.replay_pool, o.max_examples, o.checkpoint_interval_s, o.eval_interval_s,
-                    o.max_eval_examples, o.rest, o.rest_patience, o.rest_max_s, o.drift_guard_drop,
-                    o.drift_guard_window);
-  };
-  return tie(a) == tie(b);
-}
-
 bool SameFederation(const config::FederationSection& a, const config::FederationSection& b) {
   auto schedule = [](const config::FederationSection& o) {
     return std::tie(o.round_interval_s, o.local_steps, o.trust_every, o.trust_examples, o.pull_timeout_s,
                     o.max_backoff_s);
   };
   return static_cast<const federation::FederationOptions&>(a) == b && schedule(a) == schedule(b);
-}
-
-// Every [model] field: the trainer builds the model, its prior and its
-// local layers once, so any change waits for a restart.
-bool SameModel(const config::ModelOptions& a, const config::ModelOptions& b) {
-  auto tie = [](const config::ModelOptions& o) {
-    return std::tie(o.kind, o.input_shape, o.classes, o.hidden, o.seed, o.path, o.local_layers, o.class_names,
-                    o.personal_prior, o.context, o.embedding);
-  };
-  return tie(a) == tie(b);
 }
 
 // Frees what `files` holds: an upload may be gigabytes, and the store is
@@ -166,7 +137,7 @@ absl::Status Node::OpenStore() {
   MYCEL_ASSIGN_OR_RETURN(store_, std::move(store));
   MYCEL_ASSIGN_OR_RETURN(auto paused, store_->GetMeta(kPausedKey));
   pause_ = std::make_unique<train::PausePolicy>(paused && *paused == "1");
-  policy_ = std::make_unique<train::ResourcePolicy>(ResourceOptions(config_.policy), *pause_);
+  policy_ = std::make_unique<train::ResourcePolicy>(config_.policy, *pause_);
   return absl::OkStatus();
 }
 
@@ -187,8 +158,7 @@ absl::Status Node::CreateTrainer() {
   train::TrainerOptions to;
   to.model = config_.model;
   to.training = config_.training;
-  to.max_cpu_percent = config_.policy.max_cpu_percent;
-  to.threads = config_.policy.threads;
+  to.cpu = config_.policy;
   // A node that listens, or dials out, takes part even before its first
   // neighbour is pinned (pairing adds one at a reload); it paces its
   // training only once it has one.
@@ -331,7 +301,7 @@ absl::StatusOr<Node::ReloadResult> Node::Reload() {
 
 Node::ReloadResult Node::Apply(const config::Config& config) {
   ReloadResult reply;
-  policy_->Reconfigure(ResourceOptions(config.policy));
+  policy_->Reconfigure(config.policy);
   trainer_->SetMaxCpuPercent(config.policy.max_cpu_percent);
   trainer_->SetThreads(config.policy.threads);
   gossip_when_held_ = config.policy.gossip_when_held;
@@ -361,9 +331,9 @@ Node::ReloadResult Node::Apply(const config::Config& config) {
     restart.push_back("[node] log_max_bytes/log_max_files");
   }
   if (config.node.name != config_.node.name) restart.push_back("[node] name");
-  if (!SameTraining(config.training, config_.training)) restart.push_back("[training]");
+  if (config.training != config_.training) restart.push_back("[training]");
   if (!SameFederation(config.federation, config_.federation)) restart.push_back("[federation]");
-  if (!SameModel(config.model, config_.model)) restart.push_back("[model]");
+  if (config.model != config_.model) restart.push_back("[model]");
   reply.applied = applied;
   if (restart.empty()) {
     Logger("node")->info("reload: applied {}", applied);

@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 
+#include "common/option_problem.h"
+
 namespace mycel::federation {
 
 // How a node merges: the one definition. `[federation]` in the config file
@@ -95,17 +97,10 @@ FederationOptions PlainGossip();
 bool operator==(const FederationOptions& a, const FederationOptions& b);
 inline bool operator!=(const FederationOptions& a, const FederationOptions& b) { return !(a == b); }
 
-// What is wrong with one option: its key as the config file spells it, and
-// why, e.g. {"mixing", "must be in (0, 1] (got 1.5)"}. The config reader turns
-// it into `file:line: [federation] mixing: ...`; Federation::Create into
-// "federation.mixing: ...".
-struct OptionProblem {
-  std::string key;
-  std::string why;
-};
-
 // The first problem of `o` (keys in declaration order, then the rules that
-// tie two keys), or nothing when Federation::Create will accept it.
+// tie two keys), or nothing when Federation::Create will accept it. The config
+// reader reports it as `file:line: [federation] mixing: ...`, Federation::Create
+// as "federation.mixing: ...".
 std::optional<OptionProblem> CheckOptions(const FederationOptions& o);
 
 }  // namespace mycel::federation

@@ -10,11 +10,11 @@
 
 namespace mycel::model::internal {
 
-std::unique_ptr<Model> CreateMlp(const config::ModelOptions& options);
-std::unique_ptr<Model> CreateCnn(const config::ModelOptions& options);
-std::unique_ptr<Model> CreateCharLm(const config::ModelOptions& options);
+std::unique_ptr<Model> CreateMlp(const ModelOptions& options);
+std::unique_ptr<Model> CreateCnn(const ModelOptions& options);
+std::unique_ptr<Model> CreateCharLm(const ModelOptions& options);
 // Loads options.path and checks that forward maps [2, *input_shape] to
 // [2, classes]; errors name the path.
-absl::StatusOr<std::unique_ptr<Model>> CreateTorchScript(const config::ModelOptions& options);
+absl::StatusOr<std::unique_ptr<Model>> CreateTorchScript(const ModelOptions& options);
 
 }  // namespace mycel::model::internal

@@ -3,6 +3,8 @@
 // themselves live in networks.cc.
 #include "model/model.h"
 
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <map>
 #include <sstream>
@@ -27,81 +29,10 @@ std::string ShapeString(c10::IntArrayRef shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  return ShapeString(c10::IntArrayRef(shape));
-}
-
 // `prefix` matches whole dotted components of `name`.
 bool MatchesLayer(const std::string& name, const std::string& prefix) {
   if (prefix.empty() || name.compare(0, prefix.size(), prefix) != 0) return false;
   return name.size() == prefix.size() || prefix.back() == '.' || name[prefix.size()] == '.';
-}
-
-absl::Status CheckPositive(const std::vector<int64_t>& values, const char* key) {
-  for (int64_t v : values) {
-    if (v <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(key, " must hold positive values, got ", ShapeString(values)));
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckOneHidden(const config::ModelOptions& o, const char* what) {
-  if (o.hidden.size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat("model.hidden: ", o.kind, " takes exactly one width (",
-                                                   what, "), got ", ShapeString(o.hidden)));
-  }
-  return CheckPositive(o.hidden, "model.hidden");
-}
-
-absl::Status ValidateOptions(const config::ModelOptions& o) {
-  const bool classifier = o.kind == "mlp" || o.kind == "cnn" || o.kind == "torchscript";
-  if (!classifier && o.kind != "char_lm") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model.kind: unknown kind '", o.kind, "' (expected mlp, cnn, char_lm or torchscript)"));
-  }
-  if (classifier) {
-    if (o.input_shape.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("model.input_shape is empty; ", o.kind,
-                                                     " needs the per-example shape"));
-    }
-    MYCEL_RETURN_IF_ERROR(CheckPositive(o.input_shape, "model.input_shape"));
-    if (o.classes < 2) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model.classes must be at least 2, got ", o.classes));
-    }
-  }
-  if (o.kind == "mlp") {
-    MYCEL_RETURN_IF_ERROR(CheckPositive(o.hidden, "model.hidden"));
-  } else if (o.kind == "cnn") {
-    if (o.input_shape.size() != 3) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model.input_shape: cnn needs {channels, height, width}, got ", ShapeString(o.input_shape)));
-    }
-    if (o.input_shape[1] % 4 != 0 || o.input_shape[2] % 4 != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model.input_shape: cnn needs height and width divisible by 4 (two 2x2 "
-                       "max-pools), got ",
-                       ShapeString(o.input_shape)));
-    }
-    MYCEL_RETURN_IF_ERROR(CheckOneHidden(o, "its fully connected layer"));
-  } else if (o.kind == "char_lm") {
-    MYCEL_RETURN_IF_ERROR(CheckOneHidden(o, "the GRU size"));
-    if (o.embedding <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model.embedding must be positive, got ", o.embedding));
-    }
-    if (o.context <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat("model.context must be positive, got ", o.context));
-    }
-  } else if (o.kind == "torchscript" && o.path.empty()) {
-    return absl::InvalidArgumentError("model.path: kind torchscript needs the scripted module's file");
-  }
-  for (const std::string& prefix : o.local_layers) {
-    if (prefix.empty()) return absl::InvalidArgumentError("model.local_layers holds an empty name");
-  }
-  return absl::OkStatus();
 }
 
 // Puts a Model in eval mode for a scope and restores its previous mode.
@@ -149,8 +80,10 @@ struct ArchiveNode {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Create(const config::ModelOptions& options) {
-  MYCEL_RETURN_IF_ERROR(ValidateOptions(options));
+absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelOptions& options) {
+  if (std::optional<OptionProblem> bad = CheckOptions(options)) {
+    return absl::InvalidArgumentError(absl::StrCat("model.", bad->key, ": ", bad->why));
+  }
   std::unique_ptr<Model> model;
   try {
     if (options.kind == "mlp") {

@@ -38,11 +38,14 @@
 #include <string>
 #include <vector>
 
-#include <torch/torch.h>
+// The tensor type alone (at::Tensor, which torch::Tensor names): not
+// <torch/torch.h>, which every includer would parse (nn, optim, data,
+// serialize); the .cc files that build or run models include it themselves.
+#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
-#include "config/config.h"
 #include "data/example.h"
+#include "model/options.h"
 
 namespace mycel::model {
 
@@ -50,7 +53,7 @@ enum class Task { kClassify, kNextByte };
 
 struct NamedTensor {
   std::string name;
-  torch::Tensor tensor;  // aliases the live parameter (no copy)
+  at::Tensor tensor;  // aliases the live parameter (no copy)
   bool shared = true;    // false: matched a local_layers prefix
 };
 
@@ -62,9 +65,9 @@ class Model {
 
   // Builds the model from config; weights are initialised from options.seed
   // (identical on every node with the same config). torchscript loads `path`.
-  static absl::StatusOr<std::unique_ptr<Model>> Create(const config::ModelOptions& options);
+  static absl::StatusOr<std::unique_ptr<Model>> Create(const ModelOptions& options);
 
-  const config::ModelOptions& options() const { return options_; }
+  const ModelOptions& options() const { return options_; }
   Task task() const { return task_; }
   const std::string& kind() const { return options_.kind; }
   // What an example must look like for this model (width = prod(input_shape), or context+1).
@@ -72,13 +75,13 @@ class Model {
 
   // Forward pass. Classify: x float [B, width] (flattened; reshaped inside) →
   // logits [B, classes]. NextByte: x int64 [B, T] → logits [B, T, 256].
-  virtual torch::Tensor Forward(const torch::Tensor& x) = 0;
+  virtual at::Tensor Forward(const at::Tensor& x) = 0;
   // Cross-entropy loss of a batch. Classify: x [B, width], y int64 [B].
   // NextByte: tokens int64 [B, T+1] (y ignored; targets are tokens shifted by one).
-  torch::Tensor Loss(const torch::Tensor& x, const torch::Tensor& y);
+  at::Tensor Loss(const at::Tensor& x, const at::Tensor& y);
   // The same loss per example, [B] (NextByte: the mean over its positions);
   // its mean is Loss. The balanced replay pool weighs rows by it.
-  torch::Tensor ExampleLosses(const torch::Tensor& x, const torch::Tensor& y);
+  at::Tensor ExampleLosses(const at::Tensor& x, const at::Tensor& y);
   // Mean loss, correct predictions and count over a labelled set, without
   // gradients, in chunks of `chunk` rows. NextByte counts next-byte accuracy.
   // A classifier's x may be uint8 images, scaled by 1/255 chunk by chunk.
@@ -87,8 +90,8 @@ class Model {
   // A defined `logit_offset` ([classes] floats, classifiers only) is added to
   // every row's logits before the loss and the argmax (a class prior).
   struct EvalResult { double loss = 0; int64_t correct = 0; int64_t count = 0; };
-  EvalResult Evaluate(const torch::Tensor& x, const torch::Tensor& y, int64_t chunk = 256,
-                      const torch::Tensor& logit_offset = {});
+  EvalResult Evaluate(const at::Tensor& x, const at::Tensor& y, int64_t chunk = 256,
+                      const at::Tensor& logit_offset = {});
 
   virtual void SetTraining(bool training) = 0;
   virtual bool IsTraining() const = 0;  // a new Model is in training mode
@@ -116,20 +119,20 @@ class Model {
   virtual absl::Status Export(const std::string& path) = 0;
 
  protected:
-  Model(const config::ModelOptions& options, Task task) : options_(options), task_(task) {}
+  Model(const ModelOptions& options, Task task) : options_(options), task_(task) {}
   // Subclasses call this once their parameters exist.
-  void SetParameters(std::vector<std::pair<std::string, torch::Tensor>> named);
+  void SetParameters(std::vector<std::pair<std::string, at::Tensor>> named);
 
  private:
-  config::ModelOptions options_;
+  ModelOptions options_;
   Task task_;
   std::vector<NamedTensor> params_;
 
   // The logits of a batch against their targets, rows aligned: Classify
   // [B, classes] and [B] (uint8 images scaled by 1/255); NextByte
   // [B*T, 256] and [B*T], each example's T positions in a run.
-  struct Scored { torch::Tensor logits, targets; };
-  Scored Score(const torch::Tensor& x, const torch::Tensor& y);
+  struct Scored { at::Tensor logits, targets; };
+  Scored Score(const at::Tensor& x, const at::Tensor& y);
 };
 
 // Serialises named tensors (any subset of the model's state) to bytes and

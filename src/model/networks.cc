@@ -3,6 +3,7 @@
 // a user's TorchScript module.
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/script.h>
+#include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
@@ -72,7 +73,7 @@ void InitConv(torch::nn::Conv2d& layer, at::Generator& gen) { InitFanIn(layer->w
 
 absl::Status ExportNative(const Model& model, const std::string& class_name, const std::string& source,
                           const std::string& path) {
-  const config::ModelOptions& o = model.options();
+  const ModelOptions& o = model.options();
   try {
     auto cu = std::make_shared<torch::jit::CompilationUnit>();
     torch::jit::Module root(c10::QualifiedName(absl::StrCat("mycel.", class_name)), cu);
@@ -123,7 +124,7 @@ class NativeModel : public Model {
   bool IsTraining() const override { return module_->is_training(); }
 
  protected:
-  NativeModel(const config::ModelOptions& options, Task task, std::shared_ptr<torch::nn::Module> net)
+  NativeModel(const ModelOptions& options, Task task, std::shared_ptr<torch::nn::Module> net)
       : Model(options, task), module_(std::move(net)) {
     SetParameters(NamedParameters(*module_));
   }
@@ -136,7 +137,7 @@ class NativeModel : public Model {
 
 class MlpNet : public torch::nn::Module {
  public:
-  MlpNet(const config::ModelOptions& o, at::Generator& gen) {
+  MlpNet(const ModelOptions& o, at::Generator& gen) {
     int64_t width = 1;
     for (int64_t d : o.input_shape) width *= d;
     for (size_t i = 0; i < o.hidden.size(); ++i) {
@@ -162,7 +163,7 @@ class MlpNet : public torch::nn::Module {
 
 class MlpModel : public NativeModel {
  public:
-  MlpModel(const config::ModelOptions& o, std::shared_ptr<MlpNet> net)
+  MlpModel(const ModelOptions& o, std::shared_ptr<MlpNet> net)
       : NativeModel(o, Task::kClassify, net), net_(std::move(net)) {}
 
   torch::Tensor Forward(const torch::Tensor& x) override { return net_->forward(x.to(torch::kFloat)); }
@@ -186,7 +187,7 @@ class MlpModel : public NativeModel {
 
 class CnnNet : public torch::nn::Module {
  public:
-  CnnNet(const config::ModelOptions& o, at::Generator& gen)
+  CnnNet(const ModelOptions& o, at::Generator& gen)
       : shape_(o.input_shape),
         conv0_(register_module("conv0", torch::nn::Conv2d(torch::nn::Conv2dOptions(shape_[0], 32, 3).padding(1)))),
         conv1_(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 3).padding(1)))),
@@ -215,7 +216,7 @@ class CnnNet : public torch::nn::Module {
 
 class CnnModel : public NativeModel {
  public:
-  CnnModel(const config::ModelOptions& o, std::shared_ptr<CnnNet> net)
+  CnnModel(const ModelOptions& o, std::shared_ptr<CnnNet> net)
       : NativeModel(o, Task::kClassify, net), net_(std::move(net)) {}
 
   torch::Tensor Forward(const torch::Tensor& x) override { return net_->forward(x.to(torch::kFloat)); }
@@ -243,7 +244,7 @@ class CnnModel : public NativeModel {
 
 class CharLmNet : public torch::nn::Module {
  public:
-  CharLmNet(const config::ModelOptions& o, at::Generator& gen)
+  CharLmNet(const ModelOptions& o, at::Generator& gen)
       : embed_(register_module("embed", torch::nn::Embedding(kByteVocab, o.embedding))),
         gru_(register_module("gru",
                              torch::nn::GRU(torch::nn::GRUOptions(o.embedding, o.hidden[0]).batch_first(true)))),
@@ -268,7 +269,7 @@ class CharLmNet : public torch::nn::Module {
 
 class CharLmModel : public NativeModel {
  public:
-  CharLmModel(const config::ModelOptions& o, std::shared_ptr<CharLmNet> net)
+  CharLmModel(const ModelOptions& o, std::shared_ptr<CharLmNet> net)
       : NativeModel(o, Task::kNextByte, net), net_(std::move(net)) {}
 
   torch::Tensor Forward(const torch::Tensor& x) override { return net_->forward(x.to(torch::kLong)); }
@@ -294,7 +295,7 @@ class CharLmModel : public NativeModel {
 
 class TorchScriptModel : public Model {
  public:
-  TorchScriptModel(const config::ModelOptions& o, torch::jit::Module module)
+  TorchScriptModel(const ModelOptions& o, torch::jit::Module module)
       : Model(o, Task::kClassify), module_(std::move(module)) {
     batch_shape_.push_back(0);
     batch_shape_.insert(batch_shape_.end(), o.input_shape.begin(), o.input_shape.end());
@@ -325,22 +326,22 @@ class TorchScriptModel : public Model {
 
 }  // namespace
 
-std::unique_ptr<Model> CreateMlp(const config::ModelOptions& options) {
+std::unique_ptr<Model> CreateMlp(const ModelOptions& options) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options.seed);
   return std::make_unique<MlpModel>(options, std::make_shared<MlpNet>(options, gen));
 }
 
-std::unique_ptr<Model> CreateCnn(const config::ModelOptions& options) {
+std::unique_ptr<Model> CreateCnn(const ModelOptions& options) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options.seed);
   return std::make_unique<CnnModel>(options, std::make_shared<CnnNet>(options, gen));
 }
 
-std::unique_ptr<Model> CreateCharLm(const config::ModelOptions& options) {
+std::unique_ptr<Model> CreateCharLm(const ModelOptions& options) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options.seed);
   return std::make_unique<CharLmModel>(options, std::make_shared<CharLmNet>(options, gen));
 }
 
-absl::StatusOr<std::unique_ptr<Model>> CreateTorchScript(const config::ModelOptions& options) {
+absl::StatusOr<std::unique_ptr<Model>> CreateTorchScript(const ModelOptions& options) {
   const std::string& path = options.path;
   if (!std::ifstream(path).good()) {
     return absl::NotFoundError(absl::StrCat("model.path: cannot open TorchScript module '", path, "'"));

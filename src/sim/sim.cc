@@ -327,7 +327,7 @@ struct RoundContext {
 
 // Local steps, as the trainer takes them: the scheduled lr, then lr · c.
 void TrainLocal(Node& n, const RoundContext& c) {
-  const config::TrainingOptions& training = c.o.config.training;
+  const train::TrainingOptions& training = c.o.config.training;
   const int64_t batch = c.batch;
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<float> corr = n.fed->correction();

@@ -93,13 +93,9 @@ PowerSource ReadPowerSource(const std::string& dir) {
 }
 
 absl::StatusOr<std::pair<int, int>> ParseActiveHours(const std::string& spec) {
-  int h1, m1, h2, m2;
-  char tail;
-  if (std::sscanf(spec.c_str(), "%d:%d-%d:%d%c", &h1, &m1, &h2, &m2, &tail) != 4 || h1 < 0 || h1 > 24 ||
-      h2 < 0 || h2 > 24 || m1 < 0 || m1 > 59 || m2 < 0 || m2 > 59 || (h1 == 24 && m1) || (h2 == 24 && m2)) {
-    return absl::InvalidArgumentError("active_hours must be \"HH:MM-HH:MM\" (got \"" + spec + "\")");
-  }
-  return std::make_pair(h1 * 60 + m1, h2 * 60 + m2);
+  std::optional<std::pair<int, int>> window = ActiveHoursWindow(spec);
+  if (!window) return absl::InvalidArgumentError("active_hours must be \"HH:MM-HH:MM\" (got \"" + spec + "\")");
+  return *window;
 }
 
 ResourcePolicy::ResourcePolicy(const ResourcePolicyOptions& options, PausePolicy& pause, Clock* clock)

@@ -21,24 +21,18 @@
 
 #include "absl/status/statusor.h"
 #include "common/clock.h"
+#include "train/options.h"
 #include "train/policy.h"
 
 namespace mycel::train {
-
-struct ResourcePolicyOptions {
-  bool pause_on_battery = true;                      // [policy] on_battery = "pause" | "continue"
-  bool idle_only = false;                            // train only while the machine is otherwise idle
-  double busy_fraction = 0.5;                        // others' CPU share above which the machine is "busy"
-  std::string active_hours;                          // "" (always) or "HH:MM-HH:MM", local time; may wrap midnight
-  std::string power_supply_dir = "/sys/class/power_supply";
-};
 
 enum class PowerSource { kMains, kBattery };
 
 // Reads the power source from a Linux power_supply tree (or IOKit on macOS).
 PowerSource ReadPowerSource(const std::string& power_supply_dir);
 
-// Parses "HH:MM-HH:MM" into minutes since midnight [start, end).
+// Parses "HH:MM-HH:MM" into minutes since midnight [start, end)
+// (ActiveHoursWindow, with an error that quotes the value).
 absl::StatusOr<std::pair<int, int>> ParseActiveHours(const std::string& spec);
 
 class ResourcePolicy : public Policy {

@@ -308,7 +308,7 @@ struct Trainer::Impl {
 
 absl::Status Trainer::Impl::Init() {
   try {
-    torch::set_num_threads(options.threads);
+    torch::set_num_threads(options.cpu.threads);
     MYCEL_ASSIGN_OR_RETURN(model, model::Model::Create(options.model));
     shape = model->example_shape();
     std::vector<torch::Tensor> params;
@@ -340,9 +340,9 @@ absl::Status Trainer::Impl::Init() {
   } catch (const c10::Error& e) {
     return absl::InternalError(std::string("trainer: libtorch: ") + e.what_without_backtrace());
   }
-  max_cpu_percent = options.max_cpu_percent;
+  max_cpu_percent = options.cpu.max_cpu_percent;
   local_steps = options.local_steps;
-  threads_wanted = options.threads;
+  threads_wanted = options.cpu.threads;
   stats.model_kind = options.model.kind;
   stats.parameters = model->parameter_count();
   stats.shared_parameters = model->shared_parameter_count();
@@ -909,7 +909,7 @@ void Trainer::Impl::EndRest(const std::string& why, bool reset_backoff) {
 // over 10000 steps, README "Drift correction").
 double Trainer::Impl::LearningRate(int64_t step) const { return ScheduledLearningRate(options.training, step); }
 
-double ScheduledLearningRate(const config::TrainingOptions& t, int64_t step) {
+double ScheduledLearningRate(const TrainingOptions& t, int64_t step) {
   if (t.lr_decay_steps <= 0) return t.lr;
   const double frac = std::min<double>(1.0, static_cast<double>(step) / static_cast<double>(t.lr_decay_steps));
   return t.lr_final + (t.lr - t.lr_final) * 0.5 * (1.0 + std::cos(M_PI * frac));

@@ -68,10 +68,11 @@
 
 #include "absl/status/statusor.h"
 #include "common/clock.h"
-#include "config/config.h"
 #include "data/example.h"
 #include "data/example_store.h"
+#include "model/options.h"
 #include "train/checkpointer.h"
+#include "train/options.h"
 #include "train/policy.h"
 
 namespace mycel::train {
@@ -93,8 +94,8 @@ class CheckpointParticipant {
 };
 
 struct TrainerOptions {
-  config::ModelOptions model;
-  config::TrainingOptions training;
+  mycel::model::ModelOptions model;
+  TrainingOptions training;
   bool lowest_priority = true;   // nice 19 + SCHED_IDLE on the trainer thread
   bool restore = true;           // load the newest checkpoint in Create
   // Pacing: at most this many steps between two WithSharedParameters calls
@@ -102,10 +103,7 @@ struct TrainerOptions {
   // train thousands of steps between merges.
   int64_t local_steps = 0;
   CheckpointParticipant* participant = nullptr;  // not owned; outlives the trainer
-  // Duty-cycle cap of the training thread, in (0, 100]: after each step it
-  // sleeps long enough that its CPU time stays under this share of wall time.
-  double max_cpu_percent = 100;
-  int threads = 1;               // libtorch intra-op threads for training ([policy] threads)
+  CpuOptions cpu;                // duty-cycle cap and libtorch threads ([policy])
 };
 
 struct TrainerStats {
@@ -142,7 +140,7 @@ struct TrainerStats {
 // The learning rate of step `step` under [training]: cosine decay from lr to
 // lr_final over lr_decay_steps, then lr_final (lr_decay_steps = 0: lr).
 // The trainer's schedule, shared with mycel-sim.
-double ScheduledLearningRate(const config::TrainingOptions& t, int64_t step);
+double ScheduledLearningRate(const TrainingOptions& t, int64_t step);
 
 struct EvalResult {
   double loss = 0;

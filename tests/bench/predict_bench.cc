@@ -32,7 +32,6 @@
 #include <vector>
 
 #include "../integration/harness.h"
-#include "config/config.h"
 #include "model/model.h"
 #include "mycel/client.h"
 
@@ -142,7 +141,7 @@ int RunModel(const std::string& kind, double seconds, int64_t examples) {
   }
 
   // The bare forward of the same network, in this process.
-  mycel::config::ModelOptions mo;
+  mycel::model::ModelOptions mo;
   mo.kind = kind;
   auto bare = mycel::model::Model::Create(mo);
   if (!bare.ok()) return std::fprintf(stderr, "predict_bench: %s\n", bare.status().ToString().c_str()), 1;

@@ -50,7 +50,6 @@
 #include "common/logging.h"
 #include "common/test_util.h"
 #include "common/status.h"
-#include "config/config.h"
 #include "data/example_store.h"
 #include "data/importers.h"
 #include "data/sampler.h"
@@ -669,7 +668,7 @@ int main(int argc, char** argv) {
   topt.training.momentum = args.momentum;
   topt.training.batch_size = args.batch;
   topt.training.replay_fraction = args.replay_fraction;
-  topt.threads = args.threads;
+  topt.cpu.threads = args.threads;
   topt.training.checkpoint_interval_s = 1e9;
   topt.training.eval_interval_s = 1e9;
   topt.lowest_priority = false;

@@ -106,7 +106,8 @@ void ExpectSameOptions(const Config& a, const Config& b) {
   EXPECT_EQ(a.federation.max_stale_rounds, b.federation.max_stale_rounds);
   EXPECT_EQ(a.federation.pull_timeout_s, b.federation.pull_timeout_s);
   EXPECT_EQ(a.federation.max_backoff_s, b.federation.max_backoff_s);
-  EXPECT_EQ(a.policy.on_battery, b.policy.on_battery);
+  EXPECT_EQ(a.policy.pause_on_battery, b.policy.pause_on_battery);
+  EXPECT_EQ(a.policy.busy_fraction, b.policy.busy_fraction);
   EXPECT_EQ(a.policy.max_cpu_percent, b.policy.max_cpu_percent);
   EXPECT_EQ(a.policy.idle_only, b.policy.idle_only);
   EXPECT_EQ(a.policy.active_hours, b.policy.active_hours);
@@ -187,6 +188,8 @@ drift_guard_window = 7
 [policy]
 threads = 256
 gossip_when_held = false
+on_battery = "continue"
+active_hours = "22:00-24:00"
 
 [[peers]]
 name = "alice"
@@ -229,6 +232,9 @@ public_key = ")" + kKeyB + "\"\n");
   EXPECT_EQ(c->training.drift_guard_window, 7);
   EXPECT_EQ(c->policy.threads, 256);
   EXPECT_FALSE(c->policy.gossip_when_held);
+  EXPECT_FALSE(c->policy.pause_on_battery);  // on_battery = "continue"
+  EXPECT_EQ(c->policy.active_hours, "22:00-24:00");
+  EXPECT_EQ(c->policy.busy_fraction, 0.5);   // no key: train::ResourcePolicyOptions' default
   EXPECT_EQ(c->node.log_file, dir_ + "/logs/myceld.log");
   EXPECT_EQ(c->node.log_max_bytes, 4096);
   EXPECT_EQ(c->node.log_max_files, 100);
@@ -414,6 +420,7 @@ std::vector<BadCase> BadCases() {
       {hdr + "[policy]\nidle_only = 1\n", 4, "[policy] idle_only", "true or false"},
       {hdr + "[policy]\nactive_hours = \"9-17\"\n", 4, "[policy] active_hours", "HH:MM-HH:MM"},
       {hdr + "[policy]\nactive_hours = \"25:00-26:00\"\n", 4, "[policy] active_hours", "HH:MM-HH:MM"},
+      {hdr + "[policy]\nactive_hours = \"24:00-08:00\"\n", 4, "[policy] active_hours", "HH:MM-HH:MM"},
       {hdr + "lr = 0.1\n", 3, "'lr'", "unknown top-level key 'lr'"},
       // Type errors.
       {hdr + "[training]\nbatch_size = \"64\"\n", 4, "[training] batch_size",

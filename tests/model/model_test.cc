@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <torch/script.h>
+#include <torch/torch.h>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -27,8 +28,8 @@ using ::testing::HasSubstr;
 
 const std::string kFixture = std::string(MYCEL_SOURCE_DIR) + "/tests/fixtures/tiny_classifier.pt";
 
-config::ModelOptions Mlp(std::vector<int64_t> input_shape, std::vector<int64_t> hidden, int64_t classes) {
-  config::ModelOptions o;
+ModelOptions Mlp(std::vector<int64_t> input_shape, std::vector<int64_t> hidden, int64_t classes) {
+  ModelOptions o;
   o.kind = "mlp";
   o.input_shape = std::move(input_shape);
   o.hidden = std::move(hidden);
@@ -36,14 +37,14 @@ config::ModelOptions Mlp(std::vector<int64_t> input_shape, std::vector<int64_t> 
   return o;
 }
 
-config::ModelOptions Cnn(std::vector<int64_t> input_shape, int64_t hidden, int64_t classes) {
-  config::ModelOptions o = Mlp(std::move(input_shape), {hidden}, classes);
+ModelOptions Cnn(std::vector<int64_t> input_shape, int64_t hidden, int64_t classes) {
+  ModelOptions o = Mlp(std::move(input_shape), {hidden}, classes);
   o.kind = "cnn";
   return o;
 }
 
-config::ModelOptions CharLm(int64_t embedding, int64_t hidden, int64_t context) {
-  config::ModelOptions o;
+ModelOptions CharLm(int64_t embedding, int64_t hidden, int64_t context) {
+  ModelOptions o;
   o.kind = "char_lm";
   o.embedding = embedding;
   o.hidden = {hidden};
@@ -51,8 +52,8 @@ config::ModelOptions CharLm(int64_t embedding, int64_t hidden, int64_t context) 
   return o;
 }
 
-config::ModelOptions TorchScript() {
-  config::ModelOptions o;
+ModelOptions TorchScript() {
+  ModelOptions o;
   o.kind = "torchscript";
   o.path = kFixture;
   o.input_shape = {1, 28, 28};
@@ -60,7 +61,7 @@ config::ModelOptions TorchScript() {
   return o;
 }
 
-std::unique_ptr<Model> MustCreate(const config::ModelOptions& o) {
+std::unique_ptr<Model> MustCreate(const ModelOptions& o) {
   auto m = Model::Create(o);
   EXPECT_TRUE(m.ok()) << m.status();
   return m.ok() ? std::move(m).value() : nullptr;
@@ -115,7 +116,7 @@ std::pair<torch::Tensor, torch::Tensor> Blobs(int64_t n, int64_t width, int64_t 
 // ---------------------------------------------------------------------------
 
 TEST(ModelTest, SameSeedSameWeightsOtherSeedOtherWeights) {
-  for (config::ModelOptions o : {Mlp({12}, {16, 8}, 3), Cnn({1, 8, 8}, 16, 3), CharLm(8, 16, 8)}) {
+  for (ModelOptions o : {Mlp({12}, {16, 8}, 3), Cnn({1, 8, 8}, 16, 3), CharLm(8, 16, 8)}) {
     SCOPED_TRACE(o.kind);
     o.seed = 7;
     auto a = MustCreate(o);
@@ -154,7 +155,7 @@ TEST(ModelTest, ParameterNamesAreStableAndDotted) {
 }
 
 TEST(ModelTest, ParameterCountsAndLocalLayers) {
-  config::ModelOptions o = Mlp({1, 28, 28}, {128}, 10);
+  ModelOptions o = Mlp({1, 28, 28}, {128}, 10);
   auto all_shared = MustCreate(o);
   EXPECT_EQ(all_shared->parameter_count(), 101770);  // 784*128+128 + 128*10+10
   EXPECT_EQ(all_shared->shared_parameter_count(), 101770);
@@ -210,7 +211,7 @@ TEST(ModelTest, FingerprintIsStable) {
 
 TEST(ModelTest, BadOptionsAreNamed) {
   struct Case {
-    config::ModelOptions options;
+    ModelOptions options;
     std::string needle;
   };
   std::vector<Case> cases;
@@ -269,6 +270,47 @@ TEST(ModelTest, BadOptionsAreNamed) {
     ASSERT_FALSE(m.ok()) << c.needle;
     EXPECT_THAT(std::string(m.status().message()), HasSubstr(c.needle)) << m.status();
   }
+}
+
+// CheckOptions is the one check of the options: the config reader reports
+// its problems at their line, Create as "model.KEY: why". So Create refuses
+// what a config file could not say either.
+TEST(ModelTest, CreateRefusesWhatCheckOptionsRefuses) {
+  struct Case {
+    ModelOptions options;
+    std::string key;
+  };
+  std::vector<Case> cases;
+  {
+    auto o = Mlp({4}, {8}, 3);
+    o.class_names = {"a", "b"};
+    cases.push_back({o, "class_names"});
+    o = Mlp({4}, {8}, 3);
+    o.class_names = {"a", "", "c"};
+    cases.push_back({o, "class_names[1]"});
+    o = CharLm(8, 8, 8);
+    o.personal_prior = true;
+    cases.push_back({o, "personal_prior"});
+    o = CharLm(8, 8, 8);
+    o.context = 1;
+    cases.push_back({o, "context"});
+    o = Mlp({4}, {}, 3);
+    cases.push_back({o, "hidden"});
+    o = Mlp({4, -1}, {8}, 3);
+    cases.push_back({o, "input_shape[1]"});
+    o = Mlp({4}, {8}, 3);
+    o.local_layers = {""};
+    cases.push_back({o, "local_layers[0]"});
+  }
+  for (const Case& c : cases) {
+    std::optional<OptionProblem> problem = CheckOptions(c.options);
+    ASSERT_TRUE(problem.has_value()) << c.key;
+    EXPECT_EQ(problem->key, c.key);
+    auto m = Model::Create(c.options);
+    ASSERT_FALSE(m.ok()) << c.key;
+    EXPECT_EQ(std::string(m.status().message()), "model." + problem->key + ": " + problem->why);
+  }
+  EXPECT_FALSE(CheckOptions(ModelOptions{}).has_value());
 }
 
 TEST(ModelTest, MlpLearnsSeparableBlobs) {
@@ -379,7 +421,7 @@ TEST(ModelTest, EvaluatesUint8ImagesAsTheirScaledFloats) {
 }
 
 TEST(ModelTest, TorchScriptFixtureLoadsTrainsAndKeepsHeadLocal) {
-  config::ModelOptions o = TorchScript();
+  ModelOptions o = TorchScript();
   o.local_layers = {"head"};
   auto m = MustCreate(o);
   ASSERT_TRUE(m);
@@ -402,8 +444,8 @@ TEST(ModelTest, TorchScriptFixtureLoadsTrainsAndKeepsHeadLocal) {
 // ---------------------------------------------------------------------------
 // Export
 
-std::vector<config::ModelOptions> ExportCases() {
-  config::ModelOptions mlp = Mlp({1, 28, 28}, {32, 16}, 10);
+std::vector<ModelOptions> ExportCases() {
+  ModelOptions mlp = Mlp({1, 28, 28}, {32, 16}, 10);
   mlp.class_names = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"};
   return {mlp, Cnn({1, 12, 8}, 16, 5), CharLm(8, 24, 12), TorchScript()};
 }
@@ -420,7 +462,7 @@ void Nudge(Model& m) {
 
 TEST(ModelTest, ExportIsExactInCpp) {
   TempDir dir;
-  for (const config::ModelOptions& o : ExportCases()) {
+  for (const ModelOptions& o : ExportCases()) {
     SCOPED_TRACE(o.kind);
     auto m = MustCreate(o);
     ASSERT_TRUE(m);
@@ -503,7 +545,7 @@ TEST(ModelTest, ExportOpensInPythonWithTheSameOutputs) {
   const std::string script = dir / "check.py";
   std::ofstream(script) << kPythonCheck;
   std::string cmd = python + " " + script;
-  for (const config::ModelOptions& o : ExportCases()) {
+  for (const ModelOptions& o : ExportCases()) {
     SCOPED_TRACE(o.kind);
     auto m = MustCreate(o);
     ASSERT_TRUE(m);
@@ -555,7 +597,7 @@ TEST(ModelTest, ExportToUnwritablePathIsAnError) {
 // SaveTensors / LoadTensors
 
 TEST(ModelTest, TensorsRoundTripInPlace) {
-  for (config::ModelOptions o : {Mlp({6}, {5}, 3), CharLm(4, 6, 4), TorchScript()}) {
+  for (ModelOptions o : {Mlp({6}, {5}, 3), CharLm(4, 6, 4), TorchScript()}) {
     SCOPED_TRACE(o.kind);
     o.seed = 1;
     auto a = MustCreate(o);

@@ -122,9 +122,13 @@ TEST(ResourcePolicy, ActiveHoursIncludingAWindowAcrossMidnight) {
   EXPECT_FALSE(at(12, 0).allowed);
 }
 
+// One parser for the config reader and the policy (train::ActiveHoursWindow):
+// a window may end at 24:00 but not start there.
 TEST(ResourcePolicy, ParseActiveHoursRejectsMalformed) {
   EXPECT_TRUE(ParseActiveHours("00:00-24:00").ok());
-  for (const char* bad : {"9-17", "09:00", "09:60-10:00", "25:00-26:00", "09:00-17:00x", ""}) {
+  EXPECT_TRUE(ParseActiveHours("22:30-06:00").ok());
+  for (const char* bad : {"9-17", "09:00", "09:60-10:00", "25:00-26:00", "09:00-17:00x", "", "24:00-08:00",
+                          "08:00-24:30"}) {
     EXPECT_FALSE(ParseActiveHours(bad).ok()) << bad;
   }
 }

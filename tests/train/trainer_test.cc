@@ -202,7 +202,7 @@ TEST(Trainer, LearnsThroughTheBalancedReplayPool) {
 // The duty-cycle cap, measured on the real training thread over a few seconds.
 TEST(Trainer, CpuCapHoldsTheTrainingThreadUnderItsShare) {
   Fixture f;
-  f.options.max_cpu_percent = 25;
+  f.options.cpu.max_cpu_percent = 25;
   f.options.model.hidden = {256};  // steps of a few hundred microseconds
   auto trainer = f.MakeTrainer();
   ASSERT_TRUE(f.store->Add(LoadT10k(trainer->example_shape())).ok());
