@@ -24,6 +24,11 @@ namespace {
 struct Mirror : MirrorStats {
   std::string key;       // the neighbour's public key; "" for anonymous peers
   std::vector<float> m;  // empty until initialized, then size() values
+  // With trust and drift correction: the part of c this neighbour taught,
+  // faded with c (c_j = β (c_j + t_j w_j (m_j − x) / η)), so that losing
+  // trust takes back what it taught as well as its weight in d (Judge).
+  // Empty until it first teaches; not persisted (a restored c keeps it).
+  std::vector<float> taught;
 };
 
 struct LogEntry {
@@ -601,6 +606,12 @@ GroupWeights WeighGroups(const std::vector<Mirror*>& parts, const std::vector<fl
   return w;
 }
 
+// t[k] = β (t[k] + c (m[k] − x[k])): one neighbour's part of c, alias-free.
+void TeachShare(float* __restrict t, const float* __restrict m, const float* __restrict x, float beta, float c,
+                size_t n) {
+  for (size_t k = 0; k < n; ++k) t[k] = beta * (t[k] + c * (m[k] - x[k]));
+}
+
 // x += d with d = γ Σ_j w_j (m_j − x), and with drift correction (c not
 // empty) c = β (c + inv_scale · d), d taken with `teach` weights when they
 // differ. Group g covers [group_offsets[g], group_offsets[g + 1]).
@@ -615,8 +626,14 @@ GroupWeights WeighGroups(const std::vector<Mirror*>& parts, const std::vector<fl
 // diverges at γ = 1 and reaches 58–70% at γ = 0.5; against x it reaches
 // 79–81% at γ = 1 (dense: 82–84%), and int8 matches dense.
 void MergeLinear(float* x, size_t size, const std::vector<size_t>& group_offsets, const std::vector<Mirror*>& parts,
-                 const GroupWeights& w, float beta, float inv_scale, std::vector<float>* correction) {
+                 const GroupWeights& w, float beta, float inv_scale, std::vector<float>* correction, bool track) {
   const bool corrected = !correction->empty();
+  track = track && corrected;
+  if (track) {
+    for (Mirror* m : parts) {
+      if (m->taught.size() != size) m->taught.assign(size, 0.0f);
+    }
+  }
   const bool split = w.split;
   const size_t groups = w.groups;
   // Blocked so x stays in cache while every mirror streams through once; the
@@ -639,6 +656,9 @@ void MergeLinear(float* x, size_t size, const std::vector<size_t>& group_offsets
         if (split && corrected && wc != 0.0f) {
           AddScaledDifference(dc + (lo - b), parts[j]->m.data() + lo, x + lo, wc, hi - lo);
         }
+        if (track) {
+          TeachShare(parts[j]->taught.data() + lo, parts[j]->m.data() + lo, x + lo, beta, inv_scale * wc, hi - lo);
+        }
       }
       lo = hi;
     }
@@ -648,6 +668,14 @@ void MergeLinear(float* x, size_t size, const std::vector<size_t>& group_offsets
       float* c = correction->data() + b;
       for (size_t k = 0; k < n; ++k) c[k] = beta * (c[k] + inv_scale * learnt[k]);
     }
+  }
+}
+
+// What mirrors outside this merge taught c fades with it: c = β c there.
+void FadeTaught(std::vector<Mirror>& mirrors, const std::vector<Mirror*>& parts, float beta) {
+  for (Mirror& m : mirrors) {
+    if (m.taught.empty() || std::find(parts.begin(), parts.end(), &m) != parts.end()) continue;
+    for (float& v : m.taught) v *= beta;
   }
 }
 
@@ -666,6 +694,7 @@ int Federation::Merge(float* x, double step_scale) {
   for (Mirror& m : s.mirrors) m.stale_rounds++;  // until the next successful Apply
   const std::vector<Mirror*>& parts = plan.parts;
   const bool screens = options_.robust == "clip" || options_.robust == "reject";
+  FadeTaught(s.mirrors, parts, beta);
   if (parts.empty()) {
     for (float& c : s.correction) c *= beta;  // nothing to correct for: fade to plain SGD
     if (screens) s.last_merged.assign(x, x + size_);
@@ -681,7 +710,7 @@ int Federation::Merge(float* x, double step_scale) {
   }
   const GroupWeights weights =
       WeighGroups(parts, plan.coeff, plan.teach, s.group_offsets.size() - 1, options_.trust);
-  MergeLinear(x, size_, s.group_offsets, parts, weights, beta, inv_scale, &s.correction);
+  MergeLinear(x, size_, s.group_offsets, parts, weights, beta, inv_scale, &s.correction, options_.trust);
   if (screens) s.last_merged.assign(x, x + size_);
   return static_cast<int>(parts.size());
 }
@@ -762,6 +791,24 @@ TrustProbe Federation::Probe(const float* x) const {
   return probe;
 }
 
+namespace {
+// A neighbour's trust in [lo, hi) fell by `share` of itself: c forgets that
+// share of what the neighbour taught it there, as if it had been trusted
+// that much less all along. Without this, a neighbour quarantined after
+// teaching c for a while would keep pulling through c for about 1 / (1 − β)
+// rounds (Trust.AQuarantinedNeighbourTakesBackWhatItTaughtTheDriftCorrection).
+void TakeBack(Mirror* m, size_t lo, size_t hi, double share, std::vector<float>* correction) {
+  if (share <= 0 || m->taught.size() < hi || correction->size() < hi) return;
+  const float f = static_cast<float>(share);
+  float* c = correction->data();
+  float* t = m->taught.data();
+  for (size_t k = lo; k < hi; ++k) {
+    c[k] -= f * t[k];
+    t[k] -= f * t[k];
+  }
+}
+}  // namespace
+
 void Federation::Judge(const TrustProbe& probe, const std::vector<double>& losses) {
   if (probe.shares.empty() || losses.size() != probe.candidates()) return;
   const double base = losses[0];
@@ -824,7 +871,9 @@ void Federation::Judge(const TrustProbe& probe, const std::vector<double>& losse
     const bool was = t > 0;
     if (h > tau[g]) {
       hurt[static_cast<size_t>(sh.peer)] = true;
+      const double before = t;
       t = h > 4 * tau[g] ? 0.0 : std::max(0.0, t - options_.trust_penalty);
+      TakeBack(&m, s.group_offsets[g], s.group_offsets[g + 1], before > 0 ? 1 - t / before : 0, &s.correction);
     } else if (t > 0 || h <= tau[g] / 2) {
       t = std::min(1.0, t + options_.trust_reward);
     }
@@ -1107,6 +1156,7 @@ std::vector<float> Federation::correction() const {
 void Federation::ResetCorrection() {
   std::lock_guard<std::mutex> lock(mu_);
   std::fill(state_->correction.begin(), state_->correction.end(), 0.0f);
+  for (Mirror& m : state_->mirrors) m.taught.clear();
 }
 
 std::string Federation::Serialize(bool clean) const {

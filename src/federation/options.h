@@ -64,7 +64,9 @@ struct FederationOptions {
   // Per-neighbour trust learnt from our own validation data (Probe/Judge
   // below). Each neighbour j holds a trust t_jg in [0, 1] per parameter group
   // g (a layer: SetGroups), which scales its merge weight there: its term of
-  // d becomes t_jg · w_j · (m_j − x) and it teaches c as much. A probe
+  // d becomes t_jg · w_j · (m_j − x) and it teaches c as much; when t_jg
+  // falls, c forgets the same fraction of what j taught it in g (each
+  // neighbour's part of c is kept while trust is on). A probe
   // measures, per neighbour and group, the validation loss of the merge with
   // that share at full weight against the merge without it; the relative
   // increase h = (L_with − L_without) / L_merged is its harm. A share hurts

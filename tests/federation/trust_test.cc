@@ -131,6 +131,42 @@ TEST(Trust, AHarmfulNeighbourIsQuarantinedAndLeftOutOfTheMerge) {
   for (size_t k = 0; k < 4; ++k) EXPECT_NEAR(merged[k], honest_only[k], 1e-5) << k;
 }
 
+TEST(Trust, AQuarantinedNeighbourTakesBackWhatItTaughtTheDriftCorrection) {
+  // Two nodes merge the same rounds; on `t` neighbour 2 publishes poison and
+  // is trusted for five merges before probes quarantine it, on `twin` it
+  // never publishes. Once quarantined its pull must be gone from c too, not
+  // only from d: c integrates each merge for about 1 / (1 − β) rounds.
+  FederationOptions o = Trio::Trusting();
+  o.drift_correction = 0.9;
+  Trio t(o), twin(o);
+  for (int round = 0; round < 5; ++round) {
+    for (Trio* f : {&t, &twin}) {
+      f->Show(0, {1.1f, 0.9f, 1.0f, 1.1f});
+      f->Show(1, {0.9f, 1.1f, 1.1f, 0.9f});
+    }
+    t.Show(2, {-20, 20, -20, 20});
+    std::vector<float> x = kX, y = kX;
+    t.fed->Merge(x.data());
+    twin.fed->Merge(y.data());
+  }
+  const std::vector<float> poisoned = t.fed->correction(), clean = twin.fed->correction();
+  ASSERT_EQ(poisoned.size(), 4u);
+  EXPECT_GT(std::abs(poisoned[0] - clean[0]), 1.0f);  // it taught c its pull
+  t.ThreeRounds({-20, 20, -20, 20});
+  ASSERT_EQ(t.fed->mirror_stats(2).trust, (std::vector<double>{0.0, 0.0}));
+  const std::vector<float> after = t.fed->correction();
+  for (size_t k = 0; k < 4; ++k) EXPECT_NEAR(after[k], clean[k], 1e-4) << k;
+  // The honest two keep what they taught, and the next merges teach c as
+  // the twin's do.
+  std::vector<float> x = kX, y = kX;
+  t.fed->Merge(x.data());
+  twin.fed->Merge(y.data());
+  for (size_t k = 0; k < 4; ++k) {
+    EXPECT_NEAR(t.fed->correction()[k], twin.fed->correction()[k], 1e-4) << k;
+    EXPECT_NEAR(x[k], y[k], 1e-5) << k;
+  }
+}
+
 TEST(Trust, IsKeptPerLayer) {
   Trio t;
   const std::vector<float> opt = {1, 1, 1, 1};
