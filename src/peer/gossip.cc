@@ -136,18 +136,18 @@ void Gossip::NoteDiscovered(PendingPeer p, int64_t now) {
   std::lock_guard<std::mutex> lock(s.mu);
   const Roster& pinned = *(s.pending ? s.pending : s.roster);
   if (std::find(pinned.pinned.begin(), pinned.pinned.end(), p.public_key) != pinned.pinned.end()) return;
-  std::vector<PendingPeer>& list = s.pending_peers;
-  auto it = std::find_if(list.begin(), list.end(), [&](const PendingPeer& q) { return q.public_key == p.public_key; });
-  if (it != list.end()) {
-    // It called too: its Hello was signed, this record is not. Keep what it said.
-    it->discovered = true;
-    if (it->address.empty() && !it->dials_in) it->address = p.address;
-    if (it->requests == 0) {
-      it->name = p.name;
-      it->address = p.address;
-      it->same_model = p.same_model;
-      it->last_seen_unix = now;
+  if (PendingPeer* known = s.FindPendingLocked(p.public_key)) {
+    known->discovered = true;
+    if (known->requests > 0) {
+      // It called too: its Hello was signed, this record is not. Keep what
+      // it said, but an address where it gave none.
+      if (known->address.empty() && !known->dials_in) known->address = p.address;
+      return;
     }
+    known->name = p.name;
+    known->address = p.address;
+    known->same_model = p.same_model;
+    known->last_seen_unix = now;
     return;
   }
   p.discovered = true;
@@ -159,24 +159,18 @@ void Gossip::NoteDiscovered(PendingPeer p, int64_t now) {
     Logger("peer")->info("node '{}' ({}) announced at {} on the LAN: `mycel peers accept {}` pins it", p.name,
                          p.key_fingerprint, p.address, p.key_fingerprint);
   }
-  list.insert(list.begin(), std::move(p));
-  if (list.size() > kMaxPendingPeers) {
-    // Announcements cost nothing to make: one never pushes out a caller.
-    auto last = std::find_if(list.rbegin(), list.rend(), [](const PendingPeer& q) { return q.requests == 0; });
-    list.erase(std::next(last).base());
-  }
+  s.PushPendingLocked(std::move(p));
 }
 
 void Gossip::ForgetDiscovered(const std::string& public_key) {
   GossipState& s = impl_->state;
   std::lock_guard<std::mutex> lock(s.mu);
-  std::vector<PendingPeer>& list = s.pending_peers;
-  auto it = std::find_if(list.begin(), list.end(), [&](const PendingPeer& q) { return q.public_key == public_key; });
-  if (it == list.end()) return;
-  if (it->requests == 0) {
-    list.erase(it);
+  PendingPeer* known = s.FindPendingLocked(public_key);
+  if (known == nullptr) return;
+  if (known->requests == 0) {
+    s.pending_peers.erase(s.pending_peers.begin() + (known - s.pending_peers.data()));
   } else {
-    it->discovered = false;
+    known->discovered = false;
   }
 }
 

@@ -168,4 +168,22 @@ void GossipState::NoteHandOverRefused(int j, const std::string& why) {
   }
 }
 
+PendingPeer* GossipState::FindPendingLocked(std::string_view key) {
+  auto it = std::find_if(pending_peers.begin(), pending_peers.end(),
+                         [&](const PendingPeer& q) { return q.public_key == key; });
+  return it == pending_peers.end() ? nullptr : &*it;
+}
+
+void GossipState::PushPendingLocked(PendingPeer p) {
+  pending_peers.insert(pending_peers.begin(), std::move(p));
+  if (pending_peers.size() <= kMaxPendingPeers) return;
+  auto announced = std::find_if(pending_peers.rbegin(), pending_peers.rend(),
+                                [](const PendingPeer& q) { return q.requests == 0; });
+  if (announced != pending_peers.rend()) {
+    pending_peers.erase(std::next(announced).base());
+  } else {
+    pending_peers.pop_back();
+  }
+}
+
 }  // namespace mycel::peer

@@ -92,6 +92,13 @@ struct GossipState {
   void BookPull(int j, const Pulled& pulled, const absl::Status& s);
   // The neighbour refused what we handed over (it counts why on its side).
   void NoteHandOverRefused(int j, const std::string& why);
+  // The pending peer with this key, or nullptr. Caller holds mu.
+  PendingPeer* FindPendingLocked(std::string_view key);
+  // Puts `p` first in pending_peers (most recently seen). Past
+  // kMaxPendingPeers the least recently seen entry that never called goes
+  // (an announcement costs nothing to make, so it never pushes out a
+  // caller), else the least recently seen. Caller holds mu.
+  void PushPendingLocked(PendingPeer p);
 };
 
 }  // namespace peer

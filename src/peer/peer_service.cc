@@ -364,19 +364,20 @@ void PeerService::NotePending(const std::string& grpc_peer, const std::string& h
   }
   p.same_model = params.fingerprint() == options_.fingerprint;
   std::lock_guard<std::mutex> lock(state_.mu);
-  auto it = std::find_if(state_.pending_peers.begin(), state_.pending_peers.end(),
-                         [&](const PendingPeer& q) { return q.public_key == p.public_key; });
-  if (it != state_.pending_peers.end()) {
+  if (PendingPeer* known = state_.FindPendingLocked(p.public_key)) {
     // A Hello no newer than the last one is a copy (IdentifyUnpinned keeps no
     // replay cache): it may not move the peer to the copier's address.
-    if (p.hello_timestamp <= it->hello_timestamp) {
-      p.address = it->address;
-      p.hello_timestamp = it->hello_timestamp;
+    if (p.hello_timestamp <= known->hello_timestamp) {
+      p.address = known->address;
+      p.hello_timestamp = known->hello_timestamp;
     }
-    p.first_seen_unix = it->first_seen_unix;
-    p.requests = it->requests;
-    p.discovered = it->discovered;
-    state_.pending_peers.erase(it);
+    // A caller that gives no address of its own keeps the one its LAN
+    // announcement gave.
+    if (p.address.empty() && !p.dials_in) p.address = known->address;
+    p.first_seen_unix = known->first_seen_unix;
+    p.requests = known->requests;
+    p.discovered = known->discovered;
+    state_.pending_peers.erase(state_.pending_peers.begin() + (known - state_.pending_peers.data()));
   } else {
     p.first_seen_unix = now;
     const double t = Clock::Real()->MonotonicSeconds();
@@ -389,8 +390,7 @@ void PeerService::NotePending(const std::string& grpc_peer, const std::string& h
   }
   p.last_seen_unix = now;
   p.requests++;
-  state_.pending_peers.insert(state_.pending_peers.begin(), std::move(p));
-  if (state_.pending_peers.size() > kMaxPendingPeers) state_.pending_peers.pop_back();
+  state_.PushPendingLocked(std::move(p));
 }
 
 }  // namespace mycel::peer

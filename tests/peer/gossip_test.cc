@@ -492,15 +492,18 @@ TEST_F(GossipServerTest, StrangersArePendingOnlyWhenGenuineBoundedInNumberAndNev
   ExpectGoodPull();  // the pinned neighbour is served throughout
 }
 
+// What LAN discovery hands Gossip for a node announced at `address`.
+PendingPeer Announced(const crypto::Identity& id, const std::string& address) {
+  PendingPeer p;
+  p.name = "lan";
+  p.public_key = id.public_key();
+  p.key_fingerprint = id.Fingerprint();
+  p.address = address;
+  return p;
+}
+
 TEST_F(GossipServerTest, DiscoveredNodesArePendingButNeverPinnedNeverPushOutACallerAndLeaveWhenGone) {
-  auto announced = [](const crypto::Identity& id, const std::string& address) {
-    PendingPeer p;
-    p.name = "lan";
-    p.public_key = id.public_key();
-    p.key_fingerprint = id.Fingerprint();
-    p.address = address;
-    return p;
-  };
+  auto announced = Announced;
   // A pinned key is not listed, whatever the LAN says of it.
   b_->gossip->NoteDiscovered(announced(*a_, "10.0.0.1:7000"), Now());
   EXPECT_TRUE(b_->gossip->Pending().empty());
@@ -540,6 +543,37 @@ TEST_F(GossipServerTest, DiscoveredNodesArePendingButNeverPinnedNeverPushOutACal
     EXPECT_NE(p.public_key, lan.back()->public_key());
     if (p.public_key == intruder_->public_key()) EXPECT_FALSE(p.discovered);
   }
+}
+
+// The other way round: a caller arriving at a full list takes the oldest
+// announcement's place, never an older caller's; and a caller whose Hello
+// gives no address keeps the one its announcement gave.
+TEST_F(GossipServerTest, ACallerPushesOutAnAnnouncementAndKeepsItsLanAddress) {
+  ExpectRefused(GoodHelloFrom(*intruder_), grpc::StatusCode::PERMISSION_DENIED, "unpinned_key");
+  std::vector<std::unique_ptr<crypto::Identity>> lan;
+  for (size_t i = 0; i + 1 < kMaxPendingPeers; ++i) {
+    lan.push_back(NewIdentity());
+    b_->gossip->NoteDiscovered(Announced(*lan.back(), "10.0.0." + std::to_string(i + 2) + ":7000"), Now());
+  }
+  ASSERT_EQ(b_->gossip->Pending().size(), kMaxPendingPeers);
+  // The newest announcement calls, with a Hello that names no listen port.
+  ExpectRefused(GoodHelloFrom(*lan.back()), grpc::StatusCode::PERMISSION_DENIED, "unpinned_key");
+  auto pending = b_->gossip->Pending();
+  ASSERT_EQ(pending.size(), kMaxPendingPeers);
+  EXPECT_EQ(pending[0].public_key, lan.back()->public_key());
+  EXPECT_EQ(pending[0].requests, 1);
+  EXPECT_TRUE(pending[0].discovered);
+  EXPECT_EQ(pending[0].address, "10.0.0." + std::to_string(kMaxPendingPeers) + ":7000");
+
+  // A stranger calls into the full list: the oldest announcement goes, and
+  // the first caller, the least recently seen of all, stays.
+  auto stranger = NewIdentity();
+  ExpectRefused(GoodHelloFrom(*stranger), grpc::StatusCode::PERMISSION_DENIED, "unpinned_key");
+  pending = b_->gossip->Pending();
+  ASSERT_EQ(pending.size(), kMaxPendingPeers);
+  EXPECT_EQ(pending[0].public_key, stranger->public_key());
+  EXPECT_EQ(pending.back().public_key, intruder_->public_key()) << "a caller was pushed out for an announcement";
+  for (const auto& p : pending) EXPECT_NE(p.public_key, lan.front()->public_key()) << "the oldest announcement stayed";
 }
 
 TEST_F(GossipServerTest, FlippedHelloBytesAreRefusedWithTheRightReason) {
