@@ -127,7 +127,7 @@ start_nodes() {
     mkdir -p "${dirs[$i]}"
     ports+=("$(free_port)")
     printf '[node]\nstate_dir = "%s"\n' "${dirs[$i]}" > "${dirs[$i]}/id.toml"
-    keys+=("$("$MYCEL" --config "${dirs[$i]}/id.toml" id)")
+    keys+=("$("$MYCEL" --config "${dirs[$i]}/id.toml" id | head -n1)")
   done
   write_configs "$SECTIONS"
   launch_nodes

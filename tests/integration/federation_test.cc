@@ -5,7 +5,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <regex>
@@ -84,6 +86,13 @@ void Ingest(const TestNode& node, const std::string& labels) {
   EXPECT_NE(r.out.find("stored 12000 examples"), std::string::npos) << r.out;
 }
 
+// "round:accuracy " for a trajectory.
+std::string RoundAndAccuracy(double round, double accuracy) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.0f:%.3f ", round, accuracy);
+  return buf;
+}
+
 TEST(FederationTest, RingOfFiveLearnsAllTenClassesWhileANodeAloneCannot) {
   TempDir tmp;
   Federation fed(tmp.path());
@@ -115,14 +124,20 @@ TEST(FederationTest, RingOfFiveLearnsAllTenClassesWhileANodeAloneCannot) {
   ASSERT_TRUE(fed[2].node->daemon().Start());
   EXPECT_NE(fed[2].node->daemon().LogSinceStart().find("resumed from"), std::string::npos);
 
+  // Each poll's worst node, with node 0's rounds: a failure shows whether the
+  // ring stalled early or was still climbing when time ran out.
   std::vector<double> acc(kRing, 0);
+  std::string trajectory;
   bool all_good = PollUntil(
       [&] {
         bool ok = true;
+        double worst = 1;
         for (size_t i = 0; i < kRing; ++i) {
           acc[i] = TestAccuracy(*fed[i].node);
           ok = ok && acc[i] >= 0.70;
+          worst = std::min(worst, acc[i]);
         }
+        trajectory += RoundAndAccuracy(fed[0].node->StatusNum("rounds"), worst);
         return ok;
       },
       480 * kLearningTimeScale, 10);
@@ -135,7 +150,8 @@ TEST(FederationTest, RingOfFiveLearnsAllTenClassesWhileANodeAloneCannot) {
                          std::to_string(static_cast<int64_t>(st->Num("steps"))) + ") ";
     }
   }
-  EXPECT_TRUE(all_good) << "accuracy on all ten classes: " << summary;
+  EXPECT_TRUE(all_good) << "accuracy on all ten classes: " << summary << "\nworst node by node0's round: " << trajectory;
+  std::printf("worst node by node0's round: %s\n", trajectory.c_str());
 
   // What `mycel peers` and `mycel status` say of a healthy ring.
   auto peers = fed[0].node->Mycel({"peers", "--json"});
