@@ -25,7 +25,6 @@
 #include "data/example_store.h"
 #include "data/history.h"
 #include "data/importers.h"
-#include "federation/federation.h"
 #include "metrics/metrics_server.h"
 #include "peer/discovery.h"
 #include "peer/gossip.h"
@@ -35,32 +34,6 @@
 #include "train/trainer.h"
 
 namespace mycel {
-
-// The federation's state, checkpointed atomically with the weights: the
-// trainer calls Init with the model's initial shared weights, then Load
-// during restore, and Save at every checkpoint.
-class FederationState : public train::CheckpointParticipant {
- public:
-  // The merge options are the [federation] section's base, read and checked once.
-  FederationState(const config::Config& config) : options_(config.federation) {
-    for (const auto& p : config.peers) peer_keys_.push_back(p.public_key);
-  }
-  absl::Status Init(std::vector<float> initial_shared) override {
-    const int n = static_cast<int>(peer_keys_.size());
-    MYCEL_ASSIGN_OR_RETURN(fed_, federation::Federation::Create(options_, std::move(initial_shared), n, n));
-    fed_->SetPeers(peer_keys_);  // before Load: a snapshot's mirrors follow their neighbour's key
-    return absl::OkStatus();
-  }
-  std::string Save(bool final) override { return fed_->Serialize(final); }
-  absl::Status Load(const std::string& bytes) override { return fed_->Restore(bytes); }
-  void RolledBack() override { fed_->ResetCorrection(); }
-  federation::Federation& fed() { return *fed_; }
-
- private:
-  federation::FederationOptions options_;
-  std::vector<std::string> peer_keys_;
-  std::unique_ptr<federation::Federation> fed_;
-};
 
 namespace {
 constexpr char kPausedKey[] = "paused";
@@ -100,7 +73,7 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const config::Config& config)
   MYCEL_RETURN_IF_ERROR(node->CheckPeers(config.peers));
   node->OpenHistory();
   MYCEL_RETURN_IF_ERROR(node->CreateTrainer());
-  if (node->federation_) MYCEL_RETURN_IF_ERROR(node->CreateGossip());
+  if (node->trainer_->federation()) MYCEL_RETURN_IF_ERROR(node->CreateGossip());
   return node;
 }
 
@@ -163,8 +136,9 @@ absl::Status Node::CreateTrainer() {
   // neighbour is pinned (pairing adds one at a reload); it paces its
   // training only once it has one.
   if (!config_.peers.empty() || !config_.node.listen.empty() || config_.node.dial_out) {
-    federation_ = std::make_unique<FederationState>(config_);
-    to.participant = federation_.get();
+    train::TrainerFederation& f = to.federation.emplace();
+    f.options = config_.federation;  // the [federation] section's base, read and checked once
+    for (const auto& p : config_.peers) f.peer_keys.push_back(p.public_key);
     to.local_steps = config_.peers.empty() ? 0 : config_.federation.local_steps;
   }
   MYCEL_ASSIGN_OR_RETURN(trainer_, train::Trainer::Create(to, *store_, *checkpointer_, *policy_));
@@ -172,14 +146,6 @@ absl::Status Node::CreateTrainer() {
 }
 
 absl::Status Node::CreateGossip() {
-  // Trust is kept per layer of the shared model.
-  std::vector<std::string> layer_names;
-  std::vector<size_t> layer_sizes;
-  for (auto& [name, size] : trainer_->shared_layers()) {
-    layer_names.push_back(name);
-    layer_sizes.push_back(size);
-  }
-  MYCEL_RETURN_IF_ERROR(federation_->fed().SetGroups(std::move(layer_names), layer_sizes));
   peer::GossipOptions go;
   go.node_name = config_.node.name;
   go.listen = config_.node.listen;
@@ -191,20 +157,9 @@ absl::Status Node::CreateGossip() {
   // While training is held, rounds go on unless [policy] gossip_when_held = false.
   gossip_when_held_ = config_.policy.gossip_when_held;
   go.hold_rounds = [this] { return !gossip_when_held_.load() && !policy_->Decide().allowed; };
-  train::Trainer* trainer = trainer_.get();
-  if (config_.federation.trust) {  // not reloadable: a change of [federation] asks for a restart
-    const int64_t probe_examples = config_.federation.trust_examples;
-    go.probe_losses = [trainer, probe_examples](size_t count, const std::function<void(size_t, float*)>& make) {
-      return trainer->ProbeLosses(probe_examples, count, make);
-    };
-  }
-  MYCEL_ASSIGN_OR_RETURN(
-      gossip_, peer::Gossip::Create(go, *identity_, federation_->fed(),
-                                    [trainer](std::function<bool(std::vector<float>&, int64_t, double)> fn,
-                                              bool opens_round, std::vector<float> drift) {
-                                      return trainer->WithSharedParameters(std::move(fn), opens_round,
-                                                                           std::move(drift));
-                                    }));
+  // The trainer keeps the federation's state and is the weights it publishes
+  // and merges; the gossip only reaches both.
+  MYCEL_ASSIGN_OR_RETURN(gossip_, peer::Gossip::Create(go, *identity_, *trainer_->federation(), *trainer_));
   return absl::OkStatus();
 }
 

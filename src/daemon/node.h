@@ -1,9 +1,10 @@
 // Node: one mycel daemon, wired. Owns start and stop order.
 //
 // Create() takes the state directory's lock (one daemon per state dir),
-// loads or creates the identity, opens the example store, the checkpointer,
-// the federation state and the trainer (which resumes weights and federation
-// state from the newest valid checkpoint), then Start() starts the trainer,
+// loads or creates the identity, opens the example store, the checkpointer
+// and the trainer (which keeps the federation's state, when the node takes
+// part in one, and resumes both weights and that state from the newest valid
+// checkpoint), then Start() starts the trainer,
 // the peering layer and the control API. Shutdown() runs the one order: stop
 // accepting control RPCs, stop gossip rounds and the peer server, stop the
 // trainer between two steps and write a final checkpoint, close the store.
@@ -47,7 +48,6 @@ namespace control { class ControlServer; }
 namespace peer { class Discovery; }
 class ControlService;
 class Dashboard;
-class FederationState;
 
 class Node {
  public:
@@ -208,9 +208,9 @@ class Node {
   absl::Status OpenStore();
   // The history of validation passes; without one the daemon still runs.
   void OpenHistory();
-  // The federation state (when the node takes part in peering) and the trainer.
+  // The trainer, with a federation when the node takes part in peering.
   absl::Status CreateTrainer();
-  // The peering layer, over the trainer's shared layers.
+  // The peering layer, over the trainer's federation and shared weights.
   absl::Status CreateGossip();
   // Start's optional endpoints: a failure is logged and the daemon trains on.
   void StartMetrics();
@@ -239,7 +239,6 @@ class Node {
   std::unique_ptr<train::Checkpointer> checkpointer_;
   std::unique_ptr<train::PausePolicy> pause_;
   std::unique_ptr<train::ResourcePolicy> policy_;       // pause + power + hours + idle
-  std::unique_ptr<FederationState> federation_;         // null without pinned peers
   std::unique_ptr<train::Trainer> trainer_;
   std::unique_ptr<peer::Gossip> gossip_;
   std::unique_ptr<peer::Discovery> discovery_;          // [node] discover; null without avahi-daemon

@@ -24,6 +24,7 @@ peer::GossipSchedule GossipScheduleOf(const config::FederationSection& federatio
   s.pull_timeout_s = federation.pull_timeout_s;
   s.max_backoff_s = federation.max_backoff_s;
   s.trust_every = federation.trust_every;
+  s.trust_examples = federation.trust_examples;
   return s;
 }
 

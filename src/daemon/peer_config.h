@@ -15,9 +15,9 @@ namespace mycel {
 // The pinned neighbours, in order (index = mirror index).
 std::vector<peer::Neighbour> NeighboursOf(const std::vector<config::PeerOptions>& peers);
 
-// round_interval_s, pull_timeout_s, max_backoff_s and trust_every. Whether
-// trust probes run at all ([federation] trust) is said by setting
-// GossipOptions::probe_losses, not here.
+// round_interval_s, pull_timeout_s, max_backoff_s, trust_every and
+// trust_examples. Whether trust probes run at all is [federation] trust,
+// which the federation's own options carry (the trainer's federation).
 peer::GossipSchedule GossipScheduleOf(const config::FederationSection& federation);
 
 }  // namespace mycel

@@ -807,18 +807,12 @@ void TakeBack(Mirror* m, size_t lo, size_t hi, double share, std::vector<float>*
     t[k] -= f * t[k];
   }
 }
-}  // namespace
 
-void Federation::Judge(const TrustProbe& probe, const std::vector<double>& losses) {
-  if (probe.shares.empty() || losses.size() != probe.candidates()) return;
-  const double base = losses[0];
-  if (!std::isfinite(base) || base <= 0) return;
-  std::lock_guard<std::mutex> lock(mu_);
-  State& s = *state_;
-  const size_t groups = s.group_offsets.size() - 1;
-  // h per share, from the one candidate that moved it (linear along the share).
+// The relative harm h of each share, from the one candidate that moved it
+// (linear along the share), against losses[0], the merge's (finite, > 0).
+std::vector<double> HarmOfShares(const TrustProbe& probe, const std::vector<double>& losses) {
   constexpr double kWorst = 10;  // a non-finite loss: ten times the loss of the merge
-  constexpr double kFewNeighboursTolerance = 1.0;
+  const double base = losses[0];
   std::vector<double> harm(probe.shares.size());
   for (size_t k = 0; k < probe.shares.size(); ++k) {
     const TrustProbe::Share& sh = probe.shares[k];
@@ -833,9 +827,15 @@ void Federation::Judge(const TrustProbe& probe, const std::vector<double>& losse
     }
     harm[k] = std::clamp(h, -kWorst, kWorst);
   }
-  // τ per group: the tolerance, or a multiple of what this probe's lower
-  // median neighbour costs there.
-  std::vector<double> tau(groups, options_.trust_tolerance);
+  return harm;
+}
+
+// τ per group: the tolerance, or a multiple of what this probe's lower
+// median neighbour costs there.
+std::vector<double> HarmTolerances(const TrustProbe& probe, const std::vector<double>& harm, size_t groups,
+                                   const FederationOptions& options) {
+  constexpr double kFewNeighboursTolerance = 1.0;
+  std::vector<double> tau(groups, options.trust_tolerance);
   for (size_t g = 0; g < groups; ++g) {
     std::vector<double> hs;
     for (size_t k = 0; k < probe.shares.size(); ++k) {
@@ -843,7 +843,7 @@ void Federation::Judge(const TrustProbe& probe, const std::vector<double>& losse
     }
     if (hs.size() >= 3) {
       std::sort(hs.begin(), hs.end());
-      tau[g] = std::max(tau[g], options_.trust_medians * hs[(hs.size() - 1) / 2]);
+      tau[g] = std::max(tau[g], options.trust_medians * hs[(hs.size() - 1) / 2]);
     } else {
       // One or two neighbours are no majority to compare against: on a ring
       // with disjoint classes an honest share can double the loss of the
@@ -853,6 +853,18 @@ void Federation::Judge(const TrustProbe& probe, const std::vector<double>& losse
       tau[g] = std::max(tau[g], kFewNeighboursTolerance);
     }
   }
+  return tau;
+}
+}  // namespace
+
+void Federation::Judge(const TrustProbe& probe, const std::vector<double>& losses) {
+  if (probe.shares.empty() || losses.size() != probe.candidates()) return;
+  if (!std::isfinite(losses[0]) || losses[0] <= 0) return;
+  const std::vector<double> harm = HarmOfShares(probe, losses);
+  std::lock_guard<std::mutex> lock(mu_);
+  State& s = *state_;
+  const size_t groups = s.group_offsets.size() - 1;
+  const std::vector<double> tau = HarmTolerances(probe, harm, groups, options_);
   const double a = options_.trust_smoothing;
   std::vector<bool> probed(s.mirrors.size(), false), hurt(s.mirrors.size(), false);
   for (size_t k = 0; k < probe.shares.size(); ++k) {

@@ -173,6 +173,8 @@ class Federation {
   Federation& operator=(const Federation&) = delete;
 
   size_t size() const { return size_; }
+  // As given to Create; they never change.
+  const FederationOptions& options() const { return options_; }
 
   // q = Q(x − x̂), x̂ += Q⁻¹(q), appended as seq+1. `x` has size() values
   // and already holds this round's drift correction (the trainer added it).

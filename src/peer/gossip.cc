@@ -28,16 +28,14 @@ constexpr int kMaxRequestMessage = 64 << 10; // a Pull request is a Hello of a f
 // The parts of one Gossip, wired together: they share `state`.
 struct Gossip::Impl {
   Impl(const GossipOptions& o, const crypto::Identity& identity, federation::Federation& fed,
-       SharedParametersFn with_shared_fn)
+       federation::SharedWeights& weights)
       : options(o),
-        with_shared(std::move(with_shared_fn)),
         state(options, fed),
         service(options, identity, fed, state),
         client(options, identity, fed, state),
-        rounds(options, fed, with_shared, state, client) {}
+        rounds(options, fed, weights, state, client) {}
 
   const GossipOptions options;
-  const SharedParametersFn with_shared;
   GossipState state;
   PeerService service;  // serves neighbours (gRPC's threads)
   PullClient client;    // pulls from them (the loop thread)
@@ -56,10 +54,10 @@ Gossip::~Gossip() { Stop(); }
 absl::StatusOr<std::unique_ptr<Gossip>> Gossip::Create(const GossipOptions& options,
                                                        const crypto::Identity& identity,
                                                        federation::Federation& federation,
-                                                       SharedParametersFn with_shared) {
+                                                       federation::SharedWeights& weights) {
   GossipOptions o = options;
   if (o.layout.size() > kMaxLayoutBytes) o.layout.resize(kMaxLayoutBytes);
-  auto impl = std::make_unique<Impl>(o, identity, federation, std::move(with_shared));
+  auto impl = std::make_unique<Impl>(o, identity, federation, weights);
   return std::unique_ptr<Gossip>(new Gossip(std::move(impl)));
 }
 

@@ -19,6 +19,9 @@
 // A neighbour that does not answer is retried with exponential backoff
 // (capped at max_backoff_s) and never stalls the others: each pull has a
 // deadline.
+// The weights are reached only through federation::SharedWeights (the
+// trainer's), the federation's state is the Federation the caller owns
+// (the trainer keeps it, checkpointed with the weights).
 // Serving: a pull is verified cheapest-first (crypto::ServerSession), then
 // answered from the federation's log or with a keyframe, sealed in chunks.
 // Dial-out (a node behind NAT, GossipOptions::dial_out): it pulls with
@@ -50,25 +53,9 @@
 
 namespace mycel {
 namespace crypto { class Identity; }
-namespace federation { class Federation; }
+namespace federation { class Federation; class SharedWeights; }
 
 namespace peer {
-
-// Runs fn(shared, samples_trained, round_lr) on the model between two
-// training steps, round_lr being the learning rate the round's local steps
-// summed to; writes back if fn returns true. `opens_round` opens the
-// trainer's next local-steps budget (fn may then be null) and hands it
-// `drift`, the federation's drift correction per unit of learning rate, to
-// add lr · drift after each of those steps (empty: none); see
-// Trainer::WithSharedParameters.
-using SharedParametersFn =
-    std::function<absl::Status(std::function<bool(std::vector<float>&, int64_t, double)>, bool opens_round,
-                               std::vector<float> drift)>;
-
-// Validation losses of `count` candidate shared-weight vectors, candidate i
-// written by make(i, out) into shared_size() floats (Trainer::ProbeLosses).
-using ProbeLossesFn = std::function<absl::StatusOr<std::vector<double>>(
-    size_t count, const std::function<void(size_t, float*)>& make)>;
 
 // A pinned neighbour: what the peer module needs to know of it. The daemon
 // translates the config's [[peers]] tables into these, at start and at every
@@ -81,14 +68,21 @@ struct Neighbour {
 };
 
 // When rounds and pulls happen. The defaults are the product's, those of
-// [federation] round_interval_s, pull_timeout_s, max_backoff_s and
-// trust_every, so that a Gossip made without a config behaves as myceld's
+// [federation] round_interval_s, pull_timeout_s, max_backoff_s, trust_every
+// and trust_examples, so that a Gossip made without a config behaves as myceld's
 // (the daemon's tests check the two agree).
 struct GossipSchedule {
   double round_interval_s = 10.0;          // seconds between rounds (publish, pull, merge); fractions allowed
   double pull_timeout_s = 5;               // deadline of one pull from a neighbour
   double max_backoff_s = 30;               // retry delay cap for an unreachable neighbour
-  int64_t trust_every = 8;                 // rounds between two trust probes (GossipOptions::probe_losses)
+  // Trust probes, made only while the federation's options say trust
+  // (FederationOptions::trust, the option's one owner): every trust_every
+  // rounds, before the merge, the federation's candidate merges are
+  // evaluated on trust_examples held-out examples
+  // (SharedWeights::ProbeLosses) and judged. Without trust, no probes: every
+  // neighbour stays fully trusted.
+  int64_t trust_every = 8;                 // rounds between two trust probes
+  int64_t trust_examples = 256;            // held-out examples a probe evaluates on
 };
 
 inline constexpr size_t kMaxLayoutBytes = 2048;  // of GossipOptions::layout on the wire (a Hello holds 4 KiB)
@@ -126,13 +120,6 @@ struct GossipOptions {
   // When set and true at a round's start, the round is skipped: no local
   // steps, publish, pull or merge. Serving neighbours goes on.
   std::function<bool()> hold_rounds;
-  // Trust probes: every schedule.trust_every rounds, before the merge, the
-  // federation's candidate merges are evaluated through this
-  // (Trainer::ProbeLosses with [federation] trust_examples) and judged. The
-  // daemon sets it when [federation] trust is on (the option's one owner is
-  // federation::FederationOptions). Unset: no probes, every neighbour stays
-  // fully trusted.
-  ProbeLossesFn probe_losses;
 };
 
 struct PeerStatus {
@@ -230,10 +217,11 @@ struct GossipTotals {
 
 class Gossip {
  public:
+  // `federation` and `weights` outlive the Gossip.
   static absl::StatusOr<std::unique_ptr<Gossip>> Create(const GossipOptions& options,
                                                         const crypto::Identity& identity,
                                                         federation::Federation& federation,
-                                                        SharedParametersFn with_shared);
+                                                        federation::SharedWeights& weights);
   ~Gossip();
   Gossip(const Gossip&) = delete;
   Gossip& operator=(const Gossip&) = delete;

@@ -8,12 +8,13 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "federation/federation.h"
+#include "federation/shared_weights.h"
 
 namespace mycel::peer {
 
-RoundLoop::RoundLoop(const GossipOptions& options, federation::Federation& fed, const SharedParametersFn& with_shared,
+RoundLoop::RoundLoop(const GossipOptions& options, federation::Federation& fed, federation::SharedWeights& weights,
                      GossipState& state, PullClient& client)
-    : options_(options), fed_(fed), with_shared_(with_shared), state_(state), client_(client) {}
+    : options_(options), fed_(fed), weights_(weights), state_(state), client_(client) {}
 
 void RoundLoop::Run() {
   const double period = options_.schedule.round_interval_s;
@@ -52,13 +53,13 @@ void RoundLoop::Run() {
 
 void RoundLoop::OpenLocalSteps() {
   // The drift correction rides along: the trainer spreads it over the
-  // round's local steps (Trainer::WithSharedParameters).
-  absl::Status s = with_shared_(nullptr, /*opens_round=*/true, fed_.correction());
+  // round's local steps (SharedWeights::WithSharedParameters).
+  absl::Status s = weights_.WithSharedParameters(nullptr, /*opens_round=*/true, fed_.correction());
   if (!s.ok()) Logger("peer")->error("opening local steps failed: {}", s.message());
 }
 
 void RoundLoop::Publish() {
-  absl::Status s = with_shared_(
+  absl::Status s = weights_.WithSharedParameters(
       [this](std::vector<float>& x, int64_t samples, double) {
         fed_.Publish(x.data(), samples);
         return false;  // publishing reads x, never changes it
@@ -71,7 +72,7 @@ void RoundLoop::Publish() {
 void RoundLoop::PullAndMerge(double round_start) {
   if (!PullDue()) return;
   WaitForHandOvers(round_start);
-  if (options_.probe_losses) {
+  if (fed_.options().trust) {
     int64_t round;
     {
       std::lock_guard<std::mutex> lock(state_.mu);
@@ -79,7 +80,7 @@ void RoundLoop::PullAndMerge(double round_start) {
     }
     if (round % options_.schedule.trust_every == 0) ProbeTrust();
   }
-  absl::Status merged = with_shared_(
+  absl::Status merged = weights_.WithSharedParameters(
       [this](std::vector<float>& x, int64_t, double round_lr) {
         // The correction learns per unit of the learning rate this round's
         // steps summed to; the next round's steps multiply it back by theirs.
@@ -142,7 +143,7 @@ void RoundLoop::WaitForHandOvers(double round_start) {
 void RoundLoop::ProbeTrust() {
   const double t0 = Clock::Real()->MonotonicSeconds();
   std::vector<float> x;
-  absl::Status copied = with_shared_(
+  absl::Status copied = weights_.WithSharedParameters(
       [&x](std::vector<float>& shared, int64_t, double) {
         x = shared;
         return false;
@@ -151,8 +152,8 @@ void RoundLoop::ProbeTrust() {
   if (!copied.ok() || x.size() != fed_.size()) return;
   const federation::TrustProbe probe = fed_.Probe(x.data());
   if (probe.shares.empty()) return;
-  absl::StatusOr<std::vector<double>> losses =
-      options_.probe_losses(probe.candidates(), [&probe](size_t i, float* out) { probe.Candidate(i, out); });
+  absl::StatusOr<std::vector<double>> losses = weights_.ProbeLosses(
+      options_.schedule.trust_examples, probe.candidates(), [&probe](size_t i, float* out) { probe.Candidate(i, out); });
   if (!losses.ok()) {
     // No held-out examples yet is the usual reason: nothing to judge by.
     Logger("peer")->debug("trust probe skipped: {}", losses.status().message());

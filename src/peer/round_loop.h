@@ -12,13 +12,13 @@
 #include "peer/pull_client.h"
 
 namespace mycel {
-namespace federation { class Federation; }
+namespace federation { class Federation; class SharedWeights; }
 
 namespace peer {
 
 class RoundLoop {
  public:
-  RoundLoop(const GossipOptions& options, federation::Federation& fed, const SharedParametersFn& with_shared,
+  RoundLoop(const GossipOptions& options, federation::Federation& fed, federation::SharedWeights& weights,
             GossipState& state, PullClient& client);
   RoundLoop(const RoundLoop&) = delete;
   RoundLoop& operator=(const RoundLoop&) = delete;
@@ -37,7 +37,7 @@ class RoundLoop {
 
   const GossipOptions& options_;
   federation::Federation& fed_;
-  const SharedParametersFn& with_shared_;
+  federation::SharedWeights& weights_;
   GossipState& state_;
   PullClient& client_;
 };

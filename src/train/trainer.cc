@@ -28,6 +28,7 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "data/sampler.h"
+#include "federation/federation.h"
 #include "model/model.h"
 
 namespace mycel::train {
@@ -124,6 +125,7 @@ struct Trainer::Impl {
   Policy& policy;
   Clock* clock;
   std::unique_ptr<model::Model> model;          // the live model; its weights under model_mu
+  std::unique_ptr<federation::Federation> fed;  // with TrainerOptions::federation; locks internally
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::unique_ptr<data::Sampler> sampler;       // trainer thread only
   data::SamplerOptions sampler_options;
@@ -219,7 +221,9 @@ struct Trainer::Impl {
 
   absl::Status Init();
   absl::Status Restore();
-  // `federation`: with the participant's section (a rollback does not use it).
+  // The federation's state from the initial shared weights, before Restore.
+  absl::Status CreateFederation();
+  // `federation`: with the federation's section (a rollback does not use it).
   absl::StatusOr<std::string> EncodeCheckpoint(bool final, bool federation = true);
   absl::Status WriteCheckpoint(const char* why, bool final = false);
   // Weights (and the optimizer's state, if it loads) from a decoded checkpoint.
@@ -352,12 +356,19 @@ absl::Status Trainer::Impl::Init() {
   for (const auto& p : model->parameters()) {
     if (p.shared) shared_numel += p.tensor.numel();
   }
-  if (options.participant) {
-    std::vector<float> initial;
-    CopyShared(&initial);
-    MYCEL_RETURN_IF_ERROR(options.participant->Init(std::move(initial)));
-  }
+  if (options.federation) MYCEL_RETURN_IF_ERROR(CreateFederation());
   if (options.restore) MYCEL_RETURN_IF_ERROR(Restore());
+  if (fed) {
+    // Trust is kept per layer of the shared model. After Restore: trust
+    // restored for another grouping starts over.
+    std::vector<std::string> names;
+    std::vector<size_t> sizes;
+    for (auto& [name, size] : model->SharedLayers()) {
+      names.push_back(name);
+      sizes.push_back(size);
+    }
+    MYCEL_RETURN_IF_ERROR(fed->SetGroups(std::move(names), sizes));
+  }
   {
     // Predictions answer from here on: before Start, and after Stop.
     std::lock_guard<std::mutex> model_lock(model_mu);
@@ -370,6 +381,16 @@ absl::Status Trainer::Impl::Init() {
   last_eval_time = now - options.training.eval_interval_s;  // evaluate soon after data appears
   last_ckpt_time = now;
   rate_window_start = now;
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::Impl::CreateFederation() {
+  const TrainerFederation& f = *options.federation;
+  std::vector<float> initial;
+  CopyShared(&initial);
+  const int n = static_cast<int>(f.peer_keys.size());
+  MYCEL_ASSIGN_OR_RETURN(fed, federation::Federation::Create(f.options, std::move(initial), n, n));
+  fed->SetPeers(f.peer_keys);  // before Restore: a snapshot's mirrors follow their neighbour's key
   return absl::OkStatus();
 }
 
@@ -502,7 +523,7 @@ absl::StatusOr<std::string> Trainer::Impl::EncodeCheckpoint(bool final, bool fed
   optimizer->save(archive);
   archive.save_to(os);
   sections.Put("optimizer", os.str());
-  if (options.participant && federation) sections.Put("federation", options.participant->Save(final));
+  if (fed && federation) sections.Put("federation", fed->Serialize(final));
   meta += MetaLine("rounds", std::to_string(stats.rounds));
   meta += MetaLine("val_accuracy", std::to_string(stats.val_accuracy));
   sections.Put("meta", meta);
@@ -532,9 +553,9 @@ absl::Status Trainer::Impl::Restore() {
   stats.steps = std::stoll("0" + MetaValue(*meta, "steps"));
   stats.samples_trained = std::stoll("0" + MetaValue(*meta, "samples_trained"));
   stats.rounds = std::stoll("0" + MetaValue(*meta, "rounds"));
-  if (options.participant) {
-    if (const std::string* fed = sections.Get("federation"); fed && !fed->empty()) {
-      MYCEL_RETURN_IF_ERROR(Annotate(options.participant->Load(*fed), loaded->path));
+  if (fed) {
+    if (const std::string* bytes = sections.Get("federation"); bytes && !bytes->empty()) {
+      MYCEL_RETURN_IF_ERROR(Annotate(fed->Restore(*bytes), loaded->path));
     }
   }
   stats.last_checkpoint_step = stats.steps;
@@ -834,7 +855,7 @@ void Trainer::Impl::RollBack(double acc) {
   if (!s.ok()) return fail(s);
   MaybePublish(/*force=*/true);  // predictions leave the drifted weights now too
   round_drift.clear();  // this round's share of the correction the rollback forgets
-  if (options.participant) options.participant->RolledBack();
+  if (fed) fed->ResetCorrection();
   const std::string step = MetaValue(*meta, "steps");
   const double good_acc = std::strtod(MetaValue(*meta, "val_accuracy").c_str(), nullptr);
   std::string what = absl::StrCat("validation accuracy ", absl::StrFormat("%.1f", 100 * acc), "% stayed more than ",
@@ -1307,9 +1328,7 @@ absl::Status Trainer::Export(const std::string& path) {
   return impl->RunOnTrainer<absl::Status>([impl, &path] { return impl->model->Export(path); });
 }
 
-absl::Status Trainer::WithSharedParameters(
-    std::function<bool(std::vector<float>& shared, int64_t samples_trained, double round_lr)> fn,
-    bool opens_round, std::vector<float> drift) {
+absl::Status Trainer::WithSharedParameters(Visit fn, bool opens_round, std::vector<float> drift) {
   Impl* impl = impl_.get();
   if (!drift.empty() && (!opens_round || static_cast<int64_t>(drift.size()) != impl->shared_numel)) {
     return absl::InvalidArgumentError(absl::StrCat("drift of ", drift.size(), " values for ", impl->shared_numel,
@@ -1439,6 +1458,8 @@ int64_t Trainer::shared_size() const { return impl_->shared_numel; }
 std::vector<std::pair<std::string, size_t>> Trainer::shared_layers() const {
   return impl_->model->SharedLayers();  // the layout never changes after Create
 }
+
+federation::Federation* Trainer::federation() const { return impl_->fed.get(); }
 
 void Trainer::DropForgottenRows() {
   Impl* impl = impl_.get();

@@ -48,8 +48,8 @@
 // (Checkpointer::SaveGood, at most one write every kGoodCheckpointPeriodS).
 // When accuracy stays more than drift_guard_drop below that best for
 // drift_guard_window passes, the trainer reloads the good checkpoint's
-// weights and optimizer state, tells the participant (RolledBack: the
-// federation forgets its drift correction) and carries on; the counters and
+// weights and optimizer state, has the federation forget its drift
+// correction (Federation::ResetCorrection) and carries on; the counters and
 // the federation's sequence, mirrors and public copy go forward, so the next
 // publish sends neighbours the way back as an ordinary delta rather than a
 // forked stream. A drop that returns within a few windows of a rollback was
@@ -62,6 +62,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -70,27 +71,27 @@
 #include "common/clock.h"
 #include "data/example.h"
 #include "data/example_store.h"
+#include "federation/options.h"
+#include "federation/shared_weights.h"
 #include "model/options.h"
 #include "train/checkpointer.h"
 #include "train/options.h"
 #include "train/policy.h"
 
+namespace mycel::federation { class Federation; }
+
 namespace mycel::train {
 
-// Something whose state must be checkpointed atomically with the weights
-// (the federation's public copy, mirrors and sequence numbers). Called on the
-// trainer thread (Init and Load during Create; Save at each checkpoint).
-class CheckpointParticipant {
- public:
-  virtual ~CheckpointParticipant() = default;
-  // The model's initial shared parameters, flattened, before any restore.
-  virtual absl::Status Init(std::vector<float> initial_shared) = 0;
-  // `final`: the last checkpoint of an orderly shutdown.
-  virtual std::string Save(bool final) = 0;
-  virtual absl::Status Load(const std::string& bytes) = 0;
-  // The drift guard reloaded older weights: forget what was learnt from the
-  // rounds since (the federation's drift correction). Trainer thread, model lock held.
-  virtual void RolledBack() {}
+// The federation a node takes part in. The trainer keeps its state (a
+// federation::Federation: public copy, log, mirrors, correction, trust) and
+// checkpoints it atomically with the weights, in the checkpoint's
+// "federation" section: made at Create from the model's initial shared
+// weights, restored with the newest checkpoint, saved in every checkpoint
+// (the good one excepted), its drift correction forgotten when the drift
+// guard rolls the weights back.
+struct TrainerFederation {
+  federation::FederationOptions options;  // [federation] (checked by the config reader)
+  std::vector<std::string> peer_keys;     // the pinned neighbours' raw public keys, in mirror order
 };
 
 struct TrainerOptions {
@@ -102,7 +103,7 @@ struct TrainerOptions {
   // (merge rounds); 0 = unpaced. Nodes whose data differ drift apart if they
   // train thousands of steps between merges.
   int64_t local_steps = 0;
-  CheckpointParticipant* participant = nullptr;  // not owned; outlives the trainer
+  std::optional<TrainerFederation> federation;  // none: a node that takes part in no federation
   CpuOptions cpu;                // duty-cycle cap and libtorch threads ([policy])
 };
 
@@ -148,14 +149,16 @@ struct EvalResult {
   int64_t examples = 0;
 };
 
-class Trainer {
+// The federation's view of the trainer is federation::SharedWeights (the
+// gossip rounds publish, merge and probe through it); the rest is the daemon's.
+class Trainer : public federation::SharedWeights {
  public:
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainerOptions& options,
                                                          data::ExampleStore& store,
                                                          Checkpointer& checkpointer,
                                                          Policy& policy,
                                                          Clock* clock = Clock::Real());
-  ~Trainer();  // Stop()s if still running
+  ~Trainer() override;  // Stop()s if still running
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
@@ -193,42 +196,32 @@ class Trainer {
       const std::string& prompt, int top_k, int generate);
   absl::Status Export(const std::string& path);
 
-  // Runs fn(shared, samples_trained, round_lr) between two steps (on the
-  // calling thread, holding the model lock for at most one step's wait; a
-  // prediction meanwhile answers from the copy last published), with
-  // the shared parameters flattened in Model::parameters() order and the
-  // learning rate a full round of local steps sums to (local_steps · the
-  // last step's lr; unpaced, the steps' sum), 0 if the round under way took
-  // no step; if fn returns true the values are written back into the
-  // model, and predictions answer from them once it returns. This is how
-  // publishes and merges reach the weights. With `opens_round` it counts a
-  // new round and opens its local_steps budget (fn may then be null: no
-  // copy); without, it closes the budget until the next round opens.
-  //
-  // `drift` (opening a round only; empty = none, else shared_size() values)
-  // is a rate per unit of learning rate, as a gradient is: after each of the
-  // round's local steps (every step when unpaced) the shared weights move by
-  // lr · drift, so a correction steers every step rather than jolting the
-  // model once (federation's drift correction: with K local steps a node
-  // would otherwise spend the round drifting toward its own data before the
-  // correction pulls it back). A round that trains fewer steps applies less
-  // of it, and one that trains none (held, busy) none: the correction is for
-  // gradient steps, and round_lr = 0 tells the merge none were taken.
-  absl::Status WithSharedParameters(
-      std::function<bool(std::vector<float>& shared, int64_t samples_trained, double round_lr)> fn,
-      bool opens_round = false, std::vector<float> drift = {});
-  // Validation loss of `count` candidate shared-weight vectors (federation
-  // trust probes): make(i, out) writes candidate i (shared_size() values) into
-  // `out`, which is loaded into the model and evaluated, in eval mode, on one
-  // random batch of at most `examples` held-out examples, the same batch for
-  // every candidate. The model's own weights are put back before it returns.
-  // Runs on the calling thread under the model lock, like
-  // WithSharedParameters. FailedPrecondition while nothing is held out.
+  // federation::SharedWeights. WithSharedParameters runs fn on the calling
+  // thread, holding the model lock for at most one step's wait (a
+  // prediction meanwhile answers from the copy last published); the learning
+  // rate it hands fn is local_steps · the last step's lr (unpaced, the
+  // steps' sum), and predictions answer from what fn wrote back once it
+  // returns. A round's drift is a rate per unit of learning rate, as a
+  // gradient is: after each of the round's local steps (every step when
+  // unpaced) the shared weights move by lr · drift, so a correction steers
+  // every step rather than jolting the model once (with K local steps a
+  // node would otherwise spend the round drifting toward its own data before
+  // the correction pulls it back). A round that trains fewer steps applies
+  // less of it, and one that trains none (held, busy) none: the correction
+  // is for gradient steps, and round_lr = 0 tells the merge none were taken.
+  // A drift of another size than shared_size() is refused.
+  absl::Status WithSharedParameters(Visit fn, bool opens_round = false, std::vector<float> drift = {}) override;
+  // ProbeLosses evaluates each candidate in eval mode, under the model lock
+  // like WithSharedParameters, on one random batch; a probe's candidates
+  // never reach predictions.
   absl::StatusOr<std::vector<double>> ProbeLosses(int64_t examples, size_t count,
-                                                  const std::function<void(size_t, float*)>& make);
-  int64_t shared_size() const;
-  // The shared parameters by layer, in their flattened order (Model::SharedLayers).
-  std::vector<std::pair<std::string, size_t>> shared_layers() const;
+                                                  const std::function<void(size_t, float*)>& make) override;
+  int64_t shared_size() const override;
+  // Model::SharedLayers.
+  std::vector<std::pair<std::string, size_t>> shared_layers() const override;
+  // The federation's state (TrainerFederation), or null without one. Made at
+  // Create, it lives as long as the trainer; it locks internally.
+  federation::Federation* federation() const;
   absl::Status CheckpointNow();
 
   // Benchmark hook: trains `steps` batches on the calling thread (Start() not called).

@@ -25,6 +25,7 @@
 #include "common/coding.h"
 #include "crypto/identity.h"
 #include "federation/federation.h"
+#include "federation/shared_weights.h"
 #include "harness.h"
 #include "peer/gossip.h"
 
@@ -56,8 +57,9 @@ peer::Neighbour Victim(const std::string& name, int port, const std::string& key
 // The attacker: pulls node `victim` like any neighbour, and publishes, by
 // mode, 2·x₀ − m ("sign flipping"; m its mirror of the victim and x₀ the
 // victim's first copy, the shared start: the victim had no data yet) or zero
-// weights.
-class HostileNeighbour {
+// weights. It is the weights its gossip publishes (federation::SharedWeights),
+// made up at each publish.
+class HostileNeighbour : public federation::SharedWeights {
  public:
   enum Mode { kFlip, kZero };
   HostileNeighbour(size_t size, std::string fingerprint, Mode mode)
@@ -66,7 +68,7 @@ class HostileNeighbour {
     EXPECT_TRUE(id.ok()) << id.status();
     id_ = std::move(id).value();
   }
-  ~HostileNeighbour() { Stop(); }
+  ~HostileNeighbour() override { Stop(); }
   // Goes silent: its port closes, as a laptop that left.
   void Stop() {
     if (gossip_) gossip_->Stop();
@@ -85,9 +87,7 @@ class HostileNeighbour {
     o.fingerprint = fingerprint_;
     o.schedule.round_interval_s = 0.5;
     o.peers = victims;
-    auto g = peer::Gossip::Create(o, *id_, *fed_,
-                                  [this](std::function<bool(std::vector<float>&, int64_t, double)> fn, bool,
-                                         std::vector<float>) { return Craft(std::move(fn)); });
+    auto g = peer::Gossip::Create(o, *id_, *fed_, *this);
     ASSERT_TRUE(g.ok()) << g.status();
     gossip_ = std::move(g).value();
     ASSERT_TRUE(gossip_->Start().ok());
@@ -95,8 +95,10 @@ class HostileNeighbour {
   int port() const { return gossip_->Totals().listen_port; }
   bool sees_victim() const { return fed_->mirror_stats(0).initialized; }
 
- private:
-  absl::Status Craft(std::function<bool(std::vector<float>&, int64_t, double)> fn) {
+  int64_t shared_size() const override { return static_cast<int64_t>(size_); }
+  std::vector<std::pair<std::string, size_t>> shared_layers() const override { return {{"all", size_}}; }
+  // Its rounds open and close nothing; each publish (and merge) sees the crafted weights.
+  absl::Status WithSharedParameters(Visit fn, bool, std::vector<float>) override {
     if (!fn) return absl::OkStatus();
     std::lock_guard<std::mutex> lock(mu_);
     const std::vector<float> m = fed_->mirror(0);
@@ -111,6 +113,13 @@ class HostileNeighbour {
     fn(x, 1000000, 1.0);  // claims to have trained a lot
     return absl::OkStatus();
   }
+  // It judges nobody: its federation's trust is off, so its gossip never probes.
+  absl::StatusOr<std::vector<double>> ProbeLosses(int64_t, size_t,
+                                                  const std::function<void(size_t, float*)>&) override {
+    return absl::FailedPreconditionError("no validation examples");
+  }
+
+ private:
 
   size_t size_;
   std::string fingerprint_;

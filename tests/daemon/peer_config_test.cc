@@ -33,16 +33,19 @@ TEST(PeerConfig, ScheduleDefaultsAreTheConfigs) {
   EXPECT_EQ(from_config.pull_timeout_s, defaults.pull_timeout_s);
   EXPECT_EQ(from_config.max_backoff_s, defaults.max_backoff_s);
   EXPECT_EQ(from_config.trust_every, defaults.trust_every);
+  EXPECT_EQ(from_config.trust_examples, defaults.trust_examples);
 }
 
 TEST(PeerConfig, ScheduleCarriesEveryKey) {
   const peer::GossipSchedule s = GossipScheduleOf(
-      Parse("[federation]\nround_interval_s = 2.5\npull_timeout_s = 1.5\nmax_backoff_s = 7\ntrust_every = 3\n")
+      Parse("[federation]\nround_interval_s = 2.5\npull_timeout_s = 1.5\nmax_backoff_s = 7\ntrust_every = 3\n"
+            "trust_examples = 64\n")
           .federation);
   EXPECT_EQ(s.round_interval_s, 2.5);
   EXPECT_EQ(s.pull_timeout_s, 1.5);
   EXPECT_EQ(s.max_backoff_s, 7);
   EXPECT_EQ(s.trust_every, 3);
+  EXPECT_EQ(s.trust_examples, 64);
 }
 
 TEST(PeerConfig, NeighboursInOrderWithRawKeys) {

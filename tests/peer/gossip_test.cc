@@ -43,6 +43,7 @@
 #include "crypto/session.h"
 #include "federation/codec.h"
 #include "federation/federation.h"
+#include "federation/shared_weights.h"
 #include "peer.grpc.pb.h"
 #include "peer/payload.h"
 
@@ -127,27 +128,35 @@ void PutU64(std::string* out, uint64_t v) {
   for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
 
-// The trainer's shared parameters, as the SharedParametersFn callback sees them.
-struct Shared {
+// The trainer's shared parameters as the gossip reaches them
+// (federation::SharedWeights): one vector, no model and no local steps.
+// Before each call, `before_call` (if set) runs with the call's opens_round.
+struct Shared : federation::SharedWeights {
   std::mutex mu;
   std::vector<float> x;
   int64_t samples = 0;
   int64_t calls = 0;
+  std::function<void(bool opens_round)> before_call;
 
-  SharedParametersFn Fn() {
-    return [this](std::function<bool(std::vector<float>&, int64_t, double)> fn, bool opens_round,
-                  std::vector<float> drift) {
-      std::lock_guard<std::mutex> lock(mu);
-      // No local steps here and a learning rate of 1: a round's drift lands in
-      // full when it opens.
-      for (size_t k = 0; k < drift.size() && k < x.size(); ++k) x[k] += drift[k];
-      if (fn) {
-        std::vector<float> copy = x;
-        if (fn(copy, samples, 1.0)) x = copy;
-      }
-      if (opens_round) ++calls;
-      return absl::OkStatus();
-    };
+  int64_t shared_size() const override { return static_cast<int64_t>(x.size()); }
+  std::vector<std::pair<std::string, size_t>> shared_layers() const override { return {{"all", x.size()}}; }
+  absl::Status WithSharedParameters(Visit fn, bool opens_round, std::vector<float> drift) override {
+    if (before_call) before_call(opens_round);
+    std::lock_guard<std::mutex> lock(mu);
+    // No local steps here and a learning rate of 1: a round's drift lands in
+    // full when it opens.
+    for (size_t k = 0; k < drift.size() && k < x.size(); ++k) x[k] += drift[k];
+    if (fn) {
+      std::vector<float> copy = x;
+      if (fn(copy, samples, 1.0)) x = copy;
+    }
+    if (opens_round) ++calls;
+    return absl::OkStatus();
+  }
+  // Nothing is held out here, as in a trainer before its first examples.
+  absl::StatusOr<std::vector<double>> ProbeLosses(int64_t, size_t,
+                                                  const std::function<void(size_t, float*)>&) override {
+    return absl::FailedPreconditionError("probe: no validation examples yet");
   }
   std::vector<float> Get() {
     std::lock_guard<std::mutex> lock(mu);
@@ -210,7 +219,7 @@ std::unique_ptr<Node> MakeNode(const std::string& name, std::unique_ptr<crypto::
   o.schedule = gopts;
   o.peers = peers;
   if (edit) edit(o);
-  auto g = Gossip::Create(o, *node->id, *node->fed, node->shared.Fn());
+  auto g = Gossip::Create(o, *node->id, *node->fed, node->shared);
   EXPECT_TRUE(g.ok()) << g.status();
   node->gossip = std::move(g).value();
   if (!start) return node;
@@ -1681,7 +1690,7 @@ TEST(GossipHoldTest, HeldRoundsNeitherTrainNorMergeButServingGoesOn) {
   o.schedule = FastOptions();
   o.peers = {peer_b};
   o.hold_rounds = [&] { return held.load(); };
-  a->gossip = std::move(Gossip::Create(o, *a->id, *a->fed, a->shared.Fn())).value();
+  a->gossip = std::move(Gossip::Create(o, *a->id, *a->fed, a->shared)).value();
   ASSERT_TRUE(a->gossip->Start().ok());
   ASSERT_TRUE(b->gossip->Start().ok());
 
@@ -1720,16 +1729,14 @@ class GossipOverrunTest : public ::testing::Test {
     o.schedule = FastOptions();
     o.schedule.round_interval_s = period;
     o.peers = {PeerAt("S", DeadAddress(), *stranger)};
-    auto inner = a->shared.Fn();
     auto closing_calls = std::make_shared<std::atomic<int64_t>>(0);
-    SharedParametersFn slow = [inner, closing_calls, merge_s](auto fn, bool opens_round, std::vector<float> drift) {
+    a->shared.before_call = [closing_calls, merge_s](bool opens_round) {
       // Each round: open, publish, merge; every second closing call is a merge.
       if (!opens_round && ++*closing_calls % 2 == 0) {
         std::this_thread::sleep_for(std::chrono::duration<double>(merge_s));
       }
-      return inner(std::move(fn), opens_round, std::move(drift));
     };
-    a->gossip = std::move(Gossip::Create(o, *a->id, *a->fed, slow)).value();
+    a->gossip = std::move(Gossip::Create(o, *a->id, *a->fed, a->shared)).value();
     EXPECT_TRUE(a->gossip->Start().ok());
     return a;
   }

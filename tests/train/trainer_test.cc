@@ -19,6 +19,7 @@
 #include "common/file_util.h"
 #include "common/test_util.h"
 #include "data/importers.h"
+#include "federation/federation.h"
 
 namespace mycel::train {
 namespace {
@@ -67,6 +68,36 @@ struct Fixture {
     return t.ok() ? std::move(t).value() : nullptr;
   }
 };
+
+// A federation with one neighbour (any key: nothing here authenticates it).
+TrainerFederation OneNeighbour() {
+  TrainerFederation f;
+  f.peer_keys = {std::string(32, 'n')};
+  return f;
+}
+
+// The trainer's shared weights, copied.
+std::vector<float> SharedOf(Trainer& trainer) {
+  std::vector<float> x;
+  EXPECT_TRUE(trainer.WithSharedParameters([&x](std::vector<float>& w, int64_t, double) {
+    x = w;
+    return false;
+  }).ok());
+  return x;
+}
+
+// The trainer federation's neighbour publishes `x`: a real federation's
+// keyframe lands in our mirror of it, as a pull would apply it.
+void NeighbourPublishes(Trainer& trainer, const std::vector<float>& x) {
+  auto other = federation::Federation::Create(federation::PlainGossip(), std::vector<float>(x.size(), 0.0f), 1, 1);
+  ASSERT_TRUE(other.ok()) << other.status();
+  (*other)->Publish(x.data(), 1000);
+  ASSERT_TRUE(trainer.federation()->Apply(0, (*other)->Answer(0, 0)).ok());
+}
+
+bool AllZero(const std::vector<float>& v) {
+  return std::all_of(v.begin(), v.end(), [](float f) { return f == 0.0f; });
+}
 
 TEST(Trainer, WaitsForDataThenLearnsAndPauses) {
   Fixture f;
@@ -128,6 +159,57 @@ TEST(Trainer, StopCheckpointsAndRestartResumesExactly) {
   auto untrained = Trainer::Create(fresh, *f.store, *f.ckpt, f.pause);
   ASSERT_TRUE(untrained.ok());
   EXPECT_GT((*untrained)->Evaluate(probe)->loss, after->loss + 0.3);
+}
+
+// The federation's state rides in the trainer's checkpoints: our stream's
+// epoch and sequence, and the mirror of a neighbour (by key), survive an
+// orderly restart; after one that was not (no final checkpoint), a new epoch.
+TEST(Trainer, KeepsTheFederationsStateInItsCheckpoints) {
+  Fixture f;
+  f.options.federation = OneNeighbour();
+  auto trainer = f.MakeTrainer();
+  ASSERT_NE(trainer, nullptr);
+  federation::Federation* fed = trainer->federation();
+  ASSERT_NE(fed, nullptr);
+  EXPECT_EQ(fed->group_names().size(), trainer->shared_layers().size());  // trust is kept per layer
+  std::vector<float> x = SharedOf(*trainer);
+  for (float& v : x) v += 1.0f / 64;
+  ASSERT_TRUE(trainer->WithSharedParameters([&](std::vector<float>&, int64_t n, double) {
+    fed->Publish(x.data(), n);
+    return false;
+  }).ok());
+  NeighbourPublishes(*trainer, std::vector<float>(x.size(), 0.25f));
+  const uint64_t epoch = fed->epoch();
+  const std::vector<float> public_copy = fed->public_copy();
+  ASSERT_EQ(fed->seq(), 1u);
+  ASSERT_TRUE(trainer->Stop().ok());
+  trainer.reset();
+
+  f.Reopen();
+  auto again = f.MakeTrainer();
+  ASSERT_NE(again, nullptr);
+  federation::Federation* back = again->federation();
+  EXPECT_EQ(back->epoch(), epoch);
+  EXPECT_EQ(back->seq(), 1u);
+  EXPECT_EQ(back->public_copy(), public_copy);
+  EXPECT_EQ(back->mirror(0), std::vector<float>(x.size(), 0.25f));
+  EXPECT_EQ(back->group_names().size(), again->shared_layers().size());
+
+  // A checkpoint written while running (not the final one) restores to a new epoch.
+  ASSERT_TRUE(again->CheckpointNow().ok());
+  auto third = Trainer::Create(f.options, *f.store, *f.ckpt, f.pause);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_NE((*third)->federation()->epoch(), epoch);
+  EXPECT_EQ((*third)->federation()->mirror(0), std::vector<float>(x.size(), 0.25f));
+  ASSERT_TRUE((*third)->Stop().ok());
+  ASSERT_TRUE(again->Stop().ok());
+
+  // Without a federation, there is none, whatever the checkpoint holds.
+  f.options.federation.reset();
+  f.Reopen();
+  auto alone = f.MakeTrainer();
+  ASSERT_NE(alone, nullptr);
+  EXPECT_EQ(alone->federation(), nullptr);
 }
 
 TEST(Trainer, RefusesCheckpointOfAnotherModel) {
@@ -312,16 +394,6 @@ TEST(Trainer, ADriftIsSpreadOverTheRoundsLocalSteps) {
   EXPECT_NEAR(log_odds() - base, 5.0, kTol);
 }
 
-// Counts the drift guard's calls (the federation forgets its correction there).
-class CountingParticipant : public CheckpointParticipant {
- public:
-  absl::Status Init(std::vector<float>) override { return absl::OkStatus(); }
-  std::string Save(bool) override { return "fed"; }
-  absl::Status Load(const std::string&) override { return absl::OkStatus(); }
-  void RolledBack() override { rolled_back++; }
-  std::atomic<int> rolled_back{0};
-};
-
 // Zero weights: every hidden unit is dead and, without momentum, no gradient
 // reaches the weights again, so the model stays at chance until something
 // restores it. A merge with a broken neighbour could do this.
@@ -352,12 +424,23 @@ std::unique_ptr<Trainer> GuardedAndTrained(Fixture& f, double drop, int64_t wind
 
 TEST(Trainer, DriftGuardRollsBackToTheGoodCheckpointOnce) {
   Fixture f;
-  CountingParticipant fed;
-  f.options.participant = &fed;
+  f.options.federation = OneNeighbour();
   auto trainer = GuardedAndTrained(f, 0.10, 3);
   ASSERT_NE(trainer, nullptr);
   std::this_thread::sleep_for(std::chrono::seconds(1));  // a few more passes at the top
   ASSERT_TRUE(Env::Default()->ReadFile(f.dir + "/checkpoints/good.bin").ok()) << "no good checkpoint kept";
+  // A round with a neighbour close by: its merge teaches the drift correction.
+  std::vector<float> near = SharedOf(*trainer);
+  for (float& v : near) v += 1.0f / 128;
+  NeighbourPublishes(*trainer, near);
+  federation::Federation& fed = *trainer->federation();
+  ASSERT_TRUE(trainer->WithSharedParameters(nullptr, /*opens_round=*/true).ok());
+  const int64_t opened_at = trainer->Stats().steps;
+  ASSERT_TRUE(test::WaitFor([&] { return trainer->Stats().steps > opened_at + 5; }, 10));
+  ASSERT_TRUE(trainer->WithSharedParameters([&fed](std::vector<float>& x, int64_t, double round_lr) {
+    return fed.Merge(x.data(), round_lr) == 1;
+  }).ok());
+  ASSERT_FALSE(AllZero(fed.correction())) << "the merge taught the correction nothing";
   const double before = trainer->Stats().val_accuracy;
   const int64_t steps_before = trainer->Stats().steps;
 
@@ -365,7 +448,8 @@ TEST(Trainer, DriftGuardRollsBackToTheGoodCheckpointOnce) {
   // The model cannot recover by itself, so only the guard brings it back.
   ASSERT_TRUE(test::WaitFor([&] { return trainer->Stats().drift_rollbacks >= 1; }, 30))
       << "acc " << trainer->Stats().val_accuracy;
-  EXPECT_EQ(fed.rolled_back.load(), 1);
+  // What the merges since the good checkpoint taught the correction is gone with them.
+  EXPECT_TRUE(AllZero(fed.correction()));
   const auto st = trainer->Stats();
   EXPECT_NE(st.last_rollback.find("rolled back to the good checkpoint of step"), std::string::npos) << st.last_rollback;
   EXPECT_NE(st.last_rollback.find("for 3 validations"), std::string::npos) << st.last_rollback;
