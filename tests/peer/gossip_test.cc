@@ -550,7 +550,9 @@ TEST_F(GossipServerTest, DiscoveredNodesArePendingButNeverPinnedNeverPushOutACal
   EXPECT_EQ(pending.size(), kMaxPendingPeers - 1);
   for (const auto& p : pending) {
     EXPECT_NE(p.public_key, lan.back()->public_key());
-    if (p.public_key == intruder_->public_key()) EXPECT_FALSE(p.discovered);
+    if (p.public_key == intruder_->public_key()) {
+      EXPECT_FALSE(p.discovered);
+    }
   }
 }
 
