@@ -136,6 +136,13 @@ int RunDoctor(const mycel::config::Config& config, const std::string& socket) {
   const bool battery = st.power_source() == "battery";
   d.Line(true, "power",
          st.power_source() + (battery && config.policy.pause_on_battery ? ": training waits for mains" : ""));
+  if (!st.discovery().empty()) {  // [node] discover is on
+    d.Line(st.discovery_announced(), "LAN discovery",
+           st.discovery() + (st.discovery_announced()
+                                 ? ""
+                                 : ": install and start avahi-daemon (apt install avahi-daemon; systemctl enable "
+                                   "--now avahi-daemon), or set [node] discover = false"));
+  }
   mycel::control::PeersReply peers;
   if (!client.stub->Peers(client.Context(10).get(), {}, &peers).ok()) return d.ExitCode();
   CheckPeers(config, peers, &d);

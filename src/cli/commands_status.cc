@@ -25,6 +25,7 @@ void PrintStatusJson(const mycel::control::StatusReply& r) {
       {"bytes_sent", r.bytes_sent()}, {"bytes_received", r.bytes_received()}, {"peers", r.peers()},
       {"peers_connected", r.peers_connected()}, {"listen_port", r.listen_port()},
       {"metrics_url", r.metrics_url()}, {"ui_url", r.ui_url()},
+      {"discovery", r.discovery()}, {"discovery_announced", r.discovery_announced()},
       {"validations_without_gain", r.validations_without_gain()}, {"best_val_loss", r.best_val_loss()},
       {"rest_s", r.rest_seconds()}, {"rests", r.rests()}, {"last_wake", r.last_wake()},
       {"drift_rollbacks", r.drift_rollbacks()}, {"last_rollback", r.last_rollback()},
@@ -84,6 +85,7 @@ void PrintStatusText(const mycel::control::StatusReply& r) {
   }
   if (!r.metrics_url().empty()) std::printf("metrics     %s\n", r.metrics_url().c_str());
   if (!r.ui_url().empty()) std::printf("dashboard   %s\n", r.ui_url().c_str());
+  if (!r.discovery().empty()) std::printf("discovery   %s\n", r.discovery().c_str());
   std::printf("uptime      %s\n", Duration(r.uptime_s()).c_str());
 }
 

@@ -141,6 +141,10 @@ absl::StatusOr<control::StatusReply> ControlService::GetStatus() {
   r.set_state_dir(s.state_dir);
   r.set_metrics_url(s.metrics_url);
   r.set_ui_url(s.ui_url);
+  if (s.discovery) {
+    r.set_discovery(s.discovery->said);
+    r.set_discovery_announced(s.discovery->announced);
+  }
   if (s.peering) {
     r.set_rounds(s.peering->totals.rounds);
     r.set_bytes_sent(s.peering->totals.bytes_sent);

@@ -379,6 +379,7 @@ Node::StatusSnapshot Node::GetStatus() {
   r.state_dir = config_.node.state_dir;
   r.metrics_url = MetricsUrl();
   r.ui_url = UiUrl();
+  if (discovery_) r.discovery = discovery_->State();
   if (gossip_) {
     StatusSnapshot::Peering& p = r.peering.emplace();
     p.totals = gossip_->Totals();

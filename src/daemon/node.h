@@ -37,6 +37,7 @@
 #include "data/example_store.h"
 #include "data/history.h"
 #include "data/importers.h"
+#include "peer/discovery.h"
 #include "peer/gossip.h"
 #include "train/trainer.h"
 
@@ -45,7 +46,6 @@ namespace crypto { class Identity; }
 namespace train { class Checkpointer; class PausePolicy; class ResourcePolicy; }
 namespace metrics { class MetricsServer; }
 namespace control { class ControlServer; }
-namespace peer { class Discovery; }
 class ControlService;
 class Dashboard;
 
@@ -69,6 +69,7 @@ class Node {
     std::string state_dir;
     std::string metrics_url;    // "" without an endpoint
     std::string ui_url;         // with the token; "" without a dashboard
+    std::optional<peer::DiscoveryState> discovery;  // set when [node] discover is on
     // Set when the node takes part in peering.
     struct Peering {
       peer::GossipTotals totals;
@@ -241,7 +242,7 @@ class Node {
   std::unique_ptr<train::ResourcePolicy> policy_;       // pause + power + hours + idle
   std::unique_ptr<train::Trainer> trainer_;
   std::unique_ptr<peer::Gossip> gossip_;
-  std::unique_ptr<peer::Discovery> discovery_;          // [node] discover; null without avahi-daemon
+  std::unique_ptr<peer::Discovery> discovery_;          // [node] discover (its State() says why when it cannot)
   std::unique_ptr<ControlService> control_service_;     // the proto adapter the servers below call
   std::unique_ptr<control::ControlServer> control_;
   std::unique_ptr<metrics::MetricsServer> metrics_;

@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 #include <map>
+#include <mutex>
+#include <set>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -33,6 +35,31 @@ constexpr size_t kKeyBase64Chars = 44;  // 32 bytes
 absl::Status Bad(std::string what) { return absl::InvalidArgumentError(std::move(what)); }
 
 }  // namespace
+
+// What State() reports, set from avahi's thread (or Start) and read from any.
+class DiscoveryStateBox {
+ public:
+  void Say(bool announced, std::string said) {
+    std::lock_guard<std::mutex> lock(mu_);
+    state_.announced = announced;
+    state_.said = std::move(said);
+  }
+  void SetNodesSeen(size_t n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    nodes_seen_ = n;
+  }
+  DiscoveryState Get() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    DiscoveryState s = state_;
+    if (s.announced) s.said += absl::StrCat("; ", nodes_seen_, nodes_seen_ == 1 ? " node" : " nodes", " seen");
+    return s;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  DiscoveryState state_{false, "starting"};
+  size_t nodes_seen_ = 0;
+};
 
 std::vector<std::string> AnnouncementTxt(const DiscoveryOptions& o) {
   return {"v=1", "name=" + o.name, "fp=" + crypto::KeyFingerprint(o.public_key), "pk=" + Base64Encode(o.public_key),
@@ -90,6 +117,13 @@ struct Discovery::Impl {
   // (service name, interface, protocol) → the key its record named, to
   // forget it when it goes.
   std::map<std::tuple<std::string, int, int>, std::string> seen;
+  DiscoveryStateBox state;
+
+  void CountSeen() {
+    std::set<std::string> keys;
+    for (const auto& [where, key] : seen) keys.insert(key);
+    state.SetNodesSeen(keys.size());
+  }
 
   ~Impl() {
     if (poll) avahi_threaded_poll_stop(poll);
@@ -107,7 +141,7 @@ struct Discovery::Impl {
   void Announce(AvahiClient* c) {
     if (!group) group = avahi_entry_group_new(c, &Impl::OnGroup, this);
     if (!group) {
-      Logger("peer")->warn("LAN discovery: cannot announce: {}", avahi_strerror(avahi_client_errno(c)));
+      Warn(std::string("cannot announce: ") + avahi_strerror(avahi_client_errno(c)));
       return;
     }
     if (!avahi_entry_group_is_empty(group)) return;
@@ -119,7 +153,13 @@ struct Discovery::Impl {
     avahi_string_list_free(txt);
     if (r == AVAHI_ERR_COLLISION) return Rename(c);
     if (r >= 0) r = avahi_entry_group_commit(group);
-    if (r < 0) Logger("peer")->warn("LAN discovery: cannot announce '{}': {}", service_name, avahi_strerror(r));
+    if (r < 0) Warn("cannot announce '" + service_name + "': " + avahi_strerror(r));
+  }
+
+  // A warning that also becomes the state.
+  void Warn(const std::string& what) {
+    Logger("peer")->warn("LAN discovery: {}", what);
+    state.Say(false, what);
   }
 
   void Rename(AvahiClient* c) {
@@ -135,7 +175,7 @@ struct Discovery::Impl {
     if (browser) return;
     browser = avahi_service_browser_new(c, AVAHI_IF_UNSPEC, AVAHI_PROTO_UNSPEC, kServiceType, nullptr,
                                         AvahiLookupFlags(0), &Impl::OnBrowse, this);
-    if (!browser) Logger("peer")->warn("LAN discovery: cannot browse: {}", avahi_strerror(avahi_client_errno(c)));
+    if (!browser) Warn(std::string("cannot browse: ") + avahi_strerror(avahi_client_errno(c)));
   }
 
   static void OnClient(AvahiClient* c, AvahiClientState state, void* userdata) {
@@ -157,20 +197,23 @@ struct Discovery::Impl {
           Logger("peer")->warn("LAN discovery: avahi-daemon is not running; no discovery until it starts");
           self->warned_no_daemon = true;
         }
+        self->state.Say(false, "avahi-daemon is not running; no discovery until it starts");
         break;
       case AVAHI_CLIENT_FAILURE: {
         const int error = avahi_client_errno(c);
         if (error != AVAHI_ERR_DISCONNECTED) {
-          Logger("peer")->warn("LAN discovery stopped: {}", avahi_strerror(error));
+          self->Warn(std::string("stopped: ") + avahi_strerror(error));
           break;
         }
         // avahi-daemon (or the bus) went away: wait for it to come back.
         avahi_client_free(c);
         self->client = nullptr;
         self->seen.clear();
+        self->CountSeen();
+        self->state.Say(false, "avahi-daemon went away; no discovery until it is back");
         int e = 0;
         if (!self->NewClient(&e)) {
-          Logger("peer")->warn("LAN discovery stopped: the D-Bus system bus went away ({})", avahi_strerror(e));
+          self->Warn(std::string("stopped: the D-Bus system bus went away (") + avahi_strerror(e) + ")");
         }
         break;
       }
@@ -182,12 +225,14 @@ struct Discovery::Impl {
     if (state == AVAHI_ENTRY_GROUP_ESTABLISHED) {
       Logger("peer")->info("LAN discovery: announced as '{}' ({}) on port {}", self->service_name, kServiceType,
                            self->options.port);
+      self->state.Say(true, absl::StrCat("announced as '", self->service_name, "' (", kServiceType, ") on port ",
+                                         self->options.port));
     } else if (state == AVAHI_ENTRY_GROUP_COLLISION) {
       self->group = g;
       self->Rename(avahi_entry_group_get_client(g));
     } else if (state == AVAHI_ENTRY_GROUP_FAILURE) {
-      Logger("peer")->warn("LAN discovery: the announcement failed: {}",
-                           avahi_strerror(avahi_client_errno(avahi_entry_group_get_client(g))));
+      self->Warn(std::string("the announcement failed: ") +
+                 avahi_strerror(avahi_client_errno(avahi_entry_group_get_client(g))));
     }
   }
 
@@ -207,12 +252,13 @@ struct Discovery::Impl {
       if (it == self->seen.end()) return;
       const std::string key = it->second;
       self->seen.erase(it);
+      self->CountSeen();
       for (const auto& [where, k] : self->seen) {
         if (k == key) return;  // still announced elsewhere
       }
       self->lost(key);
     } else if (event == AVAHI_BROWSER_FAILURE) {
-      Logger("peer")->warn("LAN discovery: browsing failed: {}", avahi_strerror(avahi_client_errno(c)));
+      self->Warn(std::string("browsing failed: ") + avahi_strerror(avahi_client_errno(c)));
     }
   }
 
@@ -237,6 +283,7 @@ struct Discovery::Impl {
                               p.status().message());
       } else if (p->public_key != self->options.public_key) {
         self->seen[{name, iface, protocol}] = p->public_key;
+        self->CountSeen();
         self->found(std::move(p).value());
       }
     } else if (event == AVAHI_RESOLVER_FAILURE) {
@@ -253,34 +300,41 @@ std::unique_ptr<Discovery> Discovery::Start(const DiscoveryOptions& options, Fou
   impl->found = std::move(found);
   impl->lost = std::move(lost);
   impl->service_name = options.name + " (" + crypto::KeyFingerprint(options.public_key).substr(0, 9) + ")";
+  // Off for good: one warning, and the reason kept for State().
+  auto off = [&impl](const std::string& why) {
+    Logger("peer")->warn("LAN discovery off: {}", why);
+    impl->state.Say(false, "off: " + why);
+    return std::unique_ptr<Discovery>(new Discovery(std::move(impl)));
+  };
   impl->poll = avahi_threaded_poll_new();
-  if (!impl->poll) {
-    Logger("peer")->warn("LAN discovery off: cannot make avahi's poll thread");
-    return nullptr;
-  }
+  if (!impl->poll) return off("cannot make avahi's poll thread");
   int error = 0;
   if (!impl->NewClient(&error)) {
     const char* bus = std::getenv("DBUS_SYSTEM_BUS_ADDRESS");
-    Logger("peer")->warn("LAN discovery off: no D-Bus system bus at {}, so no avahi-daemon to reach{}",
-                         bus && *bus ? bus : "unix:path=/run/dbus/system_bus_socket",
-                         error == AVAHI_ERR_NO_DAEMON ? "" : std::string(" (") + avahi_strerror(error) + ")");
-    return nullptr;
+    return off(absl::StrCat("no D-Bus system bus at ", bus && *bus ? bus : "unix:path=/run/dbus/system_bus_socket",
+                            ", so no avahi-daemon to reach",
+                            error == AVAHI_ERR_NO_DAEMON ? "" : std::string(" (") + avahi_strerror(error) + ")"));
   }
-  if (avahi_threaded_poll_start(impl->poll) < 0) {
-    Logger("peer")->warn("LAN discovery off: cannot start avahi's poll thread");
-    return nullptr;
-  }
+  if (avahi_threaded_poll_start(impl->poll) < 0) return off("cannot start avahi's poll thread");
   return std::unique_ptr<Discovery>(new Discovery(std::move(impl)));
 }
 
+DiscoveryState Discovery::State() const { return impl_->state.Get(); }
+
 #else  // no libavahi-client at build time
 
-struct Discovery::Impl {};
+struct Discovery::Impl {
+  DiscoveryStateBox state;
+};
 
 std::unique_ptr<Discovery> Discovery::Start(const DiscoveryOptions&, FoundFn, LostFn) {
   Logger("peer")->warn("LAN discovery off: this myceld was built without libavahi-client");
-  return nullptr;
+  auto impl = std::make_unique<Impl>();
+  impl->state.Say(false, "off: this myceld was built without libavahi-client");
+  return std::unique_ptr<Discovery>(new Discovery(std::move(impl)));
 }
+
+DiscoveryState Discovery::State() const { return impl_->state.Get(); }
 
 #endif
 

@@ -41,6 +41,14 @@ std::vector<std::string> AnnouncementTxt(const DiscoveryOptions& o);
 absl::StatusOr<PendingPeer> ParseAnnouncement(const std::vector<std::string>& txt, const std::string& host,
                                               int port, std::string_view our_model_fingerprint);
 
+// What discovery is doing, for `mycel status` and `mycel doctor`.
+struct DiscoveryState {
+  bool announced = false;  // our record is up and we browse
+  // "announced as 'alice (3f2a:9c01)' on port 7001; 2 nodes seen", or why
+  // not ("avahi-daemon is not running; ...", "off: no D-Bus system bus ...").
+  std::string said;
+};
+
 class Discovery {
  public:
   using FoundFn = std::function<void(PendingPeer)>;           // a node announced (not us)
@@ -48,9 +56,11 @@ class Discovery {
   // Announces and browses on avahi's own thread. Never fails: without a
   // D-Bus system bus or avahi-daemon it logs one warning saying which is
   // missing, and runs without (it starts once avahi-daemon appears, and
-  // starts again after avahi-daemon restarts).
+  // starts again after avahi-daemon restarts); State() then says why.
   static std::unique_ptr<Discovery> Start(const DiscoveryOptions& options, FoundFn found, LostFn lost);
   ~Discovery();  // withdraws the announcement
+  // Thread-safe.
+  DiscoveryState State() const;
   Discovery(const Discovery&) = delete;
   Discovery& operator=(const Discovery&) = delete;
 

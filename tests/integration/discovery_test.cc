@@ -139,6 +139,14 @@ TEST_F(DiscoveryLanTest, TwoStrangersFindEachOtherAcceptAndExchange) {
   CommandResult table = alice.node->Mycel({"peers", "pending"});
   EXPECT_NE(table.out.find(bob.fingerprint), std::string::npos) << table.out;
   EXPECT_NE(table.out.find(" lan "), std::string::npos) << table.out;
+  // Status and doctor say it is announced, under which name and port, and how many it sees.
+  auto st = alice.node->Status();
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->Find("discovery_announced") && st->Find("discovery_announced")->boolean) << st->Str("discovery");
+  EXPECT_EQ(st->Str("discovery"), "announced as 'alice (" + alice.fingerprint.substr(0, 9) + ")' (_mycel._tcp) on port " +
+                                      std::to_string(alice.port) + "; 1 node seen");
+  CommandResult doctor = alice.node->Mycel({"doctor"});
+  EXPECT_NE(doctor.out.find("OK   LAN discovery  announced as 'alice"), std::string::npos) << doctor.out;
 
   // Accepted as any pending peer (one by fingerprint, one by name), the
   // handshake proves the keys and they exchange.
@@ -191,18 +199,28 @@ TEST_F(DiscoveryLanTest, RecordsThatLieAreNeverListedAndAGoneOneLeaves) {
   EXPECT_TRUE(PollUntil([&] { return !PendingWithKey(alice, carol.fingerprint); }, 30))
       << alice.node->Mycel({"peers", "pending"}).out;
 
-  // avahi-daemon restarts: myceld says so once, waits, and discovers again.
+  // avahi-daemon restarts: myceld says so once, waits, and discovers again;
+  // meanwhile status says it is not announced, and why.
+  auto announced = [&] {
+    auto st = alice.node->Status();
+    return st && st->Find("discovery_announced") && st->Find("discovery_announced")->boolean;
+  };
+  EXPECT_TRUE(announced());
   avahi_->Signal(SIGTERM);
   ASSERT_TRUE(avahi_->Wait(20));
   EXPECT_TRUE(PollUntil(
       [&] { return alice.node->daemon().LogSinceStart().find("avahi-daemon is not running") != std::string::npos; },
       30))
       << alice.node->daemon().LogSinceStart();
+  EXPECT_FALSE(announced());
+  EXPECT_NE(alice.node->Status()->Str("discovery").find("avahi-daemon"), std::string::npos)
+      << alice.node->Status()->Str("discovery");
   ASSERT_EQ(StartAvahi(), "");
   Publish("carol-again", 7006, {"v=1", "name=carol", fp, "pk=" + carol.key});
   EXPECT_TRUE(PollUntil([&] { return (p = PendingWithKey(alice, carol.fingerprint)).has_value(); }, 60))
       << alice.node->daemon().LogSinceStart();
   if (p) EXPECT_EQ(p->Str("address"), "127.0.0.1:7006");
+  EXPECT_TRUE(PollUntil(announced, 30)) << alice.node->Status()->Str("discovery");
   EXPECT_TRUE(alice.node->daemon().Running());
   EXPECT_EQ(alice.node->daemon().Stop(), 0);
 }
@@ -220,6 +238,30 @@ TEST(DiscoveryWithoutAvahiTest, NoSystemBusIsOneWarningAndTheDaemonRuns) {
   EXPECT_EQ(log.find("LAN discovery off"), log.rfind("LAN discovery off")) << "warned more than once: " << log;
   CommandResult status = alice.node->Mycel({"status"});
   EXPECT_EQ(status.exit_code, 0) << status.Describe();
+  // Status says discovery is off and why; doctor says what to do.
+  const std::string why = "off: no D-Bus system bus at unix:path=" + tmp.path() + "/no-bus, so no avahi-daemon to reach";
+  EXPECT_NE(status.out.find("discovery   " + why), std::string::npos) << status.out;
+  auto st = alice.node->Status();
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->Str("discovery"), why);
+  EXPECT_FALSE(st->Find("discovery_announced")->boolean);
+  CommandResult doctor = alice.node->Mycel({"doctor"});
+  EXPECT_EQ(doctor.exit_code, 1) << doctor.Describe();
+  EXPECT_NE(doctor.out.find("FIX  LAN discovery  " + why + ": install and start avahi-daemon"), std::string::npos)
+      << doctor.out;
+  EXPECT_EQ(alice.node->daemon().Stop(), 0);
+}
+
+// Without [node] discover, neither status nor doctor mentions it.
+TEST(DiscoveryWithoutAvahiTest, OffByConfigIsNotMentioned) {
+  TempDir tmp;
+  Laptop alice = NewLaptop(tmp.path(), "alice");
+  ASSERT_TRUE(alice.node->daemon().Start());
+  auto st = alice.node->Status();
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->Str("discovery"), "");
+  EXPECT_EQ(alice.node->Mycel({"status"}).out.find("discovery"), std::string::npos);
+  EXPECT_EQ(alice.node->Mycel({"doctor"}).out.find("LAN discovery"), std::string::npos);
   EXPECT_EQ(alice.node->daemon().Stop(), 0);
 }
 
