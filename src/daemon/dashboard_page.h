@@ -49,6 +49,7 @@ svg { border: 1px solid #ddd; background: #fcfcfc; } .legend span { margin-right
 <table><thead><tr><th>name</th><th>key fingerprint</th><th>address</th><th>last seen</th><th></th></tr></thead>
 <tbody id="pending"></tbody></table>
 <p class="muted">Check a fingerprint with its owner (<code>mycel id</code> on their laptop) before you accept it.</p>
+<p id="discovery" hidden></p>
 
 <script>
 "use strict";
@@ -121,6 +122,10 @@ async function refresh() {
     cell(row, ref || (p.last_error ? p.last_error.slice(0, 80) : "–"));
   }
   if (s.peers) $("totals").textContent = "rounds " + s.peers.rounds + " · sent " + bytes(s.peers.bytes_sent) + " · received " + bytes(s.peers.bytes_received);
+  // LAN discovery ([node] discover): announced, or why not.
+  $("discovery").hidden = !st.discovery;
+  $("discovery").textContent = st.discovery ? "LAN discovery: " + st.discovery : "";
+  $("discovery").className = st.discovery_announced ? "muted" : "bad";
   const pend = $("pending"); pend.innerHTML = "";
   const pending = s.peers ? (s.peers.pending || []) : [];
   if (pending.length === 0) cell(pend.insertRow(), "no one is waiting", "muted").colSpan = 5;

@@ -60,9 +60,10 @@ class Node:
                     '[federation]\nround_interval_s = 0.5\n')
         self.proc = None
 
-    def start(self):
+    def start(self, env=None):
         self.proc = subprocess.Popen([os.path.join(self.bin_dir, "myceld"), "-c", self.config],
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
         wait_for("the control socket", lambda: self.mycel("status").returncode == 0, 60)
 
     def mycel(self, *args):
@@ -112,11 +113,14 @@ def main():
     args = ap.parse_args()
     root = tempfile.mkdtemp(prefix="mycel-ui-")
     ui_port, peer_port = free_port(), free_port()
-    hub = Node(args.bin_dir, root, "hub", f'listen = "127.0.0.1:{peer_port}"\nui_listen = "127.0.0.1:{ui_port}"\n')
+    hub = Node(args.bin_dir, root, "hub",
+               f'listen = "127.0.0.1:{peer_port}"\nui_listen = "127.0.0.1:{ui_port}"\ndiscover = true\n')
     stranger = Node(args.bin_dir, root, "stranger", "dial_out = true\n")
     driver = None
     try:
-        hub.start()
+        # LAN discovery on, but never on the machine's own bus: it has none to reach.
+        no_bus = "unix:path=" + os.path.join(root, "no-bus")
+        hub.start({"DBUS_SYSTEM_BUS_ADDRESS": no_bus})
         # The address with its token: from `mycel status`, the owner's socket only.
         ui_url = hub.json("status")["ui_url"]
         assert ui_url.startswith(f"http://127.0.0.1:{ui_port}/#"), ui_url
@@ -158,6 +162,11 @@ def main():
         assert len(points.split()) >= 3, points
         assert driver.find_element(By.ID, "loss").get_attribute("points"), "no loss line"
         wait_for("the state", lambda: driver.find_element(By.ID, "state").text not in ("", "…"), 15)
+        # Discovery is on and cannot announce: the page says so, and why.
+        disc = driver.find_element(By.ID, "discovery")
+        assert disc.is_displayed(), "the discovery line is hidden"
+        assert disc.text.startswith("LAN discovery: off: no D-Bus system bus at " + no_bus), disc.text
+        assert disc.get_attribute("class") == "bad", disc.get_attribute("class")
 
         driver.find_element(By.ID, "pause").click()
         wait_for("the daemon to pause", lambda: hub.json("status")["state"] == "paused", 15)
@@ -177,7 +186,7 @@ def main():
         assert os.path.exists(os.path.join(root, "hub.peers.d", "stranger.toml"))
         wait_for("the page to list the stranger as a peer",
                  lambda: "stranger" in driver.find_element(By.ID, "peers").text, 15)
-        print("dashboard: plot, pause, resume, accept and the refusals checked")
+        print("dashboard: plot, discovery, pause, resume, accept and the refusals checked")
     except Exception:
         for n in (hub, stranger):
             if os.path.exists(n.log):
