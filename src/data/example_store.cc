@@ -96,6 +96,22 @@ absl::Status CheckIngestKey(const std::string& key) {
   return absl::OkStatus();
 }
 
+// Refuses, before anything is stored, an example Add could not store as given.
+absl::Status CheckExamples(const std::vector<Example>& examples) {
+  for (size_t i = 0; i < examples.size(); ++i) {
+    const Example& e = examples[i];
+    if (e.dtype != DType::kU8 && e.dtype != DType::kF32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("example ", i, ": unknown dtype ", static_cast<int>(e.dtype)));
+    }
+    if (e.dtype == DType::kF32 && e.data.size() % 4 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("example ", i, ": float32 data of ", e.data.size(),
+                                                     " bytes is not a multiple of 4"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 struct StmtDeleter {
   void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
 };
@@ -651,6 +667,51 @@ absl::StatusOr<std::optional<AddResult>> ExampleStore::FindIngest(const std::str
   return FindIngestLocked(key);
 }
 
+absl::StatusOr<int64_t> ExampleStore::AddBatchLocked(const std::string& source, int64_t offered) {
+  sqlite3_stmt* s = stmts_->add_batch.get();
+  ResetOnExit reset(s);
+  const std::string name = source.substr(0, kMaxSourceBytes);
+  sqlite3_bind_int64(s, 1, NowUnixMs());
+  sqlite3_bind_text(s, 2, name.data(), static_cast<int>(name.size()), SQLITE_TRANSIENT);
+  sqlite3_bind_int64(s, 3, offered);
+  int rc = sqlite3_step(s);
+  if (rc != SQLITE_DONE) return SqlError(rc, "recording the ingest");
+  return sqlite3_last_insert_rowid(db_);
+}
+
+absl::Status ExampleStore::FinishBatchLocked(int64_t batch, int64_t duplicates) {
+  sqlite3_stmt* s = stmts_->finish_batch.get();
+  ResetOnExit reset(s);
+  sqlite3_bind_int64(s, 1, batch);
+  sqlite3_bind_int64(s, 2, duplicates);
+  int rc = sqlite3_step(s);
+  if (rc != SQLITE_DONE) return SqlError(rc, "recording the ingest");
+  return absl::OkStatus();
+}
+
+absl::Status ExampleStore::AddOneLocked(const Example& e, int64_t batch, AddResult* result) {
+  const uint64_t digest = ContentHash(e);
+  MYCEL_ASSIGN_OR_RETURN(bool stored, StoredLocked(e, digest));
+  if (stored) {
+    ++result->duplicates;
+    return absl::OkStatus();
+  }
+  ++seen_;
+  int split = static_cast<int>(SplitOf(e, options_.validation_fraction));
+  if (count_[0] + count_[1] >= options_.max_examples) {
+    // Algorithm R (Vitter 1985): the seen_-th item enters with probability max/seen_.
+    int64_t j = std::uniform_int_distribution<int64_t>(0, seen_ - 1)(rng_);
+    if (j >= options_.max_examples) return absl::OkStatus();
+    // Replace within the incoming split so the train/validation balance stays as hashed.
+    MYCEL_RETURN_IF_ERROR(Evict(count_[split] > 0 ? split : 1 - split));
+    ++result->evicted;
+  }
+  MYCEL_RETURN_IF_ERROR(InsertRow(e, split, digest, batch));
+  ++result->stored;
+  ++(split == 0 ? result->train : result->validation);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples,
                                             const AddProgressFn& progress, const std::string& key,
                                             const std::string& source) {
@@ -658,17 +719,7 @@ absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples
   AddResult result;
   result.offered = static_cast<int64_t>(examples.size());
   if (examples.empty() && key.empty()) return result;
-  for (size_t i = 0; i < examples.size(); ++i) {
-    const Example& e = examples[i];
-    if (e.dtype != DType::kU8 && e.dtype != DType::kF32) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("example ", i, ": unknown dtype ", static_cast<int>(e.dtype)));
-    }
-    if (e.dtype == DType::kF32 && e.data.size() % 4 != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("example ", i, ": float32 data of ", e.data.size(),
-                                                     " bytes is not a multiple of 4"));
-    }
-  }
+  MYCEL_RETURN_IF_ERROR(CheckExamples(examples));
 
   std::lock_guard<std::mutex> lock(mu_);
   if (!key.empty()) {
@@ -679,49 +730,15 @@ absl::StatusOr<AddResult> ExampleStore::Add(const std::vector<Example>& examples
     const int64_t total = static_cast<int64_t>(examples.size());
     int64_t ingest = 0;
     if (total > 0) {
-      sqlite3_stmt* s = stmts_->add_batch.get();
-      ResetOnExit reset(s);
-      const std::string name = source.substr(0, kMaxSourceBytes);
-      sqlite3_bind_int64(s, 1, NowUnixMs());
-      sqlite3_bind_text(s, 2, name.data(), static_cast<int>(name.size()), SQLITE_TRANSIENT);
-      sqlite3_bind_int64(s, 3, total);
-      int rc = sqlite3_step(s);
-      if (rc != SQLITE_DONE) return SqlError(rc, "recording the ingest");
-      ingest = sqlite3_last_insert_rowid(db_);
+      MYCEL_ASSIGN_OR_RETURN(ingest, AddBatchLocked(source, total));
     }
     for (int64_t done = 0; done < total; ++done) {
       if (progress && done > 0 && done % kAddProgressEvery == 0 && !progress(done, total)) {
         return absl::CancelledError(absl::StrCat("cancelled after ", done, " of ", total, " examples"));
       }
-      const Example& e = examples[static_cast<size_t>(done)];
-      const uint64_t digest = ContentHash(e);
-      MYCEL_ASSIGN_OR_RETURN(bool stored, StoredLocked(e, digest));
-      if (stored) {
-        ++result.duplicates;
-        continue;
-      }
-      ++seen_;
-      int split = static_cast<int>(SplitOf(e, options_.validation_fraction));
-      if (count_[0] + count_[1] >= options_.max_examples) {
-        // Algorithm R (Vitter 1985): the seen_-th item enters with probability max/seen_.
-        int64_t j = std::uniform_int_distribution<int64_t>(0, seen_ - 1)(rng_);
-        if (j >= options_.max_examples) continue;
-        // Replace within the incoming split so the train/validation balance stays as hashed.
-        MYCEL_RETURN_IF_ERROR(Evict(count_[split] > 0 ? split : 1 - split));
-        ++result.evicted;
-      }
-      MYCEL_RETURN_IF_ERROR(InsertRow(e, split, digest, ingest));
-      ++result.stored;
-      ++(split == 0 ? result.train : result.validation);
+      MYCEL_RETURN_IF_ERROR(AddOneLocked(examples[static_cast<size_t>(done)], ingest, &result));
     }
-    if (ingest != 0 && result.duplicates > 0) {
-      sqlite3_stmt* s = stmts_->finish_batch.get();
-      ResetOnExit reset(s);
-      sqlite3_bind_int64(s, 1, ingest);
-      sqlite3_bind_int64(s, 2, result.duplicates);
-      int rc = sqlite3_step(s);
-      if (rc != SQLITE_DONE) return SqlError(rc, "recording the ingest");
-    }
+    if (ingest != 0 && result.duplicates > 0) MYCEL_RETURN_IF_ERROR(FinishBatchLocked(ingest, result.duplicates));
     MYCEL_RETURN_IF_ERROR(SaveSeenLocked());
     if (!key.empty()) MYCEL_RETURN_IF_ERROR(RecordIngestLocked(key, result));
     if (progress && total > 0 && !progress(total, total)) {

@@ -196,6 +196,14 @@ class ExampleStore {
   absl::Status Evict(int split);                        // removes a uniformly random row of `split`
   absl::Status InsertRow(const Example& example, int split, uint64_t digest, int64_t ingest);
   absl::StatusOr<bool> StoredLocked(const Example& example, uint64_t digest);  // an equal row exists
+  // Add's steps, inside its transaction. The batches row for `offered` examples
+  // from `source` (its id); then its count of duplicates, once they are known.
+  absl::StatusOr<int64_t> AddBatchLocked(const std::string& source, int64_t offered);
+  absl::Status FinishBatchLocked(int64_t batch, int64_t duplicates);
+  // Stores one example of batch `batch` unless an equal row exists or the
+  // reservoir turns it away (evicting a row when it lets it in); counts what it
+  // did in *result.
+  absl::Status AddOneLocked(const Example& example, int64_t batch, AddResult* result);
   absl::Status Upgrade(int64_t from_version);           // to kSchemaVersion, in one transaction
   absl::Status RenumberSlots(int split);                // dense slots again after a Forget
   absl::Status SaveSeenLocked();                        // persists seen_ (inside a transaction)

@@ -788,6 +788,48 @@ void SelectTopK(const float* v, size_t n, size_t k, std::vector<size_t>* kept, s
   picked->resize(k);
 }
 
+// TopKCodec::Decode of IndexCoding::kDelta: [p, end) is exactly k LEB128
+// varints, the first index and then the gaps between ascending indices;
+// picked[j] goes to the j-th index, zeros everywhere else. `what` names the
+// codec in refusals.
+//
+// The hot loop of a sparse decode. Kept out of line: inlined into Decode (or
+// as a member, with `this` held in a register), gcc 12 keeps more of the loop's
+// state in registers a memset call clobbers and saves and reloads them around
+// every gap's zero fill, which made delta decodes measurably slower.
+__attribute__((noinline)) absl::Status ScatterDeltas(const uint8_t* p, const uint8_t* end, const float* picked,
+                                                     uint64_t k, size_t n, float* out, const char* what) {
+  // Delta indices are sparse: one pass over out, the zeros before each kept
+  // index and then its value (indices ascend), rather than zeroing out and
+  // coming back to scatter.
+  size_t filled = 0;
+  auto put = [&](size_t i, float value) {
+    std::fill(out + filled, out + i, 0.0f);
+    out[i] = value;
+    filled = i + 1;
+  };
+  size_t prev = 0;
+  for (size_t j = 0; j < k; ++j) {
+    uint64_t x = 0;
+    for (int shift = 0;; shift += 7) {
+      if (p == end) return Refuse(Refusal::kBadShape, what, " payload ends inside index ", j);
+      const uint64_t b = *p++;
+      if (shift == 63 && b > 1) return Refuse(Refusal::kBadIndex, what, " index ", j, " overflows 64 bits");
+      x |= (b & 0x7f) << shift;
+      if (b < 0x80) break;
+    }
+    if (j > 0 && x == 0) return Refuse(Refusal::kBadIndex, what, " index ", prev, " repeated");
+    if (x >= n - (j == 0 ? 0 : prev)) {  // prev + x ≥ n, without overflow (prev < n)
+      return Refuse(Refusal::kBadIndex, what, " index ", j, " is out of range (", n, " values)");
+    }
+    prev = (j == 0 ? 0 : prev) + static_cast<size_t>(x);
+    put(prev, picked[j]);
+  }
+  if (p != end) return Refuse(Refusal::kBadShape, what, " payload has ", end - p, " trailing bytes");
+  std::fill(out + filled, out + n, 0.0f);
+  return absl::OkStatus();
+}
+
 class TopKCodec final : public Codec {
  public:
   // F = ppb / 10^9.
@@ -868,6 +910,56 @@ class TopKCodec final : public Codec {
   }
 
   absl::Status Decode(std::string_view bytes, size_t n, float* out) const override {
+    Header h;
+    absl::Status st = ParseHeader(bytes, n, &h);
+    if (!st.ok()) return st;
+    if (h.coding == IndexCoding::kAll) return DecodeAll(h, n, out);
+    const char* what = name_.c_str();
+    const size_t body_bytes = h.body.size();
+    const size_t value_bytes = ValueBytes(values_, h.k);
+    // Each delta index takes at least one byte.
+    const size_t min_index_bytes = h.coding == IndexCoding::kBitmap ? CeilDiv(n, 8) : h.k;
+    if (body_bytes < value_bytes || body_bytes - value_bytes < min_index_bytes ||
+        (h.coding == IndexCoding::kBitmap && body_bytes - value_bytes != min_index_bytes)) {
+      return Refuse(Refusal::kBadShape, what, " payload of ", h.k, " kept values has ", body_bytes,
+                    " data bytes, expected ", h.coding == IndexCoding::kBitmap ? "" : "at least ",
+                    value_bytes + min_index_bytes);
+    }
+    // k ≤ n and the bytes hold k values: now k floats may be allocated.
+    std::vector<float> picked(h.k);
+    st = DecodeValues(values_, h.body.data(), h.k, picked.data(), what);
+    if (!st.ok()) return st;
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(h.body.data() + value_bytes);
+    const uint8_t* end = reinterpret_cast<const uint8_t*>(h.body.data() + body_bytes);
+    if (h.coding == IndexCoding::kBitmap) return ScatterBitmap(p, end, picked.data(), h.k, n, out);
+    return ScatterDeltas(p, end, picked.data(), h.k, n, out, what);
+  }
+
+ private:
+  static constexpr uint64_t kBillion = 1000000000;
+
+  // Writes the kTopKHeader bytes; returns where the body starts.
+  char* WriteHeader(size_t n, size_t k, IndexCoding coding, char* dst) const {
+    Writer w(dst);
+    w.Bytes(kTopKMagic, 4);
+    w.Int<uint64_t>(n);
+    w.Int<uint64_t>(k);
+    w.Int<uint8_t>(static_cast<uint8_t>(values_));
+    w.Int<uint8_t>(static_cast<uint8_t>(coding));
+    w.Int<uint32_t>(Blocked(values_) ? kBlock : 0);
+    return dst + kTopKHeader;
+  }
+
+  // A payload's header once ParseHeader has checked it against this codec.
+  struct Header {
+    uint64_t k = 0;  // kept values, K(n)
+    IndexCoding coding = IndexCoding::kDelta;
+    std::string_view body;  // the bytes after the kTopKHeader ones
+  };
+
+  // Reads the kTopKHeader bytes WriteHeader writes and refuses any field that
+  // is not what this codec writes for n values.
+  absl::Status ParseHeader(std::string_view bytes, size_t n, Header* h) const {
     const char* what = name_.c_str();
     if (bytes.size() < kTopKHeader || std::memcmp(bytes.data(), kTopKMagic, 4) != 0) {
       return Refuse(Refusal::kBadShape, "not a ", what, " payload (", bytes.size(), " bytes)");
@@ -895,99 +987,53 @@ class TopKCodec final : public Codec {
         (index_coding == static_cast<uint8_t>(IndexCoding::kAll) && values_ == ValueCoding::kSign)) {
       return Refuse(Refusal::kBadShape, what, " payload has index coding ", index_coding);
     }
-    const IndexCoding coding = static_cast<IndexCoding>(index_coding);
-    const char* body = bytes.data() + kTopKHeader;
-    const size_t body_bytes = r.remaining();
-    if (coding == IndexCoding::kAll) {
-      if (body_bytes != ValueBytes(values_, n)) {
-        return Refuse(Refusal::kBadShape, what, " payload of all ", n, " values has ", body_bytes,
-                      " data bytes, expected ", ValueBytes(values_, n));
-      }
-      absl::Status st = DecodeValues(values_, body, n, out, what);
-      if (!st.ok()) return st;
-      // Still top-k: no more than k values may be non-zero.
-      size_t nonzero = 0;
-      for (size_t i = 0; i < n; ++i) nonzero += out[i] != 0.0f;
-      if (nonzero > k) return Refuse(Refusal::kBadShape, what, " payload sets ", nonzero, " values, more than k = ", k);
-      return absl::OkStatus();
-    }
-    const size_t value_bytes = ValueBytes(values_, k);
-    // Each delta index takes at least one byte.
-    const size_t min_index_bytes = coding == IndexCoding::kBitmap ? CeilDiv(n, 8) : k;
-    if (body_bytes < value_bytes || body_bytes - value_bytes < min_index_bytes ||
-        (coding == IndexCoding::kBitmap && body_bytes - value_bytes != min_index_bytes)) {
-      return Refuse(Refusal::kBadShape, what, " payload of ", k, " kept values has ", body_bytes,
-                    " data bytes, expected ", coding == IndexCoding::kBitmap ? "" : "at least ",
-                    value_bytes + min_index_bytes);
-    }
-    // k ≤ n and the bytes hold k values: now k floats may be allocated.
-    std::vector<float> picked(k);
-    absl::Status st = DecodeValues(values_, body, k, picked.data(), what);
-    if (!st.ok()) return st;
-    const uint8_t* p = reinterpret_cast<const uint8_t*>(body + value_bytes);
-    const uint8_t* end = reinterpret_cast<const uint8_t*>(bytes.data() + bytes.size());
-    if (coding == IndexCoding::kBitmap) {
-      // Bitmaps are chosen for dense indices: zero everything, then scatter.
-      if (n > 0) std::memset(out, 0, n * sizeof(float));
-      size_t j = 0;
-      for (size_t byte = 0; p + byte < end; ++byte) {
-        uint32_t bits = p[byte];
-        while (bits != 0) {
-          const size_t i = 8 * byte + static_cast<size_t>(__builtin_ctz(bits));
-          bits &= bits - 1;
-          if (i >= n) return Refuse(Refusal::kBadIndex, what, " bitmap marks index ", i, " of ", n);
-          if (j == k) return Refuse(Refusal::kBadShape, what, " bitmap marks more than k = ", k, " indices");
-          out[i] = picked[j++];
-        }
-      }
-      if (j != k) return Refuse(Refusal::kBadShape, what, " bitmap marks ", j, " indices, expected ", k);
-      return absl::OkStatus();
-    }
-    // Delta indices are sparse: one pass over out, the zeros before each kept
-    // index and then its value (indices ascend), rather than zeroing out and
-    // coming back to scatter.
-    size_t filled = 0;
-    auto put = [&](size_t i, float value) {
-      std::fill(out + filled, out + i, 0.0f);
-      out[i] = value;
-      filled = i + 1;
-    };
-    size_t prev = 0;
-    for (size_t j = 0; j < k; ++j) {
-      uint64_t x = 0;
-      for (int shift = 0;; shift += 7) {
-        if (p == end) return Refuse(Refusal::kBadShape, what, " payload ends inside index ", j);
-        const uint64_t b = *p++;
-        if (shift == 63 && b > 1) return Refuse(Refusal::kBadIndex, what, " index ", j, " overflows 64 bits");
-        x |= (b & 0x7f) << shift;
-        if (b < 0x80) break;
-      }
-      if (j > 0 && x == 0) return Refuse(Refusal::kBadIndex, what, " index ", prev, " repeated");
-      if (x >= n - (j == 0 ? 0 : prev)) {  // prev + x ≥ n, without overflow (prev < n)
-        return Refuse(Refusal::kBadIndex, what, " index ", j, " is out of range (", n, " values)");
-      }
-      prev = (j == 0 ? 0 : prev) + static_cast<size_t>(x);
-      put(prev, picked[j]);
-    }
-    if (p != end) return Refuse(Refusal::kBadShape, what, " payload has ", end - p, " trailing bytes");
-    std::fill(out + filled, out + n, 0.0f);
+    h->k = k;
+    h->coding = static_cast<IndexCoding>(index_coding);
+    h->body = bytes.substr(kTopKHeader);
     return absl::OkStatus();
   }
 
- private:
-  static constexpr uint64_t kBillion = 1000000000;
-
-  // Writes the kTopKHeader bytes; returns where the body starts.
-  char* WriteHeader(size_t n, size_t k, IndexCoding coding, char* dst) const {
-    Writer w(dst);
-    w.Bytes(kTopKMagic, 4);
-    w.Int<uint64_t>(n);
-    w.Int<uint64_t>(k);
-    w.Int<uint8_t>(static_cast<uint8_t>(values_));
-    w.Int<uint8_t>(static_cast<uint8_t>(coding));
-    w.Int<uint32_t>(Blocked(values_) ? kBlock : 0);
-    return dst + kTopKHeader;
+  // IndexCoding::kAll: all n values, of which still no more than k may be
+  // non-zero.
+  absl::Status DecodeAll(const Header& h, size_t n, float* out) const {
+    const char* what = name_.c_str();
+    if (h.body.size() != ValueBytes(values_, n)) {
+      return Refuse(Refusal::kBadShape, what, " payload of all ", n, " values has ", h.body.size(),
+                    " data bytes, expected ", ValueBytes(values_, n));
+    }
+    absl::Status st = DecodeValues(values_, h.body.data(), n, out, what);
+    if (!st.ok()) return st;
+    size_t nonzero = 0;
+    for (size_t i = 0; i < n; ++i) nonzero += out[i] != 0.0f;
+    if (nonzero > h.k) {
+      return Refuse(Refusal::kBadShape, what, " payload sets ", nonzero, " values, more than k = ", h.k);
+    }
+    return absl::OkStatus();
   }
+
+  // IndexCoding::kBitmap: [p, end) is an n-bit bitmap that must mark exactly
+  // k indices; picked[j] goes to the j-th marked one, zeros everywhere else.
+  absl::Status ScatterBitmap(const uint8_t* p, const uint8_t* end, const float* picked, uint64_t k, size_t n,
+                             float* out) const {
+    const char* what = name_.c_str();
+    // Bitmaps are chosen for dense indices: zero everything, then scatter.
+    if (n > 0) std::memset(out, 0, n * sizeof(float));
+    size_t j = 0;
+    for (size_t byte = 0; p + byte < end; ++byte) {
+      uint32_t bits = p[byte];
+      while (bits != 0) {
+        const size_t i = 8 * byte + static_cast<size_t>(__builtin_ctz(bits));
+        bits &= bits - 1;
+        if (i >= n) return Refuse(Refusal::kBadIndex, what, " bitmap marks index ", i, " of ", n);
+        if (j == k) return Refuse(Refusal::kBadShape, what, " bitmap marks more than k = ", k, " indices");
+        out[i] = picked[j++];
+      }
+    }
+    if (j != k) return Refuse(Refusal::kBadShape, what, " bitmap marks ", j, " indices, expected ", k);
+    return absl::OkStatus();
+  }
+
+
 
   std::string name_;
   uint32_t ppb_;  // F in parts per billion, 1..10^9
