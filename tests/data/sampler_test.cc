@@ -110,7 +110,9 @@ class SamplerTest : public ::testing::Test {
   // the store holds more than fits, the sampler is under memory pressure.
   static void TrainSteps(Sampler& s, ExampleStore& store, int64_t batch, int steps) {
     for (int step = 0; step < steps; ++step) {
-      if (s.fresh() == 0) ASSERT_TRUE(s.Refresh(store).ok());
+      if (s.fresh() == 0) {
+        ASSERT_TRUE(s.Refresh(store).ok());
+      }
       DrawLabelled(s, batch);
     }
   }
