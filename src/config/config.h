@@ -49,7 +49,7 @@ struct NodeOptions {
 struct FederationSection : federation::FederationOptions {
   double round_interval_s = 10.0;      // seconds between gossip rounds (publish, pull, merge); fractions allowed
   int64_t local_steps = 40;            // training steps between two merges; 0 = unpaced (measured: README, "Pacing")
-  int64_t trust_every = 8;             // rounds between two trust probes ([federation] trust)
+  int64_t trust_every = 5;             // rounds between two trust probes ([federation] trust)
   int64_t trust_examples = 256;        // held-out examples a probe evaluates on
   double pull_timeout_s = 5;           // deadline of one pull from a neighbour
   double max_backoff_s = 30;           // retry delay cap for an unreachable neighbour

@@ -81,7 +81,7 @@ struct GossipSchedule {
   // evaluated on trust_examples held-out examples
   // (SharedWeights::ProbeLosses) and judged. Without trust, no probes: every
   // neighbour stays fully trusted.
-  int64_t trust_every = 8;                 // rounds between two trust probes
+  int64_t trust_every = 5;                 // rounds between two trust probes
   int64_t trust_examples = 256;            // held-out examples a probe evaluates on
 };
 
