@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   app.add_option("--split", o.split, "iid | dirichlet:A | classes:K")->required();
   app.add_option("--rounds", o.rounds, "gossip rounds")->required();
   app.add_option("--attackers", o.attackers, "fraction of nodes that attack, in [0, 1)");
-  app.add_option("--attack", o.attack, "none | signflip | scale:X | alie | labelflip | backdoor");
+  app.add_option("--attack", o.attack, "none | signflip | scale:X | alie | alie:Z | labelflip | backdoor");
   app.add_option("--robust", o.robust, "none | reject | clip | trimmed_mean | median (honest nodes)")
       ->check(CLI::IsMember({"none", "reject", "clip", "trimmed_mean", "median"}));
   app.add_option("--trust", trust, "on | off: per-neighbour trust from local validation (honest nodes)")->check(CLI::IsMember({"on", "off"}));

@@ -189,6 +189,12 @@ void ProbeTrust(Node& n, int64_t examples) {
   n.probe_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The number after `prefix` in attack names like scale:X and alie:Z; false if
+// the attack has another name or the number does not parse.
+bool AttackParameter(const std::string& attack, std::string_view prefix, double* value) {
+  return attack.rfind(prefix, 0) == 0 && absl::SimpleAtod(attack.substr(prefix.size()), value);
+}
+
 absl::Status Validate(const SimOptions& o) {
   if (o.nodes < 1 || o.nodes > 100000) return absl::InvalidArgumentError("--nodes must be in [1, 100000]");
   if (o.rounds < 1) return absl::InvalidArgumentError("--rounds must be >= 1");
@@ -207,10 +213,11 @@ absl::Status Validate(const SimOptions& o) {
   const std::string& a = o.attack;
   double x = 0;
   const bool known = a == "none" || a == "signflip" || a == "alie" || a == "labelflip" || a == "backdoor" ||
-                     (a.rfind("scale:", 0) == 0 && absl::SimpleAtod(a.substr(6), &x) && std::isfinite(x));
+                     (AttackParameter(a, "scale:", &x) && std::isfinite(x)) ||
+                     (AttackParameter(a, "alie:", &x) && std::isfinite(x) && x > 0);
   if (!known) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown attack \"", a, "\" (none | signflip | scale:X | alie | labelflip | backdoor)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown attack \"", a, "\" (none | signflip | scale:X | alie | alie:Z with Z > 0 | labelflip | backdoor)"));
   }
   if (o.attackers > 0 && a == "none") return absl::InvalidArgumentError("--attackers needs --attack");
   return absl::OkStatus();
@@ -323,6 +330,7 @@ struct RoundContext {
   int local_steps;
   int64_t batch;
   double scale_x;   // X of attack scale:X, else 0
+  double alie_z;    // z of attack alie[:Z] (1 for plain alie), else 0
 };
 
 // Local steps, as the trainer takes them: the scheduled lr, then lr · c.
@@ -366,9 +374,10 @@ void TrainLocal(Node& n, const RoundContext& c) {
   n.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// What a crafting attacker (scale:X or alie) publishes, from μ (and σ for
-// alie) over the neighbourhood's copies as the attacker mirrors them, and its own.
-void CraftFromNeighbourhood(Node& n, const std::string& attack, double scale_x) {
+// What a crafting attacker (scale:X, or alie when alie_z > 0) publishes, from
+// μ (and σ for alie) over the neighbourhood's copies as the attacker mirrors
+// them, and its own.
+void CraftFromNeighbourhood(Node& n, double alie_z, double scale_x) {
   const size_t sz = n.flat.size();
   std::vector<std::vector<float>> copies = {n.flat};
   for (size_t j = 0; j < n.neighbours.size(); ++j) {
@@ -380,11 +389,11 @@ void CraftFromNeighbourhood(Node& n, const std::string& attack, double scale_x) 
     for (size_t k = 0; k < sz; ++k) mu[k] += v[k] / static_cast<float>(copies.size());
   for (const auto& v : copies)
     for (size_t k = 0; k < sz; ++k) sd[k] += (v[k] - mu[k]) * (v[k] - mu[k]) / static_cast<float>(copies.size());
-  if (attack == "alie") {
+  if (alie_z > 0) {
     if (n.mean_prev.empty()) n.mean_prev = n.start;
     for (size_t k = 0; k < sz; ++k) {
       const float dir = mu[k] > n.mean_prev[k] ? 1.0f : (mu[k] < n.mean_prev[k] ? -1.0f : 0.0f);
-      n.published[k] = mu[k] - 1.0f * std::sqrt(sd[k]) * dir;
+      n.published[k] = mu[k] - static_cast<float>(alie_z) * std::sqrt(sd[k]) * dir;
     }
     n.mean_prev = mu;
   } else {
@@ -398,7 +407,7 @@ void CraftFromNeighbourhood(Node& n, const std::string& attack, double scale_x) 
 void PublishOne(Node& n, const RoundContext& c) {
   const std::string& attack = c.o.attack;
   const int64_t samples = n.steps * c.batch;
-  const bool crafts = n.attacker && (attack == "signflip" || attack == "alie" || c.scale_x != 0);
+  const bool crafts = n.attacker && (attack == "signflip" || c.alie_z > 0 || c.scale_x != 0);
   if (!crafts) {
     n.fed->Publish(n.flat.data(), samples);
     return;
@@ -408,7 +417,7 @@ void PublishOne(Node& n, const RoundContext& c) {
   if (attack == "signflip") {
     for (size_t k = 0; k < sz; ++k) n.published[k] = 2 * n.start[k] - n.flat[k];
   } else {
-    CraftFromNeighbourhood(n, attack, c.scale_x);
+    CraftFromNeighbourhood(n, c.alie_z, c.scale_x);
   }
   n.fed->Publish(n.published.data(), samples);
 }
@@ -604,9 +613,10 @@ absl::StatusOr<SimResult> Run(const SimOptions& o) {
   result.attackers = n_attackers;
   result.per_node.resize(nodes.size());
   const int eval_every = o.eval_every > 0 ? o.eval_every : std::max(1, o.rounds / 20);
-  double scale_x = 0;
-  if (o.attack.rfind("scale:", 0) == 0) (void)absl::SimpleAtod(o.attack.substr(6), &scale_x);
-  const RoundContext context{o, local_steps, cfg.training.batch_size, scale_x};
+  double scale_x = 0, alie_z = o.attack == "alie" ? 1.0 : 0.0;
+  (void)AttackParameter(o.attack, "scale:", &scale_x);
+  (void)AttackParameter(o.attack, "alie:", &alie_z);
+  const RoundContext context{o, local_steps, cfg.training.batch_size, scale_x, alie_z};
 
   for (int round = 1; round <= o.rounds; ++round) {
     churn.Round(nodes);

@@ -22,11 +22,12 @@ struct SimOptions {
   std::string split = "iid";        // graph.h
   int rounds = 100;
   double attackers = 0;             // fraction of nodes that attack, in [0, 1)
-  // none | signflip | scale:X | alie | labelflip | backdoor
+  // none | signflip | scale:X | alie | alie:Z | labelflip | backdoor
   //   signflip   publishes its own learning reversed: 2·x₀ − x (x₀ the start)
   //   scale:X    publishes μ + X·(x − μ), μ the mean of its neighbours' copies
   //   alie       publishes μ − z·σ·sign(μ − μ_prev) per coordinate over its
-  //              neighbourhood, z = 1 ("A little is enough", Baruch et al. 2019)
+  //              neighbourhood, z = 1 ("A little is enough", Baruch et al. 2019);
+  //              alie:Z the same with z = Z > 0
   //   labelflip  trains on labels C − 1 − y and publishes honestly
   //   backdoor   trains half its batches with a 4×4 trigger in the corner
   //              relabelled 0 and publishes honestly

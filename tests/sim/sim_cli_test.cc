@@ -64,6 +64,8 @@ TEST(MycelSim, RefusesBadArgumentsByName) {
     std::string says;
   } cases[] = {
       {{"--attackers", "0.2", "--attack", "bribe"}, "unknown attack"},
+      {{"--attackers", "0.2", "--attack", "alie:0"}, "unknown attack"},
+      {{"--attackers", "0.2", "--attack", "alie:z"}, "unknown attack"},
       {{"--topology", "regular:3"}, "topology regular:3"},
       {{"--split", "dirichlet:0"}, "unknown split"},
       {{"--trust", "maybe"}, "--trust"},
@@ -145,6 +147,22 @@ TEST(MycelSim, ScaledAttackersBreakPlainGossipAndRejectHoldsThem) {
   EXPECT_GT(clean, 0.75);
   EXPECT_LT(none, clean - 0.2) << "the attack must be real";
   EXPECT_GT(reject, clean - 0.03) << "reject must hold every honest node near the clean run (none: " << none << ")";
+}
+
+// alie:Z moves the attackers' copies Z standard deviations against the
+// neighbourhood's progress: a larger Z is a louder attack, and costs plain
+// gossip more than the default z = 1.
+TEST(MycelSim, AlieTakesItsDeviationFromTheAttackName) {
+  TempDir dir;
+  auto with = [&](const std::string& attack) {
+    SimRun r = Sim(dir, {"--nodes", "8", "--topology", "regular:4", "--split", "iid", "--rounds", "30", "--seed",
+                         "1", "--attackers", "0.25", "--attack", attack, "--robust", "none"});
+    EXPECT_EQ(r.cmd.exit_code, 0) << r.cmd.Describe();
+    return Field(r.json, "honest_accuracy_min");
+  };
+  const double quiet = with("alie");
+  const double loud = with("alie:16");
+  EXPECT_LT(loud, quiet - 0.1) << "alie " << quiet << ", alie:16 " << loud;
 }
 
 }  // namespace
