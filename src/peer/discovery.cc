@@ -319,8 +319,6 @@ std::unique_ptr<Discovery> Discovery::Start(const DiscoveryOptions& options, Fou
   return std::unique_ptr<Discovery>(new Discovery(std::move(impl)));
 }
 
-DiscoveryState Discovery::State() const { return impl_->state.Get(); }
-
 #else  // no libavahi-client at build time
 
 struct Discovery::Impl {
@@ -334,9 +332,10 @@ std::unique_ptr<Discovery> Discovery::Start(const DiscoveryOptions&, FoundFn, Lo
   return std::unique_ptr<Discovery>(new Discovery(std::move(impl)));
 }
 
-DiscoveryState Discovery::State() const { return impl_->state.Get(); }
-
 #endif
+
+// Both builds' Impl keep the state in `state`.
+DiscoveryState Discovery::State() const { return impl_->state.Get(); }
 
 Discovery::Discovery(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Discovery::~Discovery() = default;
