@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
@@ -467,6 +468,12 @@ TEST(PeerFloodTest, UnfinishedStreamsAndOversizedPullsKeepRssBounded) {
   Node victim = MakeNode(tmp.path(), "victim");
   Node honest = MakeNode(tmp.path(), "honest");  // pinned, never started: the victim only serves
   WriteConfig(victim, honest);
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan's quarantine keeps freed memory back from reuse (256 MiB by
+  // default), so RSS would count it against mycel: the victim runs without.
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  setenv("ASAN_OPTIONS", (std::string(asan ? asan : "") + ":quarantine_size_mb=0").c_str(), 1);
+#endif
   ASSERT_TRUE(victim.node->daemon().Start());
   const pid_t pid = victim.node->daemon().pid();
   // Training paused: RSS then moves only with what callers make it hold.
