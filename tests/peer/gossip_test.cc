@@ -1459,14 +1459,21 @@ TEST(GossipPairTest, TwoNodesConvergeTowardTheirAverage) {
   // nothing to train it overshoots the average by up to 2x when one node's
   // rounds run ahead of the other's (seen on a loaded machine), which the
   // federation tests cover.
+  // Rounds are held until both listen: a node whose first pull finds its
+  // neighbour not yet up merges nothing while the neighbour merges its start,
+  // and the pair then meets halfway between the average and that start
+  // (seen under ASan, where starting a server takes longer than a round).
+  std::atomic<bool> held{true};
+  auto hold = [&held](GossipOptions& o) { o.hold_rounds = [&held] { return held.load(); }; };
   auto a = MakeNode("A", std::move(a_id), initial, xa0, a_addr, {peer_b}, federation::PlainGossip(), FastOptions(),
-                    false);
+                    false, hold);
   auto b = MakeNode("B", std::move(b_id), initial, xb0, b_addr, {peer_a}, federation::PlainGossip(), FastOptions(),
-                    false);
+                    false, hold);
   ASSERT_TRUE(a->gossip->Start().ok());
   ASSERT_TRUE(b->gossip->Start().ok());
   ASSERT_EQ(a->address(), a_addr);
   ASSERT_EQ(b->address(), b_addr);
+  held = false;
 
   auto max_gap = [&] { return MaxGap(*a, *b); };
   ASSERT_TRUE(WaitFor([&] { return max_gap() < 1e-4f; }, 20)) << "gap " << max_gap();
