@@ -208,6 +208,7 @@ void Node::StartDiscovery() {
   o.port = gossip_->Totals().listen_port;
   o.model_fingerprint = trainer_->Stats().fingerprint;
   peer::Gossip* gossip = gossip_.get();
+  std::lock_guard<std::mutex> lock(discovery_mu_);
   discovery_ = peer::Discovery::Start(
       o, [gossip](peer::PendingPeer p) { gossip->NoteDiscovered(std::move(p), static_cast<int64_t>(std::time(nullptr))); },
       [gossip](const std::string& key) { gossip->ForgetDiscovered(key); });
@@ -314,7 +315,15 @@ absl::Status Node::Shutdown() {
   history_cv_.notify_all();
   if (history_thread_.joinable()) history_thread_.join();
   if (control_) control_->Shutdown();            // 1. no new control RPCs
-  discovery_.reset();                            //    announcement withdrawn, nothing more found
+  {
+    // Announcement withdrawn, nothing more found. Dropped outside the lock:
+    // stopping avahi's thread waits for its callbacks, which do not take it.
+    std::unique_ptr<peer::Discovery> discovery;
+    {
+      std::lock_guard<std::mutex> lock(discovery_mu_);
+      discovery = std::move(discovery_);
+    }
+  }
   if (gossip_) gossip_->Stop();                  // 2. no more rounds; peer server stopped
   absl::Status s = trainer_ ? trainer_->Stop()   // 3. trainer stops between steps, final checkpoint
                             : absl::OkStatus();
@@ -379,7 +388,10 @@ Node::StatusSnapshot Node::GetStatus() {
   r.state_dir = config_.node.state_dir;
   r.metrics_url = MetricsUrl();
   r.ui_url = UiUrl();
-  if (discovery_) r.discovery = discovery_->State();
+  {
+    std::lock_guard<std::mutex> lock(discovery_mu_);
+    if (discovery_) r.discovery = discovery_->State();
+  }
   if (gossip_) {
     StatusSnapshot::Peering& p = r.peering.emplace();
     p.totals = gossip_->Totals();

@@ -242,7 +242,10 @@ class Node {
   std::unique_ptr<train::ResourcePolicy> policy_;       // pause + power + hours + idle
   std::unique_ptr<train::Trainer> trainer_;
   std::unique_ptr<peer::Gossip> gossip_;
-  std::unique_ptr<peer::Discovery> discovery_;          // [node] discover (its State() says why when it cannot)
+  // [node] discover (its State() says why when it cannot). Shutdown drops it
+  // while a control RPC may still be reading it: guarded by discovery_mu_.
+  std::mutex discovery_mu_;
+  std::unique_ptr<peer::Discovery> discovery_;
   std::unique_ptr<ControlService> control_service_;     // the proto adapter the servers below call
   std::unique_ptr<control::ControlServer> control_;
   std::unique_ptr<metrics::MetricsServer> metrics_;
